@@ -1,0 +1,53 @@
+"""Shared fixtures and the hypothesis profiles.
+
+``HYPOTHESIS_PROFILE=ci`` (default): >= 200 examples per property, derandomized so CI is
+repeatable. ``HYPOTHESIS_PROFILE=thorough``: >= 10,000 examples/sequences per property.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SHARED_EDS = ROOT.parent / "shared" / "eds"
+
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=10_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running (a bus notifier, a drive simulator...)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+    for t in leaked:
+        t.join(timeout=2.0)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"test leaked running threads: {still}"
+
+
+@pytest.fixture
+def sim_config_path() -> Path:
+    """The default simulation config file."""
+    return CONFIGS / "sim.toml"

@@ -1,0 +1,30 @@
+"""whih: drive a two-sided robotic catheter system through the WHIH technique for CTOs.
+
+``load_config`` validates a TOML configuration once; everything below works on the result.
+"""
+
+from whih_control.config import Config, default_config_path, load_config
+from whih_control.errors import (
+    ConfigError,
+    DriveError,
+    DriveTimeoutError,
+    LogIntegrityError,
+    ProcedureError,
+    SafetyError,
+    WhihError,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DriveError",
+    "DriveTimeoutError",
+    "LogIntegrityError",
+    "ProcedureError",
+    "SafetyError",
+    "WhihError",
+    "default_config_path",
+    "load_config",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""``[procedure]``: the WHIH sequence's geometry, steps, speeds and bounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware_iface.spec import setting
+
+__all__ = ["ProcedureConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureConfig:
+    """Geometry targets and bounds of the WHIH procedure (our defaults; the paper gives none)."""
+
+    lesion_length: float = setting(
+        27.6, unit="mm", lo=1.0, hi=200.0, doc="CTO length L from angiography (paper median 27.6)"
+    )
+    gap_target: float = setting(4.5, unit="mm", lo=0.0, hi=100.0, doc="MC gap target (paper median)")
+    gap_min: float = setting(2.0, unit="mm", lo=0.0, hi=100.0, doc="MC gap hard window floor")
+    gap_max: float = setting(20.0, unit="mm", lo=0.0, hi=100.0, doc="MC gap hard window ceiling")
+    coupling_target: float = setting(
+        0.5, unit="mm", lo=0.0, hi=20.0, doc="wire coupling target: retro wire tip - ante wire tip"
+    )
+    coupling_max: float = setting(2.0, unit="mm", lo=0.0, lo_open=True, hi=20.0, doc="wire coupling limit")
+    distal_margin: float = setting(
+        5.0, unit="mm", lo=0.0, hi=50.0, doc="crossed when the ante wire tip is this far past L"
+    )
+    step: float = setting(
+        1.0, unit="mm", lo=0.05, hi=10.0, doc="length of one retrograde step in hand-in-hand"
+    )
+    wire_speed: float = setting(
+        4.0, unit="mm/s", lo=0.0, lo_open=True, hi=50.0, doc="wire speed (robotic 2-20 mm/s)"
+    )
+    mc_speed: float = setting(2.0, unit="mm/s", lo=0.0, lo_open=True, hi=50.0, doc="MC speed")
+    untip_clearance: float = setting(
+        1.5, unit="mm", lo=0.1, hi=20.0, doc="retro wire tip this far distal of the ante MC tip"
+    )
+    max_steps: int = setting(400, lo=1, hi=100_000, doc="bound on hand-in-hand steps")
+    max_rewinds: int = setting(5, lo=0, hi=100, doc="bound on rewinds (back-and-forth)")
+    rewind_distance: float = setting(
+        2.0, unit="mm", lo=0.1, hi=20.0, doc="how far both wires back off in one rewind"
+    )
+    phase_timeout_s: float = setting(
+        300.0, unit="s", lo=1.0, hi=36_000.0, doc="bound on the time spent in one motion phase"
+    )
+    max_time_s: float = setting(1800.0, unit="s", lo=1.0, hi=86_400.0, doc="bound on the whole procedure")
+    confirm_crossing: bool = setting(False, doc="crossing needs an operator confirm (true on real hardware)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Cross-field checks within this section: (key, message)."""
+        out: list[tuple[str, str]] = []
+        if not self.gap_min < self.gap_target < self.gap_max:
+            out.append(
+                (
+                    "gap_target",
+                    f"must lie strictly inside the window (got {self.gap_target:g}, allowed "
+                    f"({self.gap_min:g}...{self.gap_max:g}) from gap_min/gap_max)",
+                )
+            )
+        if not self.coupling_target < self.coupling_max:
+            out.append(
+                (
+                    "coupling_target",
+                    f"must be below coupling_max (got {self.coupling_target:g}, allowed "
+                    f"[0...{self.coupling_max:g}))",
+                )
+            )
+        return out

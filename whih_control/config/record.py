@@ -1,0 +1,23 @@
+"""``[record]``: what a run folder keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware_iface.spec import setting
+
+__all__ = ["RecordConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordConfig:
+    """Run-folder contents (written only when an output folder is given)."""
+
+    telemetry_hz: float = setting(
+        100.0, unit="Hz", lo=1.0, hi=100.0, doc="telemetry.csv row rate (at most 100)"
+    )
+    trace: bool = setting(True, doc="write every CAN frame to trace.asc")
+    plot: bool = setting(True, doc="write plot.png at the end of the run")
+    trace_queue: int = setting(
+        65_536, lo=16, hi=10_000_000, doc="frames the trace queue holds before it drops (counted)"
+    )

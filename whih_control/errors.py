@@ -1,0 +1,59 @@
+"""Exceptions of the controller side, on the same root as the CAN layer's.
+
+::
+
+    WhihError                       (firmware_iface.errors)
+     +-- ConfigError (also ValueError)   a configuration is invalid; one line per problem
+     +-- ProcedureError                  a trigger is not allowed in the present phase
+     +-- SafetyError                     a request was refused by the safety supervisor
+     +-- LogIntegrityError               events.jsonl does not verify
+     +-- DriveError, BusError, ...       (see firmware_iface.errors)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from firmware_iface.errors import (
+    BusError,
+    DriveError,
+    DriveSetupError,
+    DriveTimeoutError,
+    SdoError,
+    WhihError,
+)
+
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "DriveError",
+    "DriveSetupError",
+    "DriveTimeoutError",
+    "LogIntegrityError",
+    "ProcedureError",
+    "SafetyError",
+    "SdoError",
+    "WhihError",
+]
+
+
+class ConfigError(WhihError, ValueError):
+    """A configuration is invalid. ``problems`` holds one ``key.path: what (got, allowed)`` each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        n = len(self.problems)
+        head = f"{n} configuration problem{'s' if n != 1 else ''}:"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class ProcedureError(WhihError):
+    """A trigger or operator action is not allowed in the present phase (state unchanged)."""
+
+
+class SafetyError(WhihError):
+    """A request (e.g. a jog) was refused by the safety supervisor; the message says why."""
+
+
+class LogIntegrityError(WhihError):
+    """An event log failed verification; the message names the line and what is wrong."""
