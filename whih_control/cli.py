@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
-from whih_control.config import Config, load_config
-from whih_control.errors import ConfigError
+from firmware_iface.faults import parse_fault
+from whih_control.api import Robot, simulate
+from whih_control.config import Config, default_config_path, load_config
+from whih_control.errors import ConfigError, WhihError
+from whih_control.procedure import diagram
+from whih_control.runtime import Progress, RunResult
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
@@ -81,13 +89,127 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
+def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
+    """Live progress: one rewritten line on a terminal, a line per phase change otherwise."""
+    tty = stream.isatty()
+    last_phase = [""]
+
+    def show(p: Progress) -> None:
+        frac = 0.0
+        if math.isfinite(p.ante_wire_tip):
+            frac = min(max((p.ante_wire_tip + 15.0) / (p.crossing_at + 15.0), 0.0), 1.0)
+        bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+        gap = f"{p.gap:5.2f} mm" if math.isfinite(p.gap) else "   -    "
+        tip = f"{p.ante_wire_tip:6.1f}" if math.isfinite(p.ante_wire_tip) else "     -"
+        line = (
+            f"[{p.t:7.1f} s] {p.phase:<26} gap {gap}  ante wire {tip} / {p.crossing_at:.1f} mm "
+            f"(L = {p.lesion_length:g}) [{bar}]"
+        )
+        if tty:
+            stream.write("\r" + line)
+            stream.flush()
+        elif p.phase != last_phase[0]:
+            stream.write(line + "\n")
+        last_phase[0] = p.phase
+
+    return show
+
+
+def _print_result(result: RunResult, stream: TextIO) -> None:
+    if stream.isatty():
+        stream.write("\n")
+    forces = ", ".join(f"{a} {f:.2f}" for a, f in result.max_force.items())
+    lines = [
+        f"outcome: {result.outcome}   crossed: {'yes' if result.crossed else 'no'}",
+        f"time: {result.sim_seconds:.1f} s procedure, {result.wall_seconds:.1f} s wall, "
+        f"{result.cycles} cycles, {result.overruns} overruns, {result.stale_cycles} stale",
+        f"MC gap: min {result.min_gap:.2f} mm, max {result.max_gap:.2f} mm",
+        f"max force (N): {forces}",
+    ]
+    if result.reason:
+        lines.append(f"reason: {result.reason}")
+    for f in result.faults:
+        lines.append(f"fault: {f}")
+    if result.loop and "period_error_p99_ms" in result.loop:
+        lp = result.loop
+        lines.append(
+            f"loop: {lp['rate_hz']:.1f} Hz, SYNC period error p50 {lp['period_error_p50_ms']:.3f} / "
+            f"p99 {lp['period_error_p99_ms']:.3f} / max {lp['period_error_max_ms']:.3f} ms, "
+            f"CPU {lp['cpu_percent']:.0f} %"
+        )
+    if result.out:
+        lines.append(f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)")
+    stream.write("\n".join(lines) + "\n")
+
+
+def _run(
+    cfg: Config,
+    *,
+    out: Path | None,
+    seed: int | None,
+    realtime: bool,
+    inject: list[str],
+    max_time: float | None,
+) -> int:
+    progress = _progress_printer(sys.stdout)
+    seed = cfg.sim.seed if seed is None else seed
+    if realtime or not cfg.sim.enabled:
+        if cfg.bus.interface == "whih-sim":
+            cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
+        with Robot(cfg, seed=seed, out=out, inject=inject, progress=progress) as robot:
+            robot.enable()
+            result = robot.run_procedure(max_time=max_time)
+    else:
+        result = simulate(cfg, seed=seed, inject=inject, out=out, max_time=max_time, progress=progress)
+    _print_result(result, sys.stdout)
+    return EXIT_OK if result.crossed and result.outcome == "complete" else EXIT_NOT_CROSSED
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``whih`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
-    print(f"whih {args.command}: not implemented yet (the runtime issue adds it)", file=sys.stderr)
-    return EXIT_USAGE
+    if args.command == "diagram":
+        print(diagram(args.format))
+        return EXIT_OK
+    try:
+        if args.command == "demo":
+            print(f"whih demo: simulated WHIH procedure, {default_config_path()}")
+            cfg = load_config(default_config_path())
+            options: dict[str, Any] = {"out": _default_out("demo"), "seed": None, "realtime": False,
+                                       "inject": [], "max_time": None}
+        else:
+            cfg = load_config(args.config)
+            for spec in args.inject:
+                axis = parse_fault(spec).axis
+                if axis and axis not in cfg.drives:
+                    raise ValueError(
+                        f"--inject {spec!r}: unknown axis {axis!r} (configured: {', '.join(cfg.drives)})"
+                    )
+            options = {"out": args.out, "seed": args.seed, "realtime": args.realtime,
+                       "inject": list(args.inject), "max_time": args.max_time}
+    except ConfigError as exc:
+        print(f"whih {args.command}: invalid configuration", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:  # a bad --inject spec
+        print(f"whih {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _run(cfg, **options)
+    except KeyboardInterrupt:
+        print("\nwhih: stopped by the operator (Ctrl-C); every drive was quick-stopped and disabled",
+              file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    except WhihError as exc:
+        print(f"whih {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,568 @@
+"""The cycle: read -> update -> write, in real time or simulated time, with recording.
+
+One :class:`Runtime` owns the bus, the master, the optional simulated drives/plant/imaging, the
+control core, the procedure and the run folder. Per cycle:
+
+1. ``master.read`` sends SYNC and collects one TPDO1 per drive (the hot path);
+2. ``master.service`` handles what else arrived (EMCY, heartbeats, boot-ups) -> faults;
+3. the estimator fuses the feedback with any imaging frame; the procedure ticks and yields the
+   objective; the control core computes commands and the safety supervisor makes them safe;
+4. ``master.write`` sends one RPDO1 per drive;
+5. telemetry and trace are handed to background writers (never blocking, never formatting here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import can
+
+from firmware_iface.bus import open_bus
+from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultSpec, parse_fault
+from firmware_iface.master import Master
+from firmware_iface.sim import SimulatedDrives
+from firmware_iface.simbus import SimTimeBus
+from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
+from whih_control.config import Config
+from whih_control.core import ControlCore
+from whih_control.errors import ProcedureError, SafetyError, WhihError
+from whih_control.events import EventLog
+from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
+from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
+from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
+from whih_control.sim import ImagingSource, Plant
+from whih_control.types import LINEAR_AXES, OperatorInput, Reason, TipMeasurement
+
+__all__ = ["Progress", "RunResult", "Runtime"]
+
+_EVENT_REASON: Mapping[DriveEventKind, Reason] = {
+    DriveEventKind.EMCY: Reason.DRIVE_FAULT,
+    DriveEventKind.HEARTBEAT_LOST: Reason.HEARTBEAT,
+    DriveEventKind.BOOTUP: Reason.DRIVE_FAULT,
+    DriveEventKind.COLLISION: Reason.BUS_FAULT,
+    DriveEventKind.STALE: Reason.STALE_FEEDBACK,
+    DriveEventKind.DRIVE_FAULT: Reason.DRIVE_FAULT,
+    DriveEventKind.SYNC_LOSS: Reason.BUS_FAULT,
+    DriveEventKind.BUS_ERROR: Reason.BUS_FAULT,
+}
+
+STOP_SETTLE_S = 0.5
+"""How long the cycle keeps running after a quick stop so the ramps finish and are recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress report, about ten times per simulated or real second."""
+
+    t: float
+    phase: str
+    gap: float
+    ante_wire_tip: float
+    lesion_length: float
+    crossing_at: float
+    cycle: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a procedure run ended with (also the body of ``summary.json``)."""
+
+    outcome: str
+    """'complete' (crossed and withdrawn), 'crossed', 'aborted', 'fault' or 'timeout'."""
+    crossed: bool
+    sim_seconds: float
+    wall_seconds: float
+    cycles: int
+    overruns: int
+    stale_cycles: int
+    min_gap: float
+    max_gap: float
+    max_force: Mapping[str, float]
+    faults: tuple[str, ...]
+    reason: str = ""
+    """Why the run ended the way it did (abort or fault text)."""
+    loop: Mapping[str, float | int] = field(default_factory=dict)
+    trace_dropped: int = 0
+    out: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+class Runtime:
+    """Owns everything a run needs; used through :class:`whih_control.Robot`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        bus: can.BusABC | None = None,
+        seed: int = 0,
+        out: Path | None = None,
+        inject: Sequence[str] = (),
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.out = out
+        self._progress = progress
+        self._given_bus = bus
+        self.faults_planned: list[FaultSpec] = [self._check_spec(s) for s in inject]
+        self._pending = sorted(self.faults_planned, key=lambda f: f.t)
+        self.axes = tuple(cfg.drives)
+        self.operator = OperatorInput(enable_held=False)
+        self.faults: list[str] = []
+        self._closers: list[Callable[[], None]] = []
+        self._opened = False
+        self._want_enabled = False
+        self._t = 0.0
+        self._t_start_wall = 0.0
+        self._measurements: list[TipMeasurement] = []
+        self._external: list[TipMeasurement] = []
+        self._min_gap = math.inf
+        self._max_gap = -math.inf
+        self._max_force = dict.fromkeys(self.axes, 0.0)
+        self._stale_cycles = 0
+        self._fault_stop_t: float | None = None
+        self._imaging_lost = False
+        self._freeze_s = 0.0
+        self._sync_lost = False
+        self._last_progress = -math.inf
+
+    # --- set-up and tear-down --------------------------------------------------------------------
+
+    def _check_spec(self, text: str) -> FaultSpec:
+        spec = parse_fault(text)
+        if spec.axis and spec.axis not in self.cfg.drives:
+            raise ValueError(
+                f"fault spec {text!r}: unknown axis {spec.axis!r} (configured: {', '.join(self.cfg.drives)})"
+            )
+        return spec
+
+    def open(self) -> None:
+        """Open the bus, start simulated drives if configured, create the run folder."""
+        cfg = self.cfg
+        try:
+            if self.out is not None:
+                self.out.mkdir(parents=True, exist_ok=True)
+            self.log = EventLog(self.out / "events.jsonl") if self.out is not None else None
+            if self.log is not None:
+                self._closers.append(self.log.close)
+            bus = self._given_bus
+            if bus is None:
+                bus = open_bus(cfg.bus, period=cfg.period)
+                self._closers.append(bus.shutdown)
+            self.bus = bus
+            self.simulated_time = isinstance(bus, SimTimeBus)
+            self.plant: Plant | None = None
+            self.imaging: ImagingSource | None = None
+            self.drives: SimulatedDrives | None = None
+            if cfg.sim.enabled:
+                self.plant = Plant(cfg, seed=self.seed)
+                drives_bus = bus
+                if not self.simulated_time:
+                    # the drives get their own handle on the same channel, like separate nodes
+                    drives_bus = open_bus(cfg.bus, period=cfg.period)
+                    self._closers.append(drives_bus.shutdown)
+                self.drives = SimulatedDrives(cfg, drives_bus, load=self.plant, seed=self.seed)
+                self.drives.start()
+                self._closers.append(self.drives.stop)
+                if cfg.imaging.source == "sim":
+                    self.imaging = ImagingSource(cfg, self.plant, seed=self.seed)
+            self.trace: TraceRecorder | None = None
+            self.telemetry: Telemetry | None = None
+            if self.out is not None and cfg.record.trace:
+                self.trace = TraceRecorder(self.out / "trace.asc", maxsize=cfg.record.trace_queue)
+                self._closers.append(self.trace.close)
+            self.master = Master(cfg, bus)
+            if self.trace is not None:
+                self.master.tap = self.trace.put
+            self.core = ControlCore(cfg)
+            self.procedure = Procedure(
+                cfg, log=self.log, auto_confirm=cfg.sim.enabled and not cfg.procedure.confirm_crossing
+            )
+            if self.out is not None:
+                self.telemetry = self._open_telemetry(self.out / "telemetry.csv")
+                self._closers.append(self.telemetry.close)
+            self.pacer: SimPacer | RealTimePacer = (
+                SimPacer(cfg.period)
+                if self.simulated_time
+                else RealTimePacer(
+                    cfg.period,
+                    busy_wait_s=cfg.cycle.busy_wait_us * 1e-6,
+                    tpdo_fraction=cfg.cycle.tpdo_deadline,
+                )
+            )
+            self._opened = True
+            self._t_start_wall = time.perf_counter()
+        except BaseException:
+            self._close_all()
+            raise
+
+    def close(self) -> None:
+        """Quick-stop then disable every drive, shut everything down. Safe to call twice."""
+        if not self._opened:
+            self._close_all()
+            return
+        self._opened = False
+        errors: list[BaseException] = []
+        try:
+            self._safe_stop()
+        except BaseException as exc:
+            errors.append(exc)
+        try:
+            self.master.shutdown()
+        except BaseException as exc:
+            errors.append(exc)
+        try:
+            self._close_all()
+        except BaseException as exc:
+            errors.append(exc)
+        gc.unfreeze()
+        if errors:
+            raise errors[0]
+
+    def _close_all(self) -> None:
+        errors: list[BaseException] = []
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _safe_stop(self) -> None:
+        """Quick stop on every axis for a moment, then disable voltage; recorded like any cycle."""
+        self._want_enabled = False
+        stop_cycles = max(1, int(0.2 / self.cfg.period))
+        for _ in range(stop_cycles):
+            self._cycle(override=DriveGoal.QUICK_STOP)
+        for _ in range(max(1, int(0.05 / self.cfg.period))):
+            self._cycle(override=DriveGoal.DISABLED)
+
+    # --- operator-facing actions -----------------------------------------------------------------
+
+    def enable(self) -> None:
+        """Set up every drive over SDO, then walk them to OPERATION ENABLED and calibrate."""
+        self.master.setup()
+        self._event("operator", action="enable")
+        self.operator.enable_held = True
+        self._want_enabled = True
+        self.procedure.enable(True)
+        self.procedure.start()
+        limit = self._t + self.cfg.bus.boot_timeout_s + 5.0
+        while self.procedure.phase not in (Phase.READY, Phase.FAULT, Phase.ABORTED):
+            self._cycle()
+            if self._t > limit:
+                raise WhihError(
+                    f"enable: drives did not reach OPERATION ENABLED and calibration within "
+                    f"{limit:.1f} s (phase {self.procedure.phase.value})"
+                )
+        if self.procedure.phase is not Phase.READY:
+            raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
+
+    def jog(self, axis: str, delta: float) -> None:
+        """Relative move through every limit; only in ready or paused."""
+        if axis not in self.cfg.drives:
+            raise ValueError(f"jog axis {axis!r} is not configured (configured: {', '.join(self.cfg.drives)})")
+        if not self.procedure.jog_allowed():
+            raise ProcedureError(f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)")
+        self._event("operator", action="jog", axis=axis, delta=delta)
+        self.core.jog(axis, delta)
+        d = self.cfg.drives[axis]
+        budget = abs(delta) / d.max_speed + 2 * d.max_speed / d.max_accel + 1.0
+        end = self._t + budget
+        while self._t < end and self.core.jog_active(axis):
+            self._cycle()
+            if self.core.supervisor.latched:
+                raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
+
+    def add_measurement(self, m: TipMeasurement) -> None:
+        """Feed an external tip measurement (imaging.source = 'external')."""
+        self._external.append(m)
+
+    def run_procedure(self, *, max_time: float | None = None) -> RunResult:
+        """Cycle until the procedure ends (or ``max_time`` seconds of run time pass)."""
+        end = math.inf if max_time is None else self._t + max_time
+        if self.procedure.phase is Phase.READY:
+            self.procedure.start()
+        gc.collect()
+        gc.freeze()  # keep the collector off the objects that live for the whole run
+        outcome = ""
+        while not outcome:
+            self._cycle()
+            if self.procedure.done:
+                outcome = self.procedure.outcome
+            elif self.procedure.phase is Phase.FAULT:
+                if self._fault_stop_t is None:
+                    self._fault_stop_t = self._t
+                elif self._t - self._fault_stop_t >= STOP_SETTLE_S:
+                    outcome = "fault"
+            elif self._t >= end:
+                outcome = "timeout"
+        return self._finish(outcome)
+
+    # --- the cycle -------------------------------------------------------------------------------
+
+    def _cycle(self, override: DriveGoal | None = None) -> None:
+        self._apply_scheduled_faults()
+        t = self.pacer.next() + self._freeze_s
+        self._t = t
+        fb = self.master.read(t, self.pacer.deadline())
+        for event in self.master.service(t):
+            self._drive_event(event)
+        self._gather_measurements(t)
+        est = self.core.estimator.update(t, fb, self._measurements)
+        if self.procedure.phase is Phase.CALIBRATE and not self.core.estimator.calibrated:
+            self._calibrate()
+        verdict = self.core.supervisor.latched_verdict
+        inputs = ProcedureInputs(
+            estimate=est,
+            verdict=verdict,
+            drives_ready=self.master.all_enabled(),
+            fault_active=self.core.supervisor.latched,
+            fault_text=verdict.text,
+            imaging_fresh=est.imaging_age <= self.cfg.safety.imaging_max_age_s,
+            operator=self.operator,
+        )
+        objective = self.procedure.tick(t, inputs)
+        self._watch_operator(objective.phase)
+        self.core.update(t, fb, objective, self.operator, estimated=True)
+        cmds = self.master.commands.axes
+        for axis, src in self.core.commands.axes.items():
+            dst = cmds[axis]
+            dst.target = src.target
+            goal = src.goal if override is None else override
+            if goal is DriveGoal.ENABLED and not self._want_enabled:
+                goal = DriveGoal.SWITCHED_ON
+            dst.goal = goal
+        self.master.write()
+        self._account(t, est.gap)
+
+    def _gather_measurements(self, t: float) -> None:
+        self._measurements.clear()
+        if self.imaging is not None and not self._imaging_lost:
+            self._measurements.extend(self.imaging.poll(t))
+        if self._external:
+            self._measurements.extend(self._external)
+            self._external.clear()
+
+    def _calibrate(self) -> None:
+        """Tie encoder insertion to tip position with the first complete tip measurement."""
+        for m in self._measurements:
+            if all(a in m.tips for a in LINEAR_AXES):
+                insertion = {a: self.master.feedback.axes[a].position for a in LINEAR_AXES}
+                self.core.estimator.calibrate(insertion, m.tips)
+                self._event("calibrated", tips={a: round(m.tips[a], 3) for a in LINEAR_AXES})
+                return
+
+    def _account(self, t: float, gap: float) -> None:
+        fb = self.master.feedback
+        if math.isfinite(gap) and self.core.estimator.calibrated:
+            self._min_gap = min(self._min_gap, gap)
+            self._max_gap = max(self._max_gap, gap)
+        for axis, a in fb.axes.items():
+            if a.force > self._max_force[axis]:
+                self._max_force[axis] = a.force
+            if a.age_cycles > 0 and self._want_enabled:
+                self._stale_cycles += 1
+        if self.telemetry is not None and self.telemetry.due(t):
+            self._telemetry_row(t)
+        if self._progress is not None and t - self._last_progress >= 0.1:
+            self._last_progress = t
+            est = self.core.estimator.estimate
+            self._progress(
+                Progress(
+                    t=t,
+                    phase=self.procedure.phase.value,
+                    gap=est.gap,
+                    ante_wire_tip=est.tips.get("ante_wire", math.nan),
+                    lesion_length=self.cfg.procedure.lesion_length,
+                    crossing_at=self.cfg.procedure.lesion_length + self.cfg.procedure.distal_margin,
+                    cycle=self.pacer.cycles,
+                )
+            )
+
+    # --- telemetry --------------------------------------------------------------------------------
+
+    def _open_telemetry(self, path: Path) -> Telemetry:
+        cols: list[str] = ["phase", "gap", "coupling", "gap_true"]
+        cols += [f"tip_{a}" for a in LINEAR_AXES]
+        cols += [f"force_{a}" for a in self.axes]
+        cols += [f"target_{a}" for a in self.axes]
+        cols += [f"actual_{a}" for a in self.axes]
+        self._phase_names = [p.value for p in Phase]
+        self._phase_index = {p: i for i, p in enumerate(Phase)}
+        self._row = [0.0] * len(cols)
+        return Telemetry(path, cols, rate_hz=self.cfg.record.telemetry_hz, labels={"phase": self._phase_names})
+
+    def _telemetry_row(self, t: float) -> None:
+        assert self.telemetry is not None
+        row = self._row
+        est = self.core.estimator.estimate
+        fb = self.master.feedback.axes
+        cmd = self.master.commands.axes
+        row[0] = self._phase_index[self.procedure.phase]
+        row[1] = est.gap
+        row[2] = est.coupling
+        row[3] = self.plant.gap() if self.plant is not None else math.nan
+        i = 4
+        for a in LINEAR_AXES:
+            row[i] = est.tips.get(a, math.nan)
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].force
+            i += 1
+        for a in self.axes:
+            row[i] = cmd[a].target
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].position
+            i += 1
+        self.telemetry.sample(t, row)
+
+    # --- faults and operator --------------------------------------------------------------------
+
+    def _apply_scheduled_faults(self) -> None:
+        while self._pending and self._pending[0].t <= self._t:
+            spec = self._pending.pop(0)
+            self._event("inject", spec=spec.text, safety=True)
+            if spec.kind not in RUNTIME_FAULT_KINDS:
+                if self.drives is None:
+                    raise ValueError(f"fault {spec.text!r} needs simulated drives (sim.enabled = true)")
+                self.drives.inject(spec)
+            elif spec.kind == "estop":
+                self.operator.estop = True
+            elif spec.kind == "deadman-release":
+                self.operator.enable_held = False
+                self.procedure.enable(False)
+            elif spec.kind == "imaging-loss":
+                self._imaging_lost = True
+            elif spec.kind == "sync-loss":
+                self._sync_lost = True
+                self.master.sync_enabled = False
+            elif spec.kind == "master-freeze":
+                self._freeze(float(spec.arg or 0.0) / 1000.0)
+
+    def _freeze(self, seconds: float) -> None:
+        """The master stops for ``seconds``: no SYNC, no heartbeat, no RPDO."""
+        if self.simulated_time:
+            assert isinstance(self.bus, SimTimeBus)
+            self.bus.advance(seconds)
+            self._freeze_s += seconds
+        else:
+            time.sleep(seconds)  # the injected fault itself: the cycle really stalls
+        late = seconds / self.cfg.period
+        if late > self.cfg.safety.feedback_max_age_cycles:
+            self.core.supervisor.raise_fault(
+                Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
+            )
+
+    def _watch_operator(self, phase: str) -> None:
+        if self.operator.estop and not self.core.supervisor.latched:
+            self.core.supervisor.raise_fault(Reason.ESTOP, "emergency stop pressed")
+        moving = phase in MOTION_PHASES_VALUES
+        if moving and not self.operator.enable_held and not self.core.supervisor.latched:
+            self.core.supervisor.raise_fault(Reason.ENABLE_RELEASED, "dead-man released during motion")
+        if (
+            self._imaging_lost
+            and moving
+            and self.core.estimator.estimate.imaging_age > 2 * self.cfg.safety.imaging_max_age_s
+            and not self.core.supervisor.latched
+        ):
+            self.core.supervisor.raise_fault(
+                Reason.STALE_FEEDBACK,
+                f"imaging lost for {self.core.estimator.estimate.imaging_age:.1f} s during motion",
+            )
+
+    def _drive_event(self, event: DriveEvent) -> None:
+        text = event.text or event.kind.name
+        self.faults.append(f"{event.t:.3f}s {event.axis or 'bus'}: {text}")
+        self._event("drive", kind=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
+        self.core.supervisor.raise_fault(_EVENT_REASON[event.kind], text, event.axis)
+
+    def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
+        if self.log is not None:
+            self.log.write(kind, t=self._t, safety=safety, **fields)
+
+    # --- the end ----------------------------------------------------------------------------------
+
+    def _end_reason(self) -> str:
+        if self.core.supervisor.latched:
+            return self.core.supervisor.latched_verdict.text
+        return getattr(self.procedure, "reason", "")
+
+    def _finish(self, outcome: str) -> RunResult:
+        stats: LoopStats = self.pacer.stats()
+        sup = self.core.supervisor
+        if sup.latched and sup.latched_verdict.text not in " ".join(self.faults):
+            self.faults.append(f"{self._t:.3f}s supervisor: {sup.latched_verdict.text}")
+        result = RunResult(
+            outcome=outcome,
+            crossed=self.procedure.crossed,
+            sim_seconds=self._t,
+            wall_seconds=time.perf_counter() - self._t_start_wall,
+            cycles=stats.cycles,
+            overruns=stats.overruns,
+            stale_cycles=self._stale_cycles,
+            min_gap=self._min_gap if math.isfinite(self._min_gap) else math.nan,
+            max_gap=self._max_gap if math.isfinite(self._max_gap) else math.nan,
+            max_force=dict(self._max_force),
+            faults=tuple(self.faults),
+            reason=self._end_reason(),
+            loop=stats.as_dict() if not self.simulated_time else {"cycles": stats.cycles},
+            trace_dropped=self.trace.dropped if self.trace is not None else 0,
+            out=str(self.out) if self.out is not None else None,
+        )
+        self._event("end", outcome=outcome, crossed=result.crossed, safety=True)
+        if self.out is not None:
+            self._write_summary(result)
+        return result
+
+    def _write_summary(self, result: RunResult) -> None:
+        assert self.out is not None
+        cfg = self.cfg
+        summary = result.as_dict()
+        summary["axes"] = {
+            axis: {
+                "node_id": d.node_id,
+                "kind": d.kind,
+                "counts_per_unit": d.counts_per_unit,
+                "max_speed": d.max_speed,
+                "max_accel": d.max_accel,
+                "travel": [d.travel_min, d.travel_max],
+                "force_alarm": d.force_alarm,
+                "force_stop": d.force_stop,
+                "eds": Path(d.eds).name,
+            }
+            for axis, d in cfg.drives.items()
+        }
+        summary["lesion_length"] = cfg.procedure.lesion_length
+        summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
+        summary["seed"] = self.seed
+        summary["injected"] = [f.text for f in self.faults_planned]
+        summary["config"] = cfg.to_dict()
+        write_json_atomic(self.out / "summary.json", summary)
+        if self.telemetry is not None and cfg.record.plot:
+            self.telemetry.close()
+            plot_run(
+                self.out / "telemetry.csv",
+                self.out / "plot.png",
+                lesion_length=cfg.procedure.lesion_length,
+                gap_window=(cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max),
+                force_limits={a: (d.force_alarm, d.force_stop) for a, d in cfg.drives.items()},
+                title=f"whih: {result.outcome}, crossed={result.crossed}, L={cfg.procedure.lesion_length:g} mm",
+            )
+
+
+MOTION_PHASES_VALUES = frozenset(p.value for p in MOTION_PHASES)
