@@ -223,20 +223,20 @@ class LesionConfig:
         0.2, unit="N", lo=0.0, hi=10.0, doc="force step when the wire leaves the channel (estimate)"
     )
     deviation_stiffness: float = setting(
-        1.0,
+        1.5,
         unit="N/mm",
         lo=0.0,
         hi=100.0,
         doc="force rise per mm advanced outside the channel (subintimal track); 0.3-2 N/mm (estimate)",
     )
     deviation_clear: float = setting(
-        0.5,
+        0.3,
         unit="mm",
         lo=0.0,
         hi=20.0,
         doc="withdraw the wire this far behind the deviation point to re-enter the channel "
         "(a rewind must exceed it plus the distance the force rise takes to reach the alarm, "
-        "(alarm - friction - deviation_force) / deviation_stiffness ~ 1 mm) (estimate)",
+        "(alarm - friction - deviation_force) / deviation_stiffness ~ 0.7 mm) (estimate)",
     )
 
 
