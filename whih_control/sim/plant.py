@@ -469,5 +469,5 @@ class Plant:
 
     @staticmethod
     def _reject(insertion: Mapping[str, float]) -> None:
-        bad = {a: q for a, q in insertion.items() if not math.isfinite(q)}
-        raise ValueError(f"insertion (={bad}) must be finite for every axis")
+        bad = {a: q for a, q in insertion.items() if not (math.isfinite(q) and abs(q) <= 1e300)}
+        raise ValueError(f"insertion (={bad or dict(insertion)}) must be finite, in [-1e300...1e300]")
