@@ -151,10 +151,15 @@ def _to_hand_in_hand(d: _Driver) -> None:
         if f["ante_mc"] >= 1.9 and f["retro_mc"] >= 1.9:
             break
         d.step()
-    while tips["retro_wire"] < tips["ante_mc"] + 1.5:
+    for _ in range(10_000):  # bounded: a plant bug must fail the test, not hang it
+        if tips["retro_wire"] >= tips["ante_mc"] + 1.5:
+            break
         d.move("retro_wire", -0.01)
-    while tips["ante_wire"] < tips["retro_wire"] - 0.5:
+    for _ in range(10_000):
+        if tips["ante_wire"] >= tips["retro_wire"] - 0.5:
+            break
         d.move("ante_wire", 0.01)
+    assert tips["ante_mc"] < tips["retro_wire"] and tips["ante_wire"] >= tips["retro_wire"] - 0.5
 
 
 def _cross(d: _Driver, coupling: float = 0.5, max_rewinds: int = 5) -> dict[str, float]:
@@ -166,13 +171,13 @@ def _cross(d: _Driver, coupling: float = 0.5, max_rewinds: int = 5) -> dict[str,
     start = d.t
     while tips["ante_wire"] < length + 5.0 and rewinds <= max_rewinds and d.t - start < 300.0:
         target = tips["retro_wire"] + 1.0
-        while tips["retro_wire"] < target:
+        while tips["retro_wire"] < target and d.t - start < 300.0:
             d.q["retro_wire"] -= 4.0 * DT
             if tips["retro_mc"] < tips["retro_wire"] + 1.0:
                 d.q["retro_mc"] -= 4.0 * DT
             d.step()
             cycles += 1
-        while tips["ante_wire"] < tips["retro_wire"] - coupling:
+        while tips["ante_wire"] < tips["retro_wire"] - coupling and d.t - start < 300.0:
             d.q["ante_wire"] += 4.0 * DT
             if tips["retro_mc"] - tips["ante_mc"] > 4.5 and d.forces["ante_mc"] < 1.9:
                 d.q["ante_mc"] += 2.0 * DT
