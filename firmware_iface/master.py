@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import can
@@ -44,7 +45,7 @@ from firmware_iface.cia402 import (
 )
 from firmware_iface.errors import BusError, DriveError, DriveSetupError, DriveTimeoutError, SdoError
 from firmware_iface.simbus import SimTimeBus
-from firmware_iface.spec import DriveConfig, DriveSystem
+from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
 from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal, Feedback
 
 __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
@@ -205,7 +206,7 @@ class Master:
         objects: dict[int, canopen.ObjectDictionary] = {}
         for axis, drive in zip(self.axes, self._drives, strict=True):
             try:
-                od = canopen.import_od(drive.eds, drive.node_id)
+                od = canopen.import_od(str(resolve_eds(drive.eds, Path.cwd())), drive.node_id)
             except (OSError, ValueError, KeyError) as exc:
                 raise DriveSetupError(
                     f"node {drive.node_id} ({axis}): cannot load object dictionary {drive.eds!r}: {exc}"
@@ -666,17 +667,33 @@ class Master:
                 self._bus.send(msg)
             except (can.CanError, OSError) as exc:
                 errors.append(f"node {self.nodes[i]} ({self.axes[i]}): RPDO1 not sent: {exc}")
-        if not self._simulated:
-            # Pace the next SYNC: block on the bus (frames met go to the service queue).
-            end = time.perf_counter() + period * (1.0 - self._cycle_cfg.tpdo_deadline)
-            while (remaining := end - time.perf_counter()) > 0.0:
-                try:
-                    got = self._bus.recv(remaining)
-                except (can.CanError, OSError) as exc:
-                    errors.append(f"bus receive failed: {exc}")
-                    break
-                if got is not None:
-                    self._take(got)
+        if self._simbus is None:
+            try:
+                self.wait_until(time.perf_counter() + period * (1.0 - self._cycle_cfg.tpdo_deadline))
+            except (can.CanError, OSError) as exc:
+                errors.append(f"bus receive failed: {exc}")
+
+    def wait_until(self, deadline: float) -> None:
+        """Real time: block on the bus until the ``time.perf_counter()`` value ``deadline``.
+
+        Frames that arrive are handled as in :meth:`read` (late TPDO1s update feedback, service
+        frames are queued). The last ``cycle.busy_wait_us`` before the deadline poll the bus instead
+        of blocking, because an OS wake-up from a blocking receive is late by up to a scheduler tick.
+        On the simulated-time bus nothing is queued between cycles and this returns at once.
+        """
+        if self._simbus is not None:
+            return
+        perf = time.perf_counter
+        recv = self._bus.recv
+        spin_from = deadline - self._cycle_cfg.busy_wait_us * 1e-6
+        while (now := perf()) < spin_from:
+            msg = recv(spin_from - now)
+            if msg is not None:
+                self._take(msg)
+        while perf() < deadline:
+            msg = recv(0.0)
+            if msg is not None:
+                self._take(msg)
 
 
 class _SetupScope:
