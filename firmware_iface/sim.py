@@ -250,6 +250,7 @@ class SimDrive:
         self._stuck: float | None = None
         self._vel = 0.0
         self._push_dir = 0.0
+        self._target_prev = 0.0
         self._stalled = False
         self._target = 0
         self._force = 0.0
@@ -519,6 +520,7 @@ class SimDrive:
             new = DriveState.SWITCH_ON_DISABLED
         if new is DriveState.OPERATION_ENABLED:
             self._fe_time = 0.0
+            self._target_prev = self._pos
         if new not in _TORQUE_ON:
             self._vel = 0.0
         self._state = new
@@ -630,13 +632,17 @@ class SimDrive:
                 elif target > self._lim_max:
                     target, limited = self._lim_max, True
             self._limit_flag = limited
-            err = target / self._cpu - self._pos
+            target_mm = target / self._cpu
+            err = target_mm - self._pos
             a = self._a_max
-            v_des = err / dt
-            # No overshoot: never faster than what can still be braked within the remaining error.
-            v_brake = math.sqrt(2.0 * a * abs(err))
-            lim = min(self._v_max, v_brake) if abs(v_des) > v_brake else self._v_max
-            v_des = max(-lim, min(lim, v_des))
+            # Feedforward of the target's own speed; relative to it, approach no faster than
+            # can still be braked within the remaining error (no overshoot on a step).
+            v_ff = (target_mm - self._target_prev) / dt
+            self._target_prev = target_mm
+            # Discrete time-optimal braking speed: n steps of a*dt decrease cover a*dt^2*n(n+1)/2.
+            v_brake = a * dt * (math.sqrt(0.25 + 2.0 * abs(err) / (a * dt * dt)) - 0.5)
+            v_rel = max(-v_brake, min(v_brake, err / dt - v_ff))
+            v_des = max(-self._v_max, min(self._v_max, v_ff + v_rel))
             v = max(v - a * dt, min(v + a * dt, v_des))
         elif s in _TORQUE_ON:
             decel = self._qs_decel
@@ -649,14 +655,14 @@ class SimDrive:
         self._stalled = False
         if v != 0.0:
             f_max = self._max_torque * self.config.force_per_torque
-            if self._force >= f_max and (self._push_dir == 0.0 or math.copysign(1.0, v) == self._push_dir):
+            if self._force < f_max:
+                # The load builds up against the direction the axis moves in.
+                self._push_dir = math.copysign(1.0, v)
+            elif self._push_dir == 0.0 or math.copysign(1.0, v) == self._push_dir:
                 # The load holds the axis in the direction it was pushing; backing off is free.
                 v = 0.0
                 self._stalled = True
-            else:
-                self._push_dir = math.copysign(1.0, v)
-        # Trapezoidal integration of the velocity change keeps the accel bound exact.
-        self._pos += 0.5 * (self._vel + v) * dt
+        self._pos += v * dt
         self._vel = v
         if v == 0.0:
             if s is DriveState.QUICK_STOP_ACTIVE and self._qs_option in (1, 2, 3, 4):
