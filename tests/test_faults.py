@@ -48,7 +48,7 @@ def test_parse_valid_specs(text: str, expected: FaultSpec) -> None:
 
 
 def test_every_kind_is_either_a_drive_or_a_runtime_kind() -> None:
-    assert DRIVE_FAULT_KINDS | RUNTIME_FAULT_KINDS == set(FaultKind)
+    assert set(FaultKind) == DRIVE_FAULT_KINDS | RUNTIME_FAULT_KINDS
     assert not DRIVE_FAULT_KINDS & RUNTIME_FAULT_KINDS
     assert {k.value for k in RUNTIME_FAULT_KINDS} == {
         "sync-loss",
