@@ -477,3 +477,31 @@ def test_quick_stop_goal_stops_every_drive(cfg: Config, simbus: SimTimeBus) -> N
         assert m.last_controlword == [CW_QUICK_STOP] * 6
         _cycle(m, simbus)
         assert all(d.state is DriveState.QUICK_STOP_ACTIVE for d in sims)
+
+
+def test_setup_frames_follow_cia301(cfg: Config, simbus: SimTimeBus) -> None:
+    """The set-up as frames: NMT pre-operational, PDO re-mapping with the COB-ID invalid first,
+    expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC before the start."""
+    rec = Recorder()
+    with SimulatedDrives(cfg, simbus):
+        simbus.attach(rec)
+        Master(cfg, simbus).setup()
+    frames = rec.frames
+    node1 = [(cob, data) for cob, data in frames if cob in (0x000, 0x601) and (cob != 0 or data[1] == 1)]
+    assert node1[0] == (0x000, bytes([0x80, 1]))  # enter pre-operational
+    assert node1[-1] == (0x000, bytes([0x01, 1]))  # start, last
+    downloads = [d for c, d in node1 if c == 0x601 and d[0] & 0xE0 == 0x20]
+    uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]
+    # 0x1400:1 = 0x80000201 (invalid) as a 4-byte expedited download: 23 00 14 01 01 02 00 80
+    assert downloads[0] == bytes([0x23, 0x00, 0x14, 0x01, 0x01, 0x02, 0x00, 0x80])
+    # 0x1600:1 = 0x60400010 (controlword, 16 bit)
+    assert bytes([0x23, 0x00, 0x16, 0x01, 0x10, 0x00, 0x40, 0x60]) in downloads
+    # 0x6060 = 8 (CSP), one byte: 2F 60 60 00 08
+    assert bytes([0x2F, 0x60, 0x60, 0x00, 0x08, 0, 0, 0]) in downloads
+    # Every written object is read back, and 0x6061 too.
+    read = {(d[2] << 8 | d[1], d[3]) for d in uploads}
+    written = {(d[2] << 8 | d[1], d[3]) for d in downloads}
+    assert written - {(0x6060, 0)} <= read
+    assert (0x6061, 0) in read
+    start = frames.index((0x000, bytes([0x01, 1])))
+    assert not any(c == pdo.SYNC_COB or 0x201 <= c <= 0x27F for c, _ in frames[:start])
