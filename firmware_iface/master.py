@@ -66,6 +66,8 @@ _NMT_RESET_COMMUNICATION: Final = 0x82
 # Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
 _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
 _FAULTY: Final = frozenset({DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE})
+_TORQUE_OFF: Final = frozenset({DriveState.SWITCH_ON_DISABLED, DriveState.FAULT})
+"""States in which shutdown counts a drive as safely off (FAULT is latched and torque-free)."""
 
 
 @dataclass(slots=True)
@@ -192,10 +194,6 @@ class Master:
 
     # ------------------------------------------------------------------ set-up (never cyclic)
 
-    @property
-    def _simulated(self) -> bool:
-        return self._simbus is not None
-
     def setup(self) -> None:
         """Check, configure and start every drive; raise rather than enable a doubtful one.
 
@@ -256,16 +254,21 @@ class Master:
     def _wait_for_nodes(self) -> None:
         """Block until every drive sent a boot-up or heartbeat, or ``bus.boot_timeout_s`` passes."""
         timeout = self._bus_cfg.boot_timeout_s
-        if self._simulated:
+        if self._simbus is not None:
             # Frames the drives produced before set-up are queued: show them to the listener.
             self._feed_queued()
+        else:
+            # Give the notifier a moment for boot-ups already queued before it started.
+            self._seen_event.wait(min(timeout, 0.1))
         if not all(self._seen):
-            # A node that booted before we listened only talks again after a reset.
+            # A node that booted before we listened only talks again after a reset; its
+            # communication parameters are configured below anyway.
             assert self._network is not None
             for i, nid in enumerate(self.nodes):
                 if not self._seen[i]:
                     self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
         if self._simbus is not None:
+            # Simulated time only passes on SYNC: let boot_timeout_s of it pass at most.
             for _ in range(math.ceil(timeout / self._simbus.period)):
                 if all(self._seen):
                     break
@@ -623,7 +626,8 @@ class Master:
         Runs the cyclic exchange itself (never call it between ``read`` and ``write`` of a running
         cycle): ``cycles`` quick-stop cycles (default: long enough for the slowest axis' ramp from
         max speed, at least 3), then up to 5 disable cycles until every drive reports SWITCH ON
-        DISABLED. A drive that does not confirm is reported in the raised :class:`DriveError`.
+        DISABLED (or a latched FAULT, also torque-free). A drive that does not confirm is reported
+        in the raised :class:`DriveError`.
         """
         period = 1.0 / self._cycle_cfg.rate_hz
         if cycles is None:
@@ -635,12 +639,10 @@ class Master:
                 cmd.goal = goal
             for _ in range(n):
                 self._shutdown_cycle(period, errors)
-                if goal is DriveGoal.DISABLED and all(
-                    fb.state is DriveState.SWITCH_ON_DISABLED for fb in self._fb
-                ):
+                if goal is DriveGoal.DISABLED and all(fb.state in _TORQUE_OFF for fb in self._fb):
                     break
         for axis, nid, fb in zip(self.axes, self.nodes, self._fb, strict=True):
-            if fb.state is not DriveState.SWITCH_ON_DISABLED:
+            if fb.state not in _TORQUE_OFF:
                 errors.append(
                     f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED (last state {fb.state.name}, "
                     f"{fb.age_cycles} cycles old)"

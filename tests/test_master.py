@@ -466,6 +466,45 @@ def test_realtime_400hz_six_drives_no_stale_cycles(cfg: Config) -> None:
         drive_bus.shutdown()
 
 
+def test_setup_on_virtual_bus_when_boot_ups_were_missed() -> None:
+    """Drives that booted before the master listened are reset (NMT reset communication)."""
+    cfg = _config(channel="whih-late-master")
+    drive_bus = can.Bus(interface="virtual", channel=cfg.bus.channel, ignore_config=True)
+    probe = can.Bus(interface="virtual", channel=cfg.bus.channel, ignore_config=True)
+    try:
+        with SimulatedDrives(cfg, drive_bus) as sims:
+            booted: set[int] = set()
+            deadline = time.monotonic() + 5.0
+            while len(booted) < 6 and time.monotonic() < deadline:
+                msg = probe.recv(0.5)  # the boot-ups go by before the master's bus exists
+                if msg is not None and 0x701 <= msg.arbitration_id <= 0x706 and msg.data[0] == 0:
+                    booted.add(msg.arbitration_id)
+            assert len(booted) == 6
+            bus = open_bus(cfg.bus)
+            try:
+                m = Master(cfg, bus)
+                m.setup()
+                assert all(d.nmt_state == pdo.NMT_OPERATIONAL for d in sims)
+                for c in m.commands.axes.values():
+                    c.goal = DriveGoal.ENABLED
+                period = 1.0 / cfg.cycle.rate_hz
+                for _ in range(50):
+                    slot = time.perf_counter()
+                    m.read(slot, slot + 0.9 * period)
+                    m.write()
+                    m.service(slot)
+                    m.wait_until(slot + period)
+                    if m.all_enabled():
+                        break
+                assert m.all_enabled()
+                m.shutdown()
+            finally:
+                bus.shutdown()
+    finally:
+        probe.shutdown()
+        drive_bus.shutdown()
+
+
 def test_quick_stop_goal_stops_every_drive(cfg: Config, simbus: SimTimeBus) -> None:
     with SimulatedDrives(cfg, simbus) as sims:
         m = Master(cfg, simbus)
