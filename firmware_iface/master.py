@@ -114,7 +114,11 @@ class _SetupListener(can.Listener):
 
 
 class Master:
-    """CANopen master for the drives of ``system`` on ``bus`` (see the module docstring)."""
+    """CANopen master for the drives of ``system`` on ``bus`` (see the module docstring).
+
+    ``feedback`` and ``commands`` are allocated once and mutated in place (the controller writes
+    goal and target per axis into ``commands``); ``stats`` counts what went wrong on the bus.
+    """
 
     def __init__(self, system: DriveSystem, bus: can.BusABC) -> None:
         self._system = system
@@ -186,6 +190,7 @@ class Master:
         self._fault_reported = [False] * n
         self._queue: deque[can.Message] = deque(maxlen=SERVICE_QUEUE_LEN)
         self._bus_ok_cycle = True
+        self._error_frames_reported = 0
         self._running = False
         self._network: canopen.Network | None = None
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
@@ -516,11 +521,23 @@ class Master:
 
     def service(self, t: float) -> Sequence[DriveEvent]:
         """Handle queued EMCY/heartbeat/boot-up/collision frames, run the heartbeat watchdog,
-        report new drive faults and produce the master heartbeat. ``t`` is the cycle time (s)."""
+        report new drive faults and error frames, and produce the master heartbeat.
+
+        ``t`` is the cycle time (s, simulated or monotonic); heartbeat ages are measured in it.
+        Call it once per cycle after :meth:`write`; it allocates only when something happened.
+        """
         events: list[DriveEvent] = []
         queue = self._queue
         while queue:
             self._service_frame(queue.popleft(), t, events)
+        if self.stats.error_frames != self._error_frames_reported:
+            new = self.stats.error_frames - self._error_frames_reported
+            self._error_frames_reported = self.stats.error_frames
+            events.append(
+                DriveEvent(
+                    DriveEventKind.BUS_ERROR, "", t, code=new, text=f"{new} CAN error frame(s) received"
+                )
+            )
         for i, axis in enumerate(self.axes):
             seen = self._last_seen[i]
             fb = self._fb[i]

@@ -236,6 +236,17 @@ def test_collision_on_a_master_cob_id(cfg: Config, simbus: SimTimeBus, cob: int,
     assert m.read(0.005, None).bus_ok  # per cycle
 
 
+def test_error_frames_reported(cfg: Config, simbus: SimTimeBus) -> None:
+    m = Master(cfg, simbus)
+    simbus.device_send(can.Message(is_error_frame=True))
+    simbus.device_send(can.Message(is_error_frame=True))
+    assert not m.read(0.0025, None).bus_ok
+    events = [e for e in m.service(0.0025) if e.kind is DriveEventKind.BUS_ERROR]
+    assert [e.code for e in events] == [2]
+    m.read(0.005, None)
+    assert not [e for e in m.service(0.005) if e.kind is DriveEventKind.BUS_ERROR]
+
+
 def test_emcy_decoded_with_name(cfg: Config, simbus: SimTimeBus) -> None:
     m = Master(cfg, simbus)
     simbus.device_send(
