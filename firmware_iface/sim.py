@@ -621,6 +621,8 @@ class SimDrive:
                 self._connection_lost()
 
     def _move(self, dt: float) -> None:
+        if dt <= 0.0:
+            return
         s = self._state
         v = self._vel
         if s is DriveState.OPERATION_ENABLED and self._mode == MODE_CSP and not self._cw & _CW_HALT:
@@ -973,6 +975,7 @@ class SimulatedDrives:
         try:
             for d in self._order:
                 d._boot()
+            last_sync = -math.inf
             last = time.monotonic()
             while not self._stop.is_set():
                 msg = self.bus.recv(timeout=self.period)
@@ -980,15 +983,16 @@ class SimulatedDrives:
                 if msg is not None and msg.arbitration_id == pdo.SYNC_COB and not msg.is_extended_id:
                     self._syncs += 1
                     self._advance(self.period, sync=True)
-                    last = now
+                    last = last_sync = now
                     continue
-                if msg is not None:
-                    self.on_frame(msg)
-                if now - last > 2.0 * self.period:
-                    # No SYNC: drive time follows the wall clock (heartbeats, consumer, ramps).
+                if now - last_sync > 2.0 * self.period and now > last:
+                    # No SYNC: drive time follows the wall clock (heartbeats, consumer, ramps),
+                    # brought up to date before a frame is handled so it is stamped right.
                     self._idle += now - last
                     self._advance(now - last, sync=False)
                     last = now
+                if msg is not None:
+                    self.on_frame(msg)
         except BaseException as exc:
             # Reported by stop(); the master sees the drives fall silent meanwhile.
             self._error = exc
