@@ -42,6 +42,9 @@ from canopen.sdo.exceptions import SdoAbortedError
 from firmware_iface import pdo
 from firmware_iface.cia402 import (
     MODE_CSP,
+    SW_FOLLOWING_ERROR,
+    SW_INTERNAL_LIMIT,
+    SW_TARGET_REACHED,
     DriveState,
     drive_transition,
     encode_statusword,
@@ -75,6 +78,9 @@ _TORQUE_ON: Final = frozenset(
     {DriveState.OPERATION_ENABLED, DriveState.QUICK_STOP_ACTIVE, DriveState.FAULT_REACTION_ACTIVE}
 )
 _EPS_T: Final = 1e-9
+_SW_BASE: Final[dict[DriveState, int]] = {
+    s: encode_statusword(s) for s in DriveState if s is not DriveState.UNKNOWN
+}
 
 # SDO abort codes (CiA 301 table 22).
 _ABORT_UNSUPPORTED: Final = 0x06010000
@@ -244,6 +250,7 @@ class SimDrive:
                 self.node.data_store.setdefault(index, {})[sub] = var.encode_raw(value)
         self._state = DriveState.NOT_READY_TO_SWITCH_ON
         self._cw = 0
+        self._cw_state: DriveState | None = None
         self._mode = int(self._od(0x6060))
         self._pos = 0.0
         self._enc_offset = 0.0
@@ -298,6 +305,7 @@ class SimDrive:
         return int(var.decode_raw(raw))
 
     def _load_params(self) -> None:
+        self._cw_state = None
         self._qs_option = self._od(0x605A)
         self._abort_option = self._od(0x6007)
         self._fe_window = self._od(0x6065)
@@ -506,9 +514,13 @@ class SimDrive:
 
     # ---- CiA 402 ----------------------------------------------------------------------------
     def _on_controlword(self, cw: int) -> None:
-        prev, self._cw = self._cw, cw
         old = self._state
+        if cw == self._cw and old is self._cw_state:
+            # Same command in the state it produced: every transition is idempotent.
+            return
+        prev, self._cw = self._cw, cw
         new = drive_transition(old, cw, previous=prev, quick_stop_option=self._qs_option)
+        self._cw_state = new
         if new is old:
             return
         if old is DriveState.FAULT:
@@ -524,6 +536,7 @@ class SimDrive:
         if new not in _TORQUE_ON:
             self._vel = 0.0
         self._state = new
+        self._cw_state = new
 
     def _connection_lost(self) -> None:
         """Abort connection option code (0x6007) reaction."""
@@ -567,19 +580,17 @@ class SimDrive:
 
     def _statusword(self) -> int:
         s = self._state
-        if s is DriveState.UNKNOWN:
-            return 0
-        reached = self._vel == 0.0 and (
+        sw = _SW_BASE[s]
+        if self._vel == 0.0 and (
             s is DriveState.QUICK_STOP_ACTIVE
             or (s is DriveState.OPERATION_ENABLED and abs(self._reported() - self._target) <= 1)
-        )
-        return encode_statusword(
-            s,
-            target_reached=reached,
-            internal_limit=self._limit_flag,
-            following_error=self._fe_flag,
-            warning=False,
-        )
+        ):
+            sw |= SW_TARGET_REACHED
+        if self._limit_flag:
+            sw |= SW_INTERNAL_LIMIT
+        if self._fe_flag:
+            sw |= SW_FOLLOWING_ERROR
+        return sw
 
     def _reported(self) -> int:
         pos = self._pos if self._stuck is None else self._stuck
@@ -808,6 +819,7 @@ class SimulatedDrives:
         self._lock = threading.Lock()
         self._deferred: list[Any] = []
         self._sim = isinstance(bus, SimTimeBus)
+        self._tx = bus.device_send if isinstance(bus, SimTimeBus) else bus.send
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -913,11 +925,7 @@ class SimulatedDrives:
     def transmit(self, msg: can.Message) -> None:
         """Send a drive's frame on the bus."""
         self.frames_sent += 1
-        if self._sim:
-            assert isinstance(self.bus, SimTimeBus)
-            self.bus.device_send(msg)
-        else:
-            self.bus.send(msg)
+        self._tx(msg)
 
     def after_write(self, fn: Any) -> None:
         """Run ``fn`` after the current SDO write has been stored (parameters are re-read)."""
@@ -932,11 +940,16 @@ class SimulatedDrives:
         if msg.is_error_frame or msg.is_remote_frame or msg.is_extended_id:
             return
         cob = msg.arbitration_id
+        owner = self._by_node.get(cob & 0x7F)
+        if owner is not None and owner._rpdo.cob_id == cob and not owner._pdo_dirty:
+            owner.on_frame(msg)  # the common case: an RPDO in the predefined connection set
+            if self._deferred:
+                self._run_deferred()
+            return
         if cob == pdo.NMT_COB or 0x701 <= cob <= 0x77F:
             for d in self._order:
                 d.on_frame(msg)
         else:
-            owner = self._by_node.get(cob & 0x7F)
             if owner is not None:
                 owner.on_frame(msg)
             # An RPDO whose COB-ID was remapped away from the predefined set.
