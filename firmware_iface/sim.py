@@ -164,6 +164,10 @@ class SimDrive:
         # Heartbeats run in drive time here, not on canopen's wall-clock timer.
         self.node._write_callbacks.remove(self.node.nmt.on_write)
         self.node.sdo.network = _DriveNet(self)
+        # canopen's server packs these into every abort; a segment request that arrives before any
+        # transfer started would otherwise abort with index None and raise instead of answering.
+        self.node.sdo._index = 0
+        self.node.sdo._subindex = 0
         self.node.add_read_callback(self._on_sdo_read)
         self.node.add_write_callback(self._on_sdo_write)
         self._factory = {

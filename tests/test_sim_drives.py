@@ -510,3 +510,54 @@ def test_same_seed_and_inputs_give_identical_frames_and_timestamps() -> None:
     b = _scripted_run(7)
     assert len(a) > 500
     assert a == b
+
+
+# --- arbitrary traffic (property) -----------------------------------------------------------------
+
+_controlwords = st.sampled_from([0x00, 0x02, 0x06, 0x07, 0x0F, 0x80, 0x10F, 0x8F])
+_nodes = st.sampled_from([1, 2])
+_targets = st.integers(-5000, 5000)
+_structured = st.one_of(
+    st.just([(0x000, b"\x01\x00")]),  # NMT start all
+    st.just([(0x080, b"")] * 3),  # SYNCs
+    st.builds(lambda n, cw, tgt: [(0x200 + n, pdo.RPDO1.pack(cw, tgt))], _nodes, _controlwords, _targets),
+    st.builds(  # the enable walk at once
+        lambda n, tgt: [(0x200 + n, pdo.RPDO1.pack(0x06, tgt)), (0x200 + n, pdo.RPDO1.pack(0x0F, tgt))],
+        _nodes,
+        _targets,
+    ),
+)
+_raw = st.tuples(
+    st.sampled_from([0x000, 0x080, 0x201, 0x202, 0x601, 0x602, 0x77F, 0x181, 0x701, 0x7FF, 0x301]),
+    st.binary(max_size=8),
+).map(lambda f: [f])
+_frames = st.lists(st.one_of(_structured, _structured, _raw), max_size=40).map(
+    lambda chunks: [f for chunk in chunks for f in chunk]
+)
+
+
+@given(frames=_frames)
+def test_any_traffic_is_handled_and_only_an_enabled_drive_moves(frames: list[tuple[int, bytes]]) -> None:
+    """Random NMT/SYNC/RPDO/SDO/heartbeat frames: no exception escapes, motion needs torque on."""
+    system = System(
+        drives=MappingProxyType({"ante_wire": DriveConfig(node_id=1), "ante_mc": DriveConfig(node_id=2)})
+    )
+    with Rig(system) as rig:
+        moving_states = {
+            DriveState.OPERATION_ENABLED,
+            DriveState.QUICK_STOP_ACTIVE,
+            DriveState.FAULT_REACTION_ACTIVE,
+        }
+        for n in (1, 2):
+            rig.sdo_ok(n, 0x6060, 0, 8, 1)
+        rig.send(0, b"\x01\x00")  # operational, so that RPDOs count
+        for cob, data in frames:
+            before = {d.node_id: (d.state, d.insertion) for d in rig.sim}
+            rig.send(cob, data)
+            rig.drain()
+            for d in rig.sim:
+                state, pos = before[d.node_id]
+                if d.insertion != pos:
+                    assert cob == 0x080 and state in moving_states
+                assert abs(d.velocity) <= d.config.max_speed * MOTOR_HEADROOM * (1 + 1e-9)
+                assert decode_statusword(d.statusword) is d.state
