@@ -333,8 +333,8 @@ def test_quick_stop_distance_at_max_speed_is_within_0_3_mm_on_every_linear_axis(
             if d.config.kind != "linear":
                 continue
             dist, bound = _quick_stop_distance(rig, d.node_id)
-            # Ramp from the last cycle's speed: within one cycle of travel of 0.5 v^2 / decel.
-            assert 0.0 < dist <= bound + d.config.max_speed * rig.period * 0.5 + 1e-9
+            # 0.5 v^2 / decel plus one cycle at full speed: the command acts on the next SYNC.
+            assert 0.0 < dist <= bound + d.config.max_speed * rig.period + 1e-9
             assert dist <= 0.3
             assert d.state is DriveState.QUICK_STOP_ACTIVE
 
