@@ -251,7 +251,9 @@ class SimDrive:
         for (index, sub), value in self._factory.items():
             if index in self.node.object_dictionary:
                 var = self._var(index, sub)
-                self.node.data_store.setdefault(index, {})[sub] = var.encode_raw(value)
+                # A vendor dictionary may use other units here; then the motor keeps its own limit.
+                if var.max is None or value <= var.max:
+                    self.node.data_store.setdefault(index, {})[sub] = var.encode_raw(value)
         self._state = DriveState.NOT_READY_TO_SWITCH_ON
         self._cw = 0
         self._cw_state: DriveState | None = None
@@ -308,18 +310,33 @@ class SimDrive:
             return int(value) if value is not None else 0
         return int(var.decode_raw(raw))
 
+    def _od_or(self, index: int, sub: int, default: int) -> int:
+        """Like :meth:`_od`, for an object a vendor dictionary may lack (then ``default``)."""
+        try:
+            return self._od(index, sub)
+        except KeyError:
+            return default
+
     def _load_params(self) -> None:
+        cfg, cpu = self.config, self._cpu
         self._cw_state = None
-        self._qs_option = self._od(0x605A)
-        self._abort_option = self._od(0x6007)
-        self._fe_window = self._od(0x6065)
-        self._fe_timeout = self._od(0x6066) / 1000.0
-        self._qs_decel = self._od(0x6085) / self._cpu
-        self._lim_min = self._od(0x607D, 1)
-        self._lim_max = self._od(0x607D, 2)
-        self._max_torque = self._od(0x6072)
-        self._v_max = self._od(0x607F) / self._cpu
-        self._a_max = self._od(0x60C5) / self._cpu
+        self._qs_option = self._od_or(0x605A, 0, 2)
+        self._abort_option = self._od_or(0x6007, 0, 1)
+        self._fe_window = self._od_or(0x6065, 0, 0xFFFFFFFF)
+        self._fe_timeout = self._od_or(0x6066, 0, 0) / 1000.0
+        self._qs_decel = self._od_or(0x6085, 0, round(cfg.quick_stop_decel * cpu)) / cpu
+        self._lim_min = self._od_or(0x607D, 1, 0)
+        self._lim_max = self._od_or(0x607D, 2, 0)
+        self._max_torque = self._od_or(0x6072, 0, 1000)
+        self._v_max = self._limit(0x607F) / cpu
+        self._a_max = self._limit(0x60C5) / cpu
+
+    def _limit(self, index: int) -> int:
+        """Motor limit: what the store holds (factory-set or written), else the factory value."""
+        raw = self.node.data_store.get(index, {}).get(0)
+        if raw is None:
+            return self._factory[index, 0]
+        return self._od(index)
 
     def _load_consumers(self) -> None:
         od = self.node.object_dictionary

@@ -60,6 +60,7 @@ class SimTimeBus(can.BusABC):
             raise ValueError(f"rx_queue_size (={rx_queue_size!r}) must be an integer >= 1")
         super().__init__(channel=channel, **kwargs)
         self.channel_info = f"whih simulated-time bus {channel!r}"
+        self._channel = channel
         self.period = float(period)
         self._syncs = 0
         self._time = 0.0
@@ -106,7 +107,7 @@ class SimTimeBus(can.BusABC):
         """A device puts ``msg`` on the bus: timestamped now, queued for recv, shown to listeners."""
         self._check_open()
         msg.timestamp = self._time
-        msg.channel = self.channel_info
+        msg.channel = self._channel
         msg.is_rx = True
         if len(self._rx) >= self._rx_size:
             self.dropped += 1
