@@ -119,8 +119,23 @@ class Rig:
         self.sdo_ok(node, 0x6066, 0, cfg.following_error_timeout_ms, 2)
         self.sdo_ok(node, 0x6060, 0, 8, 1)
 
+    def map_design_layout(self, node: int) -> None:
+        """RPDO1 = controlword + target, TPDO1 = statusword + position + torque (DESIGN 3)."""
+        for comm, mapping, cob, entries in (
+            (0x1400, 0x1600, 0x200 + node, (0x60400010, 0x607A0020)),
+            (0x1800, 0x1A00, 0x180 + node, (0x60410010, 0x60640020, 0x60770010)),
+        ):
+            self.sdo_ok(node, comm, 1, cob | 0x80000000, 4)
+            self.sdo_ok(node, mapping, 0, 0, 1)
+            for sub, entry in enumerate(entries, start=1):
+                self.sdo_ok(node, mapping, sub, entry, 4)
+            self.sdo_ok(node, mapping, 0, len(entries), 1)
+            self.sdo_ok(node, comm, 2, 1, 1)
+            self.sdo_ok(node, comm, 1, cob, 4)
+
     def start_all(self, **kw: int) -> None:
         for n in self.nodes():
+            self.map_design_layout(n)
             self.configure(n, **kw)
             self.cw[n] = 0
             self.target[n] = 0
@@ -416,6 +431,19 @@ def test_nmt_reset_node_restores_defaults_and_boots() -> None:
         frames = rig.drain()
         assert [(m.arbitration_id, bytes(m.data)) for m in frames] == [(0x704, b"\x00")]
         assert rig.sdo_read(4, 0x1017) == 0
+
+
+def test_a_vendor_dcf_drive_is_simulated_too() -> None:
+    with Rig(load_config(CONFIGS / "rig-epos4.toml")) as rig:
+        assert rig.sdo_read(1, 0x6502) & 0x80  # the EPOS4's own supported modes
+        rig.start_all(qs_option=6)
+        rig.enable()
+        for d in rig.sim:  # half a unit: inside the following-error window of every axis
+            rig.target[d.node_id] = round(0.5 * d.config.counts_per_unit)
+        frames = rig.run(60)
+        for d in rig.sim:
+            assert tpdos(frames, d.node_id)[-1][1] == rig.target[d.node_id]
+            assert d.position == pytest.approx(0.5, abs=0.5 / d.config.counts_per_unit)
 
 
 # --- load, torque, stall --------------------------------------------------------------------------
