@@ -174,8 +174,6 @@ class SimDrive:
             (0x607F, 0): round(config.max_speed * MOTOR_HEADROOM * self._cpu),
             (0x60C5, 0): round(config.max_accel * MOTOR_HEADROOM * self._cpu),
         }
-        self._sync_cob = pdo.SYNC_COB
-        self._tx_ok = True
         self._reset_all(t=0.0)
 
     # ---- public view ------------------------------------------------------------------------
@@ -452,12 +450,21 @@ class SimDrive:
             m.event_ms = self._od(comm, 5)
         except KeyError:
             m.event_ms = 0
-        for sub in range(1, self._od(mapping, 0) + 1):
-            entry = self._od(mapping, sub)
-            idx, s, bits = entry >> 16, (entry >> 8) & 0xFF, entry & 0xFF
-            var = self._var(idx, s)
-            m.entries.append((idx, s, bits // 8, var))
-            m.length += bits // 8
+        try:
+            for sub in range(1, self._od(mapping, 0) + 1):
+                entry = self._od(mapping, sub)
+                idx, s, bits = entry >> 16, (entry >> 8) & 0xFF, entry & 0xFF
+                var = self._var(idx, s)
+                if bits == 0 or bits % 8 or len(var) != bits:
+                    raise KeyError(entry)
+                m.entries.append((idx, s, bits // 8, var))
+                m.length += bits // 8
+        except KeyError:
+            # A mapping this drive cannot serve (e.g. a vendor default naming an absent object):
+            # the PDO stays off, as a drive refuses to enable a PDO it cannot map.
+            m.valid = False
+            m.entries.clear()
+            m.length = 0
         layout = [(e[0], e[1], e[2]) for e in m.entries]
         if rx:
             m.fast = layout == [(0x6040, 0, 2), (0x607A, 0, 4)]
@@ -505,8 +512,11 @@ class SimDrive:
         for idx, sub, size, var in m.entries:
             raw = bytes(data[offset : offset + size])
             offset += size
+            try:
+                self._write(idx, sub, var.decode_raw(raw), var)
+            except SdoAbortedError:
+                continue  # a value the drive refuses is not taken over, as over SDO
             self.node.data_store.setdefault(idx, {})[sub] = raw
-            self._write(idx, sub, var.decode_raw(raw), var)
 
     def _on_nmt(self, cs: int) -> None:
         t = self.time
@@ -975,6 +985,8 @@ class SimulatedDrives:
                 owner.on_frame(msg)
             # An RPDO whose COB-ID was remapped away from the predefined set.
             for other in self._order:
+                if other._pdo_dirty:
+                    other._compile()
                 if other is not owner and other._rpdo.cob_id == cob:
                     other.on_frame(msg)
         self._run_deferred()

@@ -414,9 +414,9 @@ def test_rpdo_remapped_to_controlword_only_via_sdo() -> None:
         rig.sdo_ok(1, 0x1600, 0, 0, 1)
         rig.sdo_ok(1, 0x1600, 1, 0x60400010, 4)
         rig.sdo_ok(1, 0x1600, 0, 1, 1)
-        rig.sdo_ok(1, 0x1400, 1, 0x301, 4)
+        rig.sdo_ok(1, 0x1400, 1, 0x305, 4)  # low bits name no configured node
         rig.send(0, [0x01, 1])
-        rig.send(0x301, struct.pack("<H", 0x06))
+        rig.send(0x305, struct.pack("<H", 0x06))
         rig.cycle()
         assert rig.drive(1).state is DriveState.READY_TO_SWITCH_ON
         rig.send(0x201, pdo.RPDO1.pack(0x07, 0))  # old COB-ID: ignored now
