@@ -904,7 +904,8 @@ class SimulatedDrives:
     # ---- introspection ----------------------------------------------------------------------
     @property
     def time(self) -> float:
-        """Drive time: SYNC count x period since start (plus SYNC-less wall time in thread mode)."""
+        """Drive time since start: SYNC count x period, plus time without SYNC (``SimTimeBus.advance``
+        periods, or wall time in thread mode)."""
         return self._syncs * self.period + self._idle
 
     @property
@@ -996,6 +997,12 @@ class SimulatedDrives:
         del t
         self._syncs += 1
         self._advance(self.period, sync=True)
+
+    def on_tick(self, t: float, dt: float) -> None:
+        """A period without SYNC on the simulated-time bus: timers and ramps run, no TPDO."""
+        del t
+        self._idle += dt
+        self._advance(dt, sync=False)
 
     def _advance(self, dt: float, *, sync: bool) -> None:
         t = self.time

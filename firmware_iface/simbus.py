@@ -33,6 +33,8 @@ class SimDevice(Protocol):
         """A SYNC at simulated time ``t`` (already advanced by ``dt``)."""
         ...
 
+    # Optional: ``on_tick(t, dt)``, called by :meth:`SimTimeBus.advance` for a period without SYNC.
+
 
 Listener = Callable[[can.Message], None]
 
@@ -63,6 +65,7 @@ class SimTimeBus(can.BusABC):
         self._channel = channel
         self.period = float(period)
         self._syncs = 0
+        self._ticks = 0
         self._time = 0.0
         self._rx: deque[can.Message] = deque()
         self._rx_size = rx_queue_size
@@ -76,8 +79,25 @@ class SimTimeBus(can.BusABC):
 
     @property
     def time(self) -> float:
-        """Simulated seconds since the bus was opened (SYNC count x period)."""
+        """Simulated seconds since the bus was opened (periods elapsed: SYNCs plus :meth:`advance`)."""
         return self._time
+
+    def advance(self, periods: int = 1) -> None:
+        """Let ``periods`` periods pass without a SYNC (a silent or frozen master).
+
+        Devices that have ``on_tick(t, dt)`` are called once per period, so their own timers
+        (heartbeat producer and consumer, ramps) keep running; nothing else happens.
+        """
+        self._check_open()
+        if not (isinstance(periods, int) and periods >= 0):
+            raise ValueError(f"periods (={periods!r}) must be an integer >= 0")
+        for _ in range(periods):
+            self._ticks += 1
+            self._time = self._ticks * self.period
+            for dev in tuple(self._devices):
+                tick = getattr(dev, "on_tick", None)
+                if tick is not None:
+                    tick(self._time, self.period)
 
     @property
     def sync_count(self) -> int:
@@ -141,7 +161,8 @@ class SimTimeBus(can.BusABC):
             and not msg.is_error_frame
         ):
             self._syncs += 1
-            self._time = self._syncs * self.period
+            self._ticks += 1
+            self._time = self._ticks * self.period
             t, dt = self._time, self.period
             for dev in tuple(self._devices):
                 dev.on_sync(t, dt)

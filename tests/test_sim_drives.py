@@ -294,6 +294,22 @@ def test_master_heartbeat_loss_quick_stops_with_emcy_8130() -> None:
             assert decode_statusword(tpdos(frames, n)[-1][0]) is DriveState.QUICK_STOP_ACTIVE
 
 
+def test_without_sync_drive_timers_run_on_bus_advance() -> None:
+    with Rig() as rig:
+        rig.start_all(qs_option=6)
+        rig.enable()
+        rig.run(10)
+        t0 = rig.sim.time
+        rig.bus.advance(60)  # SYNC and the master's heartbeat stop: 150 ms pass
+        frames = rig.drain()
+        assert rig.sim.time == pytest.approx(t0 + 0.15)
+        for n in rig.nodes():
+            assert emcys(frames, n) == [0x8130]
+            assert len([m for m in frames if m.arbitration_id == 0x700 + n]) == 15  # every 10 ms
+            assert tpdos(frames, n) == []
+            assert rig.drive(n).state is DriveState.QUICK_STOP_ACTIVE
+
+
 def test_quick_stop_option_2_ends_in_switch_on_disabled_and_enable_alone_does_not_restart() -> None:
     with Rig() as rig:
         rig.start_all(qs_option=2)

@@ -76,6 +76,28 @@ def test_other_frames_reach_every_device_synchronously_and_answers_queue_in_orde
         assert a.syncs == []  # not a SYNC
 
 
+def test_advance_lets_time_pass_without_sync_and_ticks_devices_that_want_it() -> None:
+    class Ticker(Echo):
+        def __init__(self, bus: SimTimeBus) -> None:
+            super().__init__(bus)
+            self.ticks: list[tuple[float, float]] = []
+
+        def on_tick(self, t: float, dt: float) -> None:
+            self.ticks.append((t, dt))
+
+    with SimTimeBus(period=0.5) as bus:
+        ticker, plain = Ticker(bus), Echo(bus)
+        bus.attach(ticker)
+        bus.attach(plain)
+        bus.advance(2)
+        bus.send(_msg(SYNC_COB_ID))
+        assert bus.time == 1.5 and bus.sync_count == 1
+        assert ticker.ticks == [(0.5, 0.5), (1.0, 0.5)]
+        assert ticker.syncs == plain.syncs == [(1.5, 0.5)]
+        with pytest.raises(ValueError, match=r"periods \(=-1\)"):
+            bus.advance(-1)
+
+
 def test_recv_never_blocks_when_empty() -> None:
     with SimTimeBus(period=0.01) as bus:
         t0 = time.monotonic()
