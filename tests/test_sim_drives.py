@@ -9,15 +9,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import can
+import canopen
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_iface import pdo
+from firmware_iface.check import check_drive
 from firmware_iface.cia402 import DriveState, decode_statusword
 from firmware_iface.sim import MOTOR_HEADROOM, SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
-from firmware_iface.spec import BusConfig, CycleConfig, DriveConfig
+from firmware_iface.spec import BUILTIN_EDS_DIR, BusConfig, CycleConfig, DriveConfig
 from whih_control import load_config
 
 from .conftest import CONFIGS
@@ -179,6 +181,24 @@ def tpdos(frames: Iterable[can.Message], node: int) -> list[tuple[int, int, int]
 
 def emcys(frames: Iterable[can.Message], node: int) -> list[int]:
     return [pdo.EMCY.unpack(bytes(m.data))[0] for m in frames if m.arbitration_id == 0x80 + node]
+
+
+# --- object dictionary ---------------------------------------------------------------------------
+
+
+def test_shipped_eds_loads_and_passes_the_capability_check() -> None:
+    eds = BUILTIN_EDS_DIR / "whih_sim_drive.eds"
+    od = canopen.import_od(str(eds), 5)
+    assert check_drive(eds).ok
+    for index in (0x1000, 0x1001, 0x1016, 0x1017, 0x1018, 0x1400, 0x1600, 0x1800, 0x1A00, 0x6007,
+                  0x603F, 0x605A, 0x6060, 0x6061, 0x6065, 0x6066, 0x6085, 0x6502):  # fmt: skip
+        assert index in od, hex(index)
+    assert od[0x6040].pdo_mappable and od[0x607A].pdo_mappable  # RPDO
+    assert od[0x6041].pdo_mappable and od[0x6064].pdo_mappable and od[0x6077].pdo_mappable  # TPDO
+    assert od[0x6502].default & 0x80  # CSP
+    assert od[0x1A00][1].writable and od[0x1600][1].writable
+    assert od[0x1800][1].default == 0x185 and od[0x1400][1].default == 0x205  # $NODEID resolved
+    assert (od[0x607D][1].name, od[0x607D][2].name) == ("Min position limit", "Max position limit")
 
 
 # --- NMT, SDO, heartbeat, PDO ---------------------------------------------------------------------
