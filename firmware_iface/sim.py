@@ -26,6 +26,7 @@ stops, drive time follows the wall clock so heartbeats and the heartbeat consume
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -119,6 +120,17 @@ def _is_error_code(code: int) -> bool:
     return code != 0 and code & 0xFF00 != 0xFF00
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_od(path: str, mtime_ns: int, node_id: int) -> canopen.ObjectDictionary:
+    del mtime_ns  # part of the cache key only: an edited file is parsed again
+    return canopen.import_od(path, node_id)
+
+
+def _object_dictionary(eds: Path, node_id: int) -> canopen.ObjectDictionary:
+    """The parsed dictionary of ``eds`` for ``node_id``, shared between simulations (read-only)."""
+    return _parsed_od(str(eds), eds.stat().st_mtime_ns, node_id)
+
+
 class _DriveNet:
     """What ``canopen``'s SDO server needs of a network: a way to send."""
 
@@ -160,7 +172,7 @@ class SimDrive:
         self._owner = owner
         self._cpu = config.counts_per_unit
         # Typed Any: canopen's LocalNode callbacks and SDO server are untyped.
-        self.node: Any = cast(Any, canopen.LocalNode(config.node_id, str(eds)))
+        self.node: Any = cast(Any, canopen.LocalNode(config.node_id, _object_dictionary(eds, config.node_id)))
         # Heartbeats run in drive time here, not on canopen's wall-clock timer.
         self.node._write_callbacks.remove(self.node.nmt.on_write)
         self.node.sdo.network = _DriveNet(self)
