@@ -123,8 +123,9 @@ class FaultSpec:
         if self.axis:
             parts.append(self.axis)
         if self.arg is not None:
-            parts.append(f"0x{self.arg:04X}" if self.kind is FaultKind.EMCY else f"{self.arg:g}")
-        return f"{':'.join(parts)}@{self.t:g}"
+            # repr: the shortest text that parses back to the same number
+            parts.append(f"0x{self.arg:04X}" if self.kind is FaultKind.EMCY else repr(self.arg))
+        return f"{':'.join(parts)}@{self.t!r}"
 
 
 def _bad(spec: str, what: str) -> ValueError:
