@@ -19,9 +19,13 @@ the rest itself, in *drive time* (SYNC count x nominal period since start):
   insertion into axial force; torque actual (0x6077) = force / ``force_per_torque``.
 
 On a :class:`~firmware_iface.simbus.SimTimeBus` the drives are attached as one device and stepped
-synchronously on SYNC (no thread). On any other bus (e.g. a ``virtual`` handle on the master's
-channel) all drives run in one thread that receives with a timeout and steps on SYNC; when SYNC
-stops, drive time follows the wall clock so heartbeats and the heartbeat consumer keep working.
+synchronously on SYNC (no thread); periods without SYNC (``SimTimeBus.advance``) run their timers.
+On any other bus (e.g. a ``virtual`` handle on the master's channel) all drives run in one thread
+that receives with a timeout and steps on SYNC; when SYNC stops, drive time follows the wall clock
+so heartbeats and the heartbeat consumer keep working.
+
+Injected faults (:meth:`SimulatedDrives.inject`, kinds in
+:data:`~firmware_iface.faults.DRIVE_FAULT_KINDS`) act at their time in drive time.
 """
 
 from __future__ import annotations
@@ -827,7 +831,8 @@ class SimulatedDrives:
     :param bus: a :class:`~firmware_iface.simbus.SimTimeBus` (stepped synchronously on SYNC), or
         any other python-can bus handle of the drives' own (one thread serves all drives).
     :param load: the plant, stepped once per SYNC; None means no load force.
-    :param seed: seed of the drives' random draws (kept for replayability; the model is exact).
+    :param seed: kept with the run for replay; the drive model itself draws nothing at random, so
+        the same frames in give the same frames out for any seed.
     :param eds_dir: folder that relative ``eds`` paths resolve against (default: working folder).
     """
 
