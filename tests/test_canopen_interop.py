@@ -7,9 +7,11 @@ Waits poll with bounded timeouts on TPDO reception; nothing sleeps.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 import can
@@ -17,7 +19,7 @@ import canopen
 import pytest
 
 from firmware_iface.cia402 import DriveState
-from firmware_iface.sim import SimulatedDrives
+from firmware_iface.sim import DRIVE_FAULT_EMCY, SimulatedDrives
 from firmware_iface.spec import BUILTIN_EDS_DIR, CycleConfig, DriveConfig
 
 from .test_sim_drives import System
@@ -147,3 +149,40 @@ def test_without_sync_drive_time_follows_the_wall_clock_and_the_heartbeat_consum
     assert time.monotonic() - t0 >= 0.09
     _poll(lambda: int(node.sdo[0x6041].raw) & 0x4F, 0x40, 1.0, "SWITCH ON DISABLED")
     assert sim.drive("ante_wire").state is DriveState.SWITCH_ON_DISABLED
+
+
+def test_faults_are_injected_in_the_drive_thread(
+    setup: tuple[canopen.Network, SimulatedDrives],
+) -> None:
+    network, sim = setup
+    node = canopen.RemoteNode(1, EDS)
+    network.add_node(node)
+    sim.inject("drive-fault:ante_wire@0")
+    code = node.emcy.wait(DRIVE_FAULT_EMCY, timeout=2.0)
+    assert code is not None
+    _poll(lambda: int(node.sdo[0x603F].raw), DRIVE_FAULT_EMCY, 1.0, "error code")
+
+
+class NanLoad:
+    def step(self, t: float, dt: float, insertion: Mapping[str, float]) -> Mapping[str, float]:
+        return {axis: math.nan for axis in insertion}
+
+
+def test_a_failing_plant_stops_the_drive_thread_and_stop_reports_it() -> None:
+    channel = f"whih-interop-{uuid.uuid4().hex}"
+    system = System(cycle=CycleConfig(rate_hz=1.0 / PERIOD))
+    drive_bus = can.Bus(interface="virtual", channel=channel)
+    master_bus = can.Bus(interface="virtual", channel=channel)
+    try:
+        sim = SimulatedDrives(system, drive_bus, load=NanLoad())  # type: ignore[arg-type]
+        before = set(threading.enumerate())
+        sim.start()
+        (thread,) = set(threading.enumerate()) - before
+        master_bus.send(can.Message(arbitration_id=0x080, is_extended_id=False))
+        thread.join(timeout=5.0)  # the thread ends on the error...
+        assert not thread.is_alive()
+        with pytest.raises(RuntimeError, match=r"load force of ante_wire \(=nan\)"):
+            sim.stop()  # ...and stop() raises what it died of
+    finally:
+        master_bus.shutdown()
+        drive_bus.shutdown()

@@ -629,3 +629,14 @@ def test_any_traffic_is_handled_and_only_an_enabled_drive_moves(frames: list[tup
                     assert cob == 0x080 and state in moving_states
                 assert abs(d.velocity) <= d.config.max_speed * MOTOR_HEADROOM * (1 + 1e-9)
                 assert decode_statusword(d.statusword) is d.state
+
+
+class _BadLoad:
+    def step(self, t: float, dt: float, insertion: Mapping[str, float]) -> Mapping[str, float]:
+        return {axis: -1.0 for axis in insertion}
+
+
+def test_an_invalid_plant_force_raises_out_of_the_sync_on_simulated_time() -> None:
+    with Rig(System(), load=_BadLoad()) as rig:
+        with pytest.raises(ValueError, match=r"load force of ante_wire \(=-1.0\) must be a finite"):
+            rig.cycle()
