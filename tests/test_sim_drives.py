@@ -637,6 +637,8 @@ class _BadLoad:
 
 
 def test_an_invalid_plant_force_raises_out_of_the_sync_on_simulated_time() -> None:
-    with Rig(System(), load=_BadLoad()) as rig:
-        with pytest.raises(ValueError, match=r"load force of ante_wire \(=-1.0\) must be a finite"):
-            rig.cycle()
+    with (
+        Rig(System(), load=_BadLoad()) as rig,
+        pytest.raises(ValueError, match=r"load force of ante_wire \(=-1.0\) must be a finite"),
+    ):
+        rig.cycle()
