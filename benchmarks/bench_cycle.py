@@ -53,7 +53,10 @@ class Result:
 
     def row(self) -> str:
         err = sorted(self.sync_err) or [math.nan]
-        p = lambda q: err[min(len(err) - 1, int(q * len(err)))] * 1e3  # noqa: E731
+
+        def p(q: float) -> float:
+            return err[min(len(err) - 1, int(q * len(err)))] * 1e3
+
         return (
             f"{self.name:<10} {self.rate_hz:>6.0f} Hz {self.cycles / self.wall:>8.1f} Hz "
             f"{self.overruns:>6d} ({100 * self.overruns / max(1, self.cycles):5.2f} %) {self.stale:>6d} "
@@ -204,8 +207,8 @@ def run_canopen(cfg: Config, bus: can.BusABC, seconds: float) -> Result:
                     all_in.set()
 
         for node in nodes:
-            node.tpdo.read(from_od=False)
-            node.rpdo.read(from_od=False)
+            node.tpdo.read(from_od=False)  # type: ignore[no-untyped-call]
+            node.rpdo.read(from_od=False)  # type: ignore[no-untyped-call]
             node.tpdo[1].add_callback(on_tpdo)
             node.rpdo[1][0x6040].raw = 0x06
             node.rpdo[1][0x607A].raw = 0
@@ -282,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         ours, bare = results[("ours", rate)], results[("bare", rate)]
         ratio = (ours.cpu / ours.wall) / max(1e-9, bare.cpu / bare.wall)
         print(f"{rate:.0f} Hz: CPU ours / bare = {ratio:.2f}x")
-    print(f"python {sys.version.split()[0]}, python-can {can.__version__}, canopen {canopen.__version__}")
+    print(
+        f"python {sys.version.split()[0]}, python-can {can.__version__}, canopen {getattr(canopen, '__version__', '?')}"
+    )
     return 0
 
 
