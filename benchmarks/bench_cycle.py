@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = (ours.cpu / ours.wall) / max(1e-9, bare.cpu / bare.wall)
         print(f"{rate:.0f} Hz: CPU ours / bare = {ratio:.2f}x")
     print(
-        f"python {sys.version.split()[0]}, python-can {can.__version__}, canopen {getattr(canopen, '__version__', '?')}"
+        f"python {sys.version.split()[0]}, python-can {can.__version__}, "
+        f"canopen {getattr(canopen, '__version__', '?')}"
     )
     return 0
 
