@@ -427,7 +427,7 @@ def test_realtime_400hz_six_drives_no_stale_cycles(cfg: Config) -> None:
     the objects made at set-up are frozen out of the garbage collector, as a real-time runner does.
     """
     busy = os.getloadavg()[0]
-    if busy > (os.cpu_count() or 1) - 1.0:
+    if busy > (os.cpu_count() or 1) - 0.5:  # this test process itself adds about 1
         pytest.skip(f"machine busy (1-min load {busy:.2f}): real-time acceptance needs an idle core")
     rt = _config(cycle={"tpdo_deadline": 0.9}, channel="whih-rt-test")
     bus = open_bus(rt.bus)
