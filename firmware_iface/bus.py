@@ -1,0 +1,43 @@
+"""Open the CAN bus a configuration names: any python-can interface, or the simulated-time bus."""
+
+from __future__ import annotations
+
+import can
+
+from firmware_iface.errors import BusError
+from firmware_iface.spec import BusConfig
+
+__all__ = ["SIM_INTERFACE", "open_bus"]
+
+SIM_INTERFACE = "whih-sim"
+"""Interface name of :class:`firmware_iface.simbus.SimTimeBus` (also a python-can entry point)."""
+
+
+def open_bus(
+    bus_config: BusConfig, *, period: float | None = None, receive_own_messages: bool = False
+) -> can.BusABC:
+    """Open the bus of ``bus_config``; python-can's own config files are ignored (``ignore_config``).
+
+    ``period`` (s) is required for the simulated-time bus ('whih-sim'): each SYNC advances its
+    clock by that much. Any failure raises :class:`BusError` naming interface and channel.
+    """
+    where = f"interface {bus_config.interface!r}, channel {bus_config.channel!r}"
+    if bus_config.interface == SIM_INTERFACE:
+        if period is None:
+            raise BusError(f"cannot open the simulated-time bus ({where}): period (=None) must be given")
+        try:
+            from firmware_iface.simbus import SimTimeBus  # noqa: PLC0415  (only when chosen)
+
+            return SimTimeBus(bus_config.channel, period=period)
+        except (ValueError, TypeError, can.CanError) as exc:
+            raise BusError(f"cannot open CAN bus ({where}): {exc}") from exc
+    try:
+        return can.Bus(
+            interface=bus_config.interface,
+            channel=bus_config.channel,
+            bitrate=bus_config.bitrate,
+            receive_own_messages=receive_own_messages,
+            ignore_config=True,
+        )
+    except (can.CanError, ImportError, OSError, ValueError, TypeError, NotImplementedError) as exc:
+        raise BusError(f"cannot open CAN bus ({where}): {exc}") from exc

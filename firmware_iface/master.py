@@ -1,0 +1,742 @@
+"""The CANopen master: SDO set-up through ``canopen``, then the cyclic SYNC/TPDO1/RPDO1 exchange.
+
+The same code runs on any python-can bus in real time and on the simulated-time bus. One cycle::
+
+    fb = master.read(t, deadline)   # SYNC, then every drive's TPDO1 decoded into master.feedback
+    ...controller writes master.commands (goal + target per axis)...
+    master.write()                  # one RPDO1 per drive: controlword from (state, goal), target
+    events = master.service(t)      # EMCY, heartbeats, boot-ups, collisions; master heartbeat
+
+``read``/``write`` are the hot path: precompiled structs, preallocated messages and records, no
+SDO, no logging, nothing that grows. ``setup``/``shutdown`` never run inside the cycle.
+
+Drive-side reaction chosen for 0x605A (quick stop option code): **6**, "slow down on the
+quick-stop ramp and stay in QUICK STOP ACTIVE". The drive keeps holding position under servo
+control after the ramp, so an elastically loaded wire or catheter cannot creep back, and leaving
+the stop takes an explicit master action (through SWITCH ON DISABLED, see
+:func:`~firmware_iface.cia402.next_controlword`). Option 2 would drop torque after the ramp.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import can
+import canopen
+from canopen.sdo.base import SdoVariable
+from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
+
+from firmware_iface import pdo
+from firmware_iface.check import check_drive
+from firmware_iface.cia402 import (
+    CW_DISABLE_VOLTAGE,
+    MODE_CSP,
+    DriveState,
+    decode_statusword,
+    emcy_name,
+    next_controlword,
+)
+from firmware_iface.errors import BusError, DriveError, DriveSetupError, DriveTimeoutError, SdoError
+from firmware_iface.simbus import SimTimeBus
+from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
+from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal, Feedback
+
+__all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
+
+QUICK_STOP_OPTION: Final = 6
+"""0x605A written to every drive (see the module docstring for why)."""
+ABORT_CONNECTION_QUICK_STOP: Final = 3
+"""0x6007 = 3: quick stop when the connection to the master is lost."""
+SERVICE_QUEUE_LEN: Final = 256
+"""Frames (EMCY, heartbeat, ...) kept between two ``service`` calls; more are dropped and counted."""
+SYNC_COUNTER_MAX: Final = 240
+"""CiA 301 SYNC counter overflow value used when the counter is enabled."""
+
+_NMT_START: Final = 0x01
+_NMT_ENTER_PRE_OPERATIONAL: Final = 0x80
+_NMT_RESET_COMMUNICATION: Final = 0x82
+
+# Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
+_STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
+_FAULTY: Final = frozenset({DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE})
+_TORQUE_OFF: Final = frozenset({DriveState.SWITCH_ON_DISABLED, DriveState.FAULT})
+"""States in which shutdown counts a drive as safely off (FAULT is latched and torque-free)."""
+
+
+@dataclass(slots=True)
+class MasterStats:
+    """Counters of the cyclic exchange (never reset by the master)."""
+
+    cycles: int = 0
+    stale_cycles: dict[str, int] = field(default_factory=dict)
+    """Per axis: cycles in which no valid TPDO1 arrived."""
+    unknown_cob_ids: int = 0
+    bad_dlc: int = 0
+    """TPDO1s with the wrong length (the drive counts as stale that cycle)."""
+    collisions: int = 0
+    """Frames seen on a COB-ID only the master sends (SYNC, RPDO1s, master heartbeat)."""
+    queue_drops: int = 0
+    """Service frames dropped because ``service`` was not called often enough."""
+    error_frames: int = 0
+    rejected_targets: int = 0
+    """Non-finite targets refused (the previous target was sent instead)."""
+
+
+def _pdo_map(index: int, sub: int, bits: int) -> int:
+    return (index << 16) | (sub << 8) | bits
+
+
+def _counts(value: float, counts_per_unit: float) -> int:
+    return round(value * counts_per_unit)
+
+
+class _SetupListener(can.Listener):
+    """During set-up only: feeds canopen's SDO client and notes boot-ups/heartbeats."""
+
+    def __init__(self, network: canopen.Network, on_heartbeat: Callable[[int, int], None]) -> None:
+        self._network = network
+        self._on_heartbeat = on_heartbeat
+
+    def on_message_received(self, msg: can.Message) -> None:
+        if msg.is_error_frame or msg.is_remote_frame:
+            return
+        cob = msg.arbitration_id
+        if 0x701 <= cob <= 0x77F and msg.dlc >= 1:
+            self._on_heartbeat(cob - 0x700, msg.data[0])
+        self._network.notify(cob, msg.data, msg.timestamp)
+
+
+class Master:
+    """CANopen master for the drives of ``system`` on ``bus`` (see the module docstring).
+
+    ``feedback`` and ``commands`` are allocated once and mutated in place (the controller writes
+    goal and target per axis into ``commands``); ``stats`` counts what went wrong on the bus.
+    """
+
+    def __init__(self, system: DriveSystem, bus: can.BusABC) -> None:
+        self._system = system
+        self._bus = bus
+        self._simbus = bus if isinstance(bus, SimTimeBus) else None
+        """The simulated-time bus (synchronous listener hook, simulated clock), else None."""
+        self._bus_cfg = system.bus
+        self._cycle_cfg = system.cycle
+        self.axes: tuple[str, ...] = tuple(system.drives)
+        self._drives: tuple[DriveConfig, ...] = tuple(system.drives[a] for a in self.axes)
+        self.nodes: tuple[int, ...] = tuple(d.node_id for d in self._drives)
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ValueError(f"drives' node ids (={list(self.nodes)}) must be unique")
+        if self._bus_cfg.master_node_id in self.nodes:
+            raise ValueError(
+                f"bus.master_node_id (={self._bus_cfg.master_node_id}) must differ from every "
+                f"drive's node id {list(self.nodes)}"
+            )
+        n = len(self.axes)
+        self.feedback = Feedback.for_axes(self.axes)
+        self.commands = Commands.for_axes(self.axes)
+        self.stats = MasterStats(stale_cycles=dict.fromkeys(self.axes, 0))
+        self.nmt_state: list[int] = [-1] * n
+        """Per axis: NMT state of the last heartbeat (0x05 operational, 0x7F pre-operational)."""
+        self.last_controlword: list[int] = [CW_DISABLE_VOLTAGE] * n
+        """Per axis: the controlword of the last RPDO1 (diagnostics and tests)."""
+
+        self._fb = tuple(self.feedback.axes[a] for a in self.axes)
+        self._cmd = tuple(self.commands.axes[a] for a in self.axes)
+        self._cpu = tuple(d.counts_per_unit for d in self._drives)
+        self._inv_cpu = tuple(1.0 / d.counts_per_unit for d in self._drives)
+        self._fpt = tuple(d.force_per_torque for d in self._drives)
+        self._tpdo_index = {pdo.tpdo1_cob(nid): i for i, nid in enumerate(self.nodes)}
+        self._service_cobs = frozenset(
+            [pdo.emcy_cob(nid) for nid in self.nodes]
+            + [pdo.heartbeat_cob(nid) for nid in self.nodes]
+            + [pdo.sdo_tx_cob(nid) for nid in self.nodes]
+        )
+        master_hb = pdo.heartbeat_cob(self._bus_cfg.master_node_id)
+        self._own_cobs = frozenset([pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)])
+        self._node_index = {nid: i for i, nid in enumerate(self.nodes)}
+
+        self._answered = bytearray(n)
+        self._actual_counts = [0] * n
+        self._sent_counts = [0] * n
+        self._reset_phase = [False] * n
+        self._rpdo = tuple(
+            can.Message(
+                arbitration_id=pdo.rpdo1_cob(nid),
+                data=bytearray(pdo.RPDO1_DLC),
+                is_extended_id=False,
+            )
+            for nid in self.nodes
+        )
+        self._sync_counter = 0
+        self._sync = can.Message(
+            arbitration_id=pdo.SYNC_COB,
+            data=bytearray(1 if self._cycle_cfg.sync_counter else 0),
+            is_extended_id=False,
+        )
+        self._heartbeat = can.Message(
+            arbitration_id=master_hb, data=bytearray([pdo.NMT_OPERATIONAL]), is_extended_id=False
+        )
+        self._hb_period = self._bus_cfg.master_heartbeat_ms / 1000.0
+        self._next_heartbeat: float | None = None
+        self._hb_timeout = tuple(d.heartbeat_timeout_ms / 1000.0 for d in self._drives)
+        self._last_seen: list[float | None] = [None] * n
+        self._hb_lost = [False] * n
+        self._fault_reported = [False] * n
+        self._queue: deque[can.Message] = deque(maxlen=SERVICE_QUEUE_LEN)
+        self._bus_ok_cycle = True
+        self._error_frames_reported = 0
+        self._running = False
+        self._network: canopen.Network | None = None
+        self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
+        self._seen = [False] * n
+        self._seen_event = threading.Event()
+
+    # ------------------------------------------------------------------ set-up (never cyclic)
+
+    def setup(self) -> None:
+        """Check, configure and start every drive; raise rather than enable a doubtful one.
+
+        Order per drive: capability check of its EDS/DCF, wait for its boot-up or heartbeat, NMT
+        pre-operational, PDO mapping and safety objects by SDO, read every value back, NMT start.
+        Drives are then OPERATIONAL and SWITCH ON DISABLED; enabling happens through the cycle.
+        """
+        objects: dict[int, canopen.ObjectDictionary] = {}
+        for axis, drive in zip(self.axes, self._drives, strict=True):
+            try:
+                od = canopen.import_od(str(resolve_eds(drive.eds, Path.cwd())), drive.node_id)
+            except (OSError, ValueError, KeyError) as exc:
+                raise DriveSetupError(
+                    f"node {drive.node_id} ({axis}): cannot load object dictionary {drive.eds!r}: {exc}"
+                ) from exc
+            report = check_drive(od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer)
+            if not report.ok:
+                raise DriveSetupError(
+                    f"node {drive.node_id} ({axis}, {report.node_name}) cannot run the whih cycle: "
+                    + "; ".join(report.problems)
+                )
+            objects[drive.node_id] = od
+
+        network = canopen.Network(self._bus)
+        self._network = network
+        for nid, od in objects.items():
+            node = canopen.RemoteNode(nid, od)
+            network.add_node(node)
+            node.sdo.RESPONSE_TIMEOUT = self._bus_cfg.sdo_timeout_s
+            self._sdo_nodes[nid] = node
+        with self._setup_listener():
+            self._wait_for_nodes()
+            for i, nid in enumerate(self.nodes):
+                network.send_message(pdo.NMT_COB, bytes([_NMT_ENTER_PRE_OPERATIONAL, nid]))
+                self._configure(self.axes[i], self._drives[i], self._sdo_nodes[nid])
+            for nid in self.nodes:
+                network.send_message(pdo.NMT_COB, bytes([_NMT_START, nid]))
+        self._drain()
+        for i in range(len(self.axes)):
+            self._sent_counts[i] = 0
+            self._fault_reported[i] = False
+        self._running = True
+
+    def _setup_listener(self) -> _SetupScope:
+        assert self._network is not None
+        listener = _SetupListener(self._network, self._note_heartbeat)
+        return _SetupScope(self._bus, listener, self._simbus)
+
+    def _note_heartbeat(self, node_id: int, state: int) -> None:
+        i = self._node_index.get(node_id)
+        if i is None:
+            return
+        self.nmt_state[i] = state & 0x7F
+        self._seen[i] = True
+        if all(self._seen):
+            self._seen_event.set()
+
+    def _wait_for_nodes(self) -> None:
+        """Block until every drive sent a boot-up or heartbeat, or ``bus.boot_timeout_s`` passes."""
+        timeout = self._bus_cfg.boot_timeout_s
+        if self._simbus is not None:
+            # Frames the drives produced before set-up are queued: show them to the listener.
+            self._feed_queued()
+        else:
+            # Give the notifier a moment for boot-ups already queued before it started.
+            self._seen_event.wait(min(timeout, 0.1))
+        if not all(self._seen):
+            # A node that booted before we listened only talks again after a reset; its
+            # communication parameters are configured below anyway.
+            assert self._network is not None
+            for i, nid in enumerate(self.nodes):
+                if not self._seen[i]:
+                    self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
+        if self._simbus is not None:
+            # Simulated time only passes on SYNC: let boot_timeout_s of it pass at most.
+            for _ in range(math.ceil(timeout / self._simbus.period)):
+                if all(self._seen):
+                    break
+                self._simbus.send(self._sync)
+        else:
+            self._seen_event.wait(timeout)
+        missing = [
+            f"node {nid} ({a})" for a, nid, s in zip(self.axes, self.nodes, self._seen, strict=True) if not s
+        ]
+        if missing:
+            raise DriveTimeoutError(
+                f"{', '.join(missing)} sent no boot-up or heartbeat within bus.boot_timeout_s (={timeout} s)"
+            )
+
+    def _feed_queued(self) -> None:
+        assert self._network is not None
+        listener = _SetupListener(self._network, self._note_heartbeat)
+        while (msg := self._bus.recv(0.0)) is not None:
+            listener.on_message_received(msg)
+
+    def _configure(self, axis: str, drive: DriveConfig, node: canopen.RemoteNode) -> None:
+        nid = drive.node_id
+        cpu = drive.counts_per_unit
+        rpdo_cob, tpdo_cob = pdo.rpdo1_cob(nid), pdo.tpdo1_cob(nid)
+        invalid = 0x8000_0000
+        writes: list[tuple[int, int, int]] = [
+            # RPDO1: invalidate, set type and mapping, validate (CiA 301 7.5.2.35 procedure).
+            (0x1400, 1, rpdo_cob | invalid),
+            (0x1400, 2, 1),
+            (0x1600, 0, 0),
+            (0x1600, 1, _pdo_map(0x6040, 0, 16)),
+            (0x1600, 2, _pdo_map(0x607A, 0, 32)),
+            (0x1600, 0, 2),
+            (0x1400, 1, rpdo_cob),
+            (0x1800, 1, tpdo_cob | invalid),
+            (0x1800, 2, 1),
+            (0x1A00, 0, 0),
+            (0x1A00, 1, _pdo_map(0x6041, 0, 16)),
+            (0x1A00, 2, _pdo_map(0x6064, 0, 32)),
+            (0x1A00, 3, _pdo_map(0x6077, 0, 16)),
+            (0x1A00, 0, 3),
+            (0x1800, 1, tpdo_cob),
+            (0x6060, 0, MODE_CSP),
+            (0x1017, 0, drive.heartbeat_ms),
+            (0x6007, 0, ABORT_CONNECTION_QUICK_STOP),
+            (0x605A, 0, QUICK_STOP_OPTION),
+            (0x607D, 1, _counts(drive.travel_min, cpu)),
+            (0x607D, 2, _counts(drive.travel_max, cpu)),
+            (0x6065, 0, _counts(drive.following_error_window, cpu)),
+            (0x6066, 0, drive.following_error_timeout_ms),
+            (0x6085, 0, _counts(drive.quick_stop_decel, cpu)),
+        ]
+        if not drive.accept_no_heartbeat_consumer or 0x1016 in node.object_dictionary:
+            consumer = (self._bus_cfg.master_node_id << 16) | self._bus_cfg.master_heartbeat_timeout_ms
+            writes.append((0x1016, 1, consumer))
+        for index, sub, value in writes:
+            self._sdo_write(axis, node, index, sub, value)
+        # Read every final value back; 0x6060 may be write-only, 0x6061 shows the active mode.
+        final: dict[tuple[int, int], int] = {}
+        for index, sub, value in writes:
+            final[(index, sub)] = value
+        final.pop((0x6060, 0))
+        final[(0x6061, 0)] = MODE_CSP
+        for (index, sub), expected in final.items():
+            actual = self._sdo_read(axis, node, index, sub)
+            if actual != expected:
+                raise DriveSetupError(
+                    f"node {nid} ({axis}): read-back of 0x{index:04X}:{sub} gave {actual} "
+                    f"(0x{actual & 0xFFFFFFFF:X}), expected {expected} (0x{expected & 0xFFFFFFFF:X}); "
+                    "refusing to enable"
+                )
+
+    def _entry(self, node: canopen.RemoteNode, index: int, sub: int) -> Any:
+        obj = node.sdo[index]
+        if isinstance(obj, SdoVariable):
+            return obj
+        return obj[sub]
+
+    def _sdo_write(self, axis: str, node: canopen.RemoteNode, index: int, sub: int, value: int) -> None:
+        try:
+            self._entry(node, index, sub).raw = value
+        except SdoAbortedError as exc:
+            raise SdoError(
+                f"node {node.id} ({axis}): writing {value} to 0x{index:04X}:{sub} was aborted: {exc}"
+            ) from exc
+        except SdoCommunicationError as exc:
+            raise DriveTimeoutError(
+                f"node {node.id} ({axis}): no SDO answer writing 0x{index:04X}:{sub} within "
+                f"bus.sdo_timeout_s (={self._bus_cfg.sdo_timeout_s} s): {exc}"
+            ) from exc
+        except KeyError as exc:
+            raise DriveSetupError(
+                f"node {node.id} ({axis}): object 0x{index:04X}:{sub} is not in its object dictionary"
+            ) from exc
+
+    def _sdo_read(self, axis: str, node: canopen.RemoteNode, index: int, sub: int) -> int:
+        try:
+            value = self._entry(node, index, sub).raw
+        except SdoAbortedError as exc:
+            raise SdoError(
+                f"node {node.id} ({axis}): reading 0x{index:04X}:{sub} was aborted: {exc}"
+            ) from exc
+        except SdoCommunicationError as exc:
+            raise DriveTimeoutError(
+                f"node {node.id} ({axis}): no SDO answer reading 0x{index:04X}:{sub} within "
+                f"bus.sdo_timeout_s (={self._bus_cfg.sdo_timeout_s} s): {exc}"
+            ) from exc
+        if not isinstance(value, int):
+            raise DriveSetupError(
+                f"node {node.id} ({axis}): 0x{index:04X}:{sub} read back {value!r}, expected an integer"
+            )
+        return value
+
+    def _drain(self) -> None:
+        """Discard what set-up left queued (already seen by the set-up listener)."""
+        while self._bus.recv(0.0) is not None:
+            pass
+
+    # ------------------------------------------------------------------ the cycle (hot path)
+
+    def read(self, t: float, deadline: float | None) -> Feedback:
+        """Send SYNC, collect one TPDO1 per drive into :attr:`feedback` (in place) and return it.
+
+        ``deadline`` is a ``time.perf_counter()`` value; ``None`` (simulated-time bus) takes what
+        is queued without waiting. Drives that did not answer get ``age_cycles + 1``.
+        """
+        stats = self.stats
+        stats.cycles += 1
+        fb = self.feedback
+        fb.t = t
+        fb.cycle = stats.cycles
+        self._bus_ok_cycle = True
+        sync = self._sync
+        if self._cycle_cfg.sync_counter:
+            self._sync_counter = self._sync_counter % SYNC_COUNTER_MAX + 1
+            sync.data[0] = self._sync_counter
+        answered = self._answered
+        n = len(answered)
+        for i in range(n):
+            answered[i] = 0
+        bus = self._bus
+        bus.send(sync)
+        missing = n
+        recv = bus.recv
+        if deadline is None:
+            while (msg := recv(0.0)) is not None:
+                missing -= self._take(msg)
+        else:
+            perf = time.perf_counter
+            while missing > 0:
+                remaining = deadline - perf()
+                msg = recv(remaining if remaining > 0.0 else 0.0)
+                if msg is None:
+                    break
+                missing -= self._take(msg)
+        fbs = self._fb
+        stale = stats.stale_cycles
+        axes = self.axes
+        for i in range(n):
+            if answered[i]:
+                fbs[i].age_cycles = 0
+            else:
+                fbs[i].age_cycles += 1
+                stale[axes[i]] += 1
+        fb.bus_ok = self._bus_ok_cycle
+        return fb
+
+    def _take(self, msg: can.Message) -> int:
+        """Handle one received frame; 1 if it was a drive's first valid TPDO1 this cycle."""
+        if msg.is_error_frame:
+            self.stats.error_frames += 1
+            self._bus_ok_cycle = False
+            return 0
+        cob = msg.arbitration_id
+        i = self._tpdo_index.get(cob)
+        if i is not None and not msg.is_remote_frame:
+            if msg.dlc != pdo.TPDO1_DLC:
+                self.stats.bad_dlc += 1
+                return 0
+            sw, counts, torque = pdo.TPDO1.unpack_from(msg.data)
+            axis = self._fb[i]
+            axis.statusword = sw
+            axis.state = _STATE_LUT[sw & 0x7F]
+            axis.position = counts * self._inv_cpu[i]
+            axis.force = torque * self._fpt[i]
+            self._actual_counts[i] = counts
+            if self._answered[i]:
+                return 0
+            self._answered[i] = 1
+            return 1
+        if cob in self._own_cobs:
+            self.stats.collisions += 1
+            self._bus_ok_cycle = False
+            self._enqueue(msg)
+        elif cob in self._service_cobs:
+            self._enqueue(msg)
+        else:
+            self.stats.unknown_cob_ids += 1
+        return 0
+
+    def _enqueue(self, msg: can.Message) -> None:
+        if len(self._queue) == SERVICE_QUEUE_LEN:
+            self.stats.queue_drops += 1
+        self._queue.append(msg)
+
+    def write(self) -> None:
+        """Send one RPDO1 per drive: the controlword toward its goal and the target position.
+
+        Until a drive is OPERATION ENABLED with goal ENABLED, the target sent is its position
+        actual, and ``commands.axes[a].target`` is set to the same value, so enabling never jumps.
+        A non-finite target is refused (counted) and the previous target is sent again.
+        """
+        fbs = self._fb
+        cmds = self._cmd
+        send = self._bus.send
+        isfinite = math.isfinite
+        for i, msg in enumerate(self._rpdo):
+            fb = fbs[i]
+            cmd = cmds[i]
+            state = fb.state
+            goal = cmd.goal
+            if state is DriveState.FAULT and goal is DriveGoal.FAULT_RESET:
+                phase = self._reset_phase[i]
+                self._reset_phase[i] = not phase
+            else:
+                phase = False
+                self._reset_phase[i] = False
+            cw = next_controlword(state, goal, reset_phase=phase)
+            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED:
+                target = cmd.target
+                if isfinite(target):
+                    counts = round(target * self._cpu[i])
+                else:
+                    self.stats.rejected_targets += 1
+                    counts = self._sent_counts[i]
+            else:
+                counts = self._actual_counts[i]
+                cmd.target = fb.position
+            pdo.encode_rpdo1(msg.data, cw, counts)
+            self._sent_counts[i] = counts
+            self.last_controlword[i] = cw
+            send(msg)
+
+    # ------------------------------------------------------------------ outside the hot path
+
+    def service(self, t: float) -> Sequence[DriveEvent]:
+        """Handle queued EMCY/heartbeat/boot-up/collision frames, run the heartbeat watchdog,
+        report new drive faults and error frames, and produce the master heartbeat.
+
+        ``t`` is the cycle time (s, simulated or monotonic); heartbeat ages are measured in it.
+        Call it once per cycle after :meth:`write`; it allocates only when something happened.
+        """
+        events: list[DriveEvent] = []
+        queue = self._queue
+        while queue:
+            self._service_frame(queue.popleft(), t, events)
+        if self.stats.error_frames != self._error_frames_reported:
+            new = self.stats.error_frames - self._error_frames_reported
+            self._error_frames_reported = self.stats.error_frames
+            events.append(
+                DriveEvent(
+                    DriveEventKind.BUS_ERROR, "", t, code=new, text=f"{new} CAN error frame(s) received"
+                )
+            )
+        for i, axis in enumerate(self.axes):
+            seen = self._last_seen[i]
+            fb = self._fb[i]
+            if seen is None:
+                seen = self._last_seen[i] = t  # watchdog starts at the first service call
+            if t - seen > self._hb_timeout[i]:
+                fb.heartbeat_ok = False
+                if not self._hb_lost[i]:
+                    self._hb_lost[i] = True
+                    events.append(
+                        DriveEvent(
+                            DriveEventKind.HEARTBEAT_LOST,
+                            axis,
+                            t,
+                            text=f"node {self.nodes[i]}: no heartbeat for {t - seen:.3f} s "
+                            f"(heartbeat_timeout_ms = {self._drives[i].heartbeat_timeout_ms})",
+                        )
+                    )
+            if fb.state in _FAULTY:
+                if not self._fault_reported[i]:
+                    self._fault_reported[i] = True
+                    events.append(
+                        DriveEvent(
+                            DriveEventKind.DRIVE_FAULT,
+                            axis,
+                            t,
+                            text=f"node {self.nodes[i]}: statusword 0x{fb.statusword:04X} ({fb.state.name})",
+                        )
+                    )
+            elif fb.age_cycles == 0:
+                self._fault_reported[i] = False
+        if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
+            self._bus.send(self._heartbeat)
+            nxt = (self._next_heartbeat or t) + self._hb_period
+            self._next_heartbeat = nxt if nxt > t else t + self._hb_period
+        return events
+
+    def _service_frame(self, msg: can.Message, t: float, events: list[DriveEvent]) -> None:
+        cob = msg.arbitration_id
+        if cob in self._own_cobs:
+            axis = ""
+            if 0x201 <= cob <= 0x27F:
+                i = self._node_index.get(cob - 0x200)
+                axis = self.axes[i] if i is not None else ""
+            events.append(
+                DriveEvent(
+                    DriveEventKind.COLLISION,
+                    axis,
+                    t,
+                    code=cob,
+                    text=f"another node sent COB-ID 0x{cob:03X}, which only this master may send",
+                )
+            )
+            return
+        i = self._node_index.get(cob & 0x7F)
+        if i is None:
+            return
+        axis = self.axes[i]
+        if cob & 0x780 == 0x080:  # EMCY
+            if msg.dlc < 2:
+                self.stats.bad_dlc += 1
+                return
+            code = int.from_bytes(msg.data[0:2], "little")
+            register = msg.data[2] if msg.dlc >= 3 else 0
+            events.append(
+                DriveEvent(
+                    DriveEventKind.EMCY,
+                    axis,
+                    t,
+                    code=code,
+                    text=f"node {self.nodes[i]}: EMCY 0x{code:04X} {emcy_name(code)} "
+                    f"(error register 0x{register:02X})",
+                )
+            )
+        elif cob & 0x780 == 0x700:  # heartbeat / boot-up
+            if msg.dlc != pdo.HEARTBEAT_DLC:
+                self.stats.bad_dlc += 1
+                return
+            state = msg.data[0] & 0x7F
+            self.nmt_state[i] = state
+            self._last_seen[i] = t
+            fb = self._fb[i]
+            fb.heartbeat_ok = state == pdo.NMT_OPERATIONAL
+            if self._hb_lost[i] and fb.heartbeat_ok:
+                self._hb_lost[i] = False
+            if state == pdo.NMT_BOOTUP and self._running:
+                events.append(
+                    DriveEvent(
+                        DriveEventKind.BOOTUP,
+                        axis,
+                        t,
+                        text=f"node {self.nodes[i]} booted while running: it was reset",
+                    )
+                )
+
+    def all_enabled(self) -> bool:
+        """True when every drive reports OPERATION ENABLED with feedback from this cycle."""
+        return all(fb.state is DriveState.OPERATION_ENABLED and fb.age_cycles == 0 for fb in self._fb)
+
+    def shutdown(self, *, cycles: int | None = None) -> None:
+        """Quick-stop every drive, then disable voltage; errors are raised after all were tried.
+
+        Runs the cyclic exchange itself (never call it between ``read`` and ``write`` of a running
+        cycle): ``cycles`` quick-stop cycles (default: long enough for the slowest axis' ramp from
+        max speed, at least 3), then up to 5 disable cycles until every drive reports SWITCH ON
+        DISABLED (or a latched FAULT, also torque-free). A drive that does not confirm is reported
+        in the raised :class:`DriveError`.
+        """
+        period = 1.0 / self._cycle_cfg.rate_hz
+        if cycles is None:
+            ramp = max(d.max_speed / d.quick_stop_decel for d in self._drives)
+            cycles = max(3, math.ceil(ramp / period) + 2)
+        errors: list[str] = []
+        for goal, n in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, 5)):
+            for cmd in self._cmd:
+                cmd.goal = goal
+            for _ in range(n):
+                self._shutdown_cycle(period, errors)
+                if goal is DriveGoal.DISABLED and all(fb.state in _TORQUE_OFF for fb in self._fb):
+                    break
+        for axis, nid, fb in zip(self.axes, self.nodes, self._fb, strict=True):
+            if fb.state not in _TORQUE_OFF:
+                errors.append(
+                    f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED (last state {fb.state.name}, "
+                    f"{fb.age_cycles} cycles old)"
+                )
+        self._running = False
+        if errors:
+            raise DriveError("shutdown incomplete: " + "; ".join(dict.fromkeys(errors)))
+
+    def _shutdown_cycle(self, period: float, errors: list[str]) -> None:
+        try:
+            if self._simbus is not None:
+                self.read(self._simbus.time + period, None)
+            else:
+                start = time.perf_counter()
+                self.read(start, start + period * self._cycle_cfg.tpdo_deadline)
+        except (can.CanError, OSError) as exc:
+            errors.append(f"SYNC/TPDO exchange failed: {exc}")
+        for i, msg in enumerate(self._rpdo):
+            try:
+                fb, cmd = self._fb[i], self._cmd[i]
+                cw = next_controlword(fb.state, cmd.goal, reset_phase=False)
+                pdo.encode_rpdo1(msg.data, cw, self._actual_counts[i])
+                self.last_controlword[i] = cw
+                self._bus.send(msg)
+            except (can.CanError, OSError) as exc:
+                errors.append(f"node {self.nodes[i]} ({self.axes[i]}): RPDO1 not sent: {exc}")
+        if self._simbus is None:
+            try:
+                self.wait_until(time.perf_counter() + period * (1.0 - self._cycle_cfg.tpdo_deadline))
+            except (can.CanError, OSError) as exc:
+                errors.append(f"bus receive failed: {exc}")
+
+    def wait_until(self, deadline: float) -> None:
+        """Real time: block on the bus until the ``time.perf_counter()`` value ``deadline``.
+
+        Frames that arrive are handled as in :meth:`read` (late TPDO1s update feedback, service
+        frames are queued). The last ``cycle.busy_wait_us`` before the deadline poll the bus instead
+        of blocking, because an OS wake-up from a blocking receive is late by up to a scheduler tick.
+        On the simulated-time bus nothing is queued between cycles and this returns at once.
+        """
+        if self._simbus is not None:
+            return
+        perf = time.perf_counter
+        recv = self._bus.recv
+        spin_from = deadline - self._cycle_cfg.busy_wait_us * 1e-6
+        while (now := perf()) < spin_from:
+            msg = recv(spin_from - now)
+            if msg is not None:
+                self._take(msg)
+        while perf() < deadline:
+            msg = recv(0.0)
+            if msg is not None:
+                self._take(msg)
+
+
+class _SetupScope:
+    """Feeds set-up frames to the listener: a Notifier thread on a real bus, the hook on the sim bus."""
+
+    def __init__(self, bus: can.BusABC, listener: _SetupListener, simbus: SimTimeBus | None) -> None:
+        self._bus = bus
+        self._listener = listener
+        self._simbus = simbus
+        self._notifier: can.Notifier | None = None
+        self._fn = listener.on_message_received  # one bound method, so remove_listener finds it
+
+    def __enter__(self) -> _SetupScope:
+        if self._simbus is not None:
+            self._simbus.add_listener(self._fn)
+        else:
+            try:
+                self._notifier = can.Notifier(self._bus, [self._listener], timeout=0.05)
+            except (can.CanError, ValueError) as exc:
+                raise BusError(f"cannot listen on {self._bus.channel_info}: {exc}") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._simbus is not None:
+            self._simbus.remove_listener(self._fn)
+        elif self._notifier is not None:
+            self._notifier.stop()

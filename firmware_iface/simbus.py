@@ -1,0 +1,207 @@
+"""A python-can backend in simulated time: SYNC advances the clock and steps attached devices.
+
+:class:`SimTimeBus` is a real :class:`can.BusABC` backend (interface name ``whih-sim``), shaped like
+``can/interfaces/virtual.py``, with one difference: there is no wall clock. The master's frames are
+delivered synchronously to every attached device; a SYNC (COB-ID 0x080) first advances
+:attr:`SimTimeBus.time` by one period and steps every device. Frames the devices produce are
+timestamped in simulated seconds and queued for :meth:`~can.BusABC.recv`, which never blocks.
+No threads, no sleeps: the same frames in give the same frames out, with the same timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import can
+
+__all__ = ["SYNC_COB_ID", "SimDevice", "SimTimeBus"]
+
+SYNC_COB_ID = 0x080
+
+
+class SimDevice(Protocol):
+    """Something attached to a :class:`SimTimeBus`; it sends through ``bus.device_send``."""
+
+    def on_frame(self, msg: can.Message) -> None:
+        """A frame sent by the master (not SYNC), delivered synchronously."""
+        ...
+
+    def on_sync(self, t: float, dt: float) -> None:
+        """A SYNC at simulated time ``t`` (already advanced by ``dt``)."""
+        ...
+
+    # Optional: ``on_tick(t, dt)``, called by :meth:`SimTimeBus.advance` for a period without SYNC.
+
+
+Listener = Callable[[can.Message], None]
+
+
+class SimTimeBus(can.BusABC):
+    """Simulated-time CAN bus; see the module docstring.
+
+    :param channel: a name only (shown in ``channel_info``).
+    :param period: seconds each SYNC advances :attr:`time` (> 0, finite).
+    :param rx_queue_size: capacity of the receive FIFO; frames beyond it are dropped and counted
+        in :attr:`dropped`.
+    """
+
+    def __init__(
+        self,
+        channel: Any = "whih-sim",
+        *,
+        period: float,
+        rx_queue_size: int = 65_536,
+        **kwargs: Any,
+    ) -> None:
+        if not (isinstance(period, int | float) and math.isfinite(period) and period > 0.0):
+            raise ValueError(f"period (={period!r}) must be a finite number of seconds > 0")
+        if not (isinstance(rx_queue_size, int) and rx_queue_size >= 1):
+            raise ValueError(f"rx_queue_size (={rx_queue_size!r}) must be an integer >= 1")
+        super().__init__(channel=channel, **kwargs)
+        self.channel_info = f"whih simulated-time bus {channel!r}"
+        self._channel = channel
+        self.period = float(period)
+        self._syncs = 0
+        self._ticks = 0
+        self._time = 0.0
+        self._rx: deque[can.Message] = deque()
+        self._rx_size = rx_queue_size
+        self.dropped = 0
+        """Device frames dropped because the receive FIFO was full."""
+        self._devices: list[SimDevice] = []
+        self._listeners: list[Listener] = []
+        self._pending: deque[can.Message] = deque()
+        self._delivering = False
+        self._open = True
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since the bus was opened (periods elapsed: SYNCs plus :meth:`advance`)."""
+        return self._time
+
+    def advance(self, periods: int = 1) -> None:
+        """Let ``periods`` periods pass without a SYNC (a silent or frozen master).
+
+        Devices that have ``on_tick(t, dt)`` are called once per period, so their own timers
+        (heartbeat producer and consumer, ramps) keep running; nothing else happens.
+        """
+        self._check_open()
+        if not (isinstance(periods, int) and periods >= 0):
+            raise ValueError(f"periods (={periods!r}) must be an integer >= 0")
+        for _ in range(periods):
+            self._ticks += 1
+            self._time = self._ticks * self.period
+            for dev in tuple(self._devices):
+                tick = getattr(dev, "on_tick", None)
+                if tick is not None:
+                    tick(self._time, self.period)
+
+    @property
+    def sync_count(self) -> int:
+        """Number of SYNC frames sent so far."""
+        return self._syncs
+
+    def attach(self, device: SimDevice) -> None:
+        """Attach a device: it receives the master's frames and every SYNC from now on."""
+        self._check_open()
+        if any(d is device for d in self._devices):
+            raise ValueError(f"device {device!r} is already attached")
+        self._devices.append(device)
+
+    def detach(self, device: SimDevice) -> None:
+        """Detach a device (no error if it is not attached)."""
+        self._devices = [d for d in self._devices if d is not device]
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(msg)`` synchronously for every device frame as it is produced."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Stop calling ``fn`` (no error if it was not added)."""
+        self._listeners = [f for f in self._listeners if f is not fn]
+
+    def device_send(self, msg: can.Message) -> None:
+        """A device puts ``msg`` on the bus: timestamped now, queued for recv, shown to listeners."""
+        self._check_open()
+        msg.timestamp = self._time
+        msg.channel = self._channel
+        msg.is_rx = True
+        if len(self._rx) >= self._rx_size:
+            self.dropped += 1
+        else:
+            self._rx.append(msg)
+        for fn in self._listeners:
+            fn(msg)
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Deliver a master frame to every device now; a SYNC first advances time and steps them.
+
+        A frame sent from inside a device or listener callback is delivered after the current one.
+        """
+        self._check_open()
+        self._pending.append(msg)
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._pending:
+                self._deliver(self._pending.popleft())
+        finally:
+            self._delivering = False
+            self._pending.clear()
+
+    def _deliver(self, msg: can.Message) -> None:
+        if (
+            msg.arbitration_id == SYNC_COB_ID
+            and not msg.is_extended_id
+            and not msg.is_remote_frame
+            and not msg.is_error_frame
+        ):
+            self._syncs += 1
+            self._ticks += 1
+            self._time = self._ticks * self.period
+            t, dt = self._time, self.period
+            for dev in tuple(self._devices):
+                dev.on_sync(t, dt)
+            return
+        for dev in tuple(self._devices):
+            dev.on_frame(msg)
+
+    def recv(self, timeout: float | None = None) -> can.Message | None:
+        """Next queued device frame that passes the filters, or None at once (never waits).
+
+        Simulated time only moves on SYNC, so waiting could never produce a frame.
+        """
+        self._check_open()
+        while self._rx:
+            msg = self._rx.popleft()
+            if self._matches_filters(msg):
+                return msg
+        return None
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        self._check_open()
+        if self._rx:
+            return self._rx.popleft(), False
+        return None, False
+
+    def pending(self) -> int:
+        """Number of device frames waiting to be received."""
+        return len(self._rx)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise can.CanOperationError("the simulated-time bus is shut down")
+
+    def shutdown(self) -> None:
+        """Detach everything and close; further use raises ``can.CanOperationError``."""
+        if self._is_shutdown:
+            return
+        self._open = False
+        self._devices.clear()
+        self._listeners.clear()
+        self._rx.clear()
+        super().shutdown()
