@@ -75,8 +75,7 @@ def hand_in_hand(
         "ante_mc": AxisObjective(AxisMotion.GAP_FOLLOW, speed=2 * proc.mc_speed),
     }
     verify_cycles = 0
-    target_tip = L_cross = proc.lesion_length + proc.distal_margin
-    del target_tip
+    cross_at = proc.lesion_length + proc.distal_margin
     phase = "hand_in_hand.retro_step"
     rw_target = rw + proc.step
     t_end = t + max_time
@@ -110,8 +109,8 @@ def hand_in_hand(
             verify_cycles += 1
             if verify_cycles >= int(0.1 / dt):
                 run.steps += 1
-                if est.tips["ante_wire"] >= L_cross:
-                    run.crossed = tips["ante_wire"] >= L_cross - 1.0
+                if est.tips["ante_wire"] >= cross_at:
+                    run.crossed = tips["ante_wire"] >= cross_at - 1.0
                     break
                 rw_target += proc.step
                 phase = "hand_in_hand.retro_step"
@@ -132,7 +131,7 @@ def test_hand_in_hand_holds_gap_and_coupling_under_drag_with_noisy_delayed_imagi
     )
     assert frac >= 0.95
     assert cfg.procedure.gap_min <= min(run.gaps) and max(run.gaps) <= cfg.procedure.gap_max
-    assert 0.0 <= min(run.couplings) and max(run.couplings) <= cfg.procedure.coupling_max
+    assert min(run.couplings) >= 0.0 and max(run.couplings) <= cfg.procedure.coupling_max
 
 
 @pytest.mark.parametrize("seed", [2, 3, 4])
@@ -141,8 +140,8 @@ def test_hand_in_hand_other_seeds_and_perfect_imaging(seed: int) -> None:
     run = hand_in_hand(cfg, seed=seed, noise=0.0 if seed == 2 else 0.2, latency=0.05 if seed == 3 else 0.15)
     assert run.faults == 0 and run.crossed
     assert run.in_band(cfg.procedure.gap_target, 1.0) >= 0.95
-    assert 2.0 <= min(run.gaps) and max(run.gaps) <= 20.0
-    assert 0.0 <= min(run.couplings) and max(run.couplings) <= 2.0
+    assert min(run.gaps) >= 2.0 and max(run.gaps) <= 20.0
+    assert min(run.couplings) >= 0.0 and max(run.couplings) <= 2.0
 
 
 def test_same_seed_same_commands() -> None:

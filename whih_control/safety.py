@@ -100,6 +100,10 @@ class SafetySupervisor:
         self._i_rw = names.index("retro_wire")
         p = cfg.procedure
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
+        self._pairs = (
+            (self._i_amc, self._i_rmc, p.gap_min, p.gap_max, False),
+            (self._i_aw, self._i_rw, 0.0, p.coupling_max, True),
+        )
         s = cfg.safety
         self._max_age = s.feedback_max_age_cycles
         self._cpl_cycles = s.coupling_fault_cycles
@@ -230,7 +234,7 @@ class SafetySupervisor:
                 pos = af.position
                 if _isfinite(pos):
                     target[i] = pos
-                cmd.target = target[i]
+                cmd.target = target[i] if _isfinite(target[i]) else 0.0
                 vel[i] = 0.0
             return _RESET
 
@@ -332,6 +336,12 @@ class SafetySupervisor:
         for i in range(len(names)):
             n = new[i]
             p = target[i]
+            if _isnan(n):
+                # a drive whose position was never known: nothing to track, keep the target finite
+                c = cmds[i].target
+                cmds[i].target = c if _isfinite(c) else 0.0
+                vel[i] = 0.0
+                continue
             cmds[i].target = n
             if n != p:
                 vel[i] = (n - p) / dt
@@ -352,28 +362,34 @@ class SafetySupervisor:
         target = self.target
         reason: Reason = Reason.OK
         axis_i = -1
-        r: Reason
-        pairs = [(self._i_amc, self._i_rmc, gap, self._gmin, self._gmax, Reason.GAP_FLOOR, Reason.GAP_WINDOW)]
-        if hih:
-            pairs.append((self._i_aw, self._i_rw, cpl, 0.0, self._cmax, Reason.COUPLING, Reason.COUPLING))
-        for ia, ir, value, lo, hi, r_lo, r_hi in pairs:
-            # for both pairs an insertion increase of either axis decreases the distance
-            na, nr = new[ia], new[ir]
+        for ia, ir, lo, hi, is_coupling in self._pairs:
+            if is_coupling and not hih:
+                continue
+            value = cpl if is_coupling else gap
             pa, pr = target[ia], target[ir]
             xa, xr = fbs[ia].position, fbs[ir].position
-            if value < lo:
-                block_adv, block_ret, r = True, False, r_lo if r_lo == Reason.COUPLING else Reason.GAP_WINDOW
-            elif value > hi:
-                block_adv, block_ret, r = False, True, r_hi
-            else:
+            # for both pairs an insertion increase of either axis decreases the distance; holding
+            # one change can worsen the other bound, so repeat until nothing more is held
+            for _ in range(3):
+                na, nr = new[ia], new[ir]
                 low = value - max(0.0, na - xa) - max(0.0, nr - xr)
                 high = value + max(0.0, xa - na) + max(0.0, xr - nr)
-                block_adv, block_ret = low < lo, high > hi
-                r = r_lo if block_adv else r_hi
-            for i, n, p in ((ia, na, pa), (ir, nr, pr)):
-                if (block_adv and n > p) or (block_ret and n < p):
-                    new[i] = p
-                    reason, axis_i = r, i
+                block_adv = value < lo or low < lo
+                block_ret = value > hi or high > hi
+                held = False
+                for i, n, p in ((ia, na, pa), (ir, nr, pr)):
+                    if (block_adv and n > p) or (block_ret and n < p):
+                        new[i] = p
+                        held = True
+                        axis_i = i
+                        if is_coupling:
+                            reason = Reason.COUPLING
+                        elif block_adv and n > p and value >= lo:
+                            reason = Reason.GAP_FLOOR
+                        else:
+                            reason = Reason.GAP_WINDOW
+                if not held:
+                    break
         return reason, axis_i
 
     def _detect_fault(
@@ -431,7 +447,7 @@ class SafetySupervisor:
                 target[i] = pos
             cmd = cmds[i]
             cmd.goal = _QUICK_STOP
-            cmd.target = target[i]
+            cmd.target = target[i] if _isfinite(target[i]) else 0.0
             self.velocity[i] = 0.0
         return self.latched_verdict
 
