@@ -126,7 +126,8 @@ class PlantDouble:
 
     def _imaging(self, t: float) -> list[TipMeasurement]:
         while self._next_frame <= t:
-            tc = self._next_frame
+            # frames are taken on the cycle they fall due, so the true tips are those of now
+            tc = t
             self._next_frame += self.frame_period
             if self.rng.random() < self.dropout:
                 continue

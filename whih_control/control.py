@@ -6,7 +6,7 @@ change of velocity to ``max_accel * dt``, and integrates. Tip targets (``s``) be
 targets through the estimator's inverse slack model, so reversals take up the slack at once.
 
 - ``HOLD``: brake at ``max_accel`` to rest and keep that setpoint.
-- ``MOVE_TO``: time-optimal profile ``v = min(speed, sqrt(2 a |e|), |e|/dt)`` toward the target.
+- ``MOVE_TO``: time-optimal profile ``v = min(speed, v_brake(|e|), |e|/dt)`` toward the target.
 - ``GAP_FOLLOW`` (ante MC): tip reference ``p_retro_mc(commanded) - gap_target + I`` with
   ``I = ki * integral(gap_est - gap_target)`` (conditional integration, bounded: anti-windup),
   tracked with ``v = ff * v_retro_mc + kp * e``. Feeding forward the retro MC's commanded motion
@@ -45,9 +45,14 @@ _TARGET_ABS_MAX = 10_000.0
 
 
 def profile_velocity(error: float, v_limit: float, accel: float, dt: float) -> float:
-    """Desired velocity toward a point ``error`` away that can still stop there at ``accel``."""
+    """Desired velocity toward a point ``error`` away that can still stop there at ``accel``.
+
+    Braking from ``v`` by ``accel * dt`` per cycle covers ``v^2 / (2 a) + v dt / 2``; solving
+    that for ``v`` (rather than the continuous ``sqrt(2 a e)``) avoids overshoot in discrete time.
+    """
     e = abs(error)
-    v = min(v_limit, _sqrt(2.0 * accel * e), e / dt)
+    h = 0.5 * accel * dt
+    v = min(v_limit, _sqrt(h * h + 2.0 * accel * e) - h, e / dt)
     return v if error > 0.0 else -v
 
 

@@ -62,6 +62,9 @@ class Estimator:
         self.variance: list[float] = [est.calibration_sigma**2] * 4
         self.x_eff: list[float] = [math.nan] * 4
         """Insertion as seen at the tip (after the slack), per linear axis, mm."""
+        self.side: list[float] = [0.0] * 4
+        """Side the slack was last taken up on: +1 pushed by increasing insertion, -1 by
+        decreasing, 0 not yet (after calibration)."""
         self._q0 = est.process_noise**2
         self._qv = est.motion_noise**2
         self._r = est.measurement_noise**2
@@ -105,6 +108,7 @@ class Estimator:
             new.append((x, p))
         for i, (x, p) in enumerate(new):
             self.x_eff[i] = x
+            self.side[i] = 0.0
             self.offset[i] = p - self.direction[i] * x
             self.variance[i] = self._p0
             self._last_fused[i] = -math.inf
@@ -119,18 +123,21 @@ class Estimator:
     def insertion_for(self, i: int, tip: float, current: float, deadzone: float) -> float:
         """Insertion that puts linear axis ``i``'s tip at ``tip`` (the slack model's inverse).
 
-        Approaching from below pushes the slack's upper side, from above its lower side; a change
-        within ``deadzone`` keeps ``current`` inside the slack band (no reversal for noise).
+        Moving the tip up pushes the slack's upper side (``x_eff + slack/2``), down its lower
+        side. A correction smaller than ``deadzone`` against the side the slack was last taken up
+        on (:attr:`side`) does not reverse through the slack (no chatter on estimate noise);
+        ``current`` is then kept inside the band, where the tip does not move.
         """
         h = self.half_slack
         xe = self.x_eff[i]
         want = (tip - self.offset[i]) * self.direction[i]
-        if want > xe + deadzone:
-            return want + h
-        if want < xe - deadzone:
-            return want - h
         lo = xe - h
         hi = xe + h
+        side = self.side[i]
+        if want > xe and (want > xe + deadzone or side >= 0.0):
+            return want + h
+        if want < xe and (want < xe - deadzone or side <= 0.0):
+            return want - h
         return lo if current < lo else hi if current > hi else current
 
     def update(self, t: float, feedback: Feedback, measurements: Sequence[TipMeasurement] = ()) -> Estimate:
@@ -157,7 +164,14 @@ class Estimator:
             if _isnan(old):  # first valid sample
                 x_eff[i] = pos
                 continue
-            new = pos - h if pos - old > h else pos + h if old - pos > h else old
+            if pos - old > h:
+                new = pos - h
+                self.side[i] = 1.0
+            elif old - pos > h:
+                new = pos + h
+                self.side[i] = -1.0
+            else:
+                new = old
             x_eff[i] = new
             if dt > 0.0:
                 speeds[i] = abs(new - old) / dt
