@@ -29,7 +29,15 @@ from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control.config import Config
 from whih_control.errors import SafetyError
 from whih_control.estimate import Estimator
-from whih_control.types import ALL_AXES, AXIS_DIRECTION, LINEAR_AXES, AxisMotion, Estimate, Objective
+from whih_control.types import (
+    ALL_AXES,
+    AXIS_DIRECTION,
+    LINEAR_AXES,
+    AxisMotion,
+    AxisObjective,
+    Estimate,
+    Objective,
+)
 
 __all__ = ["Controller", "profile_velocity"]
 
@@ -42,6 +50,7 @@ _MOVE_TO = AxisMotion.MOVE_TO
 _GAP = AxisMotion.GAP_FOLLOW
 _COUPLE = AxisMotion.COUPLE_FOLLOW
 _TARGET_ABS_MAX = 10_000.0
+_HOLD_OBJECTIVE = AxisObjective()
 
 
 def profile_velocity(error: float, v_limit: float, accel: float, dt: float) -> float:
@@ -157,7 +166,7 @@ class Controller:
             cmd.goal = goal
             x = sp[i]
             prev[i] = x
-            if af.state != _ENABLED or _isnan(x):
+            if af.state != _ENABLED or x != x:  # noqa: PLR0124 (NaN test without a call)
                 # a drive that is not enabled: its target tracks its actual position
                 pos = af.position
                 if _isfinite(pos):
@@ -175,23 +184,23 @@ class Controller:
             amax = self._amax[i]
             li = lin[i]
             jt = self.jog_target[i]
-            if not _isnan(jt):
+            if jt == jt:  # noqa: PLR0124
                 v_des = profile_velocity(jt - x, self._vmax[i] * self._jog_frac, amax, dt)
                 if abs(jt - x) < 1e-9 and abs(v0) <= amax * dt:
                     self.jog_target[i] = math.nan
             else:
-                ax = objective.axis(name)
+                ax = objective.axes.get(name, _HOLD_OBJECTIVE)
                 motion = ax.motion
                 if motion == _HOLD:
                     v_des = 0.0
                 else:
                     speed = ax.speed
-                    if not (_isfinite(speed) and speed >= 0.0):
+                    if not 0.0 <= speed < math.inf:
                         self.rejected += 1
                         v_des = 0.0
                     elif motion == _MOVE_TO:
                         target = ax.target
-                        if not (_isfinite(target) and -_TARGET_ABS_MAX <= target <= _TARGET_ABS_MAX):
+                        if not -_TARGET_ABS_MAX <= target <= _TARGET_ABS_MAX:
                             self.rejected += 1
                             v_des = 0.0
                         elif li < 0:

@@ -157,11 +157,11 @@ class Estimator:
         speeds = [0.0, 0.0, 0.0, 0.0]
         for i, a in enumerate(LINEAR_AXES):
             pos = axes[a].position
-            if not (_isfinite(pos) and -_TIP_ABS_MAX <= pos <= _TIP_ABS_MAX):
+            if not -_TIP_ABS_MAX <= pos <= _TIP_ABS_MAX:  # False for NaN/inf too
                 self.rejected += 1
                 continue
             old = x_eff[i]
-            if _isnan(old):  # first valid sample
+            if old != old:  # noqa: PLR0124 (first valid sample; NaN test without a call)
                 x_eff[i] = pos
                 continue
             if pos - old > h:
