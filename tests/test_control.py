@@ -377,3 +377,19 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 TestCoreMachine = CoreMachine.TestCase
+
+
+def test_move_to_beyond_travel_brakes_to_the_limit() -> None:
+    core, plant, clock = _running()
+    d = CFG.drives["ante_wire_rot"]
+    obj = Objective(
+        "ready", True, MappingProxyType({"ante_wire_rot": AxisObjective(AxisMotion.MOVE_TO, 1e4, 360.0)})
+    )
+    prev_x, prev_v = 0.0, 0.0
+    for _ in range(int((d.travel_max / d.max_speed + 1.0) / DT)):
+        assert _cycle(core, plant, clock, obj) == Reason.OK
+        x = core.commands.axes["ante_wire_rot"].target
+        v = (x - prev_x) / DT
+        assert abs(v - prev_v) <= d.max_accel * DT * (1 + 1e-9)
+        prev_x, prev_v = x, v
+    assert core.commands.axes["ante_wire_rot"].target == pytest.approx(d.travel_max)

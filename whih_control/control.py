@@ -203,13 +203,14 @@ class Controller:
                         if not -_TARGET_ABS_MAX <= target <= _TARGET_ABS_MAX:
                             self.rejected += 1
                             v_des = 0.0
-                        elif li < 0:
-                            v_des = profile_velocity(target - x, min(speed, self._vmax[i]), amax, dt)
-                        elif est_ok:
-                            xt = est.insertion_for(li, target, x, self._deadzone)
-                            v_des = profile_velocity(xt - x, min(speed, self._vmax[i]), amax, dt)
-                        else:
+                        elif li >= 0 and not est_ok:
                             v_des = 0.0
+                        else:
+                            xt = target if li < 0 else est.insertion_for(li, target, x, self._deadzone)
+                            # brake in time for the travel limits rather than hit them
+                            lo, hi = self._tmin[i], self._tmax[i]
+                            xt = lo if xt < lo else hi if xt > hi else xt
+                            v_des = profile_velocity(xt - x, min(speed, self._vmax[i]), amax, dt)
                     elif motion == _GAP and i == self._i_amc:
                         v_des = self._gap_velocity(x, dt, speed, estimate.gap) if est_ok else 0.0
                     elif motion == _COUPLE and i == self._i_aw:
@@ -223,7 +224,7 @@ class Controller:
             dv = amax * dt
             v = v0 + dv if v_des > v0 + dv else v0 - dv if v_des < v0 - dv else v_des
             x_new = x + v * dt
-            # stop at the travel limits instead of asking the supervisor to clamp
+            # followers can still run into a travel limit: stop there rather than pass it
             if x_new > self._tmax[i]:
                 x_new = max(x, self._tmax[i])
                 v = (x_new - x) / dt
