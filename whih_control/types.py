@@ -155,6 +155,8 @@ class Reason(IntEnum):
     BUS_FAULT = 17
     LATCHED = 18
     """A fault is latched and not yet acknowledged."""
+    ESTIMATE_INVALID = 19
+    """No valid tip estimate (not calibrated): geometry cannot be checked, linear axes hold."""
 
 
 @dataclass(frozen=True, slots=True)

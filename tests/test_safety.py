@@ -1,0 +1,524 @@
+"""Safety supervisor: invariants 1-8 of DESIGN section 4 as properties, plus fault/ack rules."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_iface.cia402 import DriveState
+from firmware_iface.types import Commands, DriveGoal, Feedback
+from whih_control.config import Config, load_config
+from whih_control.safety import SafetySupervisor
+from whih_control.types import (
+    LINEAR_AXES,
+    AxisMotion,
+    AxisObjective,
+    Estimate,
+    Objective,
+    OperatorInput,
+    Reason,
+    Verdict,
+)
+
+from .conftest import CONFIGS
+
+CFG: Config = load_config(CONFIGS / "sim.toml")
+AXES = tuple(CFG.drives)
+PHASES = ("ready", "approach", "untip", "align", "hand_in_hand.retro_step", "hand_in_hand.ante_follow")
+TOL = 1e-9
+
+
+# ---------------------------------------------------------------------------- the invariant checker
+
+
+@dataclass
+class History:
+    """What the checker remembers of earlier outputs (independent of the supervisor's own state)."""
+
+    out: dict[str, float] = field(default_factory=dict)
+    vel: dict[str, float] = field(default_factory=dict)
+    regular: dict[str, bool] = field(default_factory=dict)
+    """The axis' last output was a normal enabled cycle (its velocity is meaningful)."""
+
+
+def track(hist: History, a: str, pos: float, out: float) -> None:
+    """An axis that is not moving under control: its target tracks its position when known."""
+    p = hist.out.get(a, math.nan)
+    if math.isfinite(pos):
+        assert out == pos, f"{a}: target {out} does not track position {pos}"
+        hist.out[a] = pos
+    elif not math.isnan(p):
+        assert out == p, f"{a}: target {out} moved while the position is unknown"
+    hist.vel[a] = 0.0
+    hist.regular[a] = False
+
+
+def inputs_ok(cfg: Config, dt: float, fb: Feedback, est: Estimate) -> bool:
+    """Invariant 7's notion of acceptable input."""
+    s = cfg.safety
+    if not (math.isfinite(dt) and 0.0 < dt <= s.max_dt_cycles * cfg.period):
+        return False
+    for af in fb.axes.values():
+        if not (math.isfinite(af.position) and abs(af.position) <= s.position_abs_max):
+            return False
+        if not (math.isfinite(af.force) and abs(af.force) <= s.force_abs_max):
+            return False
+    return not (est.valid and not (math.isfinite(est.gap) and math.isfinite(est.coupling)))
+
+
+def checked_enforce(
+    sup: SafetySupervisor,
+    hist: History,
+    cfg: Config,
+    t: float,
+    dt: float,
+    commands: Commands,
+    fb: Feedback,
+    est: Estimate,
+    obj: Objective,
+    op: OperatorInput,
+) -> Verdict:
+    """Call ``enforce`` and assert every invariant on its result."""
+    rejected0 = sup.rejected
+    verdict = sup.enforce(t, dt, commands, fb, est, obj, op)
+    check_cycle(sup, hist, cfg, dt, commands, fb, est, obj, op, verdict, rejected0)
+    return verdict
+
+
+def check_cycle(
+    sup: SafetySupervisor,
+    hist: History,
+    cfg: Config,
+    dt: float,
+    commands: Commands,
+    fb: Feedback,
+    est: Estimate,
+    obj: Objective,
+    op: OperatorInput,
+    verdict: Verdict,
+    rejected0: int,
+) -> None:
+    """Assert invariants 1-7 on one cycle's output; update ``hist``."""
+    cmd = commands.axes
+    for a in AXES:
+        assert math.isfinite(cmd[a].target), f"{a}: target not finite"
+    if sup.latched:
+        # invariant 6: quick stop on every axis in the same cycle; targets track actual positions
+        assert verdict.fault and verdict == sup.latched_verdict
+        for a in AXES:
+            assert cmd[a].goal == DriveGoal.QUICK_STOP
+            track(hist, a, fb.axes[a].position, cmd[a].target)
+        return
+    assert not verdict.fault
+    # invariants 4 and 6: these must have latched
+    assert not op.estop and fb.bus_ok
+    for a in AXES:
+        f = fb.axes[a].force
+        assert not (math.isfinite(f) and abs(f) >= cfg.drives[a].force_stop), f"{a}: force stop not latched"
+    if any(cmd[a].goal == DriveGoal.FAULT_RESET for a in AXES):
+        # the reset cycle after an acknowledge: never moves anything
+        for a in AXES:
+            assert cmd[a].goal == DriveGoal.FAULT_RESET
+            track(hist, a, fb.axes[a].position, cmd[a].target)
+        return
+    ok = inputs_ok(cfg, dt, fb, est)
+    if not ok:
+        assert sup.rejected > rejected0, "bad input not counted"
+    s = cfg.safety
+    permitted = (
+        ok
+        and obj.motion_allowed
+        and op.enable_held
+        and all(af.state == DriveState.OPERATION_ENABLED for af in fb.axes.values())
+        and all(af.age_cycles <= s.feedback_max_age_cycles for af in fb.axes.values())
+        and all(af.heartbeat_ok for af in fb.axes.values())
+    )
+    moved: dict[str, float] = {}
+    for a in AXES:
+        af = fb.axes[a]
+        d = cfg.drives[a]
+        n = cmd[a].target
+        p = hist.out.get(a, math.nan)
+        if af.state != DriveState.OPERATION_ENABLED or math.isnan(p):
+            track(hist, a, af.position, n)
+            continue
+        if n != p:
+            moved[a] = n - p
+            assert permitted, f"{a}: moved without permission (invariant 1/7)"
+            if a in LINEAR_AXES:
+                assert est.valid, f"{a}: linear axis moved without a valid estimate"
+            v = (n - p) / dt
+            assert abs(v) <= d.max_speed * (1 + TOL) + TOL, f"{a}: speed {v} > {d.max_speed}"
+            v0 = hist.vel.get(a, 0.0) if hist.regular.get(a, False) else 0.0
+            at_limit = n in (d.travel_min, d.travel_max)
+            assert at_limit or abs(v - v0) <= d.max_accel * dt * (1 + 1e-6) + 1e-6, (
+                f"{a}: accel {(v - v0) / dt} > {d.max_accel}"
+            )
+            assert n <= max(d.travel_max, p) and n >= min(d.travel_min, p), f"{a}: travel"
+            if abs(af.force) >= d.force_alarm:
+                assert n < p, f"{a}: advance under force alarm (invariant 4)"
+            hist.vel[a] = v
+        else:
+            hist.vel[a] = 0.0
+        hist.out[a] = n
+        hist.regular[a] = True
+    if est.valid and moved:
+        pairs = [("ante_mc", "retro_mc", est.gap, cfg.procedure.gap_min, cfg.procedure.gap_max)]
+        if obj.phase.startswith("hand_in_hand"):
+            pairs.append(("ante_wire", "retro_wire", est.coupling, 0.0, cfg.procedure.coupling_max))
+        for ia, ir, value, lo, hi in pairs:
+            na, nr = cmd[ia].target, cmd[ir].target
+            xa, xr = fb.axes[ia].position, fb.axes[ir].position
+            adv = moved.get(ia, 0.0) > 0 or moved.get(ir, 0.0) > 0
+            ret = moved.get(ia, 0.0) < 0 or moved.get(ir, 0.0) < 0
+            low = value - max(0.0, na - xa) - max(0.0, nr - xr)
+            high = value + max(0.0, xa - na) + max(0.0, xr - nr)
+            if adv:
+                assert value >= lo and low >= lo - TOL, f"{ia}/{ir}: worst case {low} below {lo}"
+            if ret:
+                assert value <= hi and high <= hi + TOL, f"{ia}/{ir}: worst case {high} above {hi}"
+
+
+# ---------------------------------------------------------------------------- strategies
+
+
+CHAOS = st.sampled_from([0, 1, 1, 2])
+"""How often bad things happen in one example: 0 never, 1 rarely, 2 often."""
+
+
+def rare(draw: st.DrawFn, one_in: int, chaos: int = 1) -> bool:
+    """True about once in ``one_in`` draws at chaos 2, 4x rarer at 1, never at 0."""
+    if chaos == 0:
+        return False
+    n = one_in if chaos >= 2 else 4 * one_in
+    return draw(st.integers(0, n - 1)) == n - 1
+
+
+BAD_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, 1e9, -1e9])
+
+
+@st.composite
+def feedback_step(draw: st.DrawFn, fb: Feedback, targets: dict[str, float], chaos: int = 1) -> None:
+    """Mutate ``fb``: drives mostly follow their last targets, sometimes badly."""
+    fb.bus_ok = not rare(draw, 60, chaos)
+    for a, af in fb.axes.items():
+        base = targets.get(a, 0.0)
+        base = base if math.isfinite(base) else 0.0
+        af.position = base - draw(st.floats(-0.05, 0.05))
+        if rare(draw, 40, chaos):
+            af.position = draw(BAD_FLOATS)
+        af.force = draw(st.floats(0.0, 1.2))
+        if rare(draw, 15, chaos):
+            af.force = draw(st.floats(-5.0, 5.0))
+        if rare(draw, 60, chaos):
+            af.force = draw(BAD_FLOATS)
+        af.state = DriveState.OPERATION_ENABLED
+        if rare(draw, 30, chaos):
+            af.state = draw(st.sampled_from(list(DriveState)))
+        af.age_cycles = 0 if not rare(draw, 20, chaos) else draw(st.integers(0, 10))
+        af.heartbeat_ok = not rare(draw, 40, chaos)
+
+
+@st.composite
+def estimate_step(draw: st.DrawFn, est: Estimate, chaos: int = 1) -> None:
+    """Mutate ``est``: mostly valid, gap/coupling around their windows, sometimes garbage."""
+    est.valid = not rare(draw, 20, chaos)
+    est.gap = draw(st.floats(0.0, 25.0))
+    est.coupling = draw(st.floats(-1.0, 3.0))
+    if rare(draw, 40, chaos):
+        est.gap = draw(BAD_FLOATS)
+    if rare(draw, 40, chaos):
+        est.coupling = draw(BAD_FLOATS)
+    est.tips.update(ante_mc=0.0, retro_mc=est.gap, ante_wire=1.0, retro_wire=1.0 + est.coupling)
+
+
+@st.composite
+def request_step(draw: st.DrawFn, commands: Commands, targets: dict[str, float], chaos: int = 1) -> None:
+    """Requested targets: mostly small moves from the last target, sometimes wild or NaN."""
+    for a, c in commands.axes.items():
+        base = targets.get(a, 0.0)
+        base = base if math.isfinite(base) else 0.0
+        c.target = base + draw(st.one_of(st.floats(-0.0015, 0.0015), st.floats(-0.08, 0.08)))
+        if rare(draw, 20, chaos):
+            c.target = draw(st.floats(-300.0, 300.0))
+        if rare(draw, 50, chaos):
+            c.target = draw(BAD_FLOATS)
+        c.goal = DriveGoal.ENABLED
+
+
+def random_dt(draw: st.DrawFn, chaos: int = 1) -> float:
+    """Cycle time with jitter, sometimes invalid."""
+    dt = CFG.period * draw(st.floats(0.5, 1.5))
+    if rare(draw, 40, chaos):
+        dt = draw(st.sampled_from([0.0, -CFG.period, math.nan, math.inf, 1.0]))
+    return dt
+
+
+# ---------------------------------------------------------------------------- properties
+
+
+@given(st.data())
+def test_every_invariant_holds_over_random_cycles(data: st.DataObject) -> None:
+    """Invariants 1-7 after every cycle of a random sequence (faults, acks, stale data, jitter)."""
+    draw = data.draw
+    chaos = draw(CHAOS)
+    sup = SafetySupervisor(CFG)
+    hist = History()
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), force=dict.fromkeys(AXES, 0.0))
+    t = 0.0
+    for _ in range(draw(st.integers(1, 40))):
+        targets = {a: cmds.axes[a].target for a in AXES}
+        draw(feedback_step(fb, targets, chaos))
+        draw(estimate_step(est, chaos))
+        draw(request_step(cmds, targets, chaos))
+        dt = random_dt(draw, chaos)
+        t += dt if math.isfinite(dt) else 0.0
+        obj = Objective(draw(st.sampled_from(PHASES)), not rare(draw, 10, chaos))
+        op = OperatorInput(enable_held=not rare(draw, 10, chaos), estop=rare(draw, 80, chaos))
+        if rare(draw, 60, chaos):
+            sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+        checked_enforce(sup, hist, CFG, t, dt, cmds, fb, est, obj, op)
+        if sup.latched and (chaos < 2 or draw(st.booleans())):
+            accepted = sup.acknowledge(fb)
+            assert accepted == (not sup.latched)
+            if accepted:
+                hist.out.clear()  # targets restart from the actual positions
+            # acknowledge never moves anything by itself
+            assert all(math.isfinite(cmds.axes[a].target) for a in AXES)
+
+
+@given(st.data())
+def test_same_inputs_same_commands(data: st.DataObject) -> None:
+    """Invariant 8: two supervisors fed the same sequence give identical commands and verdicts."""
+    draw = data.draw
+    chaos = draw(CHAOS)
+    steps = []
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
+    for _ in range(draw(st.integers(1, 8))):
+        targets = {a: cmds.axes[a].target for a in AXES}
+        draw(feedback_step(fb, targets, chaos))
+        draw(estimate_step(est, chaos))
+        draw(request_step(cmds, targets, chaos))
+        steps.append(
+            (
+                {
+                    a: (af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok)
+                    for a, af in fb.axes.items()
+                },
+                (est.valid, est.gap, est.coupling),
+                {a: c.target for a, c in cmds.axes.items()},
+                random_dt(draw, chaos),
+                draw(st.sampled_from(PHASES)),
+                draw(st.booleans()),
+            )
+        )
+
+    def replay() -> list[tuple[object, ...]]:
+        sup = SafetySupervisor(CFG)
+        f = Feedback.for_axes(AXES)
+        c = Commands.for_axes(AXES)
+        e = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
+        out: list[tuple[object, ...]] = []
+        t = 0.0
+        for fbs, (valid, gap, cpl), req, dt, phase, held in steps:
+            for a, (pos, force, state, age, hb) in fbs.items():
+                af = f.axes[a]
+                af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok = pos, force, state, age, hb
+            e.valid, e.gap, e.coupling = valid, gap, cpl
+            for a, target in req.items():
+                c.axes[a].target = target
+                c.axes[a].goal = DriveGoal.ENABLED
+            t += 0.0025
+            v = sup.enforce(t, dt, c, f, e, Objective(phase, True), OperatorInput(enable_held=held))
+            out.append((v, tuple((c.axes[a].target, c.axes[a].goal) for a in AXES)))
+        return out
+
+    first, second = replay(), replay()
+    assert repr(first) == repr(second)
+
+
+# ---------------------------------------------------------------------------- examples
+
+
+def _running() -> tuple[SafetySupervisor, Feedback, Commands, Estimate]:
+    sup = SafetySupervisor(CFG)
+    fb = Feedback.for_axes(AXES)
+    for af in fb.axes.values():
+        af.state = DriveState.OPERATION_ENABLED
+        af.age_cycles = 0
+        af.heartbeat_ok = True
+    cmds = Commands.for_axes(AXES)
+    for c in cmds.axes.values():
+        c.goal = DriveGoal.ENABLED
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), gap=4.5, coupling=0.5, valid=True)
+    sup.enforce(0.0, CFG.period, cmds, fb, est, Objective("ready", True), OperatorInput(True))
+    return sup, fb, cmds, est
+
+
+MOVE = Objective("hand_in_hand.retro_step", True)
+HELD = OperatorInput(enable_held=True)
+
+
+def test_small_move_passes_unchanged_with_ok_verdict() -> None:
+    sup, fb, cmds, est = _running()
+    cmds.axes["retro_wire"].target = -0.001
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.OK and v.text == ""
+    assert cmds.axes["retro_wire"].target == -0.001
+
+
+def test_speed_step_is_accel_limited_and_reported() -> None:
+    sup, fb, cmds, est = _running()
+    cmds.axes["retro_wire"].target = -0.05  # 20 mm/s from rest in one cycle
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.ACCEL_LIMIT and v.axis == "retro_wire"
+    amax = CFG.drives["retro_wire"].max_accel
+    assert cmds.axes["retro_wire"].target == pytest.approx(-amax * CFG.period**2)
+
+
+def test_force_stop_quick_stops_every_axis_same_cycle_and_latches() -> None:
+    sup, fb, cmds, est = _running()
+    fb.axes["ante_wire"].force = CFG.drives["ante_wire"].force_stop
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.FORCE_STOP and v.axis == "ante_wire"
+    assert all(c.goal == DriveGoal.QUICK_STOP for c in cmds.axes.values())
+    # the cause persists: acknowledge refused, still latched
+    assert not sup.acknowledge(fb) and "force" in sup.ack_blocker
+    fb.axes["ante_wire"].force = 0.0
+    fb.axes["retro_mc"].position = 3.0  # the drive moved during its quick stop
+    assert sup.acknowledge(fb)
+    v = sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert all(c.goal == DriveGoal.FAULT_RESET for c in cmds.axes.values())
+    assert cmds.axes["retro_mc"].target == 3.0  # reset never moves: target = actual
+
+
+def test_force_alarm_blocks_advance_but_allows_retreat() -> None:
+    sup, fb, cmds, est = _running()
+    fb.axes["ante_wire"].force = CFG.drives["ante_wire"].force_alarm
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.FORCE_ALARM and cmds.axes["ante_wire"].target == 0.0
+    cmds.axes["ante_wire"].target = -0.0005
+    sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert cmds.axes["ante_wire"].target == -0.0005
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda fb, op: setattr(op, "enable_held", False), Reason.ENABLE_RELEASED),
+        (lambda fb, op: setattr(fb.axes["retro_mc"], "age_cycles", 3), Reason.STALE_FEEDBACK),
+        (lambda fb, op: setattr(fb.axes["retro_mc"], "heartbeat_ok", False), Reason.HEARTBEAT),
+        (
+            lambda fb, op: setattr(fb.axes["ante_wire_rot"], "state", DriveState.SWITCHED_ON),
+            Reason.DRIVE_NOT_ENABLED,
+        ),
+        (lambda fb, op: setattr(fb.axes["retro_mc"], "force", math.nan), Reason.NON_FINITE),
+    ],
+)
+def test_no_setpoint_change_without_permission(mutate: object, reason: Reason) -> None:
+    sup, fb, cmds, est = _running()
+    op = OperatorInput(enable_held=True)
+    mutate(fb, op)  # type: ignore[operator]
+    cmds.axes["ante_wire"].target = 0.0005
+    rejected = sup.rejected
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, op)
+    assert v.reason == reason and not v.fault
+    assert cmds.axes["ante_wire"].target == 0.0
+    assert (sup.rejected > rejected) == (reason == Reason.NON_FINITE)
+
+
+def test_gap_floor_holds_the_advancing_mc_and_allows_retreat() -> None:
+    sup, fb, cmds, est = _running()
+    est.gap = CFG.procedure.gap_min + 0.0004
+    cmds.axes["ante_mc"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.GAP_FLOOR and cmds.axes["ante_mc"].target == 0.0
+    est.gap = CFG.procedure.gap_min - 0.5  # already below: only retreat
+    cmds.axes["retro_mc"].target = -0.0005
+    cmds.axes["ante_mc"].target = 0.0005
+    v = sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert cmds.axes["retro_mc"].target == -0.0005 and cmds.axes["ante_mc"].target == 0.0
+
+
+def test_approach_from_a_gap_above_the_window_is_allowed() -> None:
+    sup, fb, cmds, est = _running()
+    est.gap = 31.6  # the starting situation: MC tips far apart
+    cmds.axes["ante_mc"].target = 0.0005
+    cmds.axes["retro_mc"].target = -0.0005  # would open the gap further: held
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective("approach", True), HELD)
+    assert cmds.axes["ante_mc"].target == 0.0005 and cmds.axes["retro_mc"].target == 0.0
+    assert v.reason == Reason.GAP_WINDOW
+
+
+def test_persistent_coupling_violation_faults_after_configured_cycles() -> None:
+    sup, fb, cmds, est = _running()
+    est.coupling = CFG.procedure.coupling_max + 0.1
+    n = CFG.safety.coupling_fault_cycles
+    for k in range(n):
+        v = sup.enforce(0.0025 * (k + 1), CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault
+    v = sup.enforce(0.0025 * (n + 1), CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.COUPLING
+
+
+def test_drive_fault_while_running_latches_and_external_faults_latch() -> None:
+    sup, fb, cmds, est = _running()
+    fb.axes["retro_mc"].state = DriveState.FAULT
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.DRIVE_FAULT and v.axis == "retro_mc"
+    sup2, fb2, cmds2, est2 = _running()
+    sup2.raise_fault(Reason.HEARTBEAT, "retro_mc heartbeat lost", "retro_mc")
+    fb2.axes["retro_mc"].heartbeat_ok = False
+    v = sup2.enforce(0.0025, CFG.period, cmds2, fb2, est2, MOVE, HELD)
+    assert v.fault and all(c.goal == DriveGoal.QUICK_STOP for c in cmds2.axes.values())
+    assert not sup2.acknowledge(fb2)
+    fb2.axes["retro_mc"].heartbeat_ok = True
+    assert sup2.acknowledge(fb2) and sup2.generation == 1
+    with pytest.raises(ValueError, match="reason"):
+        sup2.raise_fault(Reason.OK, "nothing")
+
+
+def test_estop_latches_and_blocks_acknowledge_until_released() -> None:
+    sup, fb, cmds, est = _running()
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, OperatorInput(True, estop=True))
+    assert v.fault and v.reason == Reason.ESTOP
+    assert not sup.acknowledge(fb)
+    sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, OperatorInput(False, estop=False))
+    assert sup.acknowledge(fb)
+
+
+@pytest.mark.parametrize("axis", [a for a in CFG.drives if CFG.drives[a].kind == "linear"])
+def test_quick_stop_distance_at_max_speed_within_bound(axis: str) -> None:
+    d = CFG.drives[axis]
+    assert d.max_speed**2 / (2 * d.quick_stop_decel) <= CFG.safety.stop_distance_max
+
+
+def test_invalid_estimate_holds_linear_axes_but_not_rotary() -> None:
+    sup, fb, cmds, est = _running()
+    est.valid = False
+    cmds.axes["ante_wire"].target = 0.0005
+    cmds.axes["ante_wire_rot"].target = 0.01
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.ESTIMATE_INVALID
+    assert cmds.axes["ante_wire"].target == 0.0 and cmds.axes["ante_wire_rot"].target == 0.01
+
+
+def test_objective_axes_do_not_matter_to_the_supervisor() -> None:
+    """The supervisor judges commands, not intentions: a MOVE_TO objective grants nothing extra."""
+    sup, fb, cmds, est = _running()
+    obj = Objective(
+        "ready", False, MappingProxyType({"ante_wire": AxisObjective(AxisMotion.MOVE_TO, 5.0, 1.0)})
+    )
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, obj, HELD)
+    assert v.reason == Reason.NO_MOTION_PHASE and cmds.axes["ante_wire"].target == 0.0
