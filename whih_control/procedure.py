@@ -233,7 +233,8 @@ class _Machine(HierarchicalMachine):
     """HierarchicalMachine with '.' nesting (phase names contain '_').
 
     ``is_<state>`` predicates are always bound: with ``model_override`` transitions would skip the
-    parent's predicate and then fail to attach the children's.
+    parent's predicate and then fail to attach the children's. Conveniences the model does not
+    declare (``may_<trigger>``, ``trigger``) are left out without a warning per instance.
     """
 
     state_cls = _State
@@ -242,6 +243,8 @@ class _Machine(HierarchicalMachine):
         if name.startswith("is_"):
             setattr(model, name, func)
             return
+        if getattr(type(model), name, None) is None:
+            return  # not declared on the model: model_override leaves it out (quietly)
         super()._checked_assignment(model, name, func)
 
 
