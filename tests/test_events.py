@@ -35,7 +35,7 @@ def test_lines_are_chained_json_with_seq_t_wall_kind_prev(tmp_path: Path) -> Non
     report = verify_log(path)
     assert report.ok and report.lines == 7 and not report.torn and report.problem == ""
     assert [e["i"] for e in read_events(path)[:-1]] == list(range(6))
-    assert GENESIS == hashlib.sha256(b"").hexdigest()
+    assert hashlib.sha256(b"").hexdigest() == GENESIS
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_verify_detects_truncation_reordering_and_edits(tmp_path: Path, damage: 
 def test_torn_last_line_is_accepted_and_cut_when_reopened(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     lines = write_some(path)
-    torn = lines[:5] + [lines[5][:17]]
+    torn = [*lines[:5], lines[5][:17]]
     path.write_bytes(b"".join(torn))
     report = verify_log(path)
     assert report.ok and report.torn and report.lines == 5 and report.next_seq == 5
