@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -517,3 +518,70 @@ def test_a_fault_is_reachable_from_every_motion_phase() -> None:
         run(proc, plant, t + DT, t + 0.5)
         assert proc.phase is Phase.FAULT
     assert reached == MOTION_PHASES
+
+
+class _FailingLog(EventLog):
+    """An event log whose disk fills up: every write after ``ok`` writes raises OSError."""
+
+    def __init__(self, path: Path, ok: int) -> None:
+        super().__init__(path)
+        self.ok = ok
+
+    def write(self, t: float, kind: str, *, sync: bool | None = None, **fields: object) -> int:
+        if self.ok <= 0:
+            raise OSError(28, "No space left on device")
+        self.ok -= 1
+        return super().write(t, kind, sync=sync, **fields)
+
+
+@pytest.mark.parametrize("ok", [2, 3, 4, 5])
+def test_a_log_that_cannot_be_written_latches_fault(tmp_path: Path, ok: int) -> None:
+    cfg = config()
+    log = _FailingLog(tmp_path / "events.jsonl", ok)
+    proc = Procedure(cfg, log=log, auto_confirm=True)
+    plant = Kinematic(cfg)
+    proc.enable(True)
+    proc.tick(0.0, inputs(plant, held=True))
+    with contextlib.suppress(ProcedureError, OSError):
+        proc.start()  # may itself be the first write that fails
+    t = run(proc, plant, 0.01, 5.0)
+    assert proc.phase is Phase.FAULT, proc.phase
+    assert "OSError" in proc.reason
+    assert not proc.tick(t, inputs(plant)).motion_allowed
+    with pytest.raises(OSError):
+        log.close()
+
+
+def test_faults_and_every_operator_action_are_logged(tmp_path: Path) -> None:
+    cfg = config()
+    path = tmp_path / "events.jsonl"
+    with EventLog(path) as log:
+        proc = Procedure(cfg, log=log, auto_confirm=True)
+        plant = Kinematic(cfg)
+        proc.enable(True)
+        proc.tick(0.0, inputs(plant))
+        proc.start()
+        t = run_until(proc, plant, Phase.APPROACH, 0.01, 5.0)
+        proc.tick(t, inputs(plant, fault=True))
+        with pytest.raises(ProcedureError):
+            proc.acknowledge()
+        proc.tick(t + DT, inputs(plant))
+        proc.acknowledge()
+        with pytest.raises(ProcedureError):
+            proc.confirm()
+        proc.abort("enough")
+    events = read_events(path)
+    faults = [e for e in events if e["kind"] == "fault"]
+    assert len(faults) == 1 and faults[0]["text"] == "drive fault" and faults[0]["phase"] == "approach"
+    ops = [(e["action"], e["accepted"]) for e in events if e["kind"] == "operator" and "accepted" in e]
+    assert ops == [
+        ("enable", True),
+        ("start", True),
+        ("acknowledge", False),
+        ("acknowledge", True),
+        ("confirm", False),
+        ("abort", True),
+    ]
+    phases = [e["to"] for e in events if e["kind"] == "phase"]
+    assert phases == ["preflight", "calibrate", "ready", "approach", "fault", "paused", "aborted"]
+    assert all(e["t"] >= 0.0 for e in events)

@@ -336,6 +336,8 @@ class Procedure:
         self._why = ""
         self._reason = ""
         self._fault_text = ""
+        self._crash = False
+        self._failing = False
         self._resume: Phase | None = None
         self._resuming = False
         self._auto_paused = False
@@ -510,6 +512,8 @@ class Procedure:
         else:
             self._t_enter = self._t
         self._resuming = False
+        if new is Phase.FAULT:
+            self._failing = False
         if new is Phase.ABORTED and not self._reason:
             self._reason = self._why or "aborted"
         if new is Phase.CROSSED:
@@ -526,17 +530,26 @@ class Procedure:
         # called by transitions inside its ``except`` block: the exception is the one in flight
         err = sys.exception()
         self._fault_text = f"{type(err).__name__} in procedure: {err}"
-        self._log_event("fault", source="procedure", text=self._fault_text, phase=self.phase.value)
-        if self._model.state in _VALID_FROM["fail"]:
-            self._model.fail()
+        self._crash = True
+        if self._failing or self._model.state not in _VALID_FROM["fail"]:
+            # the failure path itself failed (e.g. the log cannot be written): latch fault
+            # without running callbacks again
+            self._failing = False
+            self._machine.set_state(_name(Phase.FAULT), model=self._model)
+            return
+        self._failing = True
+        self._model.fail()  # queued: runs right after this handler returns
 
     def _g_note_fault(self) -> None:
         current = self.phase
         if current in MOTION_PHASES:
             self._save_resume(current)
-        if not self._fault_text or self._cause_text():
-            self._fault_text = self._cause_text() or self._fault_text or "fault"
-        self._log_event("fault", source="inputs", text=self._fault_text, phase=current.value)
+        cause = self._cause_text()
+        if cause and not self._crash:
+            self._fault_text = cause
+        source = "procedure" if self._crash else "inputs"
+        self._crash = False
+        self._log_event("fault", source=source, text=self._fault_text or "fault", phase=current.value)
         self._log_event("phase", to=Phase.FAULT.value, why=self._fault_text)
 
     def _g_note_operator_pause(self) -> None:
