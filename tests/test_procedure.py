@@ -585,3 +585,22 @@ def test_faults_and_every_operator_action_are_logged(tmp_path: Path) -> None:
     phases = [e["to"] for e in events if e["kind"] == "phase"]
     assert phases == ["preflight", "calibrate", "ready", "approach", "fault", "paused", "aborted"]
     assert all(e["t"] >= 0.0 for e in events)
+
+
+def test_no_stale_resume_target_after_moving_on() -> None:
+    proc, plant = started({"confirm_crossing": True}, auto_confirm=True)
+    t = run_until(proc, plant, Phase.HAND_IN_HAND_RETRO_STEP, 0.01, 40.0)
+    proc.pause()
+    assert proc.resume_target is Phase.HAND_IN_HAND_RETRO_STEP
+    proc.resume()
+    t = run_until(proc, plant, Phase.CROSSED, t, 100.0)
+    assert proc.resume_target is None
+    proc.tick(t, inputs(plant, fault=True))
+    assert proc.resume_target is Phase.CROSSED
+    proc.tick(t + DT, inputs(plant))
+    proc.acknowledge()
+    assert proc.phase is Phase.PAUSED  # not back into hand in hand, nor into approach
+    proc.resume()
+    assert proc.phase is Phase.CROSSED and not proc.tick(t + 2 * DT, inputs(plant)).motion_allowed
+    proc.confirm()
+    run_until(proc, plant, Phase.COMPLETE, t + 3 * DT, t + 30.0)

@@ -128,6 +128,9 @@ _MOTION_ORDER = (
     Phase.WITHDRAW,
 )
 
+_RESUMABLE = (*_MOTION_ORDER, Phase.CROSSED)
+"""Where :meth:`Procedure.resume` may return to: a fault after crossing resumes at crossed."""
+
 
 @dataclass(slots=True)
 class ProcedureInputs:
@@ -176,6 +179,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     add("confirm", Phase.CROSSED, Phase.WITHDRAW, "can_move")
     for p in _MOTION_ORDER:
         add("pause", p, Phase.PAUSED, before="note_operator_pause")
+    for p in _RESUMABLE:
         add("resume", Phase.PAUSED, p, f"resume_to_{p.value}", "can_move", before="note_resume")
     for p in Phase:
         if p not in TERMINAL_PHASES:
@@ -220,7 +224,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     add("update", hih["rewind"], hih["retro_step"], "rewound")
     add("update", Phase.CROSSED, Phase.WITHDRAW, "auto_confirmed", "crossing_auto", "can_move")
     add("update", Phase.WITHDRAW, Phase.COMPLETE, "withdrawn")
-    for p in _MOTION_ORDER:
+    for p in _RESUMABLE:
         add("update", Phase.PAUSED, p, "auto_resume", f"resume_to_{p.value}", before="note_resume")
     return states, tr
 
@@ -514,6 +518,10 @@ class Procedure:
         self._resuming = False
         if new is Phase.FAULT:
             self._failing = False
+        elif new is not Phase.PAUSED:
+            # only a hold (pause, fault and the paused state after acknowledging) keeps a place
+            # to resume; anything else moved on
+            self._resume = None
         if new is Phase.ABORTED and not self._reason:
             self._reason = self._why or "aborted"
         if new is Phase.CROSSED:
@@ -542,7 +550,7 @@ class Procedure:
 
     def _g_note_fault(self) -> None:
         current = self.phase
-        if current in MOTION_PHASES:
+        if current in _RESUMABLE:
             self._save_resume(current)
         cause = self._cause_text()
         if cause and not self._crash:
