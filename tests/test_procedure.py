@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from whih_control.procedure import MOTION_PHASES, TERMINAL_PHASES, Phase, Proced
 from whih_control.types import AxisMotion, Reason, Verdict
 
 DT = 0.01
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 OPERATOR_ACTIONS = ("start", "confirm", "pause", "resume", "abort", "acknowledge")
 
 
@@ -343,6 +345,7 @@ def _force_phase(proc: Procedure, phase: Phase, resume: Phase) -> None:
     proc._resume = resume
 
 
+@pytest.mark.timeout(7200 if THOROUGH else 300)
 @given(
     phase=st.sampled_from(list(Phase)),
     action=st.sampled_from(OPERATOR_ACTIONS),
@@ -497,6 +500,8 @@ class ProcedureMachine(RuleBasedStateMachine):
 
 
 TestProcedureMachine = ProcedureMachine.TestCase
+# 10,000 sequences under HYPOTHESIS_PROFILE=thorough take minutes, beyond the default 300 s timeout
+TestProcedureMachine.pytestmark = [pytest.mark.timeout(7200 if THOROUGH else 300)]
 
 
 def test_a_fault_is_reachable_from_every_motion_phase() -> None:
