@@ -47,12 +47,10 @@ def parse(text: str) -> tuple[dict[str, str], list[tuple[str, str, list[str]]], 
     for number, line in enumerate(body, start=1):
         if not line:
             continue
-        for form, rx in FORMS.items():
-            m = rx.match(line)
-            if m:
-                break
-        else:
+        found = [(name, m) for name, rx in FORMS.items() if (m := rx.match(line))]
+        if not found:
             raise MermaidError(f"line {number}: unknown statement {line!r}")
+        form, m = found[0]
         if form == "state_decl":
             states[m[2]] = m[1]
         elif form == "composite_open":
@@ -117,9 +115,9 @@ def test_diagram_parses_and_covers_every_phase() -> None:
     [
         "stateDiagram-v2\n  state a {\n",
         "stateDiagram-v2\n  a --> b: go\n",
-        "stateDiagram-v2\n  state \"a\" as a\n  a -> a\n",
+        'stateDiagram-v2\n  state "a" as a\n  a -> a\n',
         "flowchart LR\n",
-        "stateDiagram-v2\n  state \"a\" as a\n  }\n",
+        'stateDiagram-v2\n  state "a" as a\n  }\n',
     ],
 )
 def test_parser_rejects_broken_mermaid(bad: str) -> None:
