@@ -46,6 +46,27 @@ class ProcedureConfig:
     )
     max_time_s: float = setting(1800.0, unit="s", lo=1.0, hi=86_400.0, doc="bound on the whole procedure")
     confirm_crossing: bool = setting(False, doc="crossing needs an operator confirm (true on real hardware)")
+    approach_tolerance: float = setting(
+        0.5, unit="mm", lo=0.0, hi=20.0, doc="approach ends when the gap is within this of gap_target"
+    )
+    position_tolerance: float = setting(
+        0.1, unit="mm", lo=0.001, hi=5.0, doc="a tip within this of its target has reached it"
+    )
+    stall_time_s: float = setting(
+        2.0, unit="s", lo=0.05, hi=600.0, doc="an MC under force with no progress this long has stalled"
+    )
+    stall_progress: float = setting(
+        0.1, unit="mm", lo=0.0, hi=10.0, doc="tip progress below this counts as no progress (stall)"
+    )
+    stall_force_ratio: float = setting(
+        1.0, lo=0.1, hi=1.0, doc="stall needs force >= this x the axis' force_alarm"
+    )
+    deviation_force_ratio: float = setting(
+        0.8, lo=0.1, hi=1.0, doc="hand-in-hand rewinds when a wire's force >= this x its force_alarm"
+    )
+    withdraw_distance: float = setting(
+        10.0, unit="mm", lo=0.0, hi=200.0, doc="how far the retrograde wire and MC pull back after crossing"
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks within this section: (key, message)."""
@@ -64,6 +85,14 @@ class ProcedureConfig:
                     "coupling_target",
                     f"must be below coupling_max (got {self.coupling_target:g}, allowed "
                     f"[0...{self.coupling_max:g}))",
+                )
+            )
+        if not self.untip_clearance < self.gap_target:
+            out.append(
+                (
+                    "untip_clearance",
+                    f"must be below gap_target so the retro wire stays inside the gap (got "
+                    f"{self.untip_clearance:g}, allowed < {self.gap_target:g})",
                 )
             )
         return out

@@ -1,0 +1,273 @@
+"""Durable, hash-chained event log (``events.jsonl``).
+
+One JSON object per line::
+
+    {"seq": 0, "t": 0.0, "wall": 1763926800.123, "kind": "phase", "prev": "<sha256 hex>", ...fields}
+
+- ``seq`` counts from 0 without gaps; ``t`` is the caller's run time (simulated or monotonic
+  seconds); ``wall`` is ``time.time()`` when the line was written.
+- ``prev`` is the SHA-256 (hex) of the previous line's bytes without its newline; the first line
+  carries :data:`GENESIS` (the SHA-256 of the empty string). Removing, reordering or editing a line
+  breaks the chain at the line that follows it; :meth:`EventLog.close` appends a ``close`` line so
+  the last content line is covered too.
+- Safety-relevant kinds (:data:`SAFETY_KINDS`: faults, phase changes, operator actions) are written
+  and ``fsync``-ed before :meth:`EventLog.write` returns. Other kinds are buffered and flushed when
+  0.5 s of the supplied time has passed since the last flush (checked on every write and on
+  :meth:`EventLog.poll`), and on close.
+
+:func:`verify_log` returns a :class:`LogReport` (it does not raise); :meth:`LogReport.check`
+raises :class:`~whih_control.errors.LogIntegrityError` for callers that want an exception.
+Readers accept a torn (unterminated) last line: a crash can leave one, and it was never fsynced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from whih_control.errors import LogIntegrityError
+
+__all__ = [
+    "GENESIS",
+    "RESERVED_KEYS",
+    "SAFETY_KINDS",
+    "EventLog",
+    "LogReport",
+    "read_events",
+    "verify_log",
+]
+
+GENESIS = hashlib.sha256(b"").hexdigest()
+"""``prev`` of the first line."""
+SAFETY_KINDS = frozenset({"fault", "phase", "operator", "abort", "open", "close"})
+"""Kinds that are fsynced before :meth:`EventLog.write` returns."""
+RESERVED_KEYS = ("seq", "t", "wall", "kind", "prev")
+"""Keys every line carries; event fields may not use them."""
+
+
+def _jsonable(value: Any) -> Any:
+    # strict JSON has no NaN/Infinity: keep the information as text
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+class EventLog:
+    """Append events to ``path`` (usually ``<run>/events.jsonl``).
+
+    A new file starts the chain at :data:`GENESIS`. An existing file is verified and continued;
+    a torn last line is cut off first (it was never durable). A broken chain raises
+    :class:`~whih_control.errors.LogIntegrityError`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        flush_interval: float = 0.5,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (math.isfinite(flush_interval) and flush_interval > 0.0):
+            raise ValueError(f"flush_interval (={flush_interval}) must be in (0...inf) s")
+        self.path = Path(path)
+        self._interval = flush_interval
+        self._wall = wall_clock
+        self._seq = 0
+        self._prev = GENESIS
+        if self.path.exists() and self.path.stat().st_size > 0:
+            report = verify_log(self.path)
+            report.check()
+            with self.path.open("r+b") as f:
+                f.truncate(report.good_bytes)
+            self._seq = report.next_seq
+            self._prev = report.last_hash
+        self._file = self.path.open("ab")
+        self._last_flush = -math.inf
+        self._dirty = False
+        self._synced_seq = self._seq - 1
+        self.closed = False
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next event will carry."""
+        return self._seq
+
+    @property
+    def synced_seq(self) -> int:
+        """The highest ``seq`` known to be on disk (fsynced); -1 when none."""
+        return self._synced_seq
+
+    def write(self, t: float, kind: str, *, sync: bool | None = None, **fields: Any) -> int:
+        """Append one event and return its ``seq``.
+
+        ``sync`` forces (True) or skips (False) the fsync; by default kinds in
+        :data:`SAFETY_KINDS` are fsynced. Raises ValueError for a reserved field name or a
+        non-JSON-able field, and ``ValueError`` when the log is closed.
+        """
+        if self.closed:
+            raise ValueError(f"event log {self.path} is closed (cannot write kind={kind!r})")
+        bad = [k for k in fields if k in RESERVED_KEYS]
+        if bad:
+            raise ValueError(f"event field {bad[0]!r} is reserved (allowed: any name but {RESERVED_KEYS})")
+        record: dict[str, Any] = {
+            "seq": self._seq,
+            "t": _jsonable(float(t)),
+            "wall": self._wall(),
+            "kind": kind,
+            "prev": self._prev,
+        }
+        for key, value in fields.items():
+            record[key] = _jsonable(value)
+        try:
+            line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str).encode()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"event kind={kind!r} has a field that is not JSON-able ({exc})") from exc
+        self._file.write(line + b"\n")
+        self._prev = hashlib.sha256(line).hexdigest()
+        seq = self._seq
+        self._seq += 1
+        self._dirty = True
+        if sync if sync is not None else kind in SAFETY_KINDS:
+            self._sync()
+            self._last_flush = t
+        else:
+            self.poll(t)
+        return seq
+
+    def poll(self, t: float) -> None:
+        """Flush buffered events if ``flush_interval`` of the supplied time has passed."""
+        if self._dirty and not t - self._last_flush < self._interval:
+            self._file.flush()
+            self._dirty = False
+            self._last_flush = t
+
+    def flush(self) -> None:
+        """Write buffered events to disk and fsync them."""
+        if not self.closed:
+            self._sync()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._dirty = False
+        self._synced_seq = self._seq - 1
+
+    def close(self, t: float | None = None) -> None:
+        """Append a ``close`` line (covers the last event by its hash), fsync and close."""
+        if self.closed:
+            return
+        try:
+            self.write(self._last_t(t), "close")
+        finally:
+            self._file.close()
+            self.closed = True
+
+    def _last_t(self, t: float | None) -> float:
+        if t is not None:
+            return t
+        return self._last_flush if math.isfinite(self._last_flush) else 0.0
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class LogReport:
+    """Result of :func:`verify_log`."""
+
+    ok: bool
+    """Every complete line verified."""
+    lines: int
+    """Complete lines that verified (before the first problem, if any)."""
+    problem: str = ""
+    """What is wrong, naming the line number (1-based) — empty when ``ok``."""
+    torn: bool = False
+    """The file ends in an unterminated line (ignored: a crash can leave one)."""
+    next_seq: int = 0
+    """``seq`` that would follow the last verified line."""
+    last_hash: str = GENESIS
+    """SHA-256 of the last verified line (``prev`` of the next one)."""
+    good_bytes: int = 0
+    """Length of the verified prefix of the file in bytes."""
+    events: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    """The verified events, in order."""
+
+    def check(self) -> None:
+        """Raise :class:`LogIntegrityError` unless ``ok``."""
+        if not self.ok:
+            raise LogIntegrityError(self.problem)
+
+
+def _lines(data: bytes) -> Iterator[tuple[bytes, bool]]:
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        if end < 0:
+            yield data[start:], False
+            return
+        yield data[start:end], True
+        start = end + 1
+
+
+def verify_log(path: str | os.PathLike[str]) -> LogReport:
+    """Check the chain of ``path``: seq 0, 1, 2, ... and each ``prev`` = SHA-256 of the line before.
+
+    Detects lines removed in the middle (seq gap and hash break), reordered and edited lines.
+    A torn (unterminated) last line is reported in ``torn`` and does not make the log bad.
+    """
+    data = Path(path).read_bytes()
+    prev = GENESIS
+    seq = 0
+    offset = 0
+    events: list[dict[str, Any]] = []
+
+    def bad(problem: str, torn: bool = False) -> LogReport:
+        return LogReport(False, seq, problem, torn, seq, prev, offset, tuple(events))
+
+    for number, (line, complete) in enumerate(_lines(data), start=1):
+        if not complete:
+            return LogReport(True, seq, "", True, seq, prev, offset, tuple(events))
+        try:
+            record = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return bad(f"line {number}: not valid JSON ({exc})")
+        if not isinstance(record, dict):
+            return bad(f"line {number}: not a JSON object (got {type(record).__name__})")
+        if record.get("seq") != seq:
+            return bad(
+                f"line {number}: seq (={record.get('seq')!r}) must be {seq} (lines missing or reordered)"
+            )
+        if record.get("prev") != prev:
+            return bad(
+                f"line {number}: prev hash does not match line {number - 1} (edited, missing or reordered)"
+            )
+        if not isinstance(record.get("kind"), str):
+            return bad(f"line {number}: kind (={record.get('kind')!r}) must be a string")
+        events.append(record)
+        prev = hashlib.sha256(line).hexdigest()
+        seq += 1
+        offset += len(line) + 1
+    return LogReport(True, seq, "", False, seq, prev, offset, tuple(events))
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All verified events of ``path`` (a torn last line is skipped); raises LogIntegrityError."""
+    report = verify_log(path)
+    report.check()
+    return list(report.events)
