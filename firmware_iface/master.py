@@ -196,6 +196,12 @@ class Master:
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
         self._seen = [False] * n
         self._seen_event = threading.Event()
+        self.tap: Callable[[can.Message], None] | None = None
+        """Called with every frame sent or received in the cycle (e.g. a trace recorder's queue).
+        Received frames are handed as they are, sent ones as copies; both stamped with the cycle time."""
+        self.sync_enabled = True
+        """False stops SYNC production (fault injection: a lost SYNC producer). On the
+        simulated-time bus the period still passes."""
 
     # ------------------------------------------------------------------ set-up (never cyclic)
 
@@ -415,12 +421,21 @@ class Master:
         for i in range(n):
             answered[i] = 0
         bus = self._bus
-        bus.send(sync)
+        tap = self.tap
+        if self.sync_enabled:
+            bus.send(sync)
+            if tap is not None:
+                tap(_copy(sync, t))
+        elif self._simbus is not None:
+            self._simbus.advance(1)
         missing = n
         recv = bus.recv
         if deadline is None:
             while (msg := recv(0.0)) is not None:
                 missing -= self._take(msg)
+                if tap is not None:
+                    msg.timestamp = t
+                    tap(msg)
         else:
             perf = time.perf_counter
             while missing > 0:
@@ -429,6 +444,9 @@ class Master:
                 if msg is None:
                     break
                 missing -= self._take(msg)
+                if tap is not None:
+                    msg.timestamp = t
+                    tap(msg)
         fbs = self._fb
         stale = stats.stale_cycles
         axes = self.axes
@@ -516,6 +534,8 @@ class Master:
             self._sent_counts[i] = counts
             self.last_controlword[i] = cw
             send(msg)
+            if self.tap is not None:
+                self.tap(_copy(msg, self.feedback.t))
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -713,6 +733,17 @@ class Master:
             msg = recv(0.0)
             if msg is not None:
                 self._take(msg)
+
+
+def _copy(msg: can.Message, t: float) -> can.Message:
+    """A frame the master keeps reusing, frozen for a recorder."""
+    return can.Message(
+        timestamp=t,
+        arbitration_id=msg.arbitration_id,
+        data=bytes(msg.data),
+        is_extended_id=False,
+        is_rx=False,
+    )
 
 
 class _SetupScope:

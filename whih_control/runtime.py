@@ -25,7 +25,7 @@ from typing import Any
 import can
 
 from firmware_iface.bus import open_bus
-from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultSpec, parse_fault
+from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultKind, FaultSpec, parse_fault
 from firmware_iface.master import Master
 from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
@@ -133,14 +133,14 @@ class Runtime:
         self._stale_cycles = 0
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
-        self._freeze_s = 0.0
-        self._sync_lost = False
         self._last_progress = -math.inf
 
     # --- set-up and tear-down --------------------------------------------------------------------
 
     def _check_spec(self, text: str) -> FaultSpec:
         spec = parse_fault(text)
+        if spec.kind not in RUNTIME_FAULT_KINDS and not self.cfg.sim.enabled:
+            raise ValueError(f"fault spec {text!r}: drive faults need simulated drives (sim.enabled = true)")
         if spec.axis and spec.axis not in self.cfg.drives:
             raise ValueError(
                 f"fault spec {text!r}: unknown axis {spec.axis!r} (configured: {', '.join(self.cfg.drives)})"
@@ -153,9 +153,10 @@ class Runtime:
         try:
             if self.out is not None:
                 self.out.mkdir(parents=True, exist_ok=True)
-            self.log = EventLog(self.out / "events.jsonl") if self.out is not None else None
-            if self.log is not None:
-                self._closers.append(self.log.close)
+            self.log: EventLog | None = None
+            if self.out is not None:
+                log = self.log = EventLog(self.out / "events.jsonl")
+                self._closers.append(lambda: log.close(self._t))
             bus = self._given_bus
             if bus is None:
                 bus = open_bus(cfg.bus, period=cfg.period)
@@ -186,19 +187,21 @@ class Runtime:
             if self.trace is not None:
                 self.master.tap = self.trace.put
             self.core = ControlCore(cfg)
+            self.core.request_goal(DriveGoal.SWITCHED_ON)
             self.procedure = Procedure(
-                cfg, log=self.log, auto_confirm=cfg.sim.enabled and not cfg.procedure.confirm_crossing
+                cfg, log=self.log, auto_confirm=cfg.sim.enabled
             )
             if self.out is not None:
                 self.telemetry = self._open_telemetry(self.out / "telemetry.csv")
                 self._closers.append(self.telemetry.close)
             self.pacer: SimPacer | RealTimePacer = (
-                SimPacer(cfg.period)
+                SimPacer(cfg.period, clock=self._sim_clock)
                 if self.simulated_time
                 else RealTimePacer(
                     cfg.period,
                     busy_wait_s=cfg.cycle.busy_wait_us * 1e-6,
                     tpdo_fraction=cfg.cycle.tpdo_deadline,
+                    wait=self.master.wait_until,
                 )
             )
             self._opened = True
@@ -206,6 +209,11 @@ class Runtime:
         except BaseException:
             self._close_all()
             raise
+
+    def _sim_clock(self) -> float:
+        """Time of the SYNC about to be sent on the simulated-time bus."""
+        assert isinstance(self.bus, SimTimeBus)
+        return self.bus.time + self.cfg.period
 
     def close(self) -> None:
         """Quick-stop then disable every drive, shut everything down. Safe to call twice."""
@@ -244,6 +252,7 @@ class Runtime:
     def _safe_stop(self) -> None:
         """Quick stop on every axis for a moment, then disable voltage; recorded like any cycle."""
         self._want_enabled = False
+        self.core.request_goal(DriveGoal.SWITCHED_ON)
         stop_cycles = max(1, int(0.2 / self.cfg.period))
         for _ in range(stop_cycles):
             self._cycle(override=DriveGoal.QUICK_STOP)
@@ -258,6 +267,7 @@ class Runtime:
         self._event("operator", action="enable")
         self.operator.enable_held = True
         self._want_enabled = True
+        self.core.request_goal(DriveGoal.ENABLED)
         self.procedure.enable(True)
         self.procedure.start()
         limit = self._t + self.cfg.bus.boot_timeout_s + 5.0
@@ -282,7 +292,7 @@ class Runtime:
         d = self.cfg.drives[axis]
         budget = abs(delta) / d.max_speed + 2 * d.max_speed / d.max_accel + 1.0
         end = self._t + budget
-        while self._t < end and self.core.jog_active(axis):
+        while self._t < end and self.core.controller.jog_active(axis):
             self._cycle()
             if self.core.supervisor.latched:
                 raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
@@ -294,8 +304,8 @@ class Runtime:
     def run_procedure(self, *, max_time: float | None = None) -> RunResult:
         """Cycle until the procedure ends (or ``max_time`` seconds of run time pass)."""
         end = math.inf if max_time is None else self._t + max_time
-        if self.procedure.phase is Phase.READY:
-            self.procedure.start()
+        if self.procedure.phase is Phase.READY and not self.cfg.sim.enabled:
+            self.procedure.confirm()  # the operator's go: run_procedure is that confirmation
         gc.collect()
         gc.freeze()  # keep the collector off the objects that live for the whole run
         outcome = ""
@@ -316,14 +326,15 @@ class Runtime:
 
     def _cycle(self, override: DriveGoal | None = None) -> None:
         self._apply_scheduled_faults()
-        t = self.pacer.next() + self._freeze_s
+        t = self.pacer.next()
         self._t = t
         fb = self.master.read(t, self.pacer.deadline())
         for event in self.master.service(t):
             self._drive_event(event)
         self._gather_measurements(t)
-        est = self.core.estimator.update(t, fb, self._measurements)
-        if self.procedure.phase is Phase.CALIBRATE and not self.core.estimator.calibrated:
+        # the procedure decides on the estimate of the previous cycle (one cycle old)
+        est = self.core.estimator.estimate
+        if not self.core.estimator.calibrated:
             self._calibrate()
         verdict = self.core.supervisor.latched_verdict
         inputs = ProcedureInputs(
@@ -337,16 +348,15 @@ class Runtime:
         )
         objective = self.procedure.tick(t, inputs)
         self._watch_operator(objective.phase)
-        self.core.update(t, fb, objective, self.operator, estimated=True)
+        self.core.update(t, fb, objective, self.operator, self._measurements)
         cmds = self.master.commands.axes
         for axis, src in self.core.commands.axes.items():
             dst = cmds[axis]
             dst.target = src.target
-            goal = src.goal if override is None else override
-            if goal is DriveGoal.ENABLED and not self._want_enabled:
-                goal = DriveGoal.SWITCHED_ON
-            dst.goal = goal
+            dst.goal = src.goal if override is None else override
         self.master.write()
+        if self.log is not None:
+            self.log.poll(t)
         self._account(t, est.gap)
 
     def _gather_measurements(self, t: float) -> None:
@@ -415,7 +425,11 @@ class Runtime:
         row[0] = self._phase_index[self.procedure.phase]
         row[1] = est.gap
         row[2] = est.coupling
-        row[3] = self.plant.gap() if self.plant is not None else math.nan
+        if self.plant is not None:
+            tips = self.plant.tips()
+            row[3] = tips["retro_mc"] - tips["ante_mc"]
+        else:
+            row[3] = math.nan
         i = 4
         for a in LINEAR_AXES:
             row[i] = est.tips.get(a, math.nan)
@@ -436,30 +450,29 @@ class Runtime:
     def _apply_scheduled_faults(self) -> None:
         while self._pending and self._pending[0].t <= self._t:
             spec = self._pending.pop(0)
-            self._event("inject", spec=spec.text, safety=True)
+            self._event("inject", spec=str(spec), safety=True)
             if spec.kind not in RUNTIME_FAULT_KINDS:
-                if self.drives is None:
-                    raise ValueError(f"fault {spec.text!r} needs simulated drives (sim.enabled = true)")
-                self.drives.inject(spec)
-            elif spec.kind == "estop":
+                assert self.drives is not None  # checked with the spec
+                self.drives.inject(dataclasses.replace(spec, t=min(spec.t, self.drives.time)))
+            elif spec.kind is FaultKind.ESTOP:
                 self.operator.estop = True
-            elif spec.kind == "deadman-release":
+            elif spec.kind is FaultKind.DEADMAN_RELEASE:
                 self.operator.enable_held = False
                 self.procedure.enable(False)
-            elif spec.kind == "imaging-loss":
+            elif spec.kind is FaultKind.IMAGING_LOSS:
                 self._imaging_lost = True
-            elif spec.kind == "sync-loss":
-                self._sync_lost = True
+                if self.imaging is not None:
+                    self.imaging.set_lost(True)
+            elif spec.kind is FaultKind.SYNC_LOSS:
                 self.master.sync_enabled = False
-            elif spec.kind == "master-freeze":
+            elif spec.kind is FaultKind.MASTER_FREEZE:
                 self._freeze(float(spec.arg or 0.0) / 1000.0)
 
     def _freeze(self, seconds: float) -> None:
         """The master stops for ``seconds``: no SYNC, no heartbeat, no RPDO."""
         if self.simulated_time:
             assert isinstance(self.bus, SimTimeBus)
-            self.bus.advance(seconds)
-            self._freeze_s += seconds
+            self.bus.advance(round(seconds / self.cfg.period))
         else:
             time.sleep(seconds)  # the injected fault itself: the cycle really stalls
         late = seconds / self.cfg.period
@@ -493,7 +506,7 @@ class Runtime:
 
     def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
         if self.log is not None:
-            self.log.write(kind, t=self._t, safety=safety, **fields)
+            self.log.write(self._t, kind, sync=True if safety else None, **fields)
 
     # --- the end ----------------------------------------------------------------------------------
 

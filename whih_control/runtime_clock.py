@@ -9,6 +9,7 @@ short spin, because ``time.sleep`` wakes up late by tens to hundreds of microsec
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,13 +51,15 @@ class SimPacer:
 
     realtime = False
 
-    def __init__(self, period: float) -> None:
+    def __init__(self, period: float, clock: Callable[[], float] | None = None) -> None:
+        """``clock`` gives the time of the next SYNC (e.g. from the simulated-time bus)."""
         self.period = period
         self.cycles = 0
+        self._clock = clock
 
     def next(self) -> float:
         """Time of the next cycle (s since start)."""
-        t = self.cycles * self.period
+        t = self.cycles * self.period if self._clock is None else self._clock()
         self.cycles += 1
         return t
 
@@ -75,8 +78,17 @@ class RealTimePacer:
     realtime = True
     MAX_SAMPLES = 1_000_000
 
-    def __init__(self, period: float, *, busy_wait_s: float = 200e-6, tpdo_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        period: float,
+        *,
+        busy_wait_s: float = 200e-6,
+        tpdo_fraction: float = 0.5,
+        wait: Callable[[float], None] | None = None,
+    ) -> None:
+        """``wait(deadline)`` blocks until the perf_counter ``deadline`` (e.g. reading the bus)."""
         self.period = period
+        self._wait = wait
         self.busy_wait_s = busy_wait_s
         self.tpdo_fraction = tpdo_fraction
         self.cycles = 0
@@ -107,9 +119,12 @@ class RealTimePacer:
                 self.overruns += missed
                 self._slot += missed
                 target = self._start + self._slot * self.period
-        remaining = target - now
-        if remaining > self.busy_wait_s:
-            time.sleep(remaining - self.busy_wait_s)
+        if self._wait is not None:
+            self._wait(target)
+        else:
+            remaining = target - now
+            if remaining > self.busy_wait_s:
+                time.sleep(remaining - self.busy_wait_s)
         while (now := time.perf_counter()) < target:
             pass
         if self._n < self.MAX_SAMPLES:
