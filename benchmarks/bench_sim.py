@@ -38,8 +38,10 @@ def main() -> None:
             plain.append(sim_s / wall)
             sim_r, wall_r, _ = _once(cfg, args.seed, Path(tmp) / f"run{i}")
             recorded.append(sim_r / wall_r)
-            print(f"run {i}: {sim_s:.1f} simulated s ({outcome}); "
-                  f"no recording {sim_s / wall:6.1f}x, recording {sim_r / wall_r:6.1f}x real time")
+            print(
+                f"run {i}: {sim_s:.1f} simulated s ({outcome}); "
+                f"no recording {sim_s / wall:6.1f}x, recording {sim_r / wall_r:6.1f}x real time"
+            )
     p, r = statistics.median(plain), statistics.median(recorded)
     print(f"median over {args.repeat} runs at {cfg.cycle.rate_hz:g} Hz, {len(cfg.drives)} drives:")
     print(f"  without recording: {p:7.1f}x real time (target >= 100x)")

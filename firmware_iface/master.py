@@ -676,10 +676,10 @@ class Master:
                 cmd.goal = goal
             for _ in range(n):
                 self._shutdown_cycle(period, errors)
-                if goal is DriveGoal.DISABLED and all(fb.state in _TORQUE_OFF for fb in self._fb):
+                if goal is DriveGoal.DISABLED and all(self._torque_off(i) for i in range(len(self._fb))):
                     break
-        for axis, nid, fb in zip(self.axes, self.nodes, self._fb, strict=True):
-            if fb.state not in _TORQUE_OFF:
+        for i, (axis, nid, fb) in enumerate(zip(self.axes, self.nodes, self._fb, strict=True)):
+            if not self._torque_off(i):
                 errors.append(
                     f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED (last state {fb.state.name}, "
                     f"{fb.age_cycles} cycles old)"
@@ -687,6 +687,14 @@ class Master:
         self._running = False
         if errors:
             raise DriveError("shutdown incomplete: " + "; ".join(dict.fromkeys(errors)))
+
+    def _torque_off(self, i: int) -> bool:
+        """Drive ``i`` holds no torque: disabled, faulted, or reset (boot-up/pre-operational:
+        a CiA 402 drive leaves reset in SWITCH ON DISABLED and sends no PDO)."""
+        return self._fb[i].state in _TORQUE_OFF or self.nmt_state[i] in (
+            pdo.NMT_BOOTUP,
+            pdo.NMT_PRE_OPERATIONAL,
+        )
 
     def _shutdown_cycle(self, period: float, errors: list[str]) -> None:
         try:

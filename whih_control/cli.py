@@ -138,7 +138,9 @@ def _print_result(result: RunResult, stream: TextIO) -> None:
             f"CPU {lp['cpu_percent']:.0f} %"
         )
     if result.out:
-        lines.append(f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)")
+        lines.append(
+            f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)"
+        )
     stream.write("\n".join(lines) + "\n")
 
 
@@ -181,8 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             print(f"whih demo: simulated WHIH procedure, {default_config_path()}")
             cfg = load_config(default_config_path())
-            options: dict[str, Any] = {"out": _default_out("demo"), "seed": None, "realtime": False,
-                                       "inject": [], "max_time": None}
+            options: dict[str, Any] = {
+                "out": _default_out("demo"),
+                "seed": None,
+                "realtime": False,
+                "inject": [],
+                "max_time": None,
+            }
         else:
             cfg = load_config(args.config)
             for spec in args.inject:
@@ -191,8 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(
                         f"--inject {spec!r}: unknown axis {axis!r} (configured: {', '.join(cfg.drives)})"
                     )
-            options = {"out": args.out, "seed": args.seed, "realtime": args.realtime,
-                       "inject": list(args.inject), "max_time": args.max_time}
+            options = {
+                "out": args.out,
+                "seed": args.seed,
+                "realtime": args.realtime,
+                "inject": list(args.inject),
+                "max_time": args.max_time,
+            }
     except ConfigError as exc:
         print(f"whih {args.command}: invalid configuration", file=sys.stderr)
         for line in exc.problems:
@@ -204,8 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(cfg, **options)
     except KeyboardInterrupt:
-        print("\nwhih: stopped by the operator (Ctrl-C); every drive was quick-stopped and disabled",
-              file=sys.stderr)
+        print(
+            "\nwhih: stopped by the operator (Ctrl-C); every drive was quick-stopped and disabled",
+            file=sys.stderr,
+        )
         return EXIT_NOT_CROSSED
     except WhihError as exc:
         print(f"whih {args.command}: {exc}", file=sys.stderr)

@@ -142,10 +142,7 @@ class Telemetry:
         while (block := self._queue.get()) is not None:
             for row in block:
                 writer.writerow(
-                    [
-                        self._labels[i][int(v)] if i in self._labels else f"{v:.6g}"
-                        for i, v in enumerate(row)
-                    ]
+                    [self._labels[i][int(v)] if i in self._labels else f"{v:.6g}" for i, v in enumerate(row)]
                 )
             self._file.flush()
 
@@ -196,16 +193,24 @@ def plot_run(
     title: str = "",
 ) -> None:
     """Plot a run: MC gap against its window, tips against the lesion, forces, phases shaded."""
-    import matplotlib
+    # imported here: only runs that write a plot pay for matplotlib's import time
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     cols = read_telemetry(telemetry_csv)
     t = np.asarray(cols["t"], dtype=float)
     fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, constrained_layout=True)
     phases = cols.get("phase", [])
     _shade_phases(axes, t, phases)
+    # before calibration the estimate means nothing
+    unknown = np.array([p in ("idle", "preflight") for p in phases], dtype=bool)
+    for key in [k for k in cols if k in {"gap", "coupling"} or k.startswith("tip_")]:
+        col = np.asarray(cols[key], dtype=float)
+        if unknown.size == col.size:
+            col[unknown] = np.nan
+        cols[key] = list(col)
 
     g_min, g_target, g_max = gap_window
     ax = axes[0]
@@ -250,20 +255,41 @@ def plot_run(
 
 
 def _shade_phases(axes: Any, t: np.ndarray[Any, Any], phases: Sequence[Any]) -> None:
+    """Shade phases; hand-in-hand sub-steps form one labelled span, rewinds stand out in red."""
     if len(phases) == 0:
         return
+    names = [str(p) for p in phases]
+    groups = ["hand in hand" if n.startswith("hand_in_hand") else n for n in names]
     colors = ["#f0f0f0", "#dde8f7"]
     start = 0
     k = 0
-    for i in range(1, len(phases) + 1):
-        if i == len(phases) or phases[i] != phases[start]:
-            end = t[i - 1] if i == len(phases) else t[i]
+    for i in range(1, len(groups) + 1):
+        if i == len(groups) or groups[i] != groups[start]:
+            end = t[i - 1] if i == len(groups) else t[i]
             for ax in axes:
                 ax.axvspan(t[start], end, color=colors[k % 2], zorder=-10, lw=0)
             axes[0].text(
-                (t[start] + end) / 2, 1.0, str(phases[start]).replace("hand_in_hand_", "hih:"),
-                transform=axes[0].get_xaxis_transform(), ha="center", va="bottom", fontsize=6,
-                rotation=90,
+                (t[start] + end) / 2,
+                1.01,
+                groups[start],
+                transform=axes[0].get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=30,
             )
             k += 1
             start = i
+    rewinding = np.array([n == "hand_in_hand_rewind" for n in names])
+    if rewinding.any():
+        for ax in axes:
+            ax.fill_between(
+                t,
+                0,
+                1,
+                where=rewinding,
+                color="tab:red",
+                alpha=0.15,
+                transform=ax.get_xaxis_transform(),
+                lw=0,
+            )

@@ -134,6 +134,8 @@ class Runtime:
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
         self._last_progress = -math.inf
+        self._latch_t: float | None = None
+        """Cycle time at which the present latched fault was first commanded (quick stop)."""
 
     # --- set-up and tear-down --------------------------------------------------------------------
 
@@ -188,9 +190,7 @@ class Runtime:
                 self.master.tap = self.trace.put
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
-            self.procedure = Procedure(
-                cfg, log=self.log, auto_confirm=cfg.sim.enabled
-            )
+            self.procedure = Procedure(cfg, log=self.log, auto_confirm=cfg.sim.enabled)
             if self.out is not None:
                 self.telemetry = self._open_telemetry(self.out / "telemetry.csv")
                 self._closers.append(self.telemetry.close)
@@ -222,6 +222,7 @@ class Runtime:
             return
         self._opened = False
         errors: list[BaseException] = []
+        self.master.sync_enabled = True  # an injected SYNC loss ends with the run
         try:
             self._safe_stop()
         except BaseException as exc:
@@ -284,15 +285,20 @@ class Runtime:
     def jog(self, axis: str, delta: float) -> None:
         """Relative move through every limit; only in ready or paused."""
         if axis not in self.cfg.drives:
-            raise ValueError(f"jog axis {axis!r} is not configured (configured: {', '.join(self.cfg.drives)})")
+            raise ValueError(
+                f"jog axis {axis!r} is not configured (configured: {', '.join(self.cfg.drives)})"
+            )
         if not self.procedure.jog_allowed():
-            raise ProcedureError(f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)")
+            raise ProcedureError(
+                f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)"
+            )
         self._event("operator", action="jog", axis=axis, delta=delta)
         self.core.jog(axis, delta)
         d = self.cfg.drives[axis]
         budget = abs(delta) / d.max_speed + 2 * d.max_speed / d.max_accel + 1.0
         end = self._t + budget
-        while self._t < end and self.core.controller.jog_active(axis):
+        i = self.core.controller.axes.index(axis)
+        while self._t < end and math.isfinite(self.core.controller.jog_target[i]):
             self._cycle()
             if self.core.supervisor.latched:
                 raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
@@ -331,6 +337,8 @@ class Runtime:
         fb = self.master.read(t, self.pacer.deadline())
         for event in self.master.service(t):
             self._drive_event(event)
+        if self._want_enabled and not self.core.supervisor.latched:
+            self._check_staleness()
         self._gather_measurements(t)
         # the procedure decides on the estimate of the previous cycle (one cycle old)
         est = self.core.estimator.estimate
@@ -346,9 +354,19 @@ class Runtime:
             imaging_fresh=est.imaging_age <= self.cfg.safety.imaging_max_age_s,
             operator=self.operator,
         )
+        before = self.procedure.phase
         objective = self.procedure.tick(t, inputs)
-        self._watch_operator(objective.phase)
+        self._watch_operator(before)
         self.core.update(t, fb, objective, self.operator, self._measurements)
+        latched = self.core.supervisor.latched
+        if latched and self._latch_t is None:
+            self._latch_t = t
+            v = self.core.supervisor.latched_verdict
+            if not any(f.endswith(v.text) for f in self.faults):
+                self.faults.append(f"{t:.3f}s {v.axis or 'all'}: {v.text}")
+            self._event("fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
+        elif not latched:
+            self._latch_t = None
         cmds = self.master.commands.axes
         for axis, src in self.core.commands.axes.items():
             dst = cmds[axis]
@@ -382,8 +400,7 @@ class Runtime:
             self._min_gap = min(self._min_gap, gap)
             self._max_gap = max(self._max_gap, gap)
         for axis, a in fb.axes.items():
-            if a.force > self._max_force[axis]:
-                self._max_force[axis] = a.force
+            self._max_force[axis] = max(self._max_force[axis], a.force)
             if a.age_cycles > 0 and self._want_enabled:
                 self._stale_cycles += 1
         if self.telemetry is not None and self.telemetry.due(t):
@@ -414,7 +431,9 @@ class Runtime:
         self._phase_names = [p.value for p in Phase]
         self._phase_index = {p: i for i, p in enumerate(Phase)}
         self._row = [0.0] * len(cols)
-        return Telemetry(path, cols, rate_hz=self.cfg.record.telemetry_hz, labels={"phase": self._phase_names})
+        return Telemetry(
+            path, cols, rate_hz=self.cfg.record.telemetry_hz, labels={"phase": self._phase_names}
+        )
 
     def _telemetry_row(self, t: float) -> None:
         assert self.telemetry is not None
@@ -481,17 +500,32 @@ class Runtime:
                 Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
             )
 
-    def _watch_operator(self, phase: str) -> None:
-        if self.operator.estop and not self.core.supervisor.latched:
-            self.core.supervisor.raise_fault(Reason.ESTOP, "emergency stop pressed")
-        moving = phase in MOTION_PHASES_VALUES
-        if moving and not self.operator.enable_held and not self.core.supervisor.latched:
-            self.core.supervisor.raise_fault(Reason.ENABLE_RELEASED, "dead-man released during motion")
-        if (
-            self._imaging_lost
-            and moving
+    def _check_staleness(self) -> None:
+        """Feedback missing for longer than the supervisor tolerates is a fault, not a hold."""
+        limit = self.cfg.safety.feedback_max_age_cycles
+        for axis, a in self.master.feedback.axes.items():
+            if a.age_cycles > limit:
+                self.core.supervisor.raise_fault(
+                    Reason.STALE_FEEDBACK,
+                    f"{axis}: no TPDO1 for {a.age_cycles} cycles (allowed {limit})",
+                    axis,
+                )
+                return
+
+    def _watch_operator(self, phase: Phase) -> None:
+        """Operator-side faults: e-stop; dead-man released while moving (a protective stop, not
+        a pause); imaging gone for twice its allowed age while moving or paused for it."""
+        sup = self.core.supervisor
+        if sup.latched:
+            return
+        if self.operator.estop:
+            sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+        elif phase in MOTION_PHASES and not self.operator.enable_held:
+            sup.raise_fault(Reason.ENABLE_RELEASED, "dead-man released during motion")
+        elif (
+            (phase in MOTION_PHASES or phase is Phase.PAUSED)
+            and self.core.estimator.calibrated
             and self.core.estimator.estimate.imaging_age > 2 * self.cfg.safety.imaging_max_age_s
-            and not self.core.supervisor.latched
         ):
             self.core.supervisor.raise_fault(
                 Reason.STALE_FEEDBACK,
@@ -501,7 +535,7 @@ class Runtime:
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name
         self.faults.append(f"{event.t:.3f}s {event.axis or 'bus'}: {text}")
-        self._event("drive", kind=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
+        self._event("drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
         self.core.supervisor.raise_fault(_EVENT_REASON[event.kind], text, event.axis)
 
     def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
@@ -517,9 +551,6 @@ class Runtime:
 
     def _finish(self, outcome: str) -> RunResult:
         stats: LoopStats = self.pacer.stats()
-        sup = self.core.supervisor
-        if sup.latched and sup.latched_verdict.text not in " ".join(self.faults):
-            self.faults.append(f"{self._t:.3f}s supervisor: {sup.latched_verdict.text}")
         result = RunResult(
             outcome=outcome,
             crossed=self.procedure.crossed,
@@ -563,7 +594,7 @@ class Runtime:
         summary["lesion_length"] = cfg.procedure.lesion_length
         summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
         summary["seed"] = self.seed
-        summary["injected"] = [f.text for f in self.faults_planned]
+        summary["injected"] = [str(f) for f in self.faults_planned]
         summary["config"] = cfg.to_dict()
         write_json_atomic(self.out / "summary.json", summary)
         if self.telemetry is not None and cfg.record.plot:
@@ -574,8 +605,7 @@ class Runtime:
                 lesion_length=cfg.procedure.lesion_length,
                 gap_window=(cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max),
                 force_limits={a: (d.force_alarm, d.force_stop) for a, d in cfg.drives.items()},
-                title=f"whih: {result.outcome}, crossed={result.crossed}, L={cfg.procedure.lesion_length:g} mm",
+                title=(
+                    f"whih: {result.outcome}, crossed={result.crossed}, L={cfg.procedure.lesion_length:g} mm"
+                ),
             )
-
-
-MOTION_PHASES_VALUES = frozenset(p.value for p in MOTION_PHASES)
