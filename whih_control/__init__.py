@@ -3,6 +3,7 @@
 ``load_config`` validates a TOML configuration once; everything below works on the result.
 """
 
+from whih_control.api import Robot, RunResult, simulate
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import (
     ConfigError,
@@ -21,10 +22,13 @@ __all__ = [
     "DriveTimeoutError",
     "LogIntegrityError",
     "ProcedureError",
+    "Robot",
+    "RunResult",
     "SafetyError",
     "WhihError",
     "default_config_path",
     "load_config",
+    "simulate",
 ]
 
 __version__ = "0.1.0"

@@ -45,7 +45,11 @@ class Robot:
         out: str | os.PathLike[str] | None = None,
         inject: Sequence[str] = (),
         progress: Callable[[Progress], None] | None = None,
+        auto_confirm: bool = False,
     ) -> None:
+        """``auto_confirm``: the procedure confirms its own gates and resumes its automatic
+        pauses (simulation); otherwise :meth:`run_procedure` is the go and crossing follows
+        ``procedure.confirm_crossing``."""
         self._runtime = Runtime(
             cfg,
             bus=bus,
@@ -53,6 +57,7 @@ class Robot:
             out=None if out is None else Path(out),
             inject=inject,
             progress=progress,
+            auto_confirm=auto_confirm,
         )
 
     @property
@@ -80,9 +85,15 @@ class Robot:
         """Relative move of ``axis`` by ``delta`` (mm or deg), through every limit."""
         self._runtime.jog(axis, delta)
 
-    def run_procedure(self, *, max_time: float | None = None) -> RunResult:
-        """Run WHIH until crossed-and-complete, aborted or fault; return the result."""
-        return self._runtime.run_procedure(max_time=max_time)
+    def run_procedure(
+        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
+    ) -> RunResult:
+        """Run WHIH until crossed-and-complete, aborted or fault; return the result.
+
+        Calling it confirms the start; ``confirm("crossed")`` (polled every cycle while the
+        procedure waits at crossed) confirms crossing when ``procedure.confirm_crossing`` is set.
+        """
+        return self._runtime.run_procedure(max_time=max_time, confirm=confirm)
 
 
 def simulate(
@@ -102,6 +113,6 @@ def simulate(
         bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
         sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),
     )
-    with Robot(sim_cfg, seed=seed, out=out, inject=inject, progress=progress) as robot:
+    with Robot(sim_cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=True) as robot:
         robot.enable()
         return robot.run_procedure(max_time=max_time)

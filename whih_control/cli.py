@@ -158,7 +158,9 @@ def _run(
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
             cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
-        with Robot(cfg, seed=seed, out=out, inject=inject, progress=progress) as robot:
+        with Robot(
+            cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=cfg.sim.enabled
+        ) as robot:
             robot.enable()
             result = robot.run_procedure(max_time=max_time)
     else:

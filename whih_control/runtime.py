@@ -25,6 +25,7 @@ from typing import Any
 import can
 
 from firmware_iface.bus import open_bus
+from firmware_iface.cia402 import DriveState
 from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultKind, FaultSpec, parse_fault
 from firmware_iface.master import Master
 from firmware_iface.sim import SimulatedDrives
@@ -38,7 +39,7 @@ from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInp
 from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
 from whih_control.sim import ImagingSource, Plant
-from whih_control.types import LINEAR_AXES, OperatorInput, Reason, TipMeasurement
+from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
 
 __all__ = ["Progress", "RunResult", "Runtime"]
 
@@ -109,8 +110,10 @@ class Runtime:
         out: Path | None = None,
         inject: Sequence[str] = (),
         progress: Callable[[Progress], None] | None = None,
+        auto_confirm: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.auto_confirm = auto_confirm
         self.seed = seed
         self.out = out
         self._progress = progress
@@ -134,6 +137,10 @@ class Runtime:
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
         self._last_progress = -math.inf
+        self._jogging = False
+        self._jog_objective = {
+            p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
+        }
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
 
@@ -190,7 +197,7 @@ class Runtime:
                 self.master.tap = self.trace.put
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
-            self.procedure = Procedure(cfg, log=self.log, auto_confirm=cfg.sim.enabled)
+            self.procedure = Procedure(cfg, log=self.log, auto_confirm=self.auto_confirm)
             if self.out is not None:
                 self.telemetry = self._open_telemetry(self.out / "telemetry.csv")
                 self._closers.append(self.telemetry.close)
@@ -205,6 +212,8 @@ class Runtime:
                 )
             )
             self._opened = True
+            gc.collect()
+            gc.freeze()  # keep the collector off the objects that live for the whole run
             self._t_start_wall = time.perf_counter()
         except BaseException:
             self._close_all()
@@ -294,6 +303,7 @@ class Runtime:
             )
         self._event("operator", action="jog", axis=axis, delta=delta)
         self.core.jog(axis, delta)
+        self._jogging = True
         d = self.cfg.drives[axis]
         budget = abs(delta) / d.max_speed + 2 * d.max_speed / d.max_accel + 1.0
         end = self._t + budget
@@ -301,22 +311,35 @@ class Runtime:
         while self._t < end and math.isfinite(self.core.controller.jog_target[i]):
             self._cycle()
             if self.core.supervisor.latched:
+                self._jogging = False
                 raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
+        self._jogging = False
 
     def add_measurement(self, m: TipMeasurement) -> None:
         """Feed an external tip measurement (imaging.source = 'external')."""
         self._external.append(m)
 
-    def run_procedure(self, *, max_time: float | None = None) -> RunResult:
-        """Cycle until the procedure ends (or ``max_time`` seconds of run time pass)."""
+    def run_procedure(
+        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
+    ) -> RunResult:
+        """Cycle until the procedure ends (or ``max_time`` seconds of run time pass).
+
+        Calling this is the operator's go (ready -> approach). Crossing is confirmed by
+        ``confirm("crossed")`` returning True, or without asking when
+        ``procedure.confirm_crossing`` is false.
+        """
         end = math.inf if max_time is None else self._t + max_time
-        if self.procedure.phase is Phase.READY and not self.cfg.sim.enabled:
-            self.procedure.confirm()  # the operator's go: run_procedure is that confirmation
-        gc.collect()
-        gc.freeze()  # keep the collector off the objects that live for the whole run
+        if self.procedure.phase is Phase.READY and not self.auto_confirm:
+            self.procedure.confirm()
         outcome = ""
         while not outcome:
             self._cycle()
+            if self.procedure.phase is Phase.CROSSED and not self.auto_confirm:
+                gate_ok = (
+                    confirm("crossed") if confirm is not None else not self.cfg.procedure.confirm_crossing
+                )
+                if gate_ok:
+                    self.procedure.confirm()
             if self.procedure.done:
                 outcome = self.procedure.outcome
             elif self.procedure.phase is Phase.FAULT:
@@ -348,7 +371,7 @@ class Runtime:
         inputs = ProcedureInputs(
             estimate=est,
             verdict=verdict,
-            drives_ready=self.master.all_enabled(),
+            drives_ready=self._drives_ready(),
             fault_active=self.core.supervisor.latched,
             fault_text=verdict.text,
             imaging_fresh=est.imaging_age <= self.cfg.safety.imaging_max_age_s,
@@ -356,6 +379,8 @@ class Runtime:
         )
         before = self.procedure.phase
         objective = self.procedure.tick(t, inputs)
+        if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
+            objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
         self._watch_operator(before)
         self.core.update(t, fb, objective, self.operator, self._measurements)
         latched = self.core.supervisor.latched
@@ -499,6 +524,14 @@ class Runtime:
             self.core.supervisor.raise_fault(
                 Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
             )
+
+    def _drives_ready(self) -> bool:
+        """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""
+        limit = self.cfg.safety.feedback_max_age_cycles
+        return all(
+            a.state is DriveState.OPERATION_ENABLED and a.age_cycles <= limit and a.heartbeat_ok
+            for a in self.master.feedback.axes.values()
+        )
 
     def _check_staleness(self) -> None:
         """Feedback missing for longer than the supervisor tolerates is a fault, not a hold."""

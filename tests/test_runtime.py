@@ -1,0 +1,209 @@
+"""The whole simulated WHIH procedure end to end: crossing, run folder, determinism, fault reactions."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import can
+import pytest
+
+from firmware_iface import pdo
+from firmware_iface.cia402 import CW_QUICK_STOP
+from whih_control.cli import main
+from whih_control.config import Config, load_config
+from whih_control.events import read_events, verify_log
+from whih_control.record import read_telemetry
+from whih_control.runtime import RunResult
+from whih_control.api import simulate
+
+from .conftest import CONFIGS
+
+SIM_TOML = CONFIGS / "sim.toml"
+
+
+@dataclass
+class Run:
+    result: RunResult
+    out: Path
+    cfg: Config
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    cfg = load_config(SIM_TOML)
+    out = tmp_path_factory.mktemp("demo") / "run"
+    return Run(simulate(cfg, seed=0, out=out), out, cfg)
+
+
+def _rpdos(trace: Path) -> dict[int, list[tuple[float, int, int]]]:
+    """Per node id: (t, controlword, target counts) of every RPDO1 in a trace."""
+    out: dict[int, list[tuple[float, int, int]]] = {}
+    for msg in can.LogReader(str(trace)):
+        node = msg.arbitration_id - 0x200
+        if 1 <= node <= 127 and msg.dlc == pdo.RPDO1_DLC:
+            cw, target = pdo.RPDO1.unpack_from(bytes(msg.data))
+            out.setdefault(node, []).append((msg.timestamp, cw, target))
+    return out
+
+
+def test_demo_procedure_crosses(demo: Run) -> None:
+    r = demo.result
+    assert r.outcome == "complete" and r.crossed
+    assert r.faults == ()
+    assert r.stale_cycles == 0
+    assert r.cycles == pytest.approx(r.sim_seconds * demo.cfg.cycle.rate_hz, abs=2)
+
+
+def test_run_folder_explains_itself(demo: Run) -> None:
+    out = demo.out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "events.jsonl",
+        "plot.png",
+        "summary.json",
+        "telemetry.csv",
+        "trace.asc",
+    ]
+    report = verify_log(out / "events.jsonl")
+    assert report.ok, report.problem
+    kinds = [e["kind"] for e in read_events(out / "events.jsonl")]
+    assert "phase" in kinds and "calibrated" in kinds and kinds[-1] == "close"
+
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "outcome",
+        "crossed",
+        "sim_seconds",
+        "wall_seconds",
+        "cycles",
+        "overruns",
+        "min_gap",
+        "max_gap",
+        "max_force",
+        "faults",
+        "axes",
+    ):
+        assert key in summary
+    assert summary["axes"]["retro_mc"]["node_id"] == 6
+    assert summary["axes"]["ante_wire"]["travel"] == [-200.0, 200.0]
+
+    png = (out / "plot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_trace_holds_every_cyclic_frame(demo: Run) -> None:
+    frames = list(can.LogReader(str(demo.out / "trace.asc")))
+    ids = {m.arbitration_id for m in frames}
+    nodes = [d.node_id for d in demo.cfg.drives.values()]
+    assert pdo.SYNC_COB in ids
+    assert {0x200 + n for n in nodes} <= ids and {0x180 + n for n in nodes} <= ids
+    syncs = sum(1 for m in frames if m.arbitration_id == pdo.SYNC_COB)
+    assert syncs >= demo.result.cycles - 1
+    stamps = [m.timestamp for m in frames]
+    assert stamps == sorted(stamps)
+
+
+def test_telemetry_at_most_100_hz(demo: Run) -> None:
+    cols = read_telemetry(demo.out / "telemetry.csv")
+    t = cols["t"]
+    assert len(t) > 100
+    assert min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.0099
+
+
+def test_gap_held_on_the_plant_during_hand_in_hand(demo: Run) -> None:
+    cols = read_telemetry(demo.out / "telemetry.csv")
+    rows = [i for i, p in enumerate(cols["phase"]) if str(p).startswith("hand_in_hand")]
+    assert len(rows) > 500
+    p = demo.cfg.procedure
+    gaps = [cols["gap_true"][i] for i in rows]
+    in_band = sum(abs(g - p.gap_target) <= 1.0 for g in gaps) / len(gaps)
+    assert in_band >= 0.95, in_band
+    assert p.gap_min <= min(gaps) and max(gaps) <= p.gap_max
+    coupling = [cols["coupling"][i] for i in rows]
+    assert min(coupling) >= 0.0 and max(coupling) <= p.coupling_max
+
+
+def test_same_seed_gives_the_same_frames(tmp_path: Path) -> None:
+    cfg = load_config(SIM_TOML)
+    runs = [simulate(cfg, seed=7, out=tmp_path / f"r{i}", max_time=12.0) for i in range(2)]
+    assert runs[0].cycles == runs[1].cycles and runs[0].max_force == runs[1].max_force
+
+    def frames(i: int) -> list[tuple[float, int, bytes]]:
+        return [
+            (m.timestamp, m.arbitration_id, bytes(m.data))
+            for m in can.LogReader(str(tmp_path / f"r{i}" / "trace.asc"))
+        ]
+
+    first = frames(0)
+    assert len(first) > 10_000 and first == frames(1)
+
+
+FAULTS = [
+    "heartbeat-loss:retro_mc",
+    "tpdo-drop:ante_mc:5",
+    "emcy:ante_wire:0x8611",
+    "encoder-jump:ante_wire:3.0",
+    "encoder-stuck:retro_wire",
+    "force-spike:ante_mc:5.0",
+    "drive-fault:retro_mc",
+    "boot-up:ante_wire",
+    "sync-loss",
+    "master-freeze:200",
+    "estop",
+    "deadman-release",
+    "imaging-loss",
+]
+
+
+def _hand_in_hand_window(demo: Run) -> tuple[float, float]:
+    cols = read_telemetry(demo.out / "telemetry.csv")
+    ts = [t for t, p in zip(cols["t"], cols["phase"], strict=True) if str(p).startswith("hand_in_hand")]
+    return ts[0], ts[-1]
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_fault_during_hand_in_hand_quick_stops_every_axis(
+    kind: str, demo: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lo, hi = _hand_in_hand_window(demo)
+    at = round(random.Random(kind).uniform(lo + 0.5, hi - 1.0), 4)
+    spec = f"{kind}@{at}"
+    out = tmp_path / "run"
+    code = main(["run", "--config", str(SIM_TOML), "--out", str(out), "--seed", "0", "--inject", spec])
+    capsys.readouterr()
+    assert code == 1
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"] == "fault" and not summary["crossed"]
+    assert summary["faults"]
+    assert [s.split("@")[0].split(":")[0] for s in summary["injected"]] == [kind.split(":")[0]]
+    assert verify_log(out / "events.jsonl").ok
+    events = read_events(out / "events.jsonl")
+    latches = [e for e in events if e["kind"] == "fault"]
+    assert latches, "the fault is not in events.jsonl"
+    t_latch = latches[0]["t"]
+    assert t_latch >= at
+
+    period = demo.cfg.period
+    stop_max = demo.cfg.safety.stop_distance_max
+    for node, frames in _rpdos(out / "trace.asc").items():
+        cpu = next(d.counts_per_unit for d in demo.cfg.drives.values() if d.node_id == node)
+        after = [f for f in frames if f[0] >= t_latch - 1e-9]
+        assert after, f"node {node}: no RPDO after the fault"
+        # quick stop within one cycle of the fault, then never anything that moves
+        first = [f for f in after if f[0] <= t_latch + period + 1e-9]
+        assert first and all(cw == CW_QUICK_STOP for _, cw, _ in first), (node, first[:3])
+        moving = [cw for _, cw, _ in after if cw not in (CW_QUICK_STOP, 0x0000, 0x0002)]
+        assert moving == [], f"node {node}: controlwords after the fault {sorted(set(moving))}"
+        ref = after[0][2]
+        drift = max(abs(target - ref) for _, _, target in after) / cpu
+        assert drift <= stop_max + 1e-6, f"node {node}: target moved {drift:.3f} after the fault"
+
+
+def test_bad_inject_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(SIM_TOML), "--inject", "meteor@3"]) == 2
+    assert "meteor" in capsys.readouterr().err
+    assert main(["run", "--config", str(SIM_TOML), "--inject", "emcy:spare_axis:0x8611@3"]) == 2
+    assert "spare_axis" in capsys.readouterr().err
