@@ -254,14 +254,26 @@ def test_exception_in_a_guard_latches_fault(monkeypatch: pytest.MonkeyPatch) -> 
 # ---------------------------------------------------------------------------- bounds
 
 
-def test_mc_stall_with_gap_above_window_is_uncrossable() -> None:
+def test_both_mcs_stalled_with_gap_above_window_is_uncrossable() -> None:
+    proc, plant = started({"stall_time_s": 1.0}, auto_confirm=True)
+    t = run_until(proc, plant, Phase.APPROACH, 0.01, 5.0)
+    plant.blocked = {"ante_mc", "retro_mc"}
+    plant.force["ante_mc"] = 2.5  # above force_alarm = 2 N
+    plant.force["retro_mc"] = 2.5
+    t = run(proc, plant, t, t + 1.5)
+    assert proc.phase is Phase.ABORTED and proc.reason.startswith("uncrossable")
+    assert "ante_mc" in proc.reason and "retro_mc" in proc.reason and proc.outcome == "aborted"
+
+
+def test_one_stalled_mc_leaves_the_gap_to_the_other() -> None:
     proc, plant = started({"stall_time_s": 1.0}, auto_confirm=True)
     t = run_until(proc, plant, Phase.APPROACH, 0.01, 5.0)
     plant.blocked = {"ante_mc"}
-    plant.force["ante_mc"] = 2.5  # above force_alarm = 2 N
+    plant.force["ante_mc"] = 2.5
     t = run(proc, plant, t, t + 1.5)
-    assert proc.phase is Phase.ABORTED and proc.reason.startswith("uncrossable")
-    assert "ante_mc" in proc.reason and proc.outcome == "aborted"
+    assert proc.phase is Phase.APPROACH
+    obj = proc.tick(t, inputs(plant))
+    assert "ante_mc" not in obj.axes and obj.axes["retro_mc"].target < plant.tips["retro_mc"]
 
 
 def test_stall_with_gap_in_window_proceeds() -> None:

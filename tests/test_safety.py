@@ -522,3 +522,19 @@ def test_objective_axes_do_not_matter_to_the_supervisor() -> None:
     cmds.axes["ante_wire"].target = 0.0005
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, obj, HELD)
     assert v.reason == Reason.NO_MOTION_PHASE and cmds.axes["ante_wire"].target == 0.0
+
+
+@pytest.mark.parametrize(("phase", "held"), [("hand_in_hand_retro_step", True), ("withdraw", False)])
+def test_gap_ceiling_holds_except_while_withdrawing(phase: str, held: bool) -> None:
+    sup, fb, cmds, est = _running()
+    est.gap = CFG.procedure.gap_max - 0.0002
+    cmds.axes["retro_mc"].target = -0.0005  # withdrawing the retro MC opens the gap past the ceiling
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective(phase, True), HELD)
+    assert (cmds.axes["retro_mc"].target == 0.0) is held
+    assert (v.reason == Reason.GAP_WINDOW) is held
+    # the floor holds in every phase
+    sup, fb, cmds, est = _running()
+    est.gap = CFG.procedure.gap_min + 0.0002
+    cmds.axes["ante_mc"].target = 0.0005
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective(phase, True), HELD)
+    assert cmds.axes["ante_mc"].target == 0.0

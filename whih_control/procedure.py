@@ -683,7 +683,8 @@ class Procedure:
     def _g_uncrossable(self) -> bool:
         gap = self._inputs.estimate.gap
         stalled = [a for a, s in self._stalled.items() if s]
-        if stalled and gap > self._p.gap_max:
+        # one stalled MC is not the end: the other one keeps closing the gap alone
+        if len(stalled) == len(self._stalled) and gap > self._p.gap_max:
             self._why = (
                 f"uncrossable: {', '.join(stalled)} stalled with the gap at {gap:.2f} mm "
                 f"(allowed <= gap_max {self._p.gap_max:g} mm)"

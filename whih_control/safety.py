@@ -31,7 +31,8 @@ happened). Invariants (DESIGN section 4), in the order they are applied each cyc
   bound). An MC change that would take the worst case out of ``[gap_min, gap_max]`` is held.
   When the estimated gap is already outside the window (e.g. before the approach closes it),
   MC motions that move it further out are held and motions back toward the window are allowed;
-  the wires do not change the gap and are not held by this rule.
+  the wires do not change the gap and are not held by this rule. In ``withdraw`` (after crossing)
+  the MCs part on purpose, so only the floor applies there.
 - **Coupling** (invariant 5): during any ``hand_in_hand*`` phase the same worst-case rule keeps
   the wire coupling within ``[0, coupling_max]``; a persistent violation faults (above).
 
@@ -331,7 +332,8 @@ class SafetySupervisor:
             new[i] = n
 
         if est_valid and not hold_all:
-            r, i = self._geometry(new, fbs, gap, cpl, objective.phase.startswith("hand_in_hand"))
+            phase = objective.phase
+            r, i = self._geometry(new, fbs, gap, cpl, phase.startswith("hand_in_hand"), phase == "withdraw")
             if r and _RANK[r] > rank:
                 reason, rank, axis_i = r, _RANK[r], i
 
@@ -358,9 +360,18 @@ class SafetySupervisor:
         return self._verdict(Reason(reason), axis_i, fbs, estimate)
 
     def _geometry(
-        self, new: list[float], fbs: list[AxisFeedback], gap: float, cpl: float, hih: bool
+        self,
+        new: list[float],
+        fbs: list[AxisFeedback],
+        gap: float,
+        cpl: float,
+        hih: bool,
+        withdrawing: bool,
     ) -> tuple[Reason, int]:
-        """Invariants 2 and 5 on the worst-case tip motion; holds offending changes in ``new``."""
+        """Invariants 2 and 5 on the worst-case tip motion; holds offending changes in ``new``.
+
+        While withdrawing (after crossing) the MCs part on purpose: only the gap floor holds.
+        """
         target = self.target
         reason: Reason = Reason.OK
         axis_i = -1
@@ -377,7 +388,7 @@ class SafetySupervisor:
                 low = value - max(0.0, na - xa) - max(0.0, nr - xr)
                 high = value + max(0.0, xa - na) + max(0.0, xr - nr)
                 block_adv = value < lo or low < lo
-                block_ret = value > hi or high > hi
+                block_ret = (value > hi or high > hi) and not (withdrawing and not is_coupling)
                 held = False
                 for i, n, p in ((ia, na, pa), (ir, nr, pr)):
                     if (block_adv and n > p) or (block_ret and n < p):
