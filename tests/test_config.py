@@ -256,3 +256,16 @@ def test_check_config_on_invalid_toml(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("[bus\n")
     assert main(["check-config", str(bad)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_check_config_refuses_a_drive_that_cannot_run_the_cycle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (CONFIGS / "sim.toml").read_text()
+    faulhaber = SHARED_EDS / "faulhaber_mcbl300x_co.eds"
+    text = text.replace('eds = "builtin:whih_sim_drive.eds"', f'eds = "{faulhaber}"', 1)
+    bad = tmp_path / "faulhaber.toml"
+    bad.write_text(text)
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "drives.ante_wire.eds:" in err and "0x6502" in err and "Traceback" not in err

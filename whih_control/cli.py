@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from firmware_iface.check import DriveReport, check_drive
 from firmware_iface.faults import parse_fault
 from whih_control.api import Robot, simulate
 from whih_control.config import Config, default_config_path, load_config
@@ -75,9 +76,24 @@ def summary_lines(cfg: Config) -> list[str]:
     return lines
 
 
+def drive_problems(cfg: Config) -> list[str]:
+    """Capability problems of every configured drive's object dictionary, by key path."""
+    problems: list[str] = []
+    reports: dict[tuple[str, bool], DriveReport] = {}
+    for axis, d in cfg.drives.items():
+        key = (d.eds, d.accept_no_heartbeat_consumer)
+        if key not in reports:
+            reports[key] = check_drive(d.eds, accept_no_heartbeat_consumer=d.accept_no_heartbeat_consumer)
+        problems += [f"drives.{axis}.eds: {p}" for p in reports[key].problems]
+    return problems
+
+
 def _check_config(path: Path) -> int:
     try:
         cfg = load_config(path)
+        problems = drive_problems(cfg)
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as exc:
         print(f"{path}: invalid", file=sys.stderr)
         for line in exc.problems:
