@@ -42,7 +42,7 @@ class ProcedureConfig:
         2.0, unit="mm", lo=0.1, hi=20.0, doc="how far both wires back off in one rewind"
     )
     phase_timeout_s: float = setting(
-        300.0, unit="s", lo=1.0, hi=36_000.0, doc="bound on the time spent in one motion phase"
+        120.0, unit="s", lo=1.0, hi=36_000.0, doc="bound on the time spent in one motion phase"
     )
     max_time_s: float = setting(1800.0, unit="s", lo=1.0, hi=86_400.0, doc="bound on the whole procedure")
     confirm_crossing: bool = setting(False, doc="crossing needs an operator confirm (true on real hardware)")
