@@ -190,6 +190,7 @@ def plot_run(
     lesion_length: float,
     gap_window: tuple[float, float, float],
     force_limits: Mapping[str, tuple[float, float]],
+    crossing_at: float | None = None,
     title: str = "",
 ) -> None:
     """Plot a run: MC gap against its window, tips against the lesion, forces, phases shaded."""
@@ -236,6 +237,8 @@ def plot_run(
         key = f"tip_{axis}"
         if key in cols:
             ax.plot(t, cols[key], color=color, ls=ls, lw=1.1, label=axis.replace("_", " "))
+    if crossing_at is not None:
+        ax.axhline(crossing_at, color="tab:green", lw=0.8, ls="--", label="crossed (L + margin)")
     ax.set_ylabel("tip position s (mm)")
     ax.legend(loc="upper left", fontsize=8, ncols=3)
 

@@ -638,6 +638,7 @@ class Runtime:
                 lesion_length=cfg.procedure.lesion_length,
                 gap_window=(cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max),
                 force_limits={a: (d.force_alarm, d.force_stop) for a, d in cfg.drives.items()},
+                crossing_at=cfg.procedure.lesion_length + cfg.procedure.distal_margin,
                 title=(
                     f"whih: {result.outcome}, crossed={result.crossed}, L={cfg.procedure.lesion_length:g} mm"
                 ),
