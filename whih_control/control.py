@@ -160,6 +160,10 @@ class Controller:
         if not dt_ok:
             self.rejected += 1
         lin = self._lin
+        amax_t, vmax_t, tmin_t, tmax_t = self._amax, self._vmax, self._tmin, self._tmax
+        jog = self.jog_target
+        i_amc, i_aw = self._i_amc, self._i_aw
+        deadzone = self._deadzone
         for i, name in enumerate(self.axes):
             af = fb_axes[name]
             cmd = cmd_axes[name]
@@ -173,7 +177,7 @@ class Controller:
                     sp[i] = pos
                     cmd.target = pos
                 vel[i] = 0.0
-                if i == self._i_amc:
+                if i == i_amc:
                     self.integral = 0.0
                 continue
             if not dt_ok:
@@ -181,13 +185,13 @@ class Controller:
                 cmd.target = x
                 continue
             v0 = vel[i]
-            amax = self._amax[i]
+            amax = amax_t[i]
             li = lin[i]
-            jt = self.jog_target[i]
+            jt = jog[i]
             if jt == jt:  # noqa: PLR0124
-                v_des = profile_velocity(jt - x, self._vmax[i] * self._jog_frac, amax, dt)
+                v_des = profile_velocity(jt - x, vmax_t[i] * self._jog_frac, amax, dt)
                 if abs(jt - x) < 1e-9 and abs(v0) <= amax * dt:
-                    self.jog_target[i] = math.nan
+                    jog[i] = math.nan
             else:
                 ax = objective.axes.get(name, _HOLD_OBJECTIVE)
                 motion = ax.motion
@@ -206,30 +210,32 @@ class Controller:
                         elif li >= 0 and not est_ok:
                             v_des = 0.0
                         else:
-                            xt = target if li < 0 else est.insertion_for(li, target, x, self._deadzone)
+                            xt = target if li < 0 else est.insertion_for(li, target, x, deadzone)
                             # brake in time for the travel limits rather than hit them
-                            lo, hi = self._tmin[i], self._tmax[i]
+                            lo, hi = tmin_t[i], tmax_t[i]
                             xt = lo if xt < lo else hi if xt > hi else xt
-                            v_des = profile_velocity(xt - x, min(speed, self._vmax[i]), amax, dt)
-                    elif motion == _GAP and i == self._i_amc:
+                            v_des = profile_velocity(xt - x, min(speed, vmax_t[i]), amax, dt)
+                    elif motion == _GAP and i == i_amc:
                         v_des = self._gap_velocity(x, dt, speed, estimate.gap) if est_ok else 0.0
-                    elif motion == _COUPLE and i == self._i_aw:
+                    elif motion == _COUPLE and i == i_aw:
                         v_des = self._couple_velocity(x, speed) if est_ok else 0.0
                     else:
                         self.rejected += 1
                         v_des = 0.0
-                if i == self._i_amc and motion != _GAP:
+                if i == i_amc and motion != _GAP:
                     self.integral = 0.0
             # acceleration limit (braking included: the controller itself never stops abruptly)
             dv = amax * dt
             v = v0 + dv if v_des > v0 + dv else v0 - dv if v_des < v0 - dv else v_des
             x_new = x + v * dt
             # followers can still run into a travel limit: stop there rather than pass it
-            if x_new > self._tmax[i]:
-                x_new = max(x, self._tmax[i])
+            hi = tmax_t[i]
+            lo = tmin_t[i]
+            if x_new > hi:
+                x_new = x if x > hi else hi
                 v = (x_new - x) / dt
-            elif x_new < self._tmin[i]:
-                x_new = min(x, self._tmin[i])
+            elif x_new < lo:
+                x_new = x if x < lo else lo
                 v = (x_new - x) / dt
             sp[i] = x_new
             vel[i] = v

@@ -118,6 +118,7 @@ class SafetySupervisor:
         self.velocity: list[float] = [0.0] * n
         """Velocity of the last target change per axis."""
         self._was_enabled = [False] * n
+        self._new: list[float] = [0.0] * n
         self._cmds: list[AxisCommand] = []
         self._cpl_bad = 0
         self._estop = False
@@ -281,7 +282,9 @@ class SafetySupervisor:
         reason: int = Reason.OK
         rank = 0
         axis_i = -1
-        new = [0.0] * len(names)
+        new = self._new
+        vmax_t, amax_t, tmin_t, tmax_t = self._vmax, self._amax, self._tmin, self._tmax
+        falarm_t, linear_t = self._falarm, self._linear
         for i, af in enumerate(fbs):
             cmd = cmds[i]
             p = target[i]
@@ -302,27 +305,28 @@ class SafetySupervisor:
                 elif hold_all:
                     n = p
                     r = hold_all
-                elif self._linear[i] and not est_valid:
+                elif linear_t[i] and not est_valid:
                     n = p
                     r = Reason.ESTIMATE_INVALID
                 else:
                     v = (n - p) / dt
-                    vmax = self._vmax[i]
+                    vmax = vmax_t[i]
                     if v > vmax + _EPS:
                         v, r = vmax, Reason.SPEED_LIMIT
                     elif v < -vmax - _EPS:
                         v, r = -vmax, Reason.SPEED_LIMIT
                     v0 = vel[i]
-                    dv = self._amax[i] * dt
+                    dv = amax_t[i] * dt
                     if v > v0 + dv + _EPS:
                         v, r = v0 + dv, Reason.ACCEL_LIMIT
                     elif v < v0 - dv - _EPS:
                         v, r = v0 - dv, Reason.ACCEL_LIMIT
-                    n = p + v * dt
-                    if n > p and abs(af.force) >= self._falarm[i]:
+                    if r:
+                        n = p + v * dt  # a request within the limits passes bit for bit
+                    if n > p and abs(af.force) >= falarm_t[i]:
                         n, r = p, Reason.FORCE_ALARM
-                    hi = self._tmax[i]
-                    lo = self._tmin[i]
+                    hi = tmax_t[i]
+                    lo = tmin_t[i]
                     if n > hi and n > p:
                         n, r = (hi if hi > p else p), Reason.TRAVEL_LIMIT
                     elif n < lo and n < p:
