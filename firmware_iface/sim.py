@@ -705,8 +705,9 @@ class SimDrive:
         if self._state is _NRTSO:
             self._state = _SOD
         self._force = load_force + (self._spike if t < self._spike_until - _EPS_T else 0.0)
-        if self._consumers:
-            self._check_consumers(t)
+        for c in self._consumers:
+            if c[2] >= 0.0 and t - c[2] > c[1] + _EPS_T:
+                self._consumer_timeout(c)
         self._move(dt)
         self._check_following_error(dt)
         if self._hb_period > 0.0 and not self._hb_lost and t + _EPS_T >= self._hb_next:
@@ -714,15 +715,34 @@ class SimDrive:
             self._hb_next += self._hb_period
             if self._hb_next <= t:
                 self._hb_next = t + self._hb_period
-        if self._nmt == _NMT_OP:
-            self._send_tpdo(t, sync)
+        if self._nmt != _NMT_OP:
+            return
+        if self._pdo_dirty:
+            self._compile()
+        m = self._tpdo
+        if m.fast and m.trans_type == 1 and m.valid:
+            # The predefined TPDO1 on every SYNC: what _send_tpdo does for it, inlined.
+            if not sync:
+                return
+            self._sync_n = 0
+            data = self._fast_tpdo_payload()
+            if m.event_ms > 0:
+                self._tpdo_next_evt = t + m.event_ms / 1000.0
+            self._tpdo_last = data
+            if self._tpdo_drop > 0:
+                self._tpdo_drop -= 1
+                return
+            owner = self._owner
+            owner.frames_sent += 1  # owner.transmit, inlined
+            owner._tx(_frame(m.cob_id, data))
+            return
+        self._send_tpdo(t, sync)
 
-    def _check_consumers(self, t: float) -> None:
-        for c in self._consumers:
-            if c[2] >= 0.0 and t - c[2] > c[1] + _EPS_T:
-                c[2] = -1.0  # re-armed by the next heartbeat
-                self.emcy(EMCY_HEARTBEAT, fault=False)
-                self._connection_lost()
+    def _consumer_timeout(self, c: list[float]) -> None:
+        """The heartbeat of consumer entry ``c`` timed out: EMCY and the abort-connection reaction."""
+        c[2] = -1.0  # re-armed by the next heartbeat
+        self.emcy(EMCY_HEARTBEAT, fault=False)
+        self._connection_lost()
 
     def _move(self, dt: float) -> None:
         # Two-argument min/max are written out as conditionals (same result, NaN included:
@@ -815,20 +835,6 @@ class SimDrive:
         if self._pdo_dirty:
             self._compile()
         m = self._tpdo
-        if m.fast and m.trans_type == 1 and m.valid:
-            # The predefined TPDO1 on every SYNC: the general path below, specialised.
-            if not sync:
-                return
-            self._sync_n = 0
-            data = self._fast_tpdo_payload()
-            if m.event_ms > 0:
-                self._tpdo_next_evt = t + m.event_ms / 1000.0
-            self._tpdo_last = data
-            if self._tpdo_drop > 0:
-                self._tpdo_drop -= 1
-                return
-            self.send(m.cob_id, data)
-            return
         if not m.valid or not m.entries:
             return
         tt = m.trans_type
