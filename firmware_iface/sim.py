@@ -86,6 +86,46 @@ _EPS_T: Final = 1e-9
 _SW_BASE: Final[dict[DriveState, int]] = {
     s: encode_statusword(s) for s in DriveState if s is not DriveState.UNKNOWN
 }
+# Module-level aliases: the per-SYNC step reads these once per drive, a global lookup each
+# instead of a global plus an enum attribute lookup.
+_OE: Final = DriveState.OPERATION_ENABLED
+_QSA: Final = DriveState.QUICK_STOP_ACTIVE
+_FRA: Final = DriveState.FAULT_REACTION_ACTIVE
+_NRTSO: Final = DriveState.NOT_READY_TO_SWITCH_ON
+_SOD: Final = DriveState.SWITCH_ON_DISABLED
+_NMT_OP: Final = pdo.NMT_OPERATIONAL
+_NMT_BOOT: Final = pdo.NMT_BOOTUP
+_TPDO1_PACK: Final = pdo.TPDO1.pack
+_RPDO1_UNPACK: Final = pdo.RPDO1.unpack_from
+_I16_MIN: Final = -(2**15)
+_I16_MAX: Final = 2**15 - 1
+_I32_MIN: Final = -(2**31)
+_I32_MAX: Final = 2**31 - 1
+_new_message = can.Message.__new__
+_sqrt: Final = math.sqrt
+
+
+def _frame(cob: int, data: bytes) -> can.Message:
+    """``can.Message(arbitration_id=cob, data=data, is_extended_id=False)``, built field by field.
+
+    A drive sends a fresh frame per TPDO/heartbeat (consumers such as a trace recorder keep
+    them); setting the slots directly skips the keyword parsing of ``Message.__init__``.
+    """
+    msg = _new_message(can.Message)
+    msg.timestamp = 0.0
+    msg.arbitration_id = cob
+    msg.is_extended_id = False
+    msg.is_remote_frame = False
+    msg.is_error_frame = False
+    msg.channel = None
+    msg.is_fd = False
+    msg.is_rx = True
+    msg.bitrate_switch = False
+    msg.error_state_indicator = False
+    msg.data = bytearray(data)
+    msg.dlc = len(data)
+    return msg
+
 
 # SDO abort codes (CiA 301 table 22).
 _ABORT_UNSUPPORTED: Final = 0x06010000
@@ -175,6 +215,9 @@ class SimDrive:
         self.node_id = config.node_id
         self._owner = owner
         self._cpu = config.counts_per_unit
+        self._fpt = config.force_per_torque
+        self._hb_cob = 0x700 + config.node_id
+        self._sdo_cob = 0x600 + config.node_id
         # Typed Any: canopen's LocalNode callbacks and SDO server are untyped.
         self.node: Any = cast(Any, canopen.LocalNode(config.node_id, _object_dictionary(eds, config.node_id)))
         # Heartbeats run in drive time here, not on canopen's wall-clock timer.
@@ -342,6 +385,7 @@ class SimDrive:
         self._lim_min = self._od_or(0x607D, 1, 0)
         self._lim_max = self._od_or(0x607D, 2, 0)
         self._max_torque = self._od_or(0x6072, 0, 1000)
+        self._f_max = self._max_torque * self._fpt
         self._v_max = self._limit(0x607F) / cpu
         self._a_max = self._limit(0x60C5) / cpu
 
@@ -520,9 +564,10 @@ class SimDrive:
             self.emcy(EMCY_PDO_LENGTH, fault=False)
             return
         if m.fast:
-            cw, target = pdo.RPDO1.unpack_from(data)
+            cw, target = _RPDO1_UNPACK(data)
             self._target = target
-            self._on_controlword(cw)
+            if cw != self._cw or self._state is not self._cw_state:
+                self._on_controlword(cw)
             return
         offset = 0
         for idx, sub, size, var in m.entries:
@@ -649,48 +694,73 @@ class SimDrive:
     def _torque(self) -> int:
         if self._state not in _TORQUE_ON:
             return 0
-        f = min(self._force, self._max_torque * self.config.force_per_torque)
-        return pdo.clamp_i16(round(f / self.config.force_per_torque))
+        f = min(self._force, self._f_max)
+        return pdo.clamp_i16(round(f / self._fpt))
 
     # ---- time -------------------------------------------------------------------------------
     def step(self, t: float, dt: float, load_force: float, sync: bool) -> None:
         """Advance the drive by ``dt`` to drive time ``t``; send TPDO1 if ``sync``."""
-        if self._nmt == pdo.NMT_BOOTUP:
+        if self._nmt == _NMT_BOOT:
             return
-        if self._state is DriveState.NOT_READY_TO_SWITCH_ON:
-            self._state = DriveState.SWITCH_ON_DISABLED
+        if self._state is _NRTSO:
+            self._state = _SOD
         self._force = load_force + (self._spike if t < self._spike_until - _EPS_T else 0.0)
-        self._check_consumers(t)
+        for c in self._consumers:
+            if c[2] >= 0.0 and t - c[2] > c[1] + _EPS_T:
+                self._consumer_timeout(c)
         self._move(dt)
         self._check_following_error(dt)
         if self._hb_period > 0.0 and not self._hb_lost and t + _EPS_T >= self._hb_next:
-            self.send(0x700 + self.node_id, bytes((self._nmt,)))
+            self.send(self._hb_cob, bytes((self._nmt,)))
             self._hb_next += self._hb_period
             if self._hb_next <= t:
                 self._hb_next = t + self._hb_period
-        if self._nmt == pdo.NMT_OPERATIONAL:
-            self._send_tpdo(t, sync)
+        if self._nmt != _NMT_OP:
+            return
+        if self._pdo_dirty:
+            self._compile()
+        m = self._tpdo
+        if m.fast and m.trans_type == 1 and m.valid:
+            # The predefined TPDO1 on every SYNC: what _send_tpdo does for it, inlined.
+            if not sync:
+                return
+            self._sync_n = 0
+            data = self._fast_tpdo_payload()
+            if m.event_ms > 0:
+                self._tpdo_next_evt = t + m.event_ms / 1000.0
+            self._tpdo_last = data
+            if self._tpdo_drop > 0:
+                self._tpdo_drop -= 1
+                return
+            owner = self._owner
+            owner.frames_sent += 1  # owner.transmit, inlined
+            owner._tx(_frame(m.cob_id, data))
+            return
+        self._send_tpdo(t, sync)
 
-    def _check_consumers(self, t: float) -> None:
-        for c in self._consumers:
-            if c[2] >= 0.0 and t - c[2] > c[1] + _EPS_T:
-                c[2] = -1.0  # re-armed by the next heartbeat
-                self.emcy(EMCY_HEARTBEAT, fault=False)
-                self._connection_lost()
+    def _consumer_timeout(self, c: list[float]) -> None:
+        """The heartbeat of consumer entry ``c`` timed out: EMCY and the abort-connection reaction."""
+        c[2] = -1.0  # re-armed by the next heartbeat
+        self.emcy(EMCY_HEARTBEAT, fault=False)
+        self._connection_lost()
 
     def _move(self, dt: float) -> None:
+        # Two-argument min/max are written out as conditionals (same result, NaN included:
+        # ``min(x, y)`` is ``y if y < x else x``), which saves a builtin call each per SYNC.
         if dt <= 0.0:
             return
         s = self._state
         v = self._vel
-        if s is DriveState.OPERATION_ENABLED and self._mode == MODE_CSP and not self._cw & _CW_HALT:
+        if s is _OE and self._mode == MODE_CSP and not self._cw & _CW_HALT:
             target = self._target
             limited = False
-            if self._lim_min < self._lim_max:
-                if target < self._lim_min:
-                    target, limited = self._lim_min, True
-                elif target > self._lim_max:
-                    target, limited = self._lim_max, True
+            lo = self._lim_min
+            hi = self._lim_max
+            if lo < hi:
+                if target < lo:
+                    target, limited = lo, True
+                elif target > hi:
+                    target, limited = hi, True
             self._limit_flag = limited
             target_mm = target / self._cpu
             err = target_mm - self._pos
@@ -700,13 +770,22 @@ class SimDrive:
             v_ff = (target_mm - self._target_prev) / dt
             self._target_prev = target_mm
             # Discrete time-optimal braking speed: n steps of a*dt decrease cover a*dt^2*n(n+1)/2.
-            v_brake = a * dt * (math.sqrt(0.25 + 2.0 * abs(err) / (a * dt * dt)) - 0.5)
-            v_rel = max(-v_brake, min(v_brake, err / dt - v_ff))
-            v_des = max(-self._v_max, min(self._v_max, v_ff + v_rel))
-            v = max(v - a * dt, min(v + a * dt, v_des))
+            v_brake = a * dt * (_sqrt(0.25 + 2.0 * abs(err) / (a * dt * dt)) - 0.5)
+            x = err / dt - v_ff
+            x = x if x < v_brake else v_brake
+            v_rel = x if x > -v_brake else -v_brake
+            v_max = self._v_max
+            x = v_ff + v_rel
+            x = x if x < v_max else v_max
+            v_des = x if x > -v_max else -v_max
+            adt = a * dt
+            x = v + adt
+            x = v_des if v_des < x else x
+            lo_v = v - adt
+            v = x if x > lo_v else lo_v
         elif s in _TORQUE_ON:
             decel = self._qs_decel
-            if s is DriveState.OPERATION_ENABLED or self._qs_option in (1, 5):
+            if s is _OE or self._qs_option in (1, 5):
                 # Halt, or a quick stop on the slow-down ramp.
                 decel = self._a_max
             v = 0.0 if abs(v) <= decel * dt else v - math.copysign(decel * dt, v)
@@ -714,8 +793,7 @@ class SimDrive:
             v = 0.0
         self._stalled = False
         if v != 0.0:
-            f_max = self._max_torque * self.config.force_per_torque
-            if self._force < f_max:
+            if self._force < self._f_max:
                 # The load builds up against the direction the axis moves in.
                 self._push_dir = math.copysign(1.0, v)
             elif self._push_dir == 0.0 or math.copysign(1.0, v) == self._push_dir:
@@ -725,21 +803,27 @@ class SimDrive:
         self._pos += v * dt
         self._vel = v
         if v == 0.0:
-            if s is DriveState.QUICK_STOP_ACTIVE and self._qs_option in (1, 2, 3, 4):
-                self._state = DriveState.SWITCH_ON_DISABLED
-            elif s is DriveState.FAULT_REACTION_ACTIVE:
+            if s is _QSA and self._qs_option in (1, 2, 3, 4):
+                self._state = _SOD
+            elif s is _FRA:
                 self._state = DriveState.FAULT
 
     def _check_following_error(self, dt: float) -> None:
-        if self._state is not DriveState.OPERATION_ENABLED or self._mode != MODE_CSP:
+        if self._state is not _OE or self._mode != MODE_CSP:
             self._fe_time = 0.0
             return
-        if self._fe_window == 0xFFFFFFFF:
+        window = self._fe_window
+        if window == 0xFFFFFFFF:
             return
         target = self._target
-        if self._lim_min < self._lim_max:
-            target = min(max(target, self._lim_min), self._lim_max)
-        if abs(target - self._reported()) > self._fe_window:
+        lo = self._lim_min
+        hi = self._lim_max
+        if lo < hi:
+            target = lo if lo > target else target
+            target = hi if hi < target else target
+        stuck = self._stuck
+        reported = round((self._pos if stuck is None else stuck) * self._cpu)
+        if abs(target - reported) > window:
             self._fe_time += dt
             if self._fe_time > self._fe_timeout + _EPS_T:
                 self._fe_flag = True
@@ -782,6 +866,28 @@ class SimDrive:
             return
         self.send(m.cob_id, data)
 
+    def _fast_tpdo_payload(self) -> bytes:
+        """TPDO1 as predefined: statusword, position actual, torque actual (inlined getters)."""
+        s = self._state
+        stuck = self._stuck
+        reported = round((self._pos if stuck is None else stuck) * self._cpu)
+        sw = _SW_BASE[s]
+        if self._vel == 0.0 and (s is _QSA or (s is _OE and abs(reported - self._target) <= 1)):
+            sw |= SW_TARGET_REACHED
+        if self._limit_flag:
+            sw |= SW_INTERNAL_LIMIT
+        if self._fe_flag:
+            sw |= SW_FOLLOWING_ERROR
+        if s in _TORQUE_ON:
+            f = self._force
+            f_max = self._f_max
+            torque = round((f_max if f_max < f else f) / self._fpt)
+            torque = _I16_MIN if torque < _I16_MIN else _I16_MAX if torque > _I16_MAX else torque
+        else:
+            torque = 0
+        pos = _I32_MIN if reported < _I32_MIN else _I32_MAX if reported > _I32_MAX else reported
+        return _TPDO1_PACK(sw, pos, torque)
+
     def _tpdo_payload(self, m: _PdoMap) -> bytes:
         if m.fast:
             return pdo.TPDO1.pack(self._statusword(), pdo.clamp_i32(self._reported()), self._torque())
@@ -792,7 +898,7 @@ class SimDrive:
 
     def send(self, cob: int, data: bytes) -> None:
         """Put a frame on the bus (through the owner, which knows the transport)."""
-        self._owner.transmit(can.Message(arbitration_id=cob, data=data, is_extended_id=False))
+        self._owner.transmit(_frame(cob, data))
 
     # ---- faults -----------------------------------------------------------------------------
     def apply(self, spec: FaultSpec, t: float) -> None:
@@ -991,7 +1097,13 @@ class SimulatedDrives:
         cob = msg.arbitration_id
         owner = self._by_node.get(cob & 0x7F)
         if owner is not None and owner._rpdo.cob_id == cob and not owner._pdo_dirty:
-            owner.on_frame(msg)  # the common case: an RPDO in the predefined connection set
+            # The common case: an RPDO in the predefined connection set. Straight to the RPDO
+            # handler when SimDrive.on_frame would get there (operational, not an SDO COB-ID).
+            rpdo = owner._rpdo
+            if rpdo.valid and owner._nmt == _NMT_OP and cob != owner._sdo_cob:
+                owner._on_rpdo(msg.data)
+            else:
+                owner.on_frame(msg)
             if self._deferred:
                 self._run_deferred()
             return
@@ -1022,22 +1134,25 @@ class SimulatedDrives:
         self._advance(dt, sync=False)
 
     def _advance(self, dt: float, *, sync: bool) -> None:
-        t = self.time
-        self._apply_due(t)
-        forces: Mapping[str, float] | None = None
-        if self.load is not None and sync:
+        t = self._syncs * self.period + self._idle  # self.time
+        if self._pending:
+            self._apply_due(t)
+        order = self._order
+        load = self.load
+        if load is not None and sync:
             ins = self._insertion
-            for d in self._order:
-                ins[d.axis] = d.insertion
-            forces = self.load.step(t, dt, ins)
-        for d in self._order:
-            f = 0.0
-            if forces is not None:
-                f = forces.get(d.axis, 0.0)
-                if not (math.isfinite(f) and f >= 0.0):
+            for d in order:
+                ins[d.axis] = d._pos - d._enc_offset  # d.insertion
+            forces: Mapping[str, float] = load.step(t, dt, ins)
+            get = forces.get
+            for d in order:
+                f = get(d.axis, 0.0)
+                if not 0.0 <= f < math.inf:  # finite and >= 0 (NaN fails both)
                     raise ValueError(f"load force of {d.axis} (={f!r}) must be a finite number of N >= 0")
-            elif not sync:
-                f = d._force - (d._spike if t < d._spike_until else 0.0)
+                d.step(t, dt, f, True)
+            return
+        for d in order:
+            f = 0.0 if sync else d._force - (d._spike if t < d._spike_until else 0.0)
             d.step(t, dt, f, sync)
 
     # ---- thread mode ------------------------------------------------------------------------

@@ -72,6 +72,9 @@ class SimTimeBus(can.BusABC):
         self.dropped = 0
         """Device frames dropped because the receive FIFO was full."""
         self._devices: list[SimDevice] = []
+        # Snapshot iterated on delivery (rebuilt on attach/detach), so a device attached or detached
+        # from inside a callback takes effect with the next frame, and no copy is made per frame.
+        self._device_tuple: tuple[SimDevice, ...] = ()
         self._listeners: list[Listener] = []
         self._pending: deque[can.Message] = deque()
         self._delivering = False
@@ -94,7 +97,7 @@ class SimTimeBus(can.BusABC):
         for _ in range(periods):
             self._ticks += 1
             self._time = self._ticks * self.period
-            for dev in tuple(self._devices):
+            for dev in self._device_tuple:
                 tick = getattr(dev, "on_tick", None)
                 if tick is not None:
                     tick(self._time, self.period)
@@ -110,10 +113,12 @@ class SimTimeBus(can.BusABC):
         if any(d is device for d in self._devices):
             raise ValueError(f"device {device!r} is already attached")
         self._devices.append(device)
+        self._device_tuple = tuple(self._devices)
 
     def detach(self, device: SimDevice) -> None:
         """Detach a device (no error if it is not attached)."""
         self._devices = [d for d in self._devices if d is not device]
+        self._device_tuple = tuple(self._devices)
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(msg)`` synchronously for every device frame as it is produced."""
@@ -125,30 +130,36 @@ class SimTimeBus(can.BusABC):
 
     def device_send(self, msg: can.Message) -> None:
         """A device puts ``msg`` on the bus: timestamped now, queued for recv, shown to listeners."""
-        self._check_open()
+        if not self._open:
+            self._check_open()
         msg.timestamp = self._time
         msg.channel = self._channel
         msg.is_rx = True
-        if len(self._rx) >= self._rx_size:
+        rx = self._rx
+        if len(rx) >= self._rx_size:
             self.dropped += 1
         else:
-            self._rx.append(msg)
-        for fn in self._listeners:
-            fn(msg)
+            rx.append(msg)
+        if self._listeners:
+            for fn in self._listeners:
+                fn(msg)
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
         """Deliver a master frame to every device now; a SYNC first advances time and steps them.
 
         A frame sent from inside a device or listener callback is delivered after the current one.
         """
-        self._check_open()
-        self._pending.append(msg)
+        if not self._open:
+            self._check_open()
+        pending = self._pending
         if self._delivering:
+            pending.append(msg)
             return
         self._delivering = True
         try:
-            while self._pending:
-                self._deliver(self._pending.popleft())
+            self._deliver(msg)
+            while pending:
+                self._deliver(pending.popleft())
         finally:
             self._delivering = False
             self._pending.clear()
@@ -164,10 +175,10 @@ class SimTimeBus(can.BusABC):
             self._ticks += 1
             self._time = self._ticks * self.period
             t, dt = self._time, self.period
-            for dev in tuple(self._devices):
+            for dev in self._device_tuple:
                 dev.on_sync(t, dt)
             return
-        for dev in tuple(self._devices):
+        for dev in self._device_tuple:
             dev.on_frame(msg)
 
     def recv(self, timeout: float | None = None) -> can.Message | None:
@@ -175,9 +186,13 @@ class SimTimeBus(can.BusABC):
 
         Simulated time only moves on SYNC, so waiting could never produce a frame.
         """
-        self._check_open()
-        while self._rx:
-            msg = self._rx.popleft()
+        if not self._open:
+            self._check_open()
+        rx = self._rx
+        if self._filters is None:
+            return rx.popleft() if rx else None
+        while rx:
+            msg = rx.popleft()
             if self._matches_filters(msg):
                 return msg
         return None
@@ -202,6 +217,7 @@ class SimTimeBus(can.BusABC):
             return
         self._open = False
         self._devices.clear()
+        self._device_tuple = ()
         self._listeners.clear()
         self._rx.clear()
         super().shutdown()

@@ -288,7 +288,8 @@ class Plant:
         if out_of_mc and 0.0 <= pa < cap:
             r_adv += self._wire_cap
         if self._deviated:
-            r_adv += self._dev_force + self._dev_k * max(0.0, pa - self._p_dev)
+            past = pa - self._p_dev
+            r_adv += self._dev_force + self._dev_k * (past if past > 0.0 else 0.0)
         da = aw.move(qa, r_adv, r_in)
         pr = rw.p
         r_in = self._wire_fric + (self._wire_channel if 0.0 <= pr <= length else 0.0)
@@ -308,7 +309,8 @@ class Plant:
                 self._hazard = 0.0
                 self._budget = self._rng.expovariate(1.0)
 
-        # MCs: drag by the wires running through them, then their own insertion
+        # MCs: drag by the wires running through them, then their own insertion.
+        # (Two-argument min/max below are written as conditionals: same values, no builtin call.)
         drag = self._mc_drag
         if drag > 0.0:
             ds = da + dr if pr < am.p else da
@@ -323,8 +325,9 @@ class Plant:
         prm = rm.p
         body = 0.0
         if pm > 0.0:
-            body = self._mc_body_grad * min(pm, length)
-            body = min(body, self._mc_body_max)
+            body = self._mc_body_grad * (length if length < pm else pm)
+            body_max = self._mc_body_max
+            body = body_max if body_max < body else body
         r_adv = body
         if 0.0 <= pm < cap:
             r_adv += self._mc_cap_prox
@@ -336,14 +339,16 @@ class Plant:
         if pm >= prm:
             r_adv = _WALL
         am.move(qm, r_adv, fric + withdraw * body)
-        am.p = min(am.p, prm)
         pm = am.p
+        if prm < pm:
+            am.p = pm = prm
         self._am_reach = max(self._am_reach, pm)
         body = 0.0
         depth = length - prm
         if depth > 0.0:
-            body = self._mc_body_grad * min(depth, length)
-            body = min(body, self._mc_body_max)
+            body = self._mc_body_grad * (length if length < depth else depth)
+            body_max = self._mc_body_max
+            body = body_max if body_max < body else body
         r_adv = body
         if 0.0 <= depth < cap:
             r_adv += self._mc_cap_dist
@@ -355,8 +360,10 @@ class Plant:
         if prm <= pm:
             r_adv = _WALL
         rm.move(qrm, fric + withdraw * body, r_adv)
-        rm.p = max(rm.p, pm)
-        self._rm_reach = min(self._rm_reach, rm.p)
+        prm = rm.p
+        if pm > prm:
+            rm.p = prm = pm
+        self._rm_reach = min(self._rm_reach, prm)
 
         forces = self._forces
         forces["ante_wire"] = aw.force
@@ -372,7 +379,11 @@ class Plant:
                     self._reject(insertion)
                 forces[axis] = rf if q != rot[axis] else 0.0
                 rot[axis] = q
-        self._write_tips()
+        tips = self._tips  # self._write_tips(), inlined
+        tips["ante_wire"] = aw.p
+        tips["ante_mc"] = pm
+        tips["retro_wire"] = rw.p
+        tips["retro_mc"] = prm
         return self._forces_view
 
     # -- what tests, imaging and checks may look at ------------------------------------------
