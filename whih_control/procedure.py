@@ -311,6 +311,18 @@ _VALID_FROM = _sources(_TRANSITIONS)
 """trigger -> machine states it is valid from (derived from the spec)."""
 
 
+def _update_guards(transitions: Iterable[dict[str, Any]]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for t in transitions:
+        if t["trigger"] == "update":
+            out.setdefault(t["source"], []).append(tuple(t.get("conditions", ())))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+_UPDATE_GUARDS = _update_guards(_TRANSITIONS)
+"""state -> the condition names of each of its ``update`` transitions, in order."""
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -440,9 +452,27 @@ class Procedure:
         if self.phase is Phase.APPROACH:
             self._track_stalls()
         state = self._model.state
-        if state in _VALID_FROM["update"]:
+        guards = _UPDATE_GUARDS.get(state)
+        if guards is not None and self._update_may_fire(guards):
             self._model.update()
         return self._objective()
+
+    def _update_may_fire(self, guards: tuple[tuple[str, ...], ...]) -> bool:
+        """Whether some ``update`` transition's conditions all hold now.
+
+        The guards are pure (they only explain themselves in ``_why``), so asking them first and
+        firing the trigger only when one would pass changes nothing but the cost: most cycles no
+        transition fires, and the trigger machinery is most of a tick. A guard that raises is
+        left to the trigger, whose ``on_exception`` latches the fault.
+        """
+        model = self._model
+        try:
+            for conds in guards:
+                if all(getattr(model, c)() for c in conds):
+                    return True
+        except Exception:
+            return True
+        return False
 
     # ---------------------------------------------------------------- operator
     def start(self) -> None:
