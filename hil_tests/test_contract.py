@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from firmware_iface.cia402 import DriveState
+from tests.conftest import FAULT_EXAMPLES
 from whih_control import Config, ProcedureError, Robot, SafetyError
 
 pytestmark = pytest.mark.hil
@@ -67,24 +68,7 @@ def test_full_procedure_in_real_time(rig_config: Config, simulated: bool, tmp_pa
     assert summary["loop"]["period_error_max_ms"] == loop["period_error_max_ms"]
 
 
-KINDS = [
-    "heartbeat-loss:retro_mc",
-    "tpdo-drop:ante_mc:5",
-    "emcy:ante_wire:0x8611",
-    "encoder-jump:ante_wire:3.0",
-    "encoder-stuck:retro_wire",
-    "force-spike:ante_mc:5.0",
-    "drive-fault:retro_mc",
-    "boot-up:ante_wire",
-    "sync-loss",
-    "master-freeze:200",
-    "estop",
-    "deadman-release",
-    "imaging-loss",
-]
-
-
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", FAULT_EXAMPLES)
 def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated: bool) -> None:
     if not simulated:
         pytest.skip("fault injection needs the simulated drives")

@@ -18,6 +18,23 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SHARED_EDS = ROOT.parent / "shared" / "eds"
 
+FAULT_EXAMPLES = [
+    "heartbeat-loss:retro_mc",
+    "tpdo-drop:ante_mc:5",
+    "emcy:ante_wire:0x8611",
+    "encoder-jump:ante_wire:3.0",
+    "encoder-stuck:retro_wire",
+    "force-spike:ante_mc:5.0",
+    "drive-fault:retro_mc",
+    "boot-up:ante_wire",
+    "sync-loss",
+    "master-freeze:200",
+    "estop",
+    "deadman-release",
+    "imaging-loss",
+]
+"""One injectable fault of every kind (without its time), for the end-to-end and HIL suites."""
+
 settings.register_profile(
     "ci",
     max_examples=200,

@@ -20,7 +20,7 @@ from whih_control.events import read_events, verify_log
 from whih_control.record import read_telemetry
 from whih_control.runtime import RunResult
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, FAULT_EXAMPLES
 
 SIM_TOML = CONFIGS / "sim.toml"
 
@@ -141,30 +141,13 @@ def test_same_seed_gives_the_same_frames(tmp_path: Path) -> None:
     assert len(first) > 10_000 and first == frames(1)
 
 
-FAULTS = [
-    "heartbeat-loss:retro_mc",
-    "tpdo-drop:ante_mc:5",
-    "emcy:ante_wire:0x8611",
-    "encoder-jump:ante_wire:3.0",
-    "encoder-stuck:retro_wire",
-    "force-spike:ante_mc:5.0",
-    "drive-fault:retro_mc",
-    "boot-up:ante_wire",
-    "sync-loss",
-    "master-freeze:200",
-    "estop",
-    "deadman-release",
-    "imaging-loss",
-]
-
-
 def _hand_in_hand_window(demo: Run) -> tuple[float, float]:
     cols = read_telemetry(demo.out / "telemetry.csv")
     ts = [t for t, p in zip(cols["t"], cols["phase"], strict=True) if str(p).startswith("hand_in_hand")]
     return ts[0], ts[-1]
 
 
-@pytest.mark.parametrize("kind", FAULTS)
+@pytest.mark.parametrize("kind", FAULT_EXAMPLES)
 def test_fault_during_hand_in_hand_quick_stops_every_axis(
     kind: str, demo: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
