@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +14,11 @@ import can
 import pytest
 
 from firmware_iface import pdo
-from firmware_iface.cia402 import CW_QUICK_STOP
-from whih_control.api import simulate
+from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
+from whih_control.api import Robot, simulate
 from whih_control.cli import main
 from whih_control.config import Config, load_config
+from whih_control.errors import SafetyError, WhihError
 from whih_control.events import read_events, verify_log
 from whih_control.record import read_telemetry
 from whih_control.runtime import RunResult
@@ -191,3 +194,54 @@ def test_bad_inject_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "meteor" in capsys.readouterr().err
     assert main(["run", "--config", str(SIM_TOML), "--inject", "emcy:spare_axis:0x8611@3"]) == 2
     assert "spare_axis" in capsys.readouterr().err
+
+
+def _sim_time_config() -> Config:
+    cfg = load_config(SIM_TOML)
+    return cfg.replace(bus=dataclasses.replace(cfg.bus, interface="whih-sim"))
+
+
+def test_a_jog_held_short_raises_and_leaves_nothing_pending() -> None:
+    with Robot(_sim_time_config()) as robot:
+        robot.enable()
+        # the MCs start 31.6 mm apart, beyond the window: opening the gap further is held
+        with pytest.raises(SafetyError, match="not reached"):
+            robot.jog("ante_mc", -1.0)
+        ctl = robot.runtime.core.controller
+        assert all(math.isnan(x) for x in ctl.jog_target)
+        before = robot.runtime.master.feedback.axes["ante_mc"].position
+        robot.runtime.procedure.confirm()  # the approach starts: nothing of the jog may follow
+        for _ in range(40):
+            robot.runtime._cycle()
+        assert robot.runtime.master.feedback.axes["ante_mc"].position >= before - 1e-3
+
+
+def test_a_drive_leaving_operation_enabled_on_its_own_is_a_fault() -> None:
+    with Robot(_sim_time_config(), auto_confirm=True) as robot:
+        robot.enable()
+        rt = robot.runtime
+        for _ in range(400):
+            rt._cycle()
+        drive = rt.drives._drives["retro_mc"]  # e.g. safe torque off cut the power stage
+        drive._state = DriveState.SWITCH_ON_DISABLED
+        drive._cw_state = None
+        drive._vel = 0.0
+        for _ in range(3):
+            rt._cycle()
+        assert rt.core.supervisor.latched
+        assert "retro_mc: left OPERATION ENABLED" in rt.core.supervisor.latched_verdict.text
+
+
+def test_the_robot_refuses_work_after_close() -> None:
+    robot = Robot(_sim_time_config())
+    with robot:
+        robot.enable()
+    with pytest.raises(WhihError, match="not open"):
+        robot.enable()
+
+
+def test_injections_still_pending_do_not_fire_during_close() -> None:
+    with Robot(_sim_time_config(), inject=["sync-loss@1.3"], auto_confirm=True) as robot:
+        robot.enable()
+        robot.run_procedure(max_time=1.0)
+    assert robot.runtime.master.sync_enabled

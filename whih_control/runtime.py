@@ -137,6 +137,8 @@ class Runtime:
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
         self._last_progress = -math.inf
+        self._was_enabled: set[str] = set()
+        """Axes seen in OPERATION ENABLED since the last fault latch."""
         self._jogging = False
         self._jog_objective = {
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
@@ -231,6 +233,7 @@ class Runtime:
             return
         self._opened = False
         errors: list[BaseException] = []
+        self._pending.clear()  # injections still scheduled must not fire during the safe stop
         self.master.sync_enabled = True  # an injected SYNC loss ends with the run
         try:
             self._safe_stop()
@@ -271,8 +274,13 @@ class Runtime:
 
     # --- operator-facing actions -----------------------------------------------------------------
 
+    def _require_open(self, action: str) -> None:
+        if not self._opened:
+            raise WhihError(f"{action}: the robot is not open (use it inside its 'with' block)")
+
     def enable(self) -> None:
         """Set up every drive over SDO, then walk them to OPERATION ENABLED and calibrate."""
+        self._require_open("enable")
         self.master.setup()
         self._event("operator", action="enable")
         self.operator.enable_held = True
@@ -292,7 +300,9 @@ class Runtime:
             raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
 
     def jog(self, axis: str, delta: float) -> None:
-        """Relative move through every limit; only in ready or paused."""
+        """Relative move through every limit; only in ready or paused. Raises SafetyError (and
+        cancels the jog) when a limit holds it short of its target or a fault latches."""
+        self._require_open("jog")
         if axis not in self.cfg.drives:
             raise ValueError(
                 f"jog axis {axis!r} is not configured (configured: {', '.join(self.cfg.drives)})"
@@ -303,17 +313,27 @@ class Runtime:
             )
         self._event("operator", action="jog", axis=axis, delta=delta)
         self.core.jog(axis, delta)
-        self._jogging = True
         d = self.cfg.drives[axis]
-        budget = abs(delta) / d.max_speed + 2 * d.max_speed / d.max_accel + 1.0
+        v = d.max_speed * self.cfg.control.jog_speed_fraction
+        budget = abs(delta) / v + 2 * v / d.max_accel + 1.0
         end = self._t + budget
-        i = self.core.controller.axes.index(axis)
-        while self._t < end and math.isfinite(self.core.controller.jog_target[i]):
-            self._cycle()
-            if self.core.supervisor.latched:
-                self._jogging = False
-                raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
-        self._jogging = False
+        ctl = self.core.controller
+        i = ctl.axes.index(axis)
+        self._jogging = True
+        try:
+            while math.isfinite(ctl.jog_target[i]):
+                if self.core.supervisor.latched:
+                    raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
+                if self._t >= end:
+                    raise SafetyError(
+                        f"jog {axis} {delta:+g}: target not reached within {budget:.1f} s "
+                        f"(held by: {self.core.supervisor.latched_verdict.text or 'a limit'}); cancelled"
+                    )
+                self._cycle()
+        finally:
+            # a jog never outlives this call: nothing pending may move in a later phase
+            ctl.jog_target[i] = math.nan
+            self._jogging = False
 
     def add_measurement(self, m: TipMeasurement) -> None:
         """Feed an external tip measurement (imaging.source = 'external')."""
@@ -328,6 +348,7 @@ class Runtime:
         ``confirm("crossed")`` returning True, or without asking when
         ``procedure.confirm_crossing`` is false.
         """
+        self._require_open("run_procedure")
         end = math.inf if max_time is None else self._t + max_time
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
             self.procedure.confirm()
@@ -361,7 +382,9 @@ class Runtime:
         for event in self.master.service(t):
             self._drive_event(event)
         if self._want_enabled and not self.core.supervisor.latched:
-            self._check_staleness()
+            self._check_drives()
+        elif self.core.supervisor.latched:
+            self._was_enabled.clear()
         self._gather_measurements(t)
         # the procedure decides on the estimate of the previous cycle (one cycle old)
         est = self.core.estimator.estimate
@@ -425,7 +448,7 @@ class Runtime:
             self._min_gap = min(self._min_gap, gap)
             self._max_gap = max(self._max_gap, gap)
         for axis, a in fb.axes.items():
-            self._max_force[axis] = max(self._max_force[axis], a.force)
+            self._max_force[axis] = max(self._max_force[axis], abs(a.force))
             if a.age_cycles > 0 and self._want_enabled:
                 self._stale_cycles += 1
         if self.telemetry is not None and self.telemetry.due(t):
@@ -533,10 +556,19 @@ class Runtime:
             for a in self.master.feedback.axes.values()
         )
 
-    def _check_staleness(self) -> None:
-        """Feedback missing for longer than the supervisor tolerates is a fault, not a hold."""
+    def _check_drives(self) -> None:
+        """Faults, not holds: feedback missing for longer than the supervisor tolerates, and a
+        drive that left OPERATION ENABLED on its own (e.g. safe torque off) after it was there."""
         limit = self.cfg.safety.feedback_max_age_cycles
+        was = self._was_enabled
         for axis, a in self.master.feedback.axes.items():
+            if a.state is DriveState.OPERATION_ENABLED:
+                was.add(axis)
+            elif axis in was:
+                self.core.supervisor.raise_fault(
+                    Reason.DRIVE_FAULT, f"{axis}: left OPERATION ENABLED (now {a.state.name})", axis
+                )
+                return
             if a.age_cycles > limit:
                 self.core.supervisor.raise_fault(
                     Reason.STALE_FEEDBACK,
