@@ -524,17 +524,25 @@ def test_objective_axes_do_not_matter_to_the_supervisor() -> None:
     assert v.reason == Reason.NO_MOTION_PHASE and cmds.axes["ante_wire"].target == 0.0
 
 
-@pytest.mark.parametrize(("phase", "held"), [("hand_in_hand_retro_step", True), ("withdraw", False)])
-def test_gap_ceiling_holds_except_while_withdrawing(phase: str, held: bool) -> None:
+@pytest.mark.parametrize("parting", [False, True])
+def test_gap_ceiling_is_raised_only_while_the_mcs_part(parting: bool) -> None:
+    p = CFG.procedure
+    objective = Objective("withdraw", True, part_mcs=parting)
     sup, fb, cmds, est = _running()
-    est.gap = CFG.procedure.gap_max - 0.0002
-    cmds.axes["retro_mc"].target = -0.0005  # withdrawing the retro MC opens the gap past the ceiling
-    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective(phase, True), HELD)
-    assert (cmds.axes["retro_mc"].target == 0.0) is held
-    assert (v.reason == Reason.GAP_WINDOW) is held
-    # the floor holds in every phase
+    est.gap = p.gap_max - 0.0002
+    cmds.axes["retro_mc"].target = -0.0005  # withdrawing the retro MC opens the gap past gap_max
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
+    assert (cmds.axes["retro_mc"].target == 0.0) is not parting
+    assert (v.reason == Reason.GAP_WINDOW) is not parting
+    # past the raised ceiling the parting stops too
     sup, fb, cmds, est = _running()
-    est.gap = CFG.procedure.gap_min + 0.0002
+    est.gap = p.gap_max + p.withdraw_distance - 0.0002
+    cmds.axes["retro_mc"].target = -0.0005
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
+    assert cmds.axes["retro_mc"].target == 0.0
+    # the floor holds in every case
+    sup, fb, cmds, est = _running()
+    est.gap = p.gap_min + 0.0002
     cmds.axes["ante_mc"].target = 0.0005
-    sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective(phase, True), HELD)
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
     assert cmds.axes["ante_mc"].target == 0.0

@@ -883,7 +883,12 @@ class Procedure:
         elif phase is Phase.WITHDRAW:
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_mc"], mc)
-        return Objective(phase=phase.value, motion_allowed=True, axes=MappingProxyType(axes))
+        return Objective(
+            phase=phase.value,
+            motion_allowed=True,
+            axes=MappingProxyType(axes),
+            part_mcs=phase is Phase.WITHDRAW,
+        )
 
     # ---------------------------------------------------------------- log
     def _log_event(self, kind: str, **fields: Any) -> None:

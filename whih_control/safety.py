@@ -31,8 +31,9 @@ happened). Invariants (DESIGN section 4), in the order they are applied each cyc
   bound). An MC change that would take the worst case out of ``[gap_min, gap_max]`` is held.
   When the estimated gap is already outside the window (e.g. before the approach closes it),
   MC motions that move it further out are held and motions back toward the window are allowed;
-  the wires do not change the gap and are not held by this rule. In ``withdraw`` (after crossing)
-  the MCs part on purpose, so only the floor applies there.
+  the wires do not change the gap and are not held by this rule. While the MCs part after
+  crossing (``Objective.part_mcs``, set only by the procedure's withdraw) the ceiling is raised by
+  ``procedure.withdraw_distance``; the floor applies always.
 - **Coupling** (invariant 5): during any ``hand_in_hand*`` phase the same worst-case rule keeps
   the wire coupling within ``[0, coupling_max]``; a persistent violation faults (above).
 
@@ -102,6 +103,7 @@ class SafetySupervisor:
         self._i_rw = names.index("retro_wire")
         p = cfg.procedure
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
+        self._part_extra = p.withdraw_distance
         self._pairs = (
             (self._i_amc, self._i_rmc, p.gap_min, p.gap_max, False),
             (self._i_aw, self._i_rw, 0.0, p.coupling_max, True),
@@ -337,7 +339,7 @@ class SafetySupervisor:
 
         if est_valid and not hold_all:
             phase = objective.phase
-            r, i = self._geometry(new, fbs, gap, cpl, phase.startswith("hand_in_hand"), phase == "withdraw")
+            r, i = self._geometry(new, fbs, gap, cpl, phase.startswith("hand_in_hand"), objective.part_mcs)
             if r and _RANK[r] > rank:
                 reason, rank, axis_i = r, _RANK[r], i
 
@@ -370,11 +372,12 @@ class SafetySupervisor:
         gap: float,
         cpl: float,
         hih: bool,
-        withdrawing: bool,
+        parting: bool,
     ) -> tuple[Reason, int]:
         """Invariants 2 and 5 on the worst-case tip motion; holds offending changes in ``new``.
 
-        While withdrawing (after crossing) the MCs part on purpose: only the gap floor holds.
+        While the MCs part after crossing (``Objective.part_mcs``) the gap ceiling is raised by
+        ``procedure.withdraw_distance``; the floor is unchanged.
         """
         target = self.target
         reason: Reason = Reason.OK
@@ -383,6 +386,7 @@ class SafetySupervisor:
             if is_coupling and not hih:
                 continue
             value = cpl if is_coupling else gap
+            ceiling = hi + self._part_extra if parting and not is_coupling else hi
             pa, pr = target[ia], target[ir]
             xa, xr = fbs[ia].position, fbs[ir].position
             # for both pairs an insertion increase of either axis decreases the distance; holding
@@ -392,7 +396,7 @@ class SafetySupervisor:
                 low = value - max(0.0, na - xa) - max(0.0, nr - xr)
                 high = value + max(0.0, xa - na) + max(0.0, xr - nr)
                 block_adv = value < lo or low < lo
-                block_ret = (value > hi or high > hi) and not (withdrawing and not is_coupling)
+                block_ret = value > ceiling or high > ceiling
                 held = False
                 for i, n, p in ((ia, na, pa), (ir, nr, pr)):
                     if (block_adv and n > p) or (block_ret and n < p):

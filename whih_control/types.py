@@ -115,6 +115,9 @@ class Objective:
     motion_allowed: bool = False
     """The phase allows motion at all (invariant 1); False = every axis holds."""
     axes: Mapping[str, AxisObjective] = field(default_factory=lambda: MappingProxyType({}))
+    part_mcs: bool = False
+    """After crossing, the MCs part on purpose: the supervisor raises the gap ceiling by
+    ``procedure.withdraw_distance`` (the floor stays). Only the procedure's withdraw sets it."""
 
     def axis(self, name: str) -> AxisObjective:
         """The objective of ``name`` (HOLD when the phase does not mention it)."""
