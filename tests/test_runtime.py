@@ -21,7 +21,7 @@ from whih_control.config import Config, load_config
 from whih_control.errors import SafetyError, WhihError
 from whih_control.events import read_events, verify_log
 from whih_control.record import read_telemetry
-from whih_control.runtime import RunResult
+from whih_control.runtime import Progress, RunResult
 
 from .conftest import CONFIGS, FAULT_EXAMPLES
 
@@ -245,3 +245,21 @@ def test_injections_still_pending_do_not_fire_during_close() -> None:
         robot.enable()
         robot.run_procedure(max_time=1.0)
     assert robot.runtime.master.sync_enabled
+
+
+def test_ctrl_c_stops_safely_and_keeps_the_run_folder(tmp_path: Path) -> None:
+    def operator_presses_ctrl_c(p: Progress) -> None:
+        if p.phase.startswith("hand_in_hand"):
+            raise KeyboardInterrupt
+
+    robot = Robot(
+        _sim_time_config(), out=tmp_path / "run", progress=operator_presses_ctrl_c, auto_confirm=True
+    )
+    with pytest.raises(KeyboardInterrupt), robot:
+        robot.enable()
+        robot.run_procedure()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["outcome"] == "interrupted"
+    assert verify_log(tmp_path / "run" / "events.jsonl").ok
+    states = {a.state for a in robot.runtime.master.feedback.axes.values()}
+    assert states <= {DriveState.SWITCH_ON_DISABLED}, states

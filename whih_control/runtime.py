@@ -76,7 +76,7 @@ class RunResult:
     """What a procedure run ended with (also the body of ``summary.json``)."""
 
     outcome: str
-    """'complete' (crossed and withdrawn), 'crossed', 'aborted', 'fault' or 'timeout'."""
+    """'complete' (crossed and withdrawn), 'aborted', 'fault', 'timeout' or 'interrupted'."""
     crossed: bool
     sim_seconds: float
     wall_seconds: float
@@ -353,23 +353,27 @@ class Runtime:
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
             self.procedure.confirm()
         outcome = ""
-        while not outcome:
-            self._cycle()
-            if self.procedure.phase is Phase.CROSSED and not self.auto_confirm:
-                gate_ok = (
-                    confirm("crossed") if confirm is not None else not self.cfg.procedure.confirm_crossing
-                )
-                if gate_ok:
-                    self.procedure.confirm()
-            if self.procedure.done:
-                outcome = self.procedure.outcome
-            elif self.procedure.phase is Phase.FAULT:
-                if self._fault_stop_t is None:
-                    self._fault_stop_t = self._t
-                elif self._t - self._fault_stop_t >= STOP_SETTLE_S:
-                    outcome = "fault"
-            elif self._t >= end:
-                outcome = "timeout"
+        try:
+            while not outcome:
+                self._cycle()
+                if self.procedure.phase is Phase.CROSSED and not self.auto_confirm:
+                    gate_ok = (
+                        confirm("crossed") if confirm is not None else not self.cfg.procedure.confirm_crossing
+                    )
+                    if gate_ok:
+                        self.procedure.confirm()
+                if self.procedure.done:
+                    outcome = self.procedure.outcome
+                elif self.procedure.phase is Phase.FAULT:
+                    if self._fault_stop_t is None:
+                        self._fault_stop_t = self._t
+                    elif self._t - self._fault_stop_t >= STOP_SETTLE_S:
+                        outcome = "fault"
+                elif self._t >= end:
+                    outcome = "timeout"
+        except KeyboardInterrupt:
+            self._finish("interrupted")  # the run folder still tells what happened
+            raise
         return self._finish(outcome)
 
     # --- the cycle -------------------------------------------------------------------------------
