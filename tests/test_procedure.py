@@ -621,3 +621,18 @@ def test_no_stale_resume_target_after_moving_on() -> None:
     assert proc.phase is Phase.CROSSED and not proc.tick(t + 2 * DT, inputs(plant)).motion_allowed
     proc.confirm()
     run_until(proc, plant, Phase.COMPLETE, t + 3 * DT, t + 30.0)
+
+
+def test_a_retro_step_never_plans_the_coupling_past_its_limit() -> None:
+    proc, plant = started(auto_confirm=True)
+    t = run_until(proc, plant, Phase.HAND_IN_HAND_RETRO_STEP, 0.01, 120.0)
+    assert proc.phase is Phase.HAND_IN_HAND_RETRO_STEP
+    p = proc._p
+    for apart in (0.5, 1.2, 1.9):  # 1.2 mm: as after a rewind; 1.9 mm: no room left at all
+        plant.tips["ante_wire"] = plant.tips["retro_wire"] - apart
+        proc.tick(t, inputs(plant))
+        proc._plan(Phase.HAND_IN_HAND_RETRO_STEP)  # what entering the step plans
+        step = proc._target["retro_wire"] - plant.tips["retro_wire"]
+        assert 0.0 <= step <= p.step
+        assert apart + step <= p.coupling_max * 0.85 + 1e-9 or step == 0.0
+    assert step == 0.0

@@ -128,6 +128,9 @@ _MOTION_ORDER = (
     Phase.WITHDRAW,
 )
 
+_COUPLING_MARGIN = 0.15
+"""Share of ``coupling_max`` a retrograde step keeps free for estimate noise."""
+
 _RESUMABLE = (*_MOTION_ORDER, Phase.CROSSED)
 """Where :meth:`Procedure.resume` may return to: a fault after crossing resumes at crossed."""
 
@@ -818,7 +821,10 @@ class Procedure:
         elif phase is Phase.ALIGN:
             tgt["ante_wire"] = rw - p.coupling_target
         elif phase is Phase.HAND_IN_HAND_RETRO_STEP:
-            tgt["retro_wire"] = rw + p.step
+            # a step never takes the coupling past its limit less a margin for estimate noise
+            # (after a rewind the wires may start the step further apart than the target)
+            room = p.coupling_max - _COUPLING_MARGIN * p.coupling_max - (rw - aw)
+            tgt["retro_wire"] = rw + max(0.0, min(p.step, room))
             # the retro MC withdraws only as needed to keep untip_clearance of wire exposed, so the
             # gap-following ante MC stays behind the ante wire tip
             tgt["retro_mc"] = max(rmc, tgt["retro_wire"] + p.untip_clearance)
