@@ -25,8 +25,10 @@ def _rig_config() -> Config:
         return load_config(Path(path))
     cfg = load_config(CONFIGS / "sim.toml")
     # a short lesion and brisk speeds keep the real-time procedure around ten seconds
+    # the simulated drives answer from a thread of this process: give their TPDOs 90 % of the cycle
     return cfg.replace(
         bus=dataclasses.replace(cfg.bus, interface="virtual", channel=f"whih-hil-{os.getpid()}"),
+        cycle=dataclasses.replace(cfg.cycle, tpdo_deadline=0.9),
         procedure=dataclasses.replace(cfg.procedure, lesion_length=7.1, wire_speed=10.0, mc_speed=6.0),
     )
 

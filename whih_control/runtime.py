@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,7 @@ class Runtime:
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
         self._last_progress = -math.inf
+        self._switch_interval: float | None = None
         self._was_enabled: set[str] = set()
         """Axes seen in OPERATION ENABLED since the last fault latch."""
         self._jogging = False
@@ -213,6 +215,11 @@ class Runtime:
                     wait=self.master.wait_until,
                 )
             )
+            if not self.simulated_time:
+                # background threads (trace writer, simulated drives) must not keep the
+                # interpreter lock for the default 5 ms: that is two cycles at 400 Hz
+                self._switch_interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._switch_interval, cfg.period / 10))
             self._opened = True
             gc.collect()
             gc.freeze()  # keep the collector off the objects that live for the whole run
@@ -248,6 +255,8 @@ class Runtime:
         except BaseException as exc:
             errors.append(exc)
         gc.unfreeze()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
         if errors:
             raise errors[0]
 
