@@ -138,6 +138,7 @@ class Runtime:
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
         self._last_progress = -math.inf
+        self._inputs = ProcedureInputs(operator=self.operator)
         self._switch_interval: float | None = None
         self._was_enabled: set[str] = set()
         """Axes seen in OPERATION ENABLED since the last fault latch."""
@@ -404,15 +405,13 @@ class Runtime:
         if not self.core.estimator.calibrated:
             self._calibrate()
         verdict = self.core.supervisor.latched_verdict
-        inputs = ProcedureInputs(
-            estimate=est,
-            verdict=verdict,
-            drives_ready=self._drives_ready(),
-            fault_active=self.core.supervisor.latched,
-            fault_text=verdict.text,
-            imaging_fresh=est.imaging_age <= self.cfg.safety.imaging_max_age_s,
-            operator=self.operator,
-        )
+        inputs = self._inputs  # one record, refreshed in place every cycle
+        inputs.estimate = est
+        inputs.verdict = verdict
+        inputs.drives_ready = self._drives_ready()
+        inputs.fault_active = self.core.supervisor.latched
+        inputs.fault_text = verdict.text
+        inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
         before = self.procedure.phase
         objective = self.procedure.tick(t, inputs)
         if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
@@ -440,7 +439,10 @@ class Runtime:
 
     def _gather_measurements(self, t: float) -> None:
         self._measurements.clear()
-        if self.imaging is not None and not self._imaging_lost:
+        if self._imaging_lost:  # injected imaging loss: nothing arrives, simulated or external
+            self._external.clear()
+            return
+        if self.imaging is not None:
             self._measurements.extend(self.imaging.poll(t))
         if self._external:
             self._measurements.extend(self._external)
@@ -541,8 +543,6 @@ class Runtime:
                 self.procedure.enable(False)
             elif spec.kind is FaultKind.IMAGING_LOSS:
                 self._imaging_lost = True
-                if self.imaging is not None:
-                    self.imaging.set_lost(True)
             elif spec.kind is FaultKind.SYNC_LOSS:
                 self.master.sync_enabled = False
             elif spec.kind is FaultKind.MASTER_FREEZE:
