@@ -16,6 +16,7 @@ import argparse
 import gc
 import itertools
 import math
+import statistics
 import sys
 import threading
 import time
@@ -250,15 +251,41 @@ def run_canopen(cfg: Config, bus: can.BusABC, seconds: float) -> Result:
     )
 
 
-def one(kind: str, rate: float, seconds: float, k: int) -> Result:
+def _median(rs: list[Result]) -> Result:
+    """Per-column medians of one loop's rounds (SYNC errors: the round with the median p99)."""
+
+    def med(key: Callable[[Result], float]) -> float:
+        return statistics.median(key(r) for r in rs)
+
+    by_p99 = sorted(
+        rs, key=lambda r: sorted(r.sync_err)[int(0.99 * (len(r.sync_err) - 1))] if r.sync_err else 0.0
+    )
+    wall = med(lambda r: r.wall)
+    return Result(
+        rs[0].name,
+        rs[0].rate_hz,
+        round(med(lambda r: r.cycles / r.wall) * wall),
+        wall,
+        med(lambda r: r.cpu / r.wall) * wall,
+        round(med(lambda r: r.overruns / r.cycles) * med(lambda r: r.cycles)),
+        round(med(lambda r: r.stale)),
+        by_p99[len(by_p99) // 2].sync_err,
+    )
+
+
+def one(kind: str, rate: float, seconds: float, k: int, switch_interval: float | None) -> Result:
     cfg = make_config(rate, f"bench-{kind}-{k}")
     bus = can.Bus(interface="virtual", channel=cfg.bus.channel, ignore_config=True)
     dbus = can.Bus(interface="virtual", channel=cfg.bus.channel, ignore_config=True)
+    before = sys.getswitchinterval()
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval / rate)
     try:
         with SimulatedDrives(cfg, dbus, eds_dir=ROOT / "configs"):
             fn = {"ours": run_ours, "bare": run_bare, "canopen": run_canopen}[kind]
             return fn(cfg, bus, seconds)
     finally:
+        sys.setswitchinterval(before)
         gc.unfreeze()
         bus.shutdown()
         dbus.shutdown()
@@ -268,23 +295,43 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per loop and rate")
     ap.add_argument("--rates", type=float, nargs="+", default=[1000.0, 400.0])
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.1,
+        help="interpreter switch interval in periods while a loop runs, as the runtime sets it "
+        "(0.1); 0 keeps the interpreter's default",
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds; the loops take turns in each round, medians at the end"
+    )
     args = ap.parse_args(argv)
-    print(
+    header = (
         f"{'loop':<10} {'target':>9} {'achieved':>11} {'overruns':>15} {'stale':>6} "
         f"{'SYNC err p50':>7} {'p99':>7} {'max':>10} {'CPU':>8}"
     )
-    results: dict[tuple[str, float], Result] = {}
+    print(header)
+    results: dict[tuple[str, float], list[Result]] = {}
     k = 0
+    for _ in range(args.repeat):
+        for rate in args.rates:
+            for kind in ("ours", "bare", "canopen"):
+                k += 1
+                r = one(kind, rate, args.seconds, k, args.switch_interval or None)
+                results.setdefault((kind, rate), []).append(r)
+                print(r.row(), flush=True)
+    if args.repeat > 1:
+        print(f"median of {args.repeat} rounds:")
+        print(header)
+        for rate in args.rates:
+            for kind in ("ours", "bare", "canopen"):
+                print(_median(results[(kind, rate)]).row())
     for rate in args.rates:
-        for kind in ("ours", "bare", "canopen"):
-            k += 1
-            r = one(kind, rate, args.seconds, k)
-            results[(kind, rate)] = r
-            print(r.row(), flush=True)
-    for rate in args.rates:
-        ours, bare = results[("ours", rate)], results[("bare", rate)]
-        ratio = (ours.cpu / ours.wall) / max(1e-9, bare.cpu / bare.wall)
-        print(f"{rate:.0f} Hz: CPU ours / bare = {ratio:.2f}x")
+        ratios = [
+            (o.cpu / o.wall) / max(1e-9, b.cpu / b.wall)
+            for o, b in zip(results[("ours", rate)], results[("bare", rate)], strict=True)
+        ]
+        print(f"{rate:.0f} Hz: CPU ours / bare = {statistics.median(ratios):.2f}x (median of {len(ratios)})")
     print(
         f"python {sys.version.split()[0]}, python-can {can.__version__}, "
         f"canopen {getattr(canopen, '__version__', '?')}"

@@ -1162,12 +1162,24 @@ class SimulatedDrives:
                 d._boot()
             last_sync = -math.inf
             last = time.monotonic()
+            send = self._tx
+            batch: list[can.Message] = []
             while not self._stop.is_set():
                 msg = self.bus.recv(timeout=self.period)
                 now = time.monotonic()
                 if msg is not None and msg.arbitration_id == pdo.SYNC_COB and not msg.is_extended_id:
+                    # Every drive steps first and the frames go out together afterwards: a
+                    # frame sent mid-step wakes the master, which then competes with the
+                    # remaining steps for the interpreter lock and gets its TPDOs later.
                     self._syncs += 1
-                    self._advance(self.period, sync=True)
+                    self._tx = batch.append
+                    try:
+                        self._advance(self.period, sync=True)
+                    finally:
+                        self._tx = send
+                    for frame in batch:
+                        send(frame)
+                    batch.clear()
                     last = last_sync = now
                     continue
                 if now - last_sync > 2.0 * self.period and now > last:
