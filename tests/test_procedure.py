@@ -239,13 +239,19 @@ def test_estop_faults() -> None:
 
 
 def test_exception_in_a_guard_latches_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the guards are bound when the procedure is built: break the method before that
+    broken = [False]
+    untipped = Procedure._g_untipped
+
+    def guard(self: Procedure) -> bool:
+        if broken[0]:
+            raise ZeroDivisionError("broken guard")
+        return untipped(self)
+
+    monkeypatch.setattr(Procedure, "_g_untipped", guard)
     proc, plant = started(auto_confirm=True)
     t = run_until(proc, plant, Phase.UNTIP, 0.01, 30.0)
-
-    def broken() -> bool:
-        raise ZeroDivisionError("broken guard")
-
-    monkeypatch.setattr(proc, "_g_untipped", broken)
+    broken[0] = True
     obj = proc.tick(t, inputs(plant))
     assert proc.phase is Phase.FAULT and not obj.motion_allowed
     assert "ZeroDivisionError" in proc.reason

@@ -385,6 +385,11 @@ class Procedure:
         )
         for p in _MOTION_ORDER:
             self._machine.get_state(_name(p)).add_callback("enter", self._entered)
+        # the update guards, resolved to bound methods once (tick asks them every cycle)
+        self._update_checks: dict[str, tuple[tuple[Callable[[], bool], ...], ...]] = {
+            state: tuple(tuple(getattr(self._model, c) for c in conds) for conds in alternatives)
+            for state, alternatives in _UPDATE_GUARDS.items()
+        }
 
     # ---------------------------------------------------------------- state
     @property
@@ -454,13 +459,13 @@ class Procedure:
         self._held = self._api_held and held_in
         if self.phase is Phase.APPROACH:
             self._track_stalls()
-        state = self._model.state
-        guards = _UPDATE_GUARDS.get(state)
-        if guards is not None and self._update_may_fire(guards):
+        checks = self._update_checks.get(self._model.state)
+        if checks is not None and self._update_may_fire(checks):
             self._model.update()
         return self._objective()
 
-    def _update_may_fire(self, guards: tuple[tuple[str, ...], ...]) -> bool:
+    @staticmethod
+    def _update_may_fire(checks: tuple[tuple[Callable[[], bool], ...], ...]) -> bool:
         """Whether some ``update`` transition's conditions all hold now.
 
         The guards are pure (they only explain themselves in ``_why``), so asking them first and
@@ -468,10 +473,12 @@ class Procedure:
         transition fires, and the trigger machinery is most of a tick. A guard that raises is
         left to the trigger, whose ``on_exception`` latches the fault.
         """
-        model = self._model
         try:
-            for conds in guards:
-                if all(getattr(model, c)() for c in conds):
+            for conds in checks:
+                for check in conds:
+                    if not check():
+                        break
+                else:
                     return True
         except Exception:
             return True
