@@ -34,7 +34,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, cast
@@ -973,7 +973,7 @@ class SimulatedDrives:
         self._lock = threading.Lock()
         self._deferred: list[Any] = []
         self._sim = isinstance(bus, SimTimeBus)
-        self._tx = bus.device_send if isinstance(bus, SimTimeBus) else bus.send
+        self._tx: Callable[[can.Message], None] = bus.device_send if isinstance(bus, SimTimeBus) else bus.send
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None

@@ -6,7 +6,9 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import random
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from firmware_iface import pdo
 from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
+from firmware_iface.types import DriveGoal
 from whih_control.api import Robot, simulate
 from whih_control.cli import main
 from whih_control.config import Config, load_config
@@ -238,6 +241,36 @@ def test_the_robot_refuses_work_after_close() -> None:
         robot.enable()
     with pytest.raises(WhihError, match="not open"):
         robot.enable()
+
+
+def test_ctrl_c_during_close_waits_until_the_drives_are_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    robot = Robot(_sim_time_config())
+    robot.__enter__()
+    robot.enable()
+    rt = robot.runtime
+    cycle = rt._cycle
+    stopping: list[DriveGoal | None] = []
+
+    def cycle_with_ctrl_c(override: DriveGoal | None = None) -> None:
+        if not stopping:  # the operator presses Ctrl-C again as the safe stop begins
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # bytecodes for the handler to run at, as a real Ctrl-C would
+                pass
+        stopping.append(override)
+        cycle(override)
+
+    monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        robot.__exit__(None, None, None)
+    assert signal.getsignal(signal.SIGINT) is before
+    # the whole quick stop ran, then the disable, before the interrupt was raised
+    assert stopping.count(DriveGoal.QUICK_STOP) == int(0.2 / rt.cfg.period)
+    assert stopping[-1] is DriveGoal.DISABLED
+    states = {a.state for a in rt.master.feedback.axes.values()}
+    assert states <= {DriveState.SWITCH_ON_DISABLED}, states
+    with pytest.raises(can.CanOperationError):
+        rt.bus.send(can.Message(arbitration_id=0x80, data=b"", is_extended_id=False))
 
 
 def test_injections_still_pending_do_not_fire_during_close() -> None:

@@ -13,12 +13,15 @@ control core, the procedure and the run folder. Per cycle:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,21 @@ from whih_control.sim import ImagingSource, Plant
 from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
 
 __all__ = ["Progress", "RunResult", "Runtime"]
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[list[int]]:
+    """SIGINT is recorded, not raised, inside the block; the list says whether one came."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
 
 _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.EMCY: Reason.DRIVE_FAULT,
@@ -235,7 +253,17 @@ class Runtime:
         return self.bus.time + self.cfg.period
 
     def close(self) -> None:
-        """Quick-stop then disable every drive, shut everything down. Safe to call twice."""
+        """Quick-stop then disable every drive, shut everything down. Safe to call twice.
+
+        A Ctrl-C that arrives meanwhile is held until the drives are stopped and the bus is shut
+        down, then raised as ``KeyboardInterrupt`` (main thread only: signals go nowhere else).
+        """
+        with _sigint_held() as interrupted:
+            self._close()
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def _close(self) -> None:
         if not self._opened:
             self._close_all()
             return
