@@ -196,9 +196,10 @@ class Master:
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
         self._seen = [False] * n
         self._seen_event = threading.Event()
-        self.tap: Callable[[can.Message], None] | None = None
-        """Called with every frame sent or received in the cycle (e.g. a trace recorder's queue).
-        Received frames are handed as they are, sent ones as copies; both stamped with the cycle time."""
+        self.tap: Callable[[can.Message, float, bool], None] | None = None
+        """``tap(msg, t, rx)`` sees every frame the master sends or receives once set up (e.g. a
+        trace recorder), stamped ``t`` in cycle time; ``msg`` may be reused after the call."""
+        self._read_perf = 0.0
         self.sync_enabled = True
         """False stops SYNC production (fault injection: a lost SYNC producer). On the
         simulated-time bus the period still passes."""
@@ -425,7 +426,7 @@ class Master:
         if self.sync_enabled:
             bus.send(sync)
             if tap is not None:
-                tap(_copy(sync, t))
+                tap(sync, t, False)
         elif self._simbus is not None:
             self._simbus.advance(1)
         missing = n
@@ -434,10 +435,10 @@ class Master:
             while (msg := recv(0.0)) is not None:
                 missing -= self._take(msg)
                 if tap is not None:
-                    msg.timestamp = t
-                    tap(msg)
+                    tap(msg, t, True)
         else:
             perf = time.perf_counter
+            self._read_perf = perf()
             while missing > 0:
                 remaining = deadline - perf()
                 msg = recv(remaining if remaining > 0.0 else 0.0)
@@ -445,8 +446,7 @@ class Master:
                     break
                 missing -= self._take(msg)
                 if tap is not None:
-                    msg.timestamp = t
-                    tap(msg)
+                    tap(msg, t + (perf() - self._read_perf), True)
         fbs = self._fb
         stale = stats.stale_cycles
         axes = self.axes
@@ -535,7 +535,7 @@ class Master:
             self.last_controlword[i] = cw
             send(msg)
             if self.tap is not None:
-                self.tap(_copy(msg, self.feedback.t))
+                self.tap(msg, self.feedback.t, False)
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -591,6 +591,8 @@ class Master:
                 self._fault_reported[i] = False
         if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
             self._bus.send(self._heartbeat)
+            if self.tap is not None:
+                self.tap(self._heartbeat, t, False)
             nxt = (self._next_heartbeat or t) + self._hb_period
             self._next_heartbeat = nxt if nxt > t else t + self._hb_period
         return events
@@ -737,21 +739,14 @@ class Master:
             msg = recv(spin_from - now)
             if msg is not None:
                 self._take(msg)
+                if self.tap is not None:
+                    self.tap(msg, self.feedback.t + (perf() - self._read_perf), True)
         while perf() < deadline:
             msg = recv(0.0)
             if msg is not None:
                 self._take(msg)
-
-
-def _copy(msg: can.Message, t: float) -> can.Message:
-    """A frame the master keeps reusing, frozen for a recorder."""
-    return can.Message(
-        timestamp=t,
-        arbitration_id=msg.arbitration_id,
-        data=bytes(msg.data),
-        is_extended_id=False,
-        is_rx=False,
-    )
+                if self.tap is not None:
+                    self.tap(msg, self.feedback.t + (perf() - self._read_perf), True)
 
 
 class _SetupScope:

@@ -1,7 +1,13 @@
-"""The trace recorder writes what python-can's ASC writer writes, and never blocks the cycle."""
+"""The trace recorder writes what python-can's ASC writer writes, never blocks a real-time cycle and
+keeps what it was given when the recording process dies."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import can
@@ -49,15 +55,21 @@ def _body(path: Path) -> list[str]:
     return path.read_text().splitlines()[1:]  # line 0 holds the wall-clock date the file was opened
 
 
+def _record(rec: TraceRecorder, frames: list[can.Message]) -> None:
+    for i, msg in enumerate(frames):
+        rec.record(msg, msg.timestamp, msg.is_rx)
+        if i % 3 == 2:
+            rec.flush()  # a cycle's worth
+
+
 def test_trace_lines_equal_python_can_asc_writer(tmp_path: Path) -> None:
     reference = can.ASCWriter(str(tmp_path / "ref.asc"))
     for msg in _frames():
         msg.channel = "whih"
         reference.on_message_received(msg)
     reference.stop()
-    rec = TraceRecorder(tmp_path / "trace.asc")
-    for msg in _frames():
-        rec.put(msg)
+    rec = TraceRecorder(tmp_path / "trace.asc", blocking=True)
+    _record(rec, _frames())
     rec.close()
     assert rec.written == len(_frames()) and rec.dropped == 0
     assert _body(tmp_path / "trace.asc") == _body(tmp_path / "ref.asc")
@@ -67,12 +79,61 @@ def test_trace_lines_equal_python_can_asc_writer(tmp_path: Path) -> None:
     ]
 
 
-def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
-    rec = TraceRecorder(tmp_path / "trace.asc", maxsize=10)
-    rec._stop.set()  # the writer drains what is queued and stops: nothing is consumed later
-    rec._thread.join()
-    frames = _frames()
-    for msg in frames:
-        rec.put(msg)
-    assert rec.dropped == len(frames) - 10
+def test_a_reused_message_is_recorded_as_it_was(tmp_path: Path) -> None:
+    rec = TraceRecorder(tmp_path / "trace.asc", blocking=True)
+    msg = can.Message(arbitration_id=0x201, data=bytearray(6), is_extended_id=False)
+    for k in range(5):
+        msg.data[0] = k  # the master reuses its RPDO frames
+        rec.record(msg, k * 0.0025, False)
     rec.close()
+    assert [m.data[0] for m in can.LogReader(str(tmp_path / "trace.asc"))] == [0, 1, 2, 3, 4]
+
+
+def test_real_time_never_waits_for_a_stalled_writer(tmp_path: Path) -> None:
+    rec = TraceRecorder(tmp_path / "trace.asc", maxsize=1, blocking=False)
+    os.kill(rec._proc.pid, signal.SIGSTOP)  # the writer gets no CPU: the pipe fills up
+    try:
+        frames = _frames()[:120] * 200  # 24,000 frames, far more than a pipe holds
+        _record(rec, frames)
+        rec.flush()
+        assert rec.dropped > 0
+        assert rec.written + rec.dropped == len(frames)
+    finally:
+        os.kill(rec._proc.pid, signal.SIGCONT)
+    rec.close()
+    assert len(list(can.LogReader(str(tmp_path / "trace.asc")))) == rec.written
+
+
+def test_the_trace_survives_the_process_that_fed_it(tmp_path: Path) -> None:
+    """SIGKILL the recording process: the writer still ends the file, every flushed frame in it."""
+    script = (
+        "import can, os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from whih_control.record import TraceRecorder\n"
+        "rec = TraceRecorder(Path(sys.argv[1]), blocking=True)\n"
+        "msg = can.Message(arbitration_id=0x181, data=bytes(6), is_extended_id=False)\n"
+        "for k in range(300):\n"
+        "    rec.record(msg, k * 0.0025, True)\n"
+        "    rec.flush()\n"
+        "print(rec._proc.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    path = tmp_path / "trace.asc"
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL
+    writer_pid = int(child.stdout.split()[0])
+    for _ in range(600):  # the writer sees its input close and finishes on its own
+        try:
+            os.kill(writer_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    assert path.read_text().rstrip().endswith("End TriggerBlock")
+    assert len(list(can.LogReader(str(path)))) == 300

@@ -1,23 +1,25 @@
 """The run folder: CAN trace, telemetry, summary and plot, written off the cyclic path.
 
-The cycle only hands references to background writer threads through bounded queues: it never
-formats strings or touches the disk. A full queue drops the item and counts it (reported in the
+The cycle never formats strings or touches the disk: it packs CAN frames into a buffer that a
+writer process turns into ``trace.asc``, and copies telemetry rows into a block that a writer
+thread turns into CSV. In real time a full pipe or queue drops and counts (reported in the
 summary); nothing blocks the cycle.
 
-Files (DESIGN section 3): ``trace.asc`` (python-can ASC writer, flushed at least every 0.5 s),
+Files (DESIGN section 3): ``trace.asc`` (python-can's ASC format, flushed at least every 0.5 s),
 ``telemetry.csv`` (at most 100 Hz), ``summary.json`` (written atomically), ``plot.png``.
 ``events.jsonl`` is written by :class:`whih_control.events.EventLog`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import queue
+import subprocess
+import sys
 import threading
-import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,93 +27,140 @@ from typing import Any
 import can
 import numpy as np
 
-__all__ = ["Telemetry", "TraceRecorder", "plot_run", "read_telemetry", "write_json_atomic"]
+from whih_control import _trace_writer
 
-FLUSH_INTERVAL_S = 0.5
+try:
+    import fcntl
+except ImportError:  # not POSIX: the pipe keeps the system's size
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Telemetry", "TraceRecorder", "plot_run", "read_telemetry", "write_json_atomic"]
 
 
 class TraceRecorder:
-    """Writes every CAN frame it is handed to ``trace.asc`` from a background thread.
+    """Writes every CAN frame it is handed to ``trace.asc`` through a writer process.
 
-    ``put`` never blocks and takes no lock: frames go on a deque (appends and pops are atomic in
-    CPython, one producer and one consumer), bounded at ``maxsize``; a frame that finds it full is
-    dropped and counted in ``dropped``. The file is flushed at least every 0.5 s of wall time and
-    on ``close``. Plain data frames are formatted here exactly as python-can's ``ASCWriter`` does
-    (a test holds the two byte for byte) at a fifth of its cost; the writer itself does the
-    header, error, remote and FD frames.
+    The cycle packs each frame into a fixed buffer (:meth:`record`, no objects kept) and hands a
+    cycle's frames to the writer in one pipe write (:meth:`flush`). The writer formats and writes
+    in its own interpreter, so it never holds the cycle's interpreter lock, and it ends the file
+    properly even when this process dies. ``blocking=False`` (real time): a pipe that is full
+    drops the cycle's frames and counts them in ``dropped``, never waits. ``blocking=True``
+    (simulated time): the cycle waits for the writer instead and nothing is dropped.
     """
 
-    POLL_S = 0.02
-    """How long the writer sleeps when nothing is queued."""
+    PIPE_BUF = 4096
+    """A pipe write up to this size is atomic: it goes in whole or (non-blocking) not at all."""
+    BATCH_BYTES = 32_768
+    """Simulated time: frames are written in batches of this size (a simulated run can be
+    replayed from its seed, so a killed process loses at most this much of a trace it can
+    rebuild; in real time every cycle is written as it ends)."""
+    RECORD_BYTES = 22
+    """A classical frame: header plus 8 data bytes (sizes the pipe for ``maxsize`` frames)."""
 
-    def __init__(self, path: Path, *, maxsize: int = 65_536, channel: str = "whih") -> None:
+    def __init__(self, path: Path, *, maxsize: int = 65_536, blocking: bool = False) -> None:
+        """``maxsize``: frames the pipe should hold (the OS may cap it; Linux: 1 MiB by default)."""
         self.path = path
         self.dropped = 0
         self.written = 0
-        self._channel = channel
-        self._maxsize = maxsize
-        self._pending: deque[can.Message] = deque()
-        self._stop = threading.Event()
-        self._writer = can.ASCWriter(str(path))
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="whih-trace", daemon=True)
-        self._thread.start()
+        self._size = self.BATCH_BYTES if blocking else self.PIPE_BUF
+        self._buf = bytearray(self._size)
+        self._view = memoryview(self._buf)
+        self._blocking = blocking
+        self._len = 0
+        self._frames = 0
+        self._proc = subprocess.Popen(
+            [sys.executable, "-u", str(Path(_trace_writer.__file__)), str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        if fcntl is not None and hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: room for maxsize frames
+            with contextlib.suppress(OSError):  # over the system's limit: keep the default
+                fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, maxsize * self.RECORD_BYTES)
+        os.set_blocking(self._fd, blocking)
+        self._broken: OSError | None = None
 
-    def put(self, msg: can.Message) -> None:
-        """Queue one frame (the caller must not mutate it afterwards)."""
-        if len(self._pending) >= self._maxsize:
-            self.dropped += 1
-        else:
-            self._pending.append(msg)
+    def record(self, msg: can.Message, t: float, rx: bool) -> None:
+        """Pack one frame stamped ``t`` (``msg`` may be reused by the caller right after)."""
+        data = msg.data
+        n = len(data)
+        pos = self._len
+        end = pos + _HEADER_SIZE + n
+        if end > self._size:
+            self.flush()
+            pos = 0
+            end = _HEADER_SIZE + n
+        flags = _RX if rx else 0
+        if msg.is_extended_id or msg.is_remote_frame or msg.is_error_frame or msg.is_fd:
+            flags |= (
+                (_EXTENDED if msg.is_extended_id else 0)
+                | (_REMOTE if msg.is_remote_frame else 0)
+                | (_ERROR if msg.is_error_frame else 0)
+                | (_FD if msg.is_fd else 0)
+            )
+        _pack_header(self._buf, pos, t, msg.arbitration_id, flags, msg.dlc, n)
+        self._buf[pos + _HEADER_SIZE : end] = data
+        self._len = end
+        self._frames += 1
 
-    def _run(self) -> None:
-        pending = self._pending
-        writer = self._writer
-        write = writer.file.write
-        channel = writer.channel
-        last_flush = time.monotonic()
+    def end_cycle(self) -> None:
+        """A cycle ended: real time hands its frames over now, simulated time once a batch is full."""
+        if not self._blocking or self._len > self._size - self.PIPE_BUF:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the frames packed so far to the writer (one atomic pipe write)."""
+        if self._len == 0:
+            return
         try:
-            while True:
-                if not pending:
-                    if self._stop.is_set() and not pending:
-                        break
-                    self._stop.wait(self.POLL_S)
-                n = 0
-                while pending and n < 4096:  # a bounded batch, then check the flush clock
-                    msg = pending.popleft()
-                    n += 1
-                    if (
-                        writer.header_written
-                        and not (msg.is_error_frame or msg.is_remote_frame or msg.is_fd)
-                        and not msg.is_extended_id
-                    ):
-                        ts = msg.timestamp
-                        if ts >= writer.started:
-                            ts -= writer.started
-                        write(
-                            f"{ts: 9.6f} {channel}  {msg.arbitration_id:<15X} "
-                            f"{'Rx' if msg.is_rx else 'Tx':<4} d {msg.dlc:x} "
-                            f"{msg.data.hex(' ').upper()}\n"
-                        )
-                    else:
-                        msg.channel = self._channel
-                        writer.on_message_received(msg)
-                self.written += n
-                now = time.monotonic()
-                if now - last_flush >= FLUSH_INTERVAL_S:
-                    writer.file.flush()
-                    last_flush = now
-        except BaseException as exc:  # reported by close(); the cycle must not die of a full disk
-            self._error = exc
-        finally:
-            self._writer.stop()
+            if self._broken is None:
+                view = self._view[: self._len]
+                if self._blocking:
+                    while view:  # a signal may cut a long blocking write short
+                        view = view[os.write(self._fd, view) :]
+                else:
+                    os.write(self._fd, view)  # <= PIPE_BUF: all of it, or BlockingIOError
+                self.written += self._frames
+            else:
+                self.dropped += self._frames
+        except BlockingIOError:
+            self.dropped += self._frames
+        except OSError as exc:  # the writer died: reported by close(), the cycle goes on
+            self._broken = exc
+            self.dropped += self._frames
+        self._len = 0
+        self._frames = 0
 
     def close(self) -> None:
-        """Write what is queued, close the file; raises what the writer thread met, if anything."""
-        self._stop.set()
-        self._thread.join()
-        if self._error is not None:
-            raise OSError(f"trace writer failed on {self.path}: {self._error}") from self._error
+        """Flush, let the writer finish the file, and raise if it failed. Safe to call twice."""
+        if self._proc.returncode is not None:
+            return
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                os.set_blocking(self._fd, True)
+            self.flush()
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        assert self._proc.stderr is not None
+        with self._proc.stderr:
+            err = self._proc.stderr.read()  # to the end: the writer has finished the file
+        self._proc.wait()
+        if self._proc.returncode != 0 or self._broken is not None:
+            why = err.decode(errors="replace").strip().splitlines()[-1:] or [str(self._broken)]
+            raise OSError(f"trace writer failed on {self.path} (exit {self._proc.returncode}): {why[0]}")
+
+
+_HEADER_SIZE = _trace_writer.HEADER.size
+_pack_header = _trace_writer.HEADER.pack_into
+_RX, _EXTENDED, _REMOTE, _ERROR, _FD = (
+    _trace_writer.RX,
+    _trace_writer.EXTENDED,
+    _trace_writer.REMOTE,
+    _trace_writer.ERROR,
+    _trace_writer.FD,
+)
 
 
 class Telemetry:

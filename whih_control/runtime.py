@@ -8,7 +8,8 @@ control core, the procedure and the run folder. Per cycle:
 3. the estimator fuses the feedback with any imaging frame; the procedure ticks and yields the
    objective; the control core computes commands and the safety supervisor makes them safe;
 4. ``master.write`` sends one RPDO1 per drive;
-5. telemetry and trace are handed to background writers (never blocking, never formatting here).
+5. the cycle's CAN frames go to the trace writer process in one pipe write, telemetry rows to a
+   writer thread (never formatting here; in real time never blocking).
 """
 
 from __future__ import annotations
@@ -213,11 +214,15 @@ class Runtime:
             self.trace: TraceRecorder | None = None
             self.telemetry: Telemetry | None = None
             if self.out is not None and cfg.record.trace:
-                self.trace = TraceRecorder(self.out / "trace.asc", maxsize=cfg.record.trace_queue)
+                self.trace = TraceRecorder(
+                    self.out / "trace.asc",
+                    maxsize=cfg.record.trace_queue,
+                    blocking=self.simulated_time,  # simulated time waits for the writer, never drops
+                )
                 self._closers.append(self.trace.close)
             self.master = Master(cfg, bus)
             if self.trace is not None:
-                self.master.tap = self.trace.put
+                self.master.tap = self.trace.record
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
             self.procedure = Procedure(cfg, log=self.log, auto_confirm=self.auto_confirm)
@@ -461,6 +466,8 @@ class Runtime:
             dst.target = src.target
             dst.goal = src.goal if override is None else override
         self.master.write()
+        if self.trace is not None:
+            self.trace.end_cycle()
         if self.log is not None:
             self.log.poll(t)
         self._account(t, est.gap)
