@@ -240,7 +240,7 @@ class Runtime:
                 )
             )
             if not self.simulated_time:
-                # background threads (trace writer, simulated drives) must not keep the
+                # background threads (telemetry writer, simulated drives) must not keep the
                 # interpreter lock for the default 5 ms: that is two cycles at 400 Hz
                 self._switch_interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._switch_interval, cfg.period / 10))

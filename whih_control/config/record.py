@@ -19,5 +19,8 @@ class RecordConfig:
     trace: bool = setting(True, doc="write every CAN frame to trace.asc")
     plot: bool = setting(True, doc="write plot.png at the end of the run")
     trace_queue: int = setting(
-        65_536, lo=16, hi=10_000_000, doc="frames the trace queue holds before it drops (counted)"
+        65_536,
+        lo=16,
+        hi=10_000_000,
+        doc="frames the pipe to the trace writer holds before real time drops (counted; the OS may cap it)",
     )
