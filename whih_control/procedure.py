@@ -217,6 +217,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     for sub in ("retro_step", "ante_follow", "verify"):
         add("update", hih[sub], Phase.ABORTED, "deviation", "no_rewind_left")
         add("update", hih[sub], hih["rewind"], "deviation")
+    add("update", hih["retro_step"], Phase.ABORTED, "step_blocked")
     add("update", hih["retro_step"], hih["ante_follow"], "step_done")
     add("update", hih["ante_follow"], hih["verify"], "followed")
     add("update", hih["verify"], Phase.CROSSED, "crossing_reached")
@@ -457,7 +458,7 @@ class Procedure:
             self._input_held = held_in
             self._log_event("operator", action="enable_input", held=held_in)
         self._held = self._api_held and held_in
-        if self.phase is Phase.APPROACH:
+        if self.phase is Phase.APPROACH or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_stalls()
         checks = self._update_checks.get(self._model.state)
         if checks is not None and self._update_may_fire(checks):
@@ -774,6 +775,19 @@ class Procedure:
             return True
         return False
 
+    def _g_step_blocked(self) -> bool:
+        # The ante MC follows the retro MC at the gap target; stalled in the lesion it cannot, the
+        # gap reaches its ceiling and the supervisor holds the retro MC (and with it the step).
+        # Waiting would only end in the phase time-out: say what happened instead.
+        gap = self._inputs.estimate.gap
+        if self._stalled["ante_mc"] and gap >= self._p.gap_max - self._p.approach_tolerance:
+            self._why = (
+                f"uncrossable: ante_mc stalled at {self._tip('ante_mc'):.1f} mm with the gap at "
+                f"{gap:.2f} mm (gap_max {self._p.gap_max:g} mm): the retrograde step cannot go on"
+            )
+            return True
+        return False
+
     def _g_step_done(self) -> bool:
         tol = self._p.position_tolerance
         return (
@@ -828,6 +842,8 @@ class Procedure:
         elif phase is Phase.ALIGN:
             tgt["ante_wire"] = rw - p.coupling_target
         elif phase is Phase.HAND_IN_HAND_RETRO_STEP:
+            self._stall_ref.clear()  # a stall is judged within one step
+            self._stalled["ante_mc"] = self._stalled["retro_mc"] = False
             # a step never takes the coupling past its limit less a margin for estimate noise
             # (after a rewind the wires may start the step further apart than the target)
             room = p.coupling_max - _COUPLING_MARGIN * p.coupling_max - (rw - aw)
