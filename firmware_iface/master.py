@@ -459,6 +459,13 @@ class Master:
         fb.bus_ok = self._bus_ok_cycle
         return fb
 
+    def _stamp(self) -> float:
+        """Now in cycle time, for the tap: the cycle's time plus what has passed since its SYNC
+        (real time); the cycle's time itself on the simulated-time bus."""
+        if self._simbus is not None:
+            return self.feedback.t
+        return self.feedback.t + (time.perf_counter() - self._read_perf)
+
     def _take(self, msg: can.Message) -> int:
         """Handle one received frame; 1 if it was a drive's first valid TPDO1 this cycle."""
         if msg.is_error_frame:
@@ -535,7 +542,7 @@ class Master:
             self.last_controlword[i] = cw
             send(msg)
             if self.tap is not None:
-                self.tap(msg, self.feedback.t, False)
+                self.tap(msg, self._stamp(), False)
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -592,7 +599,7 @@ class Master:
         if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
             self._bus.send(self._heartbeat)
             if self.tap is not None:
-                self.tap(self._heartbeat, t, False)
+                self.tap(self._heartbeat, self._stamp(), False)
             nxt = (self._next_heartbeat or t) + self._hb_period
             self._next_heartbeat = nxt if nxt > t else t + self._hb_period
         return events
@@ -740,13 +747,13 @@ class Master:
             if msg is not None:
                 self._take(msg)
                 if self.tap is not None:
-                    self.tap(msg, self.feedback.t + (perf() - self._read_perf), True)
+                    self.tap(msg, self._stamp(), True)
         while perf() < deadline:
             msg = recv(0.0)
             if msg is not None:
                 self._take(msg)
                 if self.tap is not None:
-                    self.tap(msg, self.feedback.t + (perf() - self._read_perf), True)
+                    self.tap(msg, self._stamp(), True)
 
 
 class _SetupScope:

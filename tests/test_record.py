@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import can
+import pytest
 
+from whih_control import record as record_module
 from whih_control.record import TraceRecorder
 
 
@@ -137,3 +140,51 @@ def test_the_trace_survives_the_process_that_fed_it(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert path.read_text().rstrip().endswith("End TriggerBlock")
     assert len(list(can.LogReader(str(path)))) == 300
+
+
+def test_a_write_cut_short_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the middle of a blocking write: the next flush sends the rest, not all again."""
+    rec = TraceRecorder(tmp_path / "trace.asc", blocking=True)
+    frames = _frames()[:90]
+    for msg in frames:
+        rec.record(msg, msg.timestamp, msg.is_rx)
+    real_write = os.write
+    calls = [0]
+
+    def interrupted_write(fd: int, data: Any) -> int:
+        # what a signal does to a blocking write: cut short (the count says how much went in,
+        # here ending inside a record), or, before anything went in, the handler's exception
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(fd, bytes(data[:37]))
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real_write(fd, data)
+
+    monkeypatch.setattr(record_module.os, "write", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        rec.flush()
+    monkeypatch.undo()
+    rec.close()
+    back = list(can.LogReader(str(tmp_path / "trace.asc")))
+    assert [(m.arbitration_id, bytes(m.data)) for m in back] == [
+        (m.arbitration_id, bytes(m.data)) for m in frames
+    ]
+
+
+def test_a_trace_that_cannot_be_opened_fails_at_start_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "missing-folder" / "trace.asc"
+    with pytest.raises(OSError, match="missing-folder"):
+        TraceRecorder(path)
+
+
+def test_frames_after_close_are_counted_not_written(tmp_path: Path) -> None:
+    rec = TraceRecorder(tmp_path / "trace.asc")
+    msg = _frames()[1]
+    rec.record(msg, 0.0, True)
+    rec.close()
+    rec.record(msg, 0.1, True)
+    rec.end_cycle()
+    rec.close()
+    assert (rec.written, rec.dropped) == (1, 1)
+    assert len(list(can.LogReader(str(tmp_path / "trace.asc")))) == 1

@@ -243,6 +243,36 @@ def test_the_robot_refuses_work_after_close() -> None:
         robot.enable()
 
 
+def test_ctrl_c_inside_a_cycle_is_raised_when_the_cycle_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never between two drives' RPDOs: every drive gets this cycle's frame, then the interrupt."""
+    with Robot(_sim_time_config()) as robot:
+        robot.enable()
+        rt = robot.runtime
+        write = rt.master.write
+        sent: list[int] = []
+        send = rt.bus.send
+
+        def counting_send(msg: can.Message, timeout: float | None = None) -> None:
+            sent.append(msg.arbitration_id)
+            send(msg, timeout)
+
+        def ctrl_c_then_write() -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # bytecodes for the handler to run at, as a real Ctrl-C would
+                pass
+            write()
+
+        monkeypatch.setattr(rt.bus, "send", counting_send)
+        monkeypatch.setattr(rt.master, "write", ctrl_c_then_write)
+        with pytest.raises(KeyboardInterrupt):
+            rt._cycle()
+        assert sorted(c for c in sent if 0x201 <= c <= 0x27F) == [
+            0x200 + d.node_id for d in rt.cfg.drives.values()
+        ]
+        monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_during_close_waits_until_the_drives_are_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     robot = Robot(_sim_time_config())
     robot.__enter__()
@@ -260,10 +290,9 @@ def test_ctrl_c_during_close_waits_until_the_drives_are_stopped(monkeypatch: pyt
         cycle(override)
 
     monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
-    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         robot.__exit__(None, None, None)
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     # the whole quick stop ran, then the disable, before the interrupt was raised
     assert stopping.count(DriveGoal.QUICK_STOP) == int(0.2 / rt.cfg.period)
     assert stopping[-1] is DriveGoal.DISABLED

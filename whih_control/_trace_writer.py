@@ -11,8 +11,14 @@ then the data bytes. Flags: see ``RX``, ``EXTENDED``, ``REMOTE``, ``ERROR``, ``F
 
 from __future__ import annotations
 
-import os
 import signal
+
+if __name__ == "__main__":
+    # before the slow imports: the process that feeds this one decides when the trace ends
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+import os
+import select
 import struct
 import sys
 import time
@@ -23,6 +29,8 @@ HEADER = struct.Struct("<dIBBB")
 RX, EXTENDED, REMOTE, ERROR, FD = 1, 2, 4, 8, 16
 FLUSH_INTERVAL_S = 0.5
 CHANNEL = "whih"
+READY = b"R"
+"""Written to stdout once the file is open."""
 
 
 def write_records(writer: can.ASCWriter, data: bytes | memoryview, pos: int = 0) -> int:
@@ -70,19 +78,26 @@ def write_records(writer: can.ASCWriter, data: bytes | memoryview, pos: int = 0)
 
 def main(argv: list[str]) -> int:
     """Copy stdin's records into the ASC file ``argv[1]`` until stdin closes."""
-    # Ctrl-C reaches the whole process group: the parent decides when the trace ends
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     writer = can.ASCWriter(argv[1])
+    os.write(1, READY)
     pending = b""
     last_flush = time.monotonic()
+    dirty = False
     try:
-        while chunk := os.read(0, 1 << 20):
-            data = pending + chunk if pending else chunk
-            pending = data[write_records(writer, data) :]
+        while True:
+            # wake at least every FLUSH_INTERVAL_S, so what arrived before a pause is on disk
+            if select.select([0], [], [], FLUSH_INTERVAL_S)[0]:
+                chunk = os.read(0, 1 << 20)
+                if not chunk:
+                    break
+                data = pending + chunk if pending else chunk
+                pending = data[write_records(writer, data) :]
+                dirty = True
             now = time.monotonic()
-            if now - last_flush >= FLUSH_INTERVAL_S:
+            if dirty and now - last_flush >= FLUSH_INTERVAL_S:
                 writer.file.flush()
                 last_flush = now
+                dirty = False
     finally:
         writer.stop()
     if pending:

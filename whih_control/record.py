@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
@@ -41,14 +42,14 @@ class TraceRecorder:
     """Writes every CAN frame it is handed to ``trace.asc`` through a writer process.
 
     The cycle packs each frame into a fixed buffer (:meth:`record`, no objects kept) and hands a
-    cycle's frames to the writer in one pipe write (:meth:`flush`). The writer formats and writes
-    in its own interpreter, so it never holds the cycle's interpreter lock, and it ends the file
-    properly even when this process dies. ``blocking=False`` (real time): a pipe that is full
+    cycle's frames to the writer in one pipe write (:meth:`end_cycle`). The writer formats and
+    writes in its own interpreter, so it never holds the cycle's interpreter lock, and it ends the
+    file properly even when this process dies. ``blocking=False`` (real time): a pipe that is full
     drops the cycle's frames and counts them in ``dropped``, never waits. ``blocking=True``
     (simulated time): the cycle waits for the writer instead and nothing is dropped.
     """
 
-    PIPE_BUF = 4096
+    PIPE_BUF = select.PIPE_BUF
     """A pipe write up to this size is atomic: it goes in whole or (non-blocking) not at all."""
     BATCH_BYTES = 32_768
     """Simulated time: frames are written in batches of this size (a simulated run can be
@@ -56,31 +57,50 @@ class TraceRecorder:
     rebuild; in real time every cycle is written as it ends)."""
     RECORD_BYTES = 22
     """A classical frame: header plus 8 data bytes (sizes the pipe for ``maxsize`` frames)."""
+    START_TIMEOUT_S = 30.0
+    """How long the writer may take to start and open the file (or to finish it at close)."""
 
     def __init__(self, path: Path, *, maxsize: int = 65_536, blocking: bool = False) -> None:
-        """``maxsize``: frames the pipe should hold (the OS may cap it; Linux: 1 MiB by default)."""
+        """Start the writer and wait until it has opened ``path`` (``OSError`` naming it if not).
+
+        ``maxsize``: frames the pipe should hold; the OS caps it (Linux: ``pipe-max-size``,
+        1 MiB by default), :attr:`pipe_bytes` says what it got.
+        """
         self.path = path
         self.dropped = 0
         self.written = 0
-        self._size = self.BATCH_BYTES if blocking else self.PIPE_BUF
+        can_block = hasattr(os, "set_blocking")  # no non-blocking pipes: every write waits
+        self._blocking = blocking or not can_block
+        self._size = self.BATCH_BYTES if self._blocking else min(self.PIPE_BUF, 4096)
         self._buf = bytearray(self._size)
         self._view = memoryview(self._buf)
-        self._blocking = blocking
         self._len = 0
+        self._sent = 0
         self._frames = 0
-        self._proc = subprocess.Popen(
-            [sys.executable, "-u", str(Path(_trace_writer.__file__)), str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        assert self._proc.stdin is not None
-        self._fd = self._proc.stdin.fileno()
-        if fcntl is not None and hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: room for maxsize frames
-            with contextlib.suppress(OSError):  # over the system's limit: keep the default
-                fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, maxsize * self.RECORD_BYTES)
-        os.set_blocking(self._fd, blocking)
         self._broken: OSError | None = None
+        self.pipe_bytes = 0
+        self._proc = subprocess.Popen(
+            # -P: the writer's folder is not put on its import path; own session: the terminal's
+            # Ctrl-C is for this process, which ends the trace when it is done
+            [sys.executable, "-P", "-u", str(Path(_trace_writer.__file__)), str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._fd = self._proc.stdin.fileno()
+            self.pipe_bytes = _grow_pipe(self._fd, maxsize * self.RECORD_BYTES)
+            ready, _, _ = select.select([self._proc.stdout], [], [], self.START_TIMEOUT_S)
+            if not ready or self._proc.stdout.read(1) != _trace_writer.READY:
+                raise OSError(f"trace writer could not start on {path}: {self._stop_writer()}")
+            if can_block:
+                os.set_blocking(self._fd, self._blocking)
+        except BaseException:
+            if self._proc.returncode is None:
+                self._stop_writer()
+            raise
 
     def record(self, msg: can.Message, t: float, rx: bool) -> None:
         """Pack one frame stamped ``t`` (``msg`` may be reused by the caller right after)."""
@@ -90,8 +110,11 @@ class TraceRecorder:
         end = pos + _HEADER_SIZE + n
         if end > self._size:
             self.flush()
-            pos = 0
-            end = _HEADER_SIZE + n
+            pos = self._len  # 0 unless an interrupted write is still to be finished
+            end = pos + _HEADER_SIZE + n
+            if end > self._size:
+                self.dropped += 1
+                return
         flags = _RX if rx else 0
         if msg.is_extended_id or msg.is_remote_frame or msg.is_error_frame or msg.is_fd:
             flags |= (
@@ -107,49 +130,85 @@ class TraceRecorder:
 
     def end_cycle(self) -> None:
         """A cycle ended: real time hands its frames over now, simulated time once a batch is full."""
-        if not self._blocking or self._len > self._size - self.PIPE_BUF:
+        if not self._blocking or self._len > self._size - 4096:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the frames packed so far to the writer (one atomic pipe write)."""
+        """Hand the frames packed so far to the writer.
+
+        Non-blocking, the buffer is at most ``PIPE_BUF``: it goes in whole or not at all. Blocking,
+        a write cut short (e.g. by Ctrl-C) resumes where it stopped on the next call, so the
+        writer never sees a record twice or half.
+        """
         if self._len == 0:
             return
         try:
-            if self._broken is None:
-                view = self._view[: self._len]
-                if self._blocking:
-                    while view:  # a signal may cut a long blocking write short
-                        view = view[os.write(self._fd, view) :]
-                else:
-                    os.write(self._fd, view)  # <= PIPE_BUF: all of it, or BlockingIOError
+            if self._broken is not None:
+                self.dropped += self._frames
+            elif self._blocking:
+                while self._sent < self._len:
+                    self._sent += os.write(self._fd, self._view[self._sent : self._len])
                 self.written += self._frames
             else:
-                self.dropped += self._frames
+                if os.write(self._fd, self._view[: self._len]) != self._len:
+                    # not atomic after all: the stream is cut inside a record, stop feeding it
+                    raise OSError("short write to the trace writer")
+                self.written += self._frames
         except BlockingIOError:
             self.dropped += self._frames
         except OSError as exc:  # the writer died: reported by close(), the cycle goes on
             self._broken = exc
             self.dropped += self._frames
-        self._len = 0
-        self._frames = 0
+        self._len = self._sent = self._frames = 0
 
     def close(self) -> None:
-        """Flush, let the writer finish the file, and raise if it failed. Safe to call twice."""
+        """Flush, let the writer finish the file, and raise if it failed. Safe to call twice;
+        frames recorded afterwards are counted as dropped."""
         if self._proc.returncode is not None:
             return
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.closed:
+            if self._broken is None:
+                with contextlib.suppress(OSError):
+                    os.set_blocking(self._fd, True)
+                self._blocking = True
+                self.flush()
             with contextlib.suppress(OSError):
-                os.set_blocking(self._fd, True)
-            self.flush()
+                stdin.close()
+        self._proc.stdin = None  # closed here; communicate() must not touch it
+        broken = self._broken
+        self._broken = OSError("the trace is closed")
+        try:
+            _, err = self._proc.communicate(timeout=self.START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise OSError(f"trace writer on {self.path} did not finish: {self._stop_writer()}") from None
+        if self._proc.returncode != 0 or broken is not None:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [str(broken)]
+            raise OSError(f"trace writer failed on {self.path} (exit {self._proc.returncode}): {last[0]}")
+
+    def _stop_writer(self) -> str:
+        """Kill the writer and return the last line it printed to stderr."""
+        self._proc.kill()
+        if self._proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-        assert self._proc.stderr is not None
-        with self._proc.stderr:
-            err = self._proc.stderr.read()  # to the end: the writer has finished the file
-        self._proc.wait()
-        if self._proc.returncode != 0 or self._broken is not None:
-            why = err.decode(errors="replace").strip().splitlines()[-1:] or [str(self._broken)]
-            raise OSError(f"trace writer failed on {self.path} (exit {self._proc.returncode}): {why[0]}")
+            self._proc.stdin = None
+        _, err = self._proc.communicate()
+        lines = err.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit {self._proc.returncode}"
+
+
+def _grow_pipe(fd: int, want: int) -> int:
+    """Ask for a pipe of ``want`` bytes, at most the system's limit; returns what it has."""
+    if fcntl is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return 0  # not Linux: the system's size
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        limit = want
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(want, limit))
+    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
 
 
 _HEADER_SIZE = _trace_writer.HEADER.size

@@ -50,17 +50,34 @@ __all__ = ["Progress", "RunResult", "Runtime"]
 
 
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[list[int]]:
-    """SIGINT is recorded, not raised, inside the block; the list says whether one came."""
+def _sigint_held() -> Iterator[Callable[[], None]]:
+    """Hold SIGINT inside the block; the yielded function delivers a held one afterwards.
+
+    Main thread only (signals go nowhere else). An ignored SIGINT stays ignored; a held one is
+    handed to the handler that was in place (Python's default raises ``KeyboardInterrupt``).
+    """
     got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    previous = None
+    installed = False
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+            installed = True
+
+    def deliver() -> None:
+        if not got:
+            return
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signal.SIGINT, None)
+        else:
+            raise KeyboardInterrupt
+
     try:
-        yield got
+        yield deliver
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if installed:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
@@ -167,6 +184,9 @@ class Runtime:
         }
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
+        self._in_cycle = False
+        self._sigint_pending = False
+        self._sigint_installed = False
 
     # --- set-up and tear-down --------------------------------------------------------------------
 
@@ -245,6 +265,7 @@ class Runtime:
                 self._switch_interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._switch_interval, cfg.period / 10))
             self._opened = True
+            self._hold_sigint_in_cycle()
             gc.collect()
             gc.freeze()  # keep the collector off the objects that live for the whole run
             self._t_start_wall = time.perf_counter()
@@ -263,10 +284,36 @@ class Runtime:
         A Ctrl-C that arrives meanwhile is held until the drives are stopped and the bus is shut
         down, then raised as ``KeyboardInterrupt`` (main thread only: signals go nowhere else).
         """
-        with _sigint_held() as interrupted:
-            self._close()
-        if interrupted:
-            raise KeyboardInterrupt
+        self._release_sigint()
+        with _sigint_held() as deliver_held:
+            try:
+                self._close()
+            except BaseException:
+                deliver_held()  # a Ctrl-C held meanwhile wins, with the close error as its cause
+                raise
+        deliver_held()
+
+    def _hold_sigint_in_cycle(self) -> None:
+        """Ctrl-C inside a cycle is raised when the cycle ends, never between two drives' frames
+        (nor inside a trace write); outside a cycle it interrupts at once, as Python's default.
+        Only replaces Python's default handler, from the main thread."""
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            signal.signal(signal.SIGINT, self._on_sigint)
+            self._sigint_installed = True
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self._in_cycle:
+            self._sigint_pending = True
+            return
+        raise KeyboardInterrupt
+
+    def _release_sigint(self) -> None:
+        if self._sigint_installed:
+            self._sigint_installed = False
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _close(self) -> None:
         if not self._opened:
@@ -295,6 +342,7 @@ class Runtime:
             raise errors[0]
 
     def _close_all(self) -> None:
+        self._release_sigint()
         errors: list[BaseException] = []
         while self._closers:
             closer = self._closers.pop()
@@ -422,6 +470,16 @@ class Runtime:
     # --- the cycle -------------------------------------------------------------------------------
 
     def _cycle(self, override: DriveGoal | None = None) -> None:
+        self._in_cycle = True
+        try:
+            self._cycle_body(override)
+        finally:
+            self._in_cycle = False
+        if self._sigint_pending:
+            self._sigint_pending = False
+            raise KeyboardInterrupt
+
+    def _cycle_body(self, override: DriveGoal | None) -> None:
         self._apply_scheduled_faults()
         t = self.pacer.next()
         self._t = t
