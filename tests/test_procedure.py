@@ -642,3 +642,30 @@ def test_a_retro_step_never_plans_the_coupling_past_its_limit() -> None:
         assert 0.0 <= step <= p.step
         assert apart + step <= p.coupling_max * 0.85 + 1e-9 or step == 0.0
     assert step == 0.0
+
+
+@pytest.mark.parametrize("gap_at_ceiling", [True, False])
+def test_a_step_held_by_a_stalled_ante_mc_at_the_gap_ceiling_ends_as_uncrossable(
+    gap_at_ceiling: bool,
+) -> None:
+    """The supervisor holds the retro MC at the gap ceiling; with the ante MC stalled nothing can
+    move: the run ends after stall_time_s with the reason, instead of waiting for the time-out.
+    With the gap below the ceiling the same stall is not the end."""
+    proc, plant = started(auto_confirm=True)
+    t = run_until(proc, plant, Phase.HAND_IN_HAND_RETRO_STEP, 0.01, 120.0)
+    p = proc._p
+    plant.blocked = {"ante_mc", "retro_mc", "retro_wire"}
+    plant.force["ante_mc"] = p.stall_force_ratio * plant.cfg.drives["ante_mc"].force_alarm
+    gap = p.gap_max if gap_at_ceiling else p.gap_target
+    plant.tips["retro_mc"] = plant.tips["ante_mc"] + gap
+    blocked_at = t
+    end = t + p.stall_time_s + 1.0
+    while t < end and not proc.done:
+        plant.step(proc.tick(t, inputs(plant)), DT)
+        t += DT
+    if gap_at_ceiling:
+        assert proc.phase is Phase.ABORTED
+        assert proc.reason.startswith("uncrossable: ante_mc stalled"), proc.reason
+        assert t - blocked_at >= p.stall_time_s  # a stall is judged over stall_time_s, not at once
+    else:
+        assert proc.phase is Phase.HAND_IN_HAND_RETRO_STEP, proc.reason
