@@ -21,6 +21,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -275,11 +276,14 @@ class Telemetry:
 
     def _run(self) -> None:
         writer = csv.writer(self._file)
+        labels = self._labels
         while (block := self._queue.get()) is not None:
-            for row in block:
-                writer.writerow(
-                    [self._labels[i][int(v)] if i in self._labels else f"{v:.6g}" for i, v in enumerate(row)]
-                )
+            for k, row in enumerate(block.tolist()):
+                writer.writerow([labels[i][int(v)] if i in labels else f"{v:.6g}" for i, v in enumerate(row)])
+                if k % 16 == 15:
+                    # hand the interpreter lock over between short stretches: a block is tens of
+                    # ms of formatting, which must not stand between a SYNC and the drives' answer
+                    time.sleep(0)
             self._file.flush()
 
     def close(self) -> None:
