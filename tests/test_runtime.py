@@ -302,6 +302,36 @@ def test_ctrl_c_during_close_waits_until_the_drives_are_stopped(monkeypatch: pyt
         rt.bus.send(can.Message(arbitration_id=0x80, data=b"", is_extended_id=False))
 
 
+def test_an_application_sigint_handler_gets_a_ctrl_c_held_during_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int]] = []
+    robot = Robot(_sim_time_config())
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append((signum, len(stopping))))
+    try:
+        robot.__enter__()
+        robot.enable()
+        rt = robot.runtime
+        cycle = rt._cycle
+        stopping: list[DriveGoal | None] = []
+
+        def cycle_with_ctrl_c(override: DriveGoal | None = None) -> None:
+            if not stopping:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+            stopping.append(override)
+            cycle(override)
+
+        monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
+        robot.__exit__(None, None, None)
+        # called once, after the whole safe stop, not in the middle of it
+        assert calls == [(signal.SIGINT, len(stopping))]
+        assert stopping.count(DriveGoal.QUICK_STOP) == int(0.2 / rt.cfg.period)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_injections_still_pending_do_not_fire_during_close() -> None:
     with Robot(_sim_time_config(), inject=["sync-loss@1.3"], auto_confirm=True) as robot:
         robot.enable()

@@ -185,6 +185,7 @@ class Runtime:
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
         self._in_cycle = False
+        self._closing = False
         self._sigint_pending = False
         self._sigint_installed = False
 
@@ -270,6 +271,7 @@ class Runtime:
             gc.freeze()  # keep the collector off the objects that live for the whole run
             self._t_start_wall = time.perf_counter()
         except BaseException:
+            self._release_sigint()
             self._close_all()
             raise
 
@@ -282,16 +284,27 @@ class Runtime:
         """Quick-stop then disable every drive, shut everything down. Safe to call twice.
 
         A Ctrl-C that arrives meanwhile is held until the drives are stopped and the bus is shut
-        down, then raised as ``KeyboardInterrupt`` (main thread only: signals go nowhere else).
+        down, then raised as ``KeyboardInterrupt``, or handed to the application's own SIGINT
+        handler if it had one (main thread only: signals go nowhere else).
         """
-        self._release_sigint()
-        with _sigint_held() as deliver_held:
-            try:
-                self._close()
-            except BaseException:
-                deliver_held()  # a Ctrl-C held meanwhile wins, with the close error as its cause
-                raise
-        deliver_held()
+        if not self._sigint_installed:  # e.g. the application has its own handler
+            with _sigint_held() as deliver_held:
+                try:
+                    self._close()
+                except BaseException:
+                    deliver_held()  # a Ctrl-C held meanwhile wins, with the close error as its cause
+                    raise
+            deliver_held()
+            return
+        self._closing = True  # our handler holds Ctrl-C from here to the end
+        try:
+            self._close()
+        finally:
+            self._closing = False
+            self._release_sigint()
+            if self._sigint_pending:
+                self._sigint_pending = False
+                raise KeyboardInterrupt  # with a close error, if any, as its context
 
     def _hold_sigint_in_cycle(self) -> None:
         """Ctrl-C inside a cycle is raised when the cycle ends, never between two drives' frames
@@ -305,7 +318,7 @@ class Runtime:
             self._sigint_installed = True
 
     def _on_sigint(self, signum: int, frame: object) -> None:
-        if self._in_cycle:
+        if self._in_cycle or self._closing:
             self._sigint_pending = True
             return
         raise KeyboardInterrupt
@@ -342,7 +355,6 @@ class Runtime:
             raise errors[0]
 
     def _close_all(self) -> None:
-        self._release_sigint()
         errors: list[BaseException] = []
         while self._closers:
             closer = self._closers.pop()
@@ -475,7 +487,7 @@ class Runtime:
             self._cycle_body(override)
         finally:
             self._in_cycle = False
-        if self._sigint_pending:
+        if self._sigint_pending and not self._closing:
             self._sigint_pending = False
             raise KeyboardInterrupt
 
