@@ -24,7 +24,7 @@ from whih_control.config import Config, load_config
 from whih_control.errors import SafetyError, WhihError
 from whih_control.events import read_events, verify_log
 from whih_control.record import read_telemetry
-from whih_control.runtime import Progress, RunResult
+from whih_control.runtime import Progress, RunResult, Runtime
 
 from .conftest import CONFIGS, FAULT_EXAMPLES
 
@@ -273,23 +273,32 @@ def test_ctrl_c_inside_a_cycle_is_raised_when_the_cycle_ends(monkeypatch: pytest
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def _ctrl_c_in_first_cycle(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, stopping: list[DriveGoal | None] | None = None
+) -> list[DriveGoal | None]:
+    """From now on the runtime's cycles are listed (in ``stopping``) by their goal override; the
+    first one gets a Ctrl-C (the operator presses it again as the safe stop begins)."""
+    cycle = rt._cycle
+    seen: list[DriveGoal | None] = [] if stopping is None else stopping
+
+    def cycle_with_ctrl_c(override: DriveGoal | None = None) -> None:
+        if not seen:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # bytecodes for the handler to run at, as a real Ctrl-C would
+                pass
+        seen.append(override)
+        cycle(override)
+
+    monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
+    return seen
+
+
 def test_ctrl_c_during_close_waits_until_the_drives_are_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     robot = Robot(_sim_time_config())
     robot.__enter__()
     robot.enable()
     rt = robot.runtime
-    cycle = rt._cycle
-    stopping: list[DriveGoal | None] = []
-
-    def cycle_with_ctrl_c(override: DriveGoal | None = None) -> None:
-        if not stopping:  # the operator presses Ctrl-C again as the safe stop begins
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # bytecodes for the handler to run at, as a real Ctrl-C would
-                pass
-        stopping.append(override)
-        cycle(override)
-
-    monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
+    stopping = _ctrl_c_in_first_cycle(rt, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         robot.__exit__(None, None, None)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -306,24 +315,14 @@ def test_an_application_sigint_handler_gets_a_ctrl_c_held_during_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[tuple[int, int]] = []
+    stopping: list[DriveGoal | None] = []
     robot = Robot(_sim_time_config())
     previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append((signum, len(stopping))))
     try:
         robot.__enter__()
         robot.enable()
         rt = robot.runtime
-        cycle = rt._cycle
-        stopping: list[DriveGoal | None] = []
-
-        def cycle_with_ctrl_c(override: DriveGoal | None = None) -> None:
-            if not stopping:
-                os.kill(os.getpid(), signal.SIGINT)
-                for _ in range(1000):
-                    pass
-            stopping.append(override)
-            cycle(override)
-
-        monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
+        _ctrl_c_in_first_cycle(rt, monkeypatch, stopping)
         robot.__exit__(None, None, None)
         # called once, after the whole safe stop, not in the middle of it
         assert calls == [(signal.SIGINT, len(stopping))]
