@@ -711,7 +711,8 @@ class Master:
                 self.read(self._simbus.time + period, None)
             else:
                 start = time.perf_counter()
-                self.read(start, start + period * self._cycle_cfg.tpdo_deadline)
+                # cycle time runs on from the last cycle (frames of the stop are stamped in it)
+                self.read(self.feedback.t + period, start + period * self._cycle_cfg.tpdo_deadline)
         except (can.CanError, OSError) as exc:
             errors.append(f"SYNC/TPDO exchange failed: {exc}")
         for i, msg in enumerate(self._rpdo):

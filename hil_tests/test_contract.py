@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import can
 import pytest
 
 from firmware_iface.cia402 import DriveState
@@ -66,6 +67,10 @@ def test_full_procedure_in_real_time(rig_config: Config, simulated: bool, tmp_pa
     assert loop["period_error_p99_ms"] >= 0.0 and "overruns" in loop
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["loop"]["period_error_max_ms"] == loop["period_error_max_ms"]
+    # every frame, the closing stop's included, is stamped in the run's cycle time
+    stamps = [m.timestamp for m in can.LogReader(str(tmp_path / "run" / "trace.asc"))]
+    assert len(stamps) > 13 * result.cycles * 0.99
+    assert min(stamps) >= 0.0 and max(stamps) < result.sim_seconds + 2.0, (min(stamps), max(stamps))
 
 
 @pytest.mark.parametrize("kind", FAULT_EXAMPLES)
