@@ -722,6 +722,8 @@ class Master:
                 pdo.encode_rpdo1(msg.data, cw, self._actual_counts[i])
                 self.last_controlword[i] = cw
                 self._bus.send(msg)
+                if self.tap is not None:
+                    self.tap(msg, self._stamp(), False)
             except (can.CanError, OSError) as exc:
                 errors.append(f"node {self.nodes[i]} ({self.axes[i]}): RPDO1 not sent: {exc}")
         if self._simbus is None:

@@ -18,6 +18,7 @@ import pytest
 from firmware_iface import pdo
 from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
 from firmware_iface.types import DriveGoal
+from whih_control import runtime as runtime_module
 from whih_control.api import Robot, simulate
 from whih_control.cli import main
 from whih_control.config import Config, load_config
@@ -329,6 +330,104 @@ def test_an_application_sigint_handler_gets_a_ctrl_c_held_during_close(
         assert stopping.count(DriveGoal.QUICK_STOP) == int(0.2 / rt.cfg.period)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _press_ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):  # bytecodes for the handler to run at, as a real Ctrl-C would
+        pass
+
+
+def test_ctrl_c_between_robot_calls_interrupts_at_once() -> None:
+    with Robot(_sim_time_config()) as robot:
+        robot.enable()
+        with pytest.raises(KeyboardInterrupt):
+            _press_ctrl_c()
+        robot.jog("ante_wire", 0.2)  # the application caught it and goes on
+        with pytest.raises(KeyboardInterrupt):
+            _press_ctrl_c()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_while_the_first_unwinds_is_held(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The operator presses again while the run folder is being written: the drives are stopped
+    first, the summary is still written, and one KeyboardInterrupt comes out."""
+    robot = Robot(_sim_time_config(), out=tmp_path / "run", auto_confirm=True)
+    with pytest.raises(KeyboardInterrupt) as caught, robot:
+        robot.enable()
+        rt = robot.runtime
+        finish = rt._finish
+
+        def finish_with_second_ctrl_c(outcome: str) -> RunResult:
+            _press_ctrl_c()
+            return finish(outcome)
+
+        monkeypatch.setattr(rt, "_finish", finish_with_second_ctrl_c)
+        cycle_body = rt._cycle_body
+
+        def first_ctrl_c(override: DriveGoal | None) -> None:
+            if rt.procedure.phase.value.startswith("hand_in_hand") and not rt._interrupting:
+                _press_ctrl_c()
+            cycle_body(override)
+
+        monkeypatch.setattr(rt, "_cycle_body", first_ctrl_c)
+        robot.run_procedure()
+    assert caught.value.__traceback__ is not None
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["outcome"] == "interrupted"
+    states = {a.state for a in robot.runtime.master.feedback.axes.values()}
+    assert states <= {DriveState.SWITCH_ON_DISABLED}, states
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_as_the_with_block_ends_still_gets_the_safe_stop() -> None:
+    robot = Robot(_sim_time_config())
+    with pytest.raises(KeyboardInterrupt), robot:  # raised once close has stopped the drives
+        robot.enable()
+        rt = robot.runtime
+
+        class Frame:  # where the handler finds the main thread: the first steps of __exit__
+            f_code = Robot.__exit__.__code__
+
+        try:
+            rt._on_sigint(signal.SIGINT, Frame())  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            pytest.fail("raised in the first steps of __exit__: close would never run")
+        assert rt._sigint_pending  # held, not raised: close will run, then raise it
+    states = {a.state for a in robot.runtime.master.feedback.axes.values()}
+    assert states <= {DriveState.SWITCH_ON_DISABLED}, states
+
+
+def test_an_error_and_a_ctrl_c_in_one_cycle_give_one_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Robot(_sim_time_config()) as robot:
+        robot.enable()
+        rt = robot.runtime
+        cycle_body = rt._cycle_body
+
+        def broken(override: DriveGoal | None) -> None:
+            _press_ctrl_c()
+            raise RuntimeError("a cycle that fails")
+
+        monkeypatch.setattr(rt, "_cycle_body", broken)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            rt._cycle()
+        assert isinstance(caught.value.__cause__, RuntimeError)
+        monkeypatch.setattr(rt, "_cycle_body", cycle_body)
+        robot.jog("ante_wire", 0.2)  # goes on; the interrupt is not delivered a second time
+
+
+def test_a_failed_open_puts_the_sigint_handler_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def freeze() -> None:
+        raise RuntimeError("late failure in open")
+
+    monkeypatch.setattr(runtime_module.gc, "freeze", freeze)
+    robot = Robot(_sim_time_config())
+    with pytest.raises(RuntimeError, match="late failure"):
+        robot.__enter__()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not robot.runtime._opened
 
 
 def test_injections_still_pending_do_not_fire_during_close() -> None:

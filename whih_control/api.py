@@ -23,7 +23,7 @@ from types import TracebackType
 import can
 
 from whih_control.config import Config
-from whih_control.runtime import Progress, RunResult, Runtime
+from whih_control.runtime import _HOLD_CODES, Progress, RunResult, Runtime
 
 __all__ = ["Progress", "Robot", "RunResult", "simulate"]
 
@@ -94,6 +94,9 @@ class Robot:
         procedure waits at crossed) confirms crossing when ``procedure.confirm_crossing`` is set.
         """
         return self._runtime.run_procedure(max_time=max_time, confirm=confirm)
+
+
+_HOLD_CODES.add(Robot.__exit__.__code__)  # a Ctrl-C as the block ends still gets the safe stop
 
 
 def simulate(

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType, FrameType
 from typing import Any
 
 import can
@@ -79,6 +80,9 @@ def _sigint_held() -> Iterator[Callable[[], None]]:
         if installed:  # None: a handler not set from Python, which cannot be put back
             signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
+
+_HOLD_CODES: set[CodeType] = set()
+"""Functions whose first steps a Ctrl-C must not cut (the ones that lead into the safe stop)."""
 
 _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.EMCY: Reason.DRIVE_FAULT,
@@ -184,10 +188,15 @@ class Runtime:
         }
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
+        # Ctrl-C (see _on_sigint): held inside a cycle, while an interrupt unwinds and while
+        # closing; let through at once once the drives are stopped
         self._in_cycle = False
         self._closing = False
+        self._interrupting = False
+        self._drives_safe = False
         self._sigint_pending = False
         self._sigint_installed = False
+        self._sigint_thread = 0
 
     # --- set-up and tear-down --------------------------------------------------------------------
 
@@ -203,6 +212,8 @@ class Runtime:
 
     def open(self) -> None:
         """Open the bus, start simulated drives if configured, create the run folder."""
+        if self._opened:
+            raise WhihError("open: the robot is already open")
         cfg = self.cfg
         try:
             if self.out is not None:
@@ -271,6 +282,7 @@ class Runtime:
             gc.freeze()  # keep the collector off the objects that live for the whole run
             self._t_start_wall = time.perf_counter()
         except BaseException:
+            self._opened = False
             self._release_sigint()
             self._close_all()
             raise
@@ -300,33 +312,47 @@ class Runtime:
         try:
             self._close()
         finally:
-            self._closing = False
+            pending, self._sigint_pending = self._sigint_pending, False
             self._release_sigint()
-            if self._sigint_pending:
-                self._sigint_pending = False
+            self._closing = self._interrupting = self._drives_safe = False
+            if pending:
                 raise KeyboardInterrupt  # with a close error, if any, as its context
 
     def _hold_sigint_in_cycle(self) -> None:
-        """Ctrl-C inside a cycle is raised when the cycle ends, never between two drives' frames
-        (nor inside a trace write); outside a cycle it interrupts at once, as Python's default.
-        Only replaces Python's default handler, from the main thread."""
+        """Install :meth:`_on_sigint` in place of Python's default handler (main thread only)."""
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             signal.signal(signal.SIGINT, self._on_sigint)
             self._sigint_installed = True
+            self._sigint_thread = threading.get_ident()
 
-    def _on_sigint(self, signum: int, frame: object) -> None:
-        if self._in_cycle or self._closing:
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """Ctrl-C: at once between robot calls, as Python's default; inside a cycle when the
+        cycle ends, never between two drives' frames; while one interrupt unwinds and while the
+        drives are being stopped, held until close has stopped them. Once they are stopped, a
+        further Ctrl-C gets out of a close step that hangs (e.g. a stalled disk)."""
+        if self._drives_safe:
+            raise KeyboardInterrupt
+        if (
+            self._in_cycle
+            or self._closing
+            or self._interrupting
+            or (frame is not None and frame.f_code in _HOLD_CODES)  # the first steps of close
+        ):
             self._sigint_pending = True
             return
+        self._interrupting = True
         raise KeyboardInterrupt
 
     def _release_sigint(self) -> None:
-        if self._sigint_installed:
-            self._sigint_installed = False
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not self._sigint_installed:
+            return
+        self._sigint_installed = False
+        with contextlib.suppress(ValueError):  # not the main thread: it cannot be put back here
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:  # not an application's since
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _close(self) -> None:
         if not self._opened:
@@ -344,6 +370,7 @@ class Runtime:
             self.master.shutdown()
         except BaseException as exc:
             errors.append(exc)
+        self._drives_safe = True
         try:
             self._close_all()
         except BaseException as exc:
@@ -380,6 +407,7 @@ class Runtime:
     def _require_open(self, action: str) -> None:
         if not self._opened:
             raise WhihError(f"{action}: the robot is not open (use it inside its 'with' block)")
+        self._interrupting = False  # the application caught an interrupt and goes on
 
     def enable(self) -> None:
         """Set up every drive over SDO, then walk them to OPERATION ENABLED and calibrate."""
@@ -475,20 +503,32 @@ class Runtime:
                 elif self._t >= end:
                     outcome = "timeout"
         except KeyboardInterrupt:
-            self._finish("interrupted")  # the run folder still tells what happened
+            self._interrupting = True  # (also when the application raised it, e.g. in progress)
+            try:
+                self._safe_stop()  # the drives first, then the run folder tells what happened
+            finally:
+                self._finish("interrupted")
             raise
         return self._finish(outcome)
 
     # --- the cycle -------------------------------------------------------------------------------
 
     def _cycle(self, override: DriveGoal | None = None) -> None:
-        self._in_cycle = True
+        # only the thread that owns the handler holds Ctrl-C; another thread's cycles cannot
+        self._in_cycle = self._sigint_installed and threading.get_ident() == self._sigint_thread
         try:
             self._cycle_body(override)
-        finally:
+        except BaseException as exc:
             self._in_cycle = False
-        if self._sigint_pending and not self._closing:
+            if self._sigint_pending and not (self._closing or self._interrupting):
+                self._sigint_pending = False
+                self._interrupting = True
+                raise KeyboardInterrupt from exc  # one interrupt, not one now and one later
+            raise
+        self._in_cycle = False
+        if self._sigint_pending and not (self._closing or self._interrupting):
             self._sigint_pending = False
+            self._interrupting = True
             raise KeyboardInterrupt
 
     def _cycle_body(self, override: DriveGoal | None) -> None:
@@ -793,3 +833,6 @@ class Runtime:
                     f"whih: {result.outcome}, crossed={result.crossed}, L={cfg.procedure.lesion_length:g} mm"
                 ),
             )
+
+
+_HOLD_CODES.update((Runtime.close.__code__, Runtime._close.__code__))
