@@ -194,6 +194,7 @@ class Runtime:
         self._closing = False
         self._interrupting = False
         self._drives_safe = False
+        self._stopped = False
         self._sigint_pending = False
         self._sigint_installed = False
         self._sigint_thread = 0
@@ -363,7 +364,8 @@ class Runtime:
         self._pending.clear()  # injections still scheduled must not fire during the safe stop
         self.master.sync_enabled = True  # an injected SYNC loss ends with the run
         try:
-            self._safe_stop()
+            if not self._stopped:  # an interrupted run_procedure has just done it
+                self._safe_stop()
         except BaseException as exc:
             errors.append(exc)
         try:
@@ -401,6 +403,7 @@ class Runtime:
             self._cycle(override=DriveGoal.QUICK_STOP)
         for _ in range(max(1, int(0.05 / self.cfg.period))):
             self._cycle(override=DriveGoal.DISABLED)
+        self._stopped = True  # until the application acts again (_require_open)
 
     # --- operator-facing actions -----------------------------------------------------------------
 
@@ -408,6 +411,7 @@ class Runtime:
         if not self._opened:
             raise WhihError(f"{action}: the robot is not open (use it inside its 'with' block)")
         self._interrupting = False  # the application caught an interrupt and goes on
+        self._stopped = False
 
     def enable(self) -> None:
         """Set up every drive over SDO, then walk them to OPERATION ENABLED and calibrate."""
@@ -520,16 +524,20 @@ class Runtime:
             self._cycle_body(override)
         except BaseException as exc:
             self._in_cycle = False
-            if self._sigint_pending and not (self._closing or self._interrupting):
-                self._sigint_pending = False
-                self._interrupting = True
+            if self._interrupt_due():
                 raise KeyboardInterrupt from exc  # one interrupt, not one now and one later
             raise
         self._in_cycle = False
-        if self._sigint_pending and not (self._closing or self._interrupting):
-            self._sigint_pending = False
-            self._interrupting = True
+        if self._interrupt_due():
             raise KeyboardInterrupt
+
+    def _interrupt_due(self) -> bool:
+        """A Ctrl-C held during the cycle is to be raised now (not while closing or unwinding)."""
+        if not self._sigint_pending or self._closing or self._interrupting:
+            return False
+        self._sigint_pending = False
+        self._interrupting = True
+        return True
 
     def _cycle_body(self, override: DriveGoal | None) -> None:
         self._apply_scheduled_faults()
