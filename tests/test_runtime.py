@@ -18,11 +18,12 @@ import pytest
 from firmware_iface import pdo
 from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
 from firmware_iface.types import DriveGoal
+from whih_control import cli as cli_module
 from whih_control import runtime as runtime_module
 from whih_control.api import Robot, simulate
 from whih_control.cli import main
 from whih_control.config import Config, load_config
-from whih_control.errors import SafetyError, WhihError
+from whih_control.errors import RunFolderError, SafetyError, WhihError
 from whih_control.events import read_events, verify_log
 from whih_control.record import read_telemetry
 from whih_control.runtime import Progress, RunResult, Runtime
@@ -198,6 +199,64 @@ def test_bad_inject_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "meteor" in capsys.readouterr().err
     assert main(["run", "--config", str(SIM_TOML), "--inject", "emcy:spare_axis:0x8611@3"]) == 2
     assert "spare_axis" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_bad_max_time_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(SIM_TOML), "--max-time", value]) == 2
+    err = capsys.readouterr().err
+    assert "--max-time" in err and value in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0, math.nan, math.inf, "5"])
+def test_simulate_refuses_a_bad_max_time_before_opening(value: object, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"max_time \(="):
+        simulate(load_config(SIM_TOML), max_time=value, out=tmp_path / "run")  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_folder_that_cannot_be_created_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", "--config", str(SIM_TOML), "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the run folder" in err and str(blocker / "run") in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "existing", ["summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png"]
+)
+def test_an_out_folder_holding_a_run_is_refused_and_left_as_it_was(
+    existing: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / existing).write_bytes(b"an earlier run\n")
+    assert main(["run", "--config", str(SIM_TOML), "--out", str(out)]) == 2
+    assert existing in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [existing]
+    assert (out / existing).read_bytes() == b"an earlier run\n"
+    with pytest.raises(RunFolderError, match="already holds a run"), Robot(_sim_time_config(), out=out):
+        pass
+
+
+def test_demo_run_folders_started_in_one_second_do_not_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_module.time, "strftime", lambda fmt: "20261123-120000")
+    first = cli_module._default_out("demo")
+    first.mkdir(parents=True)
+    second = cli_module._default_out("demo")
+    second.mkdir()
+    third = cli_module._default_out("demo")
+    assert [first.name, second.name, third.name] == [
+        "demo-20261123-120000",
+        "demo-20261123-120000-2",
+        "demo-20261123-120000-3",
+    ]
 
 
 def _sim_time_config() -> Config:

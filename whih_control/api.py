@@ -23,7 +23,7 @@ from types import TracebackType
 import can
 
 from whih_control.config import Config
-from whih_control.runtime import _HOLD_CODES, Progress, RunResult, Runtime
+from whih_control.runtime import _HOLD_CODES, Progress, RunResult, Runtime, check_max_time
 
 __all__ = ["Progress", "Robot", "RunResult", "simulate"]
 
@@ -112,6 +112,7 @@ def simulate(
 
     A run folder is written only when ``out`` is given.
     """
+    check_max_time(max_time)
     sim_cfg = cfg.replace(
         bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
         sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),

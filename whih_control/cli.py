@@ -16,7 +16,7 @@ from firmware_iface.check import DriveReport, check_drive
 from firmware_iface.faults import parse_fault
 from whih_control.api import Robot, simulate
 from whih_control.config import Config, default_config_path, load_config
-from whih_control.errors import ConfigError, WhihError
+from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.procedure import diagram
 from whih_control.runtime import Progress, RunResult
 
@@ -186,7 +186,13 @@ def _run(
 
 
 def _default_out(name: str) -> Path:
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new folder under ``runs/`` named by the time (two runs in one second get -2, -3, ...)."""
+    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(
                         f"--inject {spec!r}: unknown axis {axis!r} (configured: {', '.join(cfg.drives)})"
                     )
+            if args.max_time is not None and not 0.0 < args.max_time < math.inf:
+                raise ValueError(f"--max-time (={args.max_time:g}) must be a finite number of seconds > 0")
             options = {
                 "out": args.out,
                 "seed": args.seed,
@@ -228,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:  # a bad --inject spec
+    except ValueError as exc:  # a bad --inject spec or --max-time
         print(f"whih {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -239,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_CROSSED
+    except RunFolderError as exc:  # refused before anything moved: a usage error
+        print(f"whih {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WhihError as exc:
         print(f"whih {args.command}: {exc}", file=sys.stderr)
         return EXIT_NOT_CROSSED

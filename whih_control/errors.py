@@ -7,6 +7,7 @@
      +-- ProcedureError                  a trigger is not allowed in the present phase
      +-- SafetyError                     a request was refused by the safety supervisor
      +-- LogIntegrityError               events.jsonl does not verify
+     +-- RunFolderError                  the run folder cannot be created or holds a run already
      +-- DriveError, BusError, ...       (see firmware_iface.errors)
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "DriveTimeoutError",
     "LogIntegrityError",
     "ProcedureError",
+    "RunFolderError",
     "SafetyError",
     "SdoError",
     "WhihError",
@@ -57,3 +59,7 @@ class SafetyError(WhihError):
 
 class LogIntegrityError(WhihError):
     """An event log failed verification; the message names the line and what is wrong."""
+
+
+class RunFolderError(WhihError):
+    """The run folder (``out``) cannot be created, or already holds a run (nothing is overwritten)."""

@@ -39,7 +39,7 @@ from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
 from whih_control.config import Config
 from whih_control.core import ControlCore
-from whih_control.errors import ProcedureError, SafetyError, WhihError
+from whih_control.errors import ProcedureError, RunFolderError, SafetyError, WhihError
 from whih_control.events import EventLog
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
 from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
@@ -139,6 +139,33 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
+RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
+"""The files of a run folder (DESIGN section 3)."""
+
+
+def check_max_time(max_time: float | None) -> None:
+    """Refuse a ``max_time`` that is not None or a finite number of seconds > 0."""
+    if max_time is None:
+        return
+    if isinstance(max_time, bool) or not isinstance(max_time, int | float) or not 0.0 < max_time < math.inf:
+        raise ValueError(f"max_time (={max_time!r}) must be None or a finite number of seconds > 0")
+
+
+def _make_run_folder(out: Path) -> None:
+    """Create ``out``; refuse one that holds a run already, so no earlier run is overwritten."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(
+            f"out (={str(out)!r}): cannot create the run folder: {exc.strerror or exc}"
+        ) from exc
+    taken = [name for name in RUN_FILES if (out / name).exists()]
+    if taken:
+        raise RunFolderError(
+            f"out (={str(out)!r}) already holds a run ({', '.join(taken)}); give a new folder"
+        )
+
+
 class Runtime:
     """Owns everything a run needs; used through :class:`whih_control.Robot`."""
 
@@ -218,7 +245,7 @@ class Runtime:
         cfg = self.cfg
         try:
             if self.out is not None:
-                self.out.mkdir(parents=True, exist_ok=True)
+                _make_run_folder(self.out)
             self.log: EventLog | None = None
             if self.out is not None:
                 log = self.log = EventLog(self.out / "events.jsonl")
@@ -483,6 +510,7 @@ class Runtime:
         ``confirm("crossed")`` returning True, or without asking when
         ``procedure.confirm_crossing`` is false.
         """
+        check_max_time(max_time)
         self._require_open("run_procedure")
         end = math.inf if max_time is None else self._t + max_time
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
