@@ -48,6 +48,12 @@ def test_mapping_round_trip_is_identity() -> None:
     assert cfg.replace(sim={"enabled": False, "seed": 3}).sim.seed == 3
 
 
+@pytest.mark.parametrize("source", [3, None, b"configs/sim.toml", ["sim.toml"]])
+def test_a_source_that_is_neither_path_nor_mapping_is_a_type_error(source: object) -> None:
+    with pytest.raises(TypeError, match=r"load_config: source \(="):
+        load_config(source)  # type: ignore[arg-type]
+
+
 def test_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="no such file"):
         load_config("/nonexistent/whih.toml")

@@ -215,6 +215,11 @@ def test_simulate_refuses_a_bad_max_time_before_opening(value: object, tmp_path:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_lone_inject_spec_string_is_refused_not_split_into_characters() -> None:
+    with pytest.raises(TypeError, match=r"inject \(='estop@1'\) must be a list"):
+        simulate(load_config(SIM_TOML), inject="estop@1")
+
+
 def test_an_out_folder_that_cannot_be_created_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

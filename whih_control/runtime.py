@@ -186,6 +186,8 @@ class Runtime:
         self.out = out
         self._progress = progress
         self._given_bus = bus
+        if isinstance(inject, str):  # a lone spec would be taken apart character by character
+            raise TypeError(f"inject (={inject!r}) must be a list of fault specs, e.g. [{inject!r}]")
         self.faults_planned: list[FaultSpec] = [self._check_spec(s) for s in inject]
         self._pending = sorted(self.faults_planned, key=lambda f: f.t)
         self.axes = tuple(cfg.drives)

@@ -141,6 +141,8 @@ def load_config(
     origin = ""
     if isinstance(source, Mapping):
         data: Any = source
+    elif not isinstance(source, str | os.PathLike):
+        raise TypeError(f"load_config: source (={source!r}) must be a TOML file path or a mapping")
     else:
         path = Path(source)
         origin = str(path.resolve())
