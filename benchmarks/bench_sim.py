@@ -3,7 +3,7 @@
     python benchmarks/bench_sim.py [--repeat N] [--seed S]
 
 Prints the median over N runs of each variant, measured alternately in one process so that a
-noisy machine affects both alike, and their ratio. Target (DESIGN section 5): >= 100x real time.
+noisy machine affects both alike, and their ratio. Target (docs/DESIGN.md section 5): >= 100x real time.
 
 A third variant is the floor under the target: the same number of cycles passing only the frames
 of a cycle (SYNC, six TPDO1, six RPDO1) through ``SimTimeBus`` between six devices that do nothing

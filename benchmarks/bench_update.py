@@ -1,7 +1,7 @@
 """Time ``ControlCore.update`` (estimate + control + safety, 6 axes) per cycle.
 
 Runs the closed-loop hand-in-hand scenario of the tests against the plant double and times only
-the core's ``update`` with ``time.perf_counter_ns``. Budget (DESIGN section 5): median <= 20 us.
+the core's ``update`` with ``time.perf_counter_ns``. Budget (docs/DESIGN.md section 5): median <= 20 us.
 
     python benchmarks/bench_update.py [--cycles N] [--seed S]
 """

@@ -15,7 +15,7 @@ L = 27.6
 
 
 def start_tips(length: float = L) -> dict[str, float]:
-    """The starting situation of the simulated procedure (DESIGN / common geometry)."""
+    """The starting situation of the simulated procedure (docs/DESIGN.md, common geometry)."""
     return {"ante_mc": -2.0, "ante_wire": -15.0, "retro_wire": -8.0, "retro_mc": length + 2.0}
 
 

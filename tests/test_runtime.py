@@ -9,6 +9,8 @@ import math
 import os
 import random
 import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +215,29 @@ def test_simulate_refuses_a_bad_max_time_before_opening(value: object, tmp_path:
     with pytest.raises(ValueError, match=r"max_time \(="):
         simulate(load_config(SIM_TOML), max_time=value, out=tmp_path / "run")  # type: ignore[arg-type]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_drive_fault_without_simulated_drives_and_a_negative_seed_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rig = str(CONFIGS / "rig-epos4.toml")
+    assert main(["run", "--config", rig, "--inject", "heartbeat-loss:ante_mc@1"]) == 2
+    assert "drive faults need simulated drives" in capsys.readouterr().err
+    assert main(["run", "--config", str(SIM_TOML), "--seed", "-1"]) == 2
+    assert "--seed (=-1)" in capsys.readouterr().err
+
+
+def test_a_closed_output_pipe_ends_quietly() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "whih_control.cli", "diagram"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before anything is written
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert code == 0 and "Traceback" not in err, err
 
 
 def test_a_lone_inject_spec_string_is_refused_not_split_into_characters() -> None:

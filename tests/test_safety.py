@@ -1,4 +1,4 @@
-"""Safety supervisor: invariants 1-8 of DESIGN section 4 as properties, plus fault/ack rules."""
+"""Safety supervisor: invariants 1-8 of docs/DESIGN.md section 4 as properties, plus fault/ack rules."""
 
 from __future__ import annotations
 

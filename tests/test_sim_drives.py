@@ -107,7 +107,7 @@ class Rig:
         return int.from_bytes(resp[0].data[4 : 4 + n], "little", signed=signed)
 
     def configure(self, node: int, *, qs_option: int = 2, abort_option: int = 3) -> None:
-        """What the master does at set-up, as the DESIGN describes it."""
+        """What the master does at set-up, as docs/DESIGN.md describes it."""
         cfg = next(d.config for d in self.sim if d.node_id == node)
         cpu = cfg.counts_per_unit
         self.sdo_ok(node, 0x1017, 0, cfg.heartbeat_ms, 2)
@@ -122,7 +122,7 @@ class Rig:
         self.sdo_ok(node, 0x6060, 0, 8, 1)
 
     def map_design_layout(self, node: int) -> None:
-        """RPDO1 = controlword + target, TPDO1 = statusword + position + torque (DESIGN 3)."""
+        """RPDO1 = controlword + target, TPDO1 = statusword + position + torque (docs/DESIGN.md section 3)."""
         for comm, mapping, cob, entries in (
             (0x1400, 0x1600, 0x200 + node, (0x60400010, 0x607A0020)),
             (0x1800, 0x1A00, 0x180 + node, (0x60410010, 0x60640020, 0x60770010)),

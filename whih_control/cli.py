@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,12 +14,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from firmware_iface.check import DriveReport, check_drive
-from firmware_iface.faults import parse_fault
 from whih_control.api import Robot, simulate
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.procedure import diagram
-from whih_control.runtime import Progress, RunResult
+from whih_control.runtime import Progress, RunResult, check_fault_spec
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
@@ -197,6 +197,18 @@ def _default_out(name: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``whih`` console script."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # the reader went away (``whih diagram | head``): stop writing, no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
@@ -217,11 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cfg = load_config(args.config)
             for spec in args.inject:
-                axis = parse_fault(spec).axis
-                if axis and axis not in cfg.drives:
-                    raise ValueError(
-                        f"--inject {spec!r}: unknown axis {axis!r} (configured: {', '.join(cfg.drives)})"
-                    )
+                check_fault_spec(cfg, spec)
+            if args.seed is not None and args.seed < 0:
+                raise ValueError(f"--seed (={args.seed}) must be an integer >= 0")
             if args.max_time is not None and not 0.0 < args.max_time < math.inf:
                 raise ValueError(f"--max-time (={args.max_time:g}) must be a finite number of seconds > 0")
             options = {
@@ -247,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_CROSSED
-    except RunFolderError as exc:  # refused before anything moved: a usage error
+    except (RunFolderError, ConfigError) as exc:  # refused before anything moved: a usage error
         print(f"whih {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WhihError as exc:

@@ -1,6 +1,6 @@
 """The WHIH procedure: a hierarchical state machine that says, each cycle, what may move and where.
 
-Phases (DESIGN section 1)::
+Phases (docs/DESIGN.md section 1)::
 
     idle -> preflight -> calibrate -> ready -> approach -> untip -> align
          -> hand_in_hand {retro_step -> ante_follow -> verify -> retro_step ... | rewind}

@@ -5,7 +5,7 @@ writer process turns into ``trace.asc``, and copies telemetry rows into a block 
 thread turns into CSV. In real time a full pipe or queue drops and counts (reported in the
 summary); nothing blocks the cycle.
 
-Files (DESIGN section 3): ``trace.asc`` (python-can's ASC format, flushed at least every 0.5 s),
+Files (docs/DESIGN.md section 3): ``trace.asc`` (python-can's ASC format, flushed at least every 0.5 s),
 ``telemetry.csv`` (at most 100 Hz), ``summary.json`` (written atomically), ``plot.png``.
 ``events.jsonl`` is written by :class:`whih_control.events.EventLog`.
 """

@@ -140,7 +140,7 @@ class RunResult:
 
 
 RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
-"""The files of a run folder (DESIGN section 3)."""
+"""The files of a run folder (docs/DESIGN.md section 3)."""
 
 
 def check_max_time(max_time: float | None) -> None:
@@ -149,6 +149,19 @@ def check_max_time(max_time: float | None) -> None:
         return
     if isinstance(max_time, bool) or not isinstance(max_time, int | float) or not 0.0 < max_time < math.inf:
         raise ValueError(f"max_time (={max_time!r}) must be None or a finite number of seconds > 0")
+
+
+def check_fault_spec(cfg: Config, text: str) -> FaultSpec:
+    """Parse a fault spec and check it against ``cfg`` (a configured axis; drive faults need
+    simulated drives); ``ValueError`` names the spec and what is wrong."""
+    spec = parse_fault(text)
+    if spec.kind not in RUNTIME_FAULT_KINDS and not cfg.sim.enabled:
+        raise ValueError(f"fault spec {text!r}: drive faults need simulated drives (sim.enabled = true)")
+    if spec.axis and spec.axis not in cfg.drives:
+        raise ValueError(
+            f"fault spec {text!r}: unknown axis {spec.axis!r} (configured: {', '.join(cfg.drives)})"
+        )
+    return spec
 
 
 def _make_run_folder(out: Path) -> None:
@@ -188,7 +201,7 @@ class Runtime:
         self._given_bus = bus
         if isinstance(inject, str):  # a lone spec would be taken apart character by character
             raise TypeError(f"inject (={inject!r}) must be a list of fault specs, e.g. [{inject!r}]")
-        self.faults_planned: list[FaultSpec] = [self._check_spec(s) for s in inject]
+        self.faults_planned: list[FaultSpec] = [check_fault_spec(cfg, s) for s in inject]
         self._pending = sorted(self.faults_planned, key=lambda f: f.t)
         self.axes = tuple(cfg.drives)
         self.operator = OperatorInput(enable_held=False)
@@ -229,16 +242,6 @@ class Runtime:
         self._sigint_thread = 0
 
     # --- set-up and tear-down --------------------------------------------------------------------
-
-    def _check_spec(self, text: str) -> FaultSpec:
-        spec = parse_fault(text)
-        if spec.kind not in RUNTIME_FAULT_KINDS and not self.cfg.sim.enabled:
-            raise ValueError(f"fault spec {text!r}: drive faults need simulated drives (sim.enabled = true)")
-        if spec.axis and spec.axis not in self.cfg.drives:
-            raise ValueError(
-                f"fault spec {text!r}: unknown axis {spec.axis!r} (configured: {', '.join(self.cfg.drives)})"
-            )
-        return spec
 
     def open(self) -> None:
         """Open the bus, start simulated drives if configured, create the run folder."""

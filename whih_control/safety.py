@@ -3,7 +3,7 @@
 Like ros2_control's ``joint_limits`` ``enforce(current, desired, dt)``, it takes the requested
 insertion targets and rewrites them in place into safe ones, given feedback, estimate, objective
 and operator state, and returns a :class:`~whih_control.types.Verdict` (built only when something
-happened). Invariants (DESIGN section 4), in the order they are applied each cycle:
+happened). Invariants (docs/DESIGN.md section 4), in the order they are applied each cycle:
 
 - **Faults** (latched; every axis ``QUICK_STOP`` in the same cycle, targets track the actual
   positions): e-stop pressed; ``feedback.bus_ok`` false; a drive that was running under an
