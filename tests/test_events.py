@@ -105,6 +105,27 @@ def test_reopening_a_broken_log_refuses(tmp_path: Path) -> None:
         EventLog(path)
 
 
+def test_held_sync_hands_safety_events_to_the_os_and_fsyncs_them_on_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    log.hold_sync = True
+    first = log.write(1.0, "fault", reason="HEARTBEAT")
+    log.write(1.0, "phase", to="fault")
+    assert synced == [] and log.synced_seq == -1
+    assert [e["seq"] for e in read_events(path)] == [0, 1]  # in the file already (a kill keeps them)
+    log.release_sync()
+    assert len(synced) == 1 and log.synced_seq == first + 1 and not log.hold_sync
+    log.release_sync()  # nothing held: no second fsync
+    log.write(1.1, "operator", action="ack")  # no longer held: fsynced at once
+    assert len(synced) == 2 and log.synced_seq == 2
+    log.close()
+
+
 def test_safety_events_fsync_others_flush_every_half_second(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,7 @@ from firmware_iface import pdo
 from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
 from firmware_iface.types import DriveGoal
 from whih_control import cli as cli_module
+from whih_control import events as events_module
 from whih_control import runtime as runtime_module
 from whih_control.api import Robot, simulate
 from whih_control.cli import main
@@ -194,6 +195,57 @@ def test_fault_during_hand_in_hand_quick_stops_every_axis(
         ref = after[0][2]
         drift = max(abs(target - ref) for _, _, target in after) / cpu
         assert drift <= stop_max + 1e-6, f"node {node}: target moved {drift:.3f} after the fault"
+
+
+def _fault_cycle_with_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, fail: bool) -> list[str]:
+    """Cycle a robot with a run folder, let a drive fault arrive, and list the order in which its
+    cycle sent RPDOs and fsynced the event log (``fail``: every fsync raises EIO from then on)."""
+    order: list[str] = []
+    with Robot(_sim_time_config(), out=tmp_path / "run") as robot:
+        rt = robot.runtime
+        robot.enable()
+        assert rt.drives is not None
+        write = rt.master.write
+
+        def traced_write() -> None:
+            write()
+            order.append("rpdo " + ",".join(f"0x{cw:x}" for cw in rt.master.last_controlword))
+
+        def fsync(fd: int) -> None:
+            order.append("fsync")
+            if fail:
+                raise OSError(5, "Input/output error")
+            real_fsync(fd)
+
+        real_fsync = os.fsync
+        monkeypatch.setattr(rt.master, "write", traced_write)
+        monkeypatch.setattr(events_module.os, "fsync", fsync)
+        rt.drives.inject("emcy:ante_mc:0x8611@0")
+        try:
+            for _ in range(3):
+                rt._cycle()
+        except OSError:
+            order.append("raised")
+        monkeypatch.setattr(events_module.os, "fsync", real_fsync)
+        assert rt.core.supervisor.latched
+    return order
+
+
+def test_a_fault_is_latched_and_the_quick_stop_sent_before_the_log_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = _fault_cycle_with_fsync(tmp_path, monkeypatch, fail=False)
+    stop = "rpdo " + ",".join(["0x2"] * 6)
+    assert stop in order and "fsync" in order
+    assert order.index(stop) < order.index("fsync"), order
+
+
+def test_a_failing_disk_does_not_keep_a_fault_from_stopping_the_drives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = _fault_cycle_with_fsync(tmp_path, monkeypatch, fail=True)
+    stop = "rpdo " + ",".join(["0x2"] * 6)
+    assert order[: order.index("raised")].count(stop) >= 1, order
 
 
 def test_bad_inject_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -557,6 +557,8 @@ class Runtime:
             self._cycle_body(override)
         except BaseException as exc:
             self._in_cycle = False
+            if self.log is not None:
+                self.log.hold_sync = False  # what it held is fsynced by the next safety event or close
             if self._interrupt_due():
                 raise KeyboardInterrupt from exc  # one interrupt, not one now and one later
             raise
@@ -573,6 +575,8 @@ class Runtime:
         return True
 
     def _cycle_body(self, override: DriveGoal | None) -> None:
+        if self.log is not None:
+            self.log.hold_sync = True  # safety events of this cycle are fsynced after the RPDOs
         self._apply_scheduled_faults()
         t = self.pacer.next()
         self._t = t
@@ -602,6 +606,13 @@ class Runtime:
             objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
         self._watch_operator(before)
         self.core.update(t, fb, objective, self.operator, self._measurements)
+        cmds = self.master.commands.axes
+        for axis, src in self.core.commands.axes.items():
+            dst = cmds[axis]
+            dst.target = src.target
+            dst.goal = src.goal if override is None else override
+        self.master.write()
+        # the commands are out (a quick stop included); only now is anything logged or fsynced
         latched = self.core.supervisor.latched
         if latched and self._latch_t is None:
             self._latch_t = t
@@ -611,16 +622,11 @@ class Runtime:
             self._event("fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
         elif not latched:
             self._latch_t = None
-        cmds = self.master.commands.axes
-        for axis, src in self.core.commands.axes.items():
-            dst = cmds[axis]
-            dst.target = src.target
-            dst.goal = src.goal if override is None else override
-        self.master.write()
+        if self.log is not None:
+            self.log.release_sync()
+            self.log.poll(t)
         if self.trace is not None:
             self.trace.end_cycle()
-        if self.log is not None:
-            self.log.poll(t)
         self._account(t, est.gap)
 
     def _gather_measurements(self, t: float) -> None:
@@ -799,8 +805,9 @@ class Runtime:
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name
         self.faults.append(f"{event.t:.3f}s {event.axis or 'bus'}: {text}")
-        self._event("drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
+        # latched before it is logged: a failing disk must not keep the fault from stopping the drives
         self.core.supervisor.raise_fault(_EVENT_REASON[event.kind], text, event.axis)
+        self._event("drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
 
     def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
         if self.log is not None:
