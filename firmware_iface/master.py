@@ -472,6 +472,10 @@ class Master:
             self.stats.error_frames += 1
             self._bus_ok_cycle = False
             return 0
+        if msg.is_extended_id or msg.is_fd:
+            # CiA 301 frames are classic 11-bit: a 29-bit 0x181 is somebody else's, not a TPDO
+            self.stats.unknown_cob_ids += 1
+            return 0
         cob = msg.arbitration_id
         i = self._tpdo_index.get(cob)
         if i is not None and not msg.is_remote_frame:

@@ -236,6 +236,25 @@ def test_collision_on_a_master_cob_id(cfg: Config, simbus: SimTimeBus, cob: int,
     assert m.read(0.005, None).bus_ok  # per cycle
 
 
+@pytest.mark.parametrize(
+    ("cob", "extended", "fd"),
+    [(pdo.tpdo1_cob(1), True, False), (pdo.tpdo1_cob(1), False, True), (pdo.rpdo1_cob(4), True, False)],
+)
+def test_extended_id_and_fd_frames_are_not_drive_frames(
+    cfg: Config, simbus: SimTimeBus, cob: int, extended: bool, fd: bool
+) -> None:
+    """A 29-bit or CAN FD frame whose number matches a COB-ID is somebody else's: neither fresh
+    feedback (it would hide a silent drive) nor a collision (it would stop everything)."""
+    m = Master(cfg, simbus)
+    buf = bytearray(8)
+    pdo.encode_tpdo1(buf, encode_statusword(DriveState.OPERATION_ENABLED), 123_456, 0)
+    simbus.device_send(can.Message(arbitration_id=cob, data=buf, is_extended_id=extended, is_fd=fd))
+    fb = m.read(0.0025, None)
+    assert all(a.age_cycles > 0 for a in fb.axes.values())
+    assert fb.axes["ante_wire"].state is not DriveState.OPERATION_ENABLED
+    assert fb.bus_ok and m.stats.collisions == 0 and m.stats.unknown_cob_ids == 1
+
+
 def test_error_frames_reported(cfg: Config, simbus: SimTimeBus) -> None:
     m = Master(cfg, simbus)
     simbus.device_send(can.Message(is_error_frame=True))
