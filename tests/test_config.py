@@ -103,6 +103,9 @@ MALFORMED = [
     ("drives.ante_mc.counts_per_unit", _set("drives.ante_mc.counts_per_unit", 0.0)),
     ("drives.ante_mc.max_speed", _set("drives.ante_mc.max_speed", -1.0)),
     ("drives.ante_mc", _set("drives.ante_mc", [1, 2])),
+    # invariant 6: a 4 mm ramp at max speed, and a max speed that covers the bound in one cycle
+    ("drives.ante_wire.quick_stop_decel", _set("drives.ante_wire.quick_stop_decel", 50.0)),
+    ("drives.ante_wire.max_speed", _set("safety.stop_distance_max", 0.01)),
     ("procedure.gap_target", _set("procedure.gap_target", 1.0)),
     ("procedure.gap_target", _set("procedure.gap_min", 5.0)),
     ("procedure.coupling_target", _set("procedure.coupling_target", 3.0)),

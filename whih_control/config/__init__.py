@@ -205,6 +205,27 @@ def _build_drives(data: object, base_dir: Path, problems: list[str], bad: set[st
     return drives
 
 
+def _stop_distance_problems(key: str, v_max: float, decel: float, cfg: Config) -> list[str]:
+    """Invariant 6: the quick stop reaches the drive up to one cycle after the fault, then ramps
+    down; at max speed the two together must stay within ``safety.stop_distance_max``."""
+    bound = cfg.safety.stop_distance_max
+    one_cycle = v_max * cfg.period
+    stop = v_max**2 / (2.0 * decel) + one_cycle
+    if stop <= bound:
+        return []
+    if one_cycle >= bound:
+        return [
+            f"{key}.max_speed: one cycle at max_speed covers {one_cycle:.3f} mm, more than "
+            f"safety.stop_distance_max (got {v_max:g} mm/s, allowed < {bound / cfg.period:.4g} mm/s)"
+        ]
+    need = v_max**2 / (2.0 * (bound - one_cycle))
+    return [
+        f"{key}.quick_stop_decel: stop distance at max_speed {stop:.3f} mm (one cycle plus the "
+        f"ramp) exceeds safety.stop_distance_max={bound:g} mm (got {decel:g} mm/s^2, allowed "
+        f">= {need:.4g} mm/s^2 at max_speed {v_max:g} mm/s, or a lower max_speed)"
+    ]
+
+
 def _cross_checks(cfg: Config, problems: list[str], bad: set[str]) -> None:
     """Checks across fields; each is skipped when one of its inputs is already reported bad."""
 
@@ -243,6 +264,10 @@ def _cross_checks(cfg: Config, problems: list[str], bad: set[str]) -> None:
                 f"{key}.heartbeat_ms: must be below the master's timeout for it (got "
                 f"{d.heartbeat_ms}, allowed < heartbeat_timeout_ms={d.heartbeat_timeout_ms})"
             )
+        if d.kind == "linear" and ok(
+            f"{key}.max_speed", f"{key}.quick_stop_decel", "safety.stop_distance_max"
+        ):
+            problems += _stop_distance_problems(key, d.max_speed, d.quick_stop_decel, cfg)
         for name, speed in (("wire_speed", cfg.procedure.wire_speed), ("mc_speed", cfg.procedure.mc_speed)):
             applies = d.kind == "linear" and (name == "wire_speed") == ("wire" in axis)
             if applies and speed > d.max_speed and ok(f"procedure.{name}", f"{key}.max_speed"):
