@@ -37,6 +37,7 @@ from firmware_iface import pdo
 from firmware_iface.check import check_drive
 from firmware_iface.cia402 import (
     CW_DISABLE_VOLTAGE,
+    CW_FAULT_RESET_BIT,
     MODE_CSP,
     DriveState,
     decode_statusword,
@@ -87,6 +88,8 @@ class MasterStats:
     error_frames: int = 0
     rejected_targets: int = 0
     """Non-finite targets refused (the previous target was sent instead)."""
+    emcy_resets: int = 0
+    """EMCY frames with error code 0x0000 ("error reset or no error"): counted, not a fault."""
 
 
 def _pdo_map(index: int, sub: int, bits: int) -> int:
@@ -164,7 +167,6 @@ class Master:
         self._answered = bytearray(n)
         self._actual_counts = [0] * n
         self._sent_counts = [0] * n
-        self._reset_phase = [False] * n
         self._rpdo = tuple(
             can.Message(
                 arbitration_id=pdo.rpdo1_cob(nid),
@@ -524,12 +526,13 @@ class Master:
             cmd = cmds[i]
             state = fb.state
             goal = cmd.goal
-            if state is DriveState.FAULT and goal is DriveGoal.FAULT_RESET:
-                phase = self._reset_phase[i]
-                self._reset_phase[i] = not phase
-            else:
-                phase = False
-                self._reset_phase[i] = False
+            # bit 7 high whenever the last controlword had it low: the very first FAULT_RESET
+            # cycle is already a rising edge (a one-cycle reset request resets), then it alternates
+            phase = (
+                state is DriveState.FAULT
+                and goal is DriveGoal.FAULT_RESET
+                and not self.last_controlword[i] & CW_FAULT_RESET_BIT
+            )
             cw = next_controlword(state, goal, reset_phase=phase)
             if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED:
                 target = cmd.target
@@ -635,6 +638,10 @@ class Master:
                 return
             code = int.from_bytes(msg.data[0:2], "little")
             register = msg.data[2] if msg.dlc >= 3 else 0
+            if code == 0x0000:
+                # CiA 301: the drive reports its error cleared (after a fault reset); not a fault
+                self.stats.emcy_resets += 1
+                return
             events.append(
                 DriveEvent(
                     DriveEventKind.EMCY,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from firmware_iface.cia402 import DriveState
+from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control.config import Config
 from whih_control.estimate import play
@@ -122,6 +122,9 @@ class PlantDouble:
             af.position = self.insertion[a]
             af.force = self.force[a]
             af.state = _STATE_FOR_GOAL[self._goal[a]]
+            # CiA 402: in QUICK STOP ACTIVE, target reached (bit 10) means the ramp has ended
+            stopped = af.state is DriveState.QUICK_STOP_ACTIVE and self.velocity[a] == 0.0
+            af.statusword = SW_TARGET_REACHED if stopped else 0
         return self._imaging(t)
 
     def _imaging(self, t: float) -> list[TipMeasurement]:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from firmware_iface.cia402 import DriveState
+from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import DriveGoal
 from whih_control.config import Config, load_config
 from whih_control.control import profile_velocity
@@ -355,8 +355,18 @@ class CoreMachine(RuleBasedStateMachine):
     @rule()
     def acknowledge(self) -> None:
         targets = {a: c.target for a, c in self.core.commands.axes.items()}
-        accepted = self.core.supervisor.acknowledge(self.plant.feedback)
-        assert accepted == (not self.op.estop)
+        sup = self.core.supervisor
+        est = self.core.estimator.estimate
+        fb = self.plant.feedback
+        stopping = any(
+            af.state is DriveState.QUICK_STOP_ACTIVE and not af.statusword & SW_TARGET_REACHED
+            for af in fb.axes.values()
+        )
+        coupling_bad = sup.latched_verdict.reason is Reason.COUPLING and not (
+            est.valid and 0.0 <= est.coupling <= CFG.procedure.coupling_max
+        )
+        accepted = self.core.acknowledge(fb)
+        assert accepted == (not self.op.estop and not stopping and not coupling_bad), sup.ack_blocker
         # acknowledging never moves anything
         assert targets == {a: c.target for a, c in self.core.commands.axes.items()}
         if accepted:

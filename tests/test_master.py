@@ -334,6 +334,30 @@ def test_non_finite_target_is_refused(cfg: Config, simbus: SimTimeBus) -> None:
         m.shutdown()
 
 
+def test_a_one_cycle_fault_reset_resets_and_the_error_reset_emcy_is_no_new_fault(
+    cfg: Config, simbus: SimTimeBus
+) -> None:
+    with SimulatedDrives(cfg, simbus) as sims:
+        m = Master(cfg, simbus)
+        m.setup()
+        _enable(m, simbus)
+        sims.inject("drive-fault:ante_mc@0")
+        for _ in range(5):
+            _cycle(m, simbus)
+        assert m.feedback.axes["ante_mc"].state is DriveState.FAULT
+        for c in m.commands.axes.values():
+            c.goal = DriveGoal.FAULT_RESET
+        events = _cycle(m, simbus)  # one cycle, as the supervisor sends it after an acknowledge
+        assert m.last_controlword[2] & 0x80  # a rising edge of bit 7 at once
+        for c in m.commands.axes.values():
+            c.goal = DriveGoal.SWITCHED_ON
+        for _ in range(5):
+            events += _cycle(m, simbus)
+        assert sims.drive("ante_mc").state is not DriveState.FAULT
+        assert events == [] and m.stats.emcy_resets == 1  # EMCY 0x0000: error cleared
+        m.shutdown()
+
+
 def test_events_from_injected_faults(cfg: Config, simbus: SimTimeBus) -> None:
     with SimulatedDrives(cfg, simbus) as sims:
         m = Master(cfg, simbus)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_iface.cia402 import DriveState
+from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control.config import Config, load_config
 from whih_control.safety import SafetySupervisor
@@ -486,6 +486,34 @@ def test_drive_fault_while_running_latches_and_external_faults_latch() -> None:
     assert sup2.acknowledge(fb2) and sup2.generation == 1
     with pytest.raises(ValueError, match="reason"):
         sup2.raise_fault(Reason.OK, "nothing")
+
+
+@pytest.mark.parametrize("state", [DriveState.QUICK_STOP_ACTIVE, DriveState.FAULT_REACTION_ACTIVE])
+def test_acknowledge_waits_until_every_drive_has_stopped(state: DriveState) -> None:
+    """Re-enabling walks through states without holding torque: not while an axis still ramps."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    ramping = fb.axes["ante_wire"]
+    ramping.state, ramping.statusword = state, 0
+    assert not sup.acknowledge(fb) and "ante_wire: still stopping" in sup.ack_blocker
+    if state is DriveState.QUICK_STOP_ACTIVE:
+        ramping.statusword = SW_TARGET_REACHED  # the ramp has ended: holding, at rest
+    else:
+        ramping.state = DriveState.FAULT
+    assert sup.acknowledge(fb) and not sup.latched
+
+
+def test_a_coupling_fault_is_acknowledged_only_with_the_coupling_back_in_range() -> None:
+    sup, fb, cmds, est = _running()
+    est.coupling = CFG.procedure.coupling_max + 0.5
+    for k in range(CFG.safety.coupling_fault_cycles + 1):
+        v = sup.enforce(0.0025 * (k + 1), CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.COUPLING
+    assert not sup.acknowledge(fb) and "needs the estimate" in sup.ack_blocker
+    assert not sup.acknowledge(fb, est) and "still outside" in sup.ack_blocker
+    est.coupling = 1.0
+    assert sup.acknowledge(fb, est) and not sup.latched
 
 
 def test_estop_latches_and_blocks_acknowledge_until_released() -> None:

@@ -53,6 +53,11 @@ class ControlCore:
             raise ValueError(f"request_goal: goal (={goal!r}) must be DISABLED, SWITCHED_ON or ENABLED")
         self.controller.goal = goal
 
+    def acknowledge(self, feedback: Feedback) -> bool:
+        """Acknowledge a latched fault with this core's estimate (see ``SafetySupervisor.acknowledge``);
+        False, with the reason in ``supervisor.ack_blocker``, while a cause remains."""
+        return self.supervisor.acknowledge(feedback, self.estimator.estimate)
+
     def update(
         self,
         t: float,

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 
-from firmware_iface.cia402 import DriveState
+from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import AxisCommand, AxisFeedback, Commands, DriveGoal, Feedback
 from whih_control.config import Config
 from whih_control.types import ALL_AXES, LINEAR_AXES, Estimate, Objective, OperatorInput, Reason, Verdict
@@ -162,25 +162,42 @@ class SafetySupervisor:
             self.latched_verdict = verdict
             self._reset_pending = False
 
-    def acknowledge(self, feedback: Feedback) -> bool:
+    def acknowledge(self, feedback: Feedback, estimate: Estimate | None = None) -> bool:
         """Clear the latch if every cause is gone; never moves anything.
 
-        Needs: e-stop released (as last seen), bus OK, every drive's heartbeat OK, fresh and
-        finite feedback, force below ``force_alarm``. A drive's own FAULT state is not a blocker:
-        the next cycle sends FAULT_RESET (targets = actual positions) and the runtime re-enables.
+        Needs: e-stop released (as last seen), bus OK, every drive at rest (none in FAULT REACTION
+        ACTIVE, none in QUICK STOP ACTIVE before it reports target reached: re-enabling walks
+        through a state without holding torque), every drive's heartbeat OK, fresh and finite
+        feedback, force below ``force_alarm``; for a coupling fault, ``estimate`` showing the wire
+        coupling back in ``[0, coupling_max]``. A drive's own FAULT state is not a blocker: the
+        next cycle sends FAULT_RESET (targets = actual positions) and the runtime re-enables.
         """
         if not self.latched:
             self.ack_blocker = ""
             return True
         why = ""
+        reason = self.latched_verdict.reason
         if self._estop:
             why = "e-stop still pressed"
         elif not feedback.bus_ok:
             why = "bus not OK"
+        elif reason is Reason.COUPLING and estimate is None:
+            why = "a coupling fault needs the estimate to show the coupling back in range"
+        elif (
+            reason is Reason.COUPLING
+            and estimate is not None
+            and not (estimate.valid and 0.0 <= estimate.coupling <= self._cmax)
+        ):
+            why = f"wire coupling {estimate.coupling:.3g} mm still outside [0...{self._cmax:g}]"
         else:
             for i, name in enumerate(self.axes):
                 af = feedback.axes[name]
-                if not af.heartbeat_ok:
+                st = af.state
+                if st is DriveState.FAULT_REACTION_ACTIVE or (
+                    st is DriveState.QUICK_STOP_ACTIVE and not af.statusword & SW_TARGET_REACHED
+                ):
+                    why = f"{name}: still stopping ({st.name})"
+                elif not af.heartbeat_ok:
                     why = f"{name}: no heartbeat"
                 elif af.age_cycles > self._max_age:
                     why = f"{name}: feedback stale (age {af.age_cycles} cycles)"
