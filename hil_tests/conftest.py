@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import CONFIGS, _no_leaked_threads  # noqa: F401  (autouse fixture)
 from whih_control import Config, Robot, load_config
 
+from .bench import bench_robot
+
 
 def _rig_config() -> Config:
     path = os.environ.get("WHIH_HIL_CONFIG")
@@ -48,5 +50,5 @@ def simulated(rig_config: Config) -> bool:
 @pytest.fixture
 def robot(rig_config: Config) -> Iterator[Robot]:
     """An opened robot; closing it quick-stops, disables and shuts the bus down."""
-    with Robot(rig_config) as r:
+    with bench_robot(rig_config) as r:
         yield r

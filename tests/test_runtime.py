@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from firmware_iface import pdo
 from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
 from firmware_iface.types import DriveGoal
+from hil_tests.bench import bench_robot
 from whih_control import cli as cli_module
 from whih_control import events as events_module
 from whih_control import runtime as runtime_module
@@ -30,6 +32,7 @@ from whih_control.errors import RunFolderError, SafetyError, WhihError
 from whih_control.events import read_events, verify_log
 from whih_control.record import read_telemetry
 from whih_control.runtime import Progress, RunResult, Runtime
+from whih_control.types import TipMeasurement
 
 from .conftest import CONFIGS, FAULT_EXAMPLES
 
@@ -344,6 +347,49 @@ def test_demo_run_folders_started_in_one_second_do_not_collide(
 def _sim_time_config() -> Config:
     cfg = load_config(SIM_TOML)
     return cfg.replace(bus=dataclasses.replace(cfg.bus, interface="whih-sim"))
+
+
+def test_a_rig_without_imaging_enables_and_jogs_on_bench_imaging() -> None:
+    """What the contract suite does on a real rig with ``imaging.source = "external"``."""
+    cfg = _sim_time_config()
+    cfg = cfg.replace(imaging=dataclasses.replace(cfg.imaging, source="external"))
+    with Robot(cfg) as robot, pytest.raises(WhihError, match="calibration"):
+        robot.enable()  # nothing to calibrate on: refused, not hanging
+    with bench_robot(cfg) as robot:
+        robot.enable()
+        assert robot.runtime.procedure.phase.value == "ready"
+        fb = robot.runtime.master.feedback.axes
+        before = fb["ante_wire"].position
+        robot.jog("ante_wire", 1.0)
+        assert fb["ante_wire"].position - before == pytest.approx(1.0, abs=0.05)
+        assert robot.runtime.core.estimator.calibrated
+
+
+def test_measurements_added_from_another_thread_are_all_taken() -> None:
+    cfg = _sim_time_config()
+    cfg = cfg.replace(imaging=dataclasses.replace(cfg.imaging, source="external"))
+    taken: list[int] = []
+    with Robot(cfg) as robot:
+        rt = robot.runtime
+        gather = rt._gather_measurements
+
+        def counting(t: float) -> None:
+            gather(t)
+            taken.append(len(rt._measurements))
+
+        rt._gather_measurements = counting  # type: ignore[method-assign]
+        with pytest.raises(TypeError, match="must be a TipMeasurement"):
+            robot.add_measurement({"ante_wire": 1.0})  # type: ignore[arg-type]
+        tips = {"ante_wire": -15.0}
+        feeder = threading.Thread(
+            target=lambda: [robot.add_measurement(TipMeasurement(0.0, 0.0, tips)) for _ in range(20_000)]
+        )
+        feeder.start()
+        while feeder.is_alive():
+            rt._cycle()
+        feeder.join()
+        rt._cycle()
+        assert sum(taken) == 20_000 and robot.time == rt.time > 0.0
 
 
 def test_a_jog_held_short_raises_and_leaves_nothing_pending() -> None:

@@ -14,6 +14,7 @@ from whih_control.errors import (
     SafetyError,
     WhihError,
 )
+from whih_control.types import TipMeasurement
 
 __all__ = [
     "Config",
@@ -25,6 +26,7 @@ __all__ = [
     "Robot",
     "RunResult",
     "SafetyError",
+    "TipMeasurement",
     "WhihError",
     "default_config_path",
     "load_config",

@@ -24,6 +24,7 @@ import can
 
 from whih_control.config import Config
 from whih_control.runtime import _HOLD_CODES, Progress, RunResult, Runtime, check_max_time
+from whih_control.types import TipMeasurement
 
 __all__ = ["Progress", "Robot", "RunResult", "simulate"]
 
@@ -76,6 +77,16 @@ class Robot:
         tb: TracebackType | None,
     ) -> None:
         self._runtime.close()
+
+    @property
+    def time(self) -> float:
+        """Time of the latest cycle, seconds since the first (the clock of tip measurements)."""
+        return self._runtime.time
+
+    def add_measurement(self, m: TipMeasurement) -> None:
+        """Feed an external tip measurement (``imaging.source = "external"``), from any thread;
+        ``t_capture``/``t_arrival`` in :attr:`time`'s clock."""
+        self._runtime.add_measurement(m)
 
     def enable(self) -> None:
         """Preflight and CiA 402 walk of every drive to OPERATION ENABLED (CSP)."""

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,8 @@ class Runtime:
         self._t = 0.0
         self._t_start_wall = 0.0
         self._measurements: list[TipMeasurement] = []
-        self._external: list[TipMeasurement] = []
+        # appended by the application's thread, taken one at a time by the cycle (both atomic)
+        self._external: deque[TipMeasurement] = deque()
         self._min_gap = math.inf
         self._max_gap = -math.inf
         self._max_force = dict.fromkeys(self.axes, 0.0)
@@ -502,8 +504,17 @@ class Runtime:
             ctl.jog_target[i] = math.nan
             self._jogging = False
 
+    @property
+    def time(self) -> float:
+        """Time of the latest cycle: seconds since the first one (simulated or monotonic). Stamp
+        external measurements in this clock."""
+        return self._t
+
     def add_measurement(self, m: TipMeasurement) -> None:
-        """Feed an external tip measurement (imaging.source = 'external')."""
+        """Feed an external tip measurement (imaging.source = 'external'); safe to call from
+        another thread while the robot cycles. It is taken by the next cycle."""
+        if not isinstance(m, TipMeasurement):
+            raise TypeError(f"add_measurement: m (={m!r}) must be a TipMeasurement")
         self._external.append(m)
 
     def run_procedure(
@@ -636,9 +647,9 @@ class Runtime:
             return
         if self.imaging is not None:
             self._measurements.extend(self.imaging.poll(t))
-        if self._external:
-            self._measurements.extend(self._external)
-            self._external.clear()
+        external = self._external
+        while external:
+            self._measurements.append(external.popleft())
 
     def _calibrate(self) -> None:
         """Tie encoder insertion to tip position with the first complete tip measurement."""
