@@ -166,6 +166,32 @@ def test_bad_measurements_are_rejected_and_counted() -> None:
     assert est.estimate.tips["retro_mc"] > TIPS["retro_mc"]
 
 
+def test_one_implausible_frame_is_gated_and_a_lasting_change_is_taken() -> None:
+    """A tracking glitch (one frame 60 mm off) must not move the gap; the same offset seen in
+    ``innovation_gate_frames`` frames in a row is believed and the filter re-anchors on it."""
+    est, fb = _estimator()
+    t = 0.0
+    for _ in range(40):
+        t += 0.0025
+        est.update(t, fb)
+    tip = est.estimate.tips["ante_mc"]
+    t += 0.0025
+    est.update(t, fb, [TipMeasurement(t, t, {"ante_mc": tip + 60.0})])
+    assert est.estimate.tips["ante_mc"] == pytest.approx(tip, abs=1e-9) and est.rejected == 1
+    t += 0.0025
+    est.update(t, fb, [TipMeasurement(t, t, {"ante_mc": tip + 0.2})])  # a plausible frame
+    assert est.estimate.tips["ante_mc"] == pytest.approx(tip + 0.2, abs=0.2) and est.fused == 1
+    moved = est.estimate.tips["ante_mc"]
+    n = CFG.estimate.innovation_gate_frames
+    for k in range(n):
+        t += 0.1
+        est.update(t, fb, [TipMeasurement(t, t, {"ante_mc": tip + 5.0})])
+        if k < n - 1:
+            assert est.estimate.tips["ante_mc"] == pytest.approx(moved, abs=1e-9)
+    assert est.estimate.tips["ante_mc"] == pytest.approx(tip + 5.0, abs=0.1)
+    assert est.rejected == n  # the glitch and n - 1 frames of the lasting change
+
+
 def test_non_finite_feedback_is_rejected_and_the_estimate_holds() -> None:
     est, fb = _estimator()
     fb.axes["ante_wire"].position = math.nan

@@ -70,6 +70,8 @@ class Estimator:
         self._r = est.measurement_noise**2
         self._p0 = est.calibration_sigma**2
         self._gate2 = est.innovation_gate**2
+        self._gate_frames = est.innovation_gate_frames
+        self._gated = [0] * 4
         self._horizon = est.max_latency_s
         n = max(8, math.ceil(est.max_latency_s * cfg.cycle.rate_hz) + 4)
         self._hist_t: list[float] = [-math.inf] * n
@@ -112,6 +114,7 @@ class Estimator:
             self.offset[i] = p - self.direction[i] * x
             self.variance[i] = self._p0
             self._last_fused[i] = -math.inf
+            self._gated[i] = 0
         self._t_calibrated = self._t_last if _isfinite(self._t_last) else -math.inf
         self.calibrated = True
         self._publish()
@@ -223,8 +226,14 @@ class Estimator:
             p = self.variance[i]
             s = p + self._r
             if self._gate2 > 0.0 and innov * innov > self._gate2 * s:
-                self.rejected += 1
-                continue
+                self._gated[i] += 1
+                if self._gated[i] < self._gate_frames:
+                    self.rejected += 1  # one implausible frame (a tracking glitch) is not taken
+                    continue
+                # several in a row: the model is off, not the images; trust them again at once
+                p += innov * innov
+                s = p + self._r
+            self._gated[i] = 0
             k = p / s
             self.offset[i] += k * innov
             self.variance[i] = p - k * p

@@ -68,10 +68,16 @@ class EstimateConfig:
         0.5, unit="s", lo=0.01, hi=5.0, doc="older measurements (capture to now) are rejected"
     )
     innovation_gate: float = setting(
-        0.0,
+        5.0,
         lo=0.0,
         hi=1000.0,
         doc="reject a tip whose innovation exceeds this many sigmas (0 = no gate)",
+    )
+    innovation_gate_frames: int = setting(
+        3,
+        lo=1,
+        hi=100,
+        doc="after this many gated frames in a row a tip is taken anyway and the filter re-anchored",
     )
 
 
