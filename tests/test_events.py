@@ -105,7 +105,7 @@ def test_reopening_a_broken_log_refuses(tmp_path: Path) -> None:
         EventLog(path)
 
 
-def test_held_sync_hands_safety_events_to_the_os_and_fsyncs_them_on_release(
+def test_held_events_touch_the_disk_only_on_release_in_order_and_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[int] = []
@@ -113,17 +113,39 @@ def test_held_sync_hands_safety_events_to_the_os_and_fsyncs_them_on_release(
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     path = tmp_path / "events.jsonl"
     log = EventLog(path)
+    log.write(0.5, "telemetry", gap=4.5)  # not safety: flushed, not fsynced
+    size = path.stat().st_size
     log.hold_sync = True
-    first = log.write(1.0, "fault", reason="HEARTBEAT")
+    log.write(1.0, "fault", reason="HEARTBEAT")
+    log.write(1.0, "telemetry", gap=4.6)
     log.write(1.0, "phase", to="fault")
-    assert synced == [] and log.synced_seq == -1
-    assert [e["seq"] for e in read_events(path)] == [0, 1]  # in the file already (a kill keeps them)
+    assert synced == [] and log.synced_seq == -1 and path.stat().st_size == size  # nothing written
     log.release_sync()
-    assert len(synced) == 1 and log.synced_seq == first + 1 and not log.hold_sync
+    assert len(synced) == 1 and log.synced_seq == 3 and not log.hold_sync
+    assert [e["seq"] for e in read_events(path)] == [0, 1, 2, 3]
     log.release_sync()  # nothing held: no second fsync
-    log.write(1.1, "operator", action="ack")  # no longer held: fsynced at once
-    assert len(synced) == 2 and log.synced_seq == 2
+    log.hold_sync = True
+    log.write(1.1, "operator", action="ack")
+    log.close()  # close writes what is held before its own line, and fsyncs
+    assert [e["kind"] for e in read_events(path)][-2:] == ["operator", "close"]
+    assert verify_log(path).ok and len(synced) == 2
+
+
+def test_a_failed_write_keeps_the_held_events_for_the_next_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    log.hold_sync = True
+    log.write(1.0, "fault", reason="HEARTBEAT")
+    real_write = log._file.write
+    monkeypatch.setattr(log._file, "write", lambda b: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError, match="No space"):
+        log.release_sync()
+    assert not log.hold_sync
+    monkeypatch.setattr(log._file, "write", real_write)
     log.close()
+    assert [e["kind"] for e in read_events(path)] == ["fault", "close"] and verify_log(path).ok
 
 
 def test_safety_events_fsync_others_flush_every_half_second(

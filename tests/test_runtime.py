@@ -14,6 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import can
 import pytest
@@ -200,55 +201,90 @@ def test_fault_during_hand_in_hand_quick_stops_every_axis(
         assert drift <= stop_max + 1e-6, f"node {node}: target moved {drift:.3f} after the fault"
 
 
-def _fault_cycle_with_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, fail: bool) -> list[str]:
-    """Cycle a robot with a run folder, let a drive fault arrive, and list the order in which its
-    cycle sent RPDOs and fsynced the event log (``fail``: every fsync raises EIO from then on)."""
+class _Disk:
+    """The event log's file, recording each write/flush/fsync and failing them when ``full``."""
+
+    def __init__(self, f: Any, order: list[str]) -> None:
+        self.f, self.order, self.full = f, order, False
+
+    def _io(self, what: str) -> None:
+        self.order.append(what)
+        if self.full:
+            raise OSError(28, "No space left on device")
+
+    def write(self, b: bytes) -> int:
+        self._io("write")
+        return int(self.f.write(b))
+
+    def flush(self) -> None:
+        self._io("flush")
+        self.f.flush()
+
+    def fileno(self) -> int:
+        return int(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _fault_cycles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, full: bool
+) -> tuple[list[str], Runtime]:
+    """Let a drive fault arrive in a robot with a run folder; list, in order, the cycles' RPDOs
+    and every event-log write/flush/fsync (``full``: each of those fails with ENOSPC)."""
     order: list[str] = []
-    with Robot(_sim_time_config(), out=tmp_path / "run") as robot:
+    robot = Robot(_sim_time_config(), out=tmp_path / "run")
+    with robot:
         rt = robot.runtime
         robot.enable()
-        assert rt.drives is not None
+        assert rt.drives is not None and rt.log is not None
+        disk = _Disk(rt.log._file, order)
+        monkeypatch.setattr(rt.log, "_file", disk)
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            disk._io("fsync")
+            real_fsync(fd)
+
         write = rt.master.write
 
         def traced_write() -> None:
             write()
             order.append("rpdo " + ",".join(f"0x{cw:x}" for cw in rt.master.last_controlword))
 
-        def fsync(fd: int) -> None:
-            order.append("fsync")
-            if fail:
-                raise OSError(5, "Input/output error")
-            real_fsync(fd)
-
-        real_fsync = os.fsync
         monkeypatch.setattr(rt.master, "write", traced_write)
         monkeypatch.setattr(events_module.os, "fsync", fsync)
         rt.drives.inject("emcy:ante_mc:0x8611@0")
-        try:
-            for _ in range(3):
-                rt._cycle()
-        except OSError:
-            order.append("raised")
-        monkeypatch.setattr(events_module.os, "fsync", real_fsync)
+        disk.full = full
+        for _ in range(4):
+            rt._cycle()  # never raises for the log
         assert rt.core.supervisor.latched
-    return order
+        disk.full = False  # the disk recovers before close: nothing held is lost
+    return order, rt
 
 
-def test_a_fault_is_latched_and_the_quick_stop_sent_before_the_log_is_fsynced(
+STOP = "rpdo " + ",".join(["0x2"] * 6)
+
+
+def test_a_fault_is_latched_and_the_quick_stop_sent_before_the_log_is_touched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    order = _fault_cycle_with_fsync(tmp_path, monkeypatch, fail=False)
-    stop = "rpdo " + ",".join(["0x2"] * 6)
-    assert stop in order and "fsync" in order
-    assert order.index(stop) < order.index("fsync"), order
+    order, _ = _fault_cycles(tmp_path, monkeypatch, full=False)
+    first_io = min(order.index(k) for k in ("write", "flush", "fsync") if k in order)
+    assert STOP in order and order.index(STOP) < first_io, order
+    assert "fsync" in order
 
 
-def test_a_failing_disk_does_not_keep_a_fault_from_stopping_the_drives(
+def test_a_full_disk_stops_the_run_without_keeping_the_drives_from_stopping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    order = _fault_cycle_with_fsync(tmp_path, monkeypatch, fail=True)
-    stop = "rpdo " + ",".join(["0x2"] * 6)
-    assert order[: order.index("raised")].count(stop) >= 1, order
+    order, rt = _fault_cycles(tmp_path, monkeypatch, full=True)
+    assert order.count(STOP) >= 3, order  # every cycle still sent its quick stop
+    assert any("event log" in f and "No space left" in f for f in rt.faults), rt.faults
+    # what the full disk held back was written at close: nothing lost, the chain intact
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    assert verify_log(tmp_path / "run" / "events.jsonl").ok
+    assert any(e["kind"] == "drive" and e.get("code") == 0x8611 for e in events)
 
 
 def test_bad_inject_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,10 @@ One JSON object per line::
   breaks the chain at the line that follows it; :meth:`EventLog.close` appends a ``close`` line so
   the last content line is covered too.
 - Safety-relevant kinds (:data:`SAFETY_KINDS`: faults, phase changes, operator actions) are written
-  and ``fsync``-ed before :meth:`EventLog.write` returns. Other kinds are buffered and flushed when
-  0.5 s of the supplied time has passed since the last flush (checked on every write and on
-  :meth:`EventLog.poll`), and on close.
+  and ``fsync``-ed before :meth:`EventLog.write` returns, unless :attr:`EventLog.hold_sync` holds
+  them back until :meth:`EventLog.release_sync` (the runtime does, during a cycle). Other kinds
+  are buffered and flushed when 0.5 s of the supplied time has passed since the last flush
+  (checked on every write and on :meth:`EventLog.poll`), and on close.
 
 :func:`verify_log` returns a :class:`LogReport` (it does not raise); :meth:`LogReport.check`
 raises :class:`~whih_control.errors.LogIntegrityError` for callers that want an exception.
@@ -94,10 +95,11 @@ class EventLog:
         self._dirty = False
         self._synced_seq = self._seq - 1
         self._sync_due = False
+        self._held: list[bytes] = []
         self.hold_sync = False
-        """While True, an event that is to be fsynced is handed to the OS at once (it survives the
-        process being killed) and fsynced by :meth:`release_sync`. The runtime holds it during a
-        cycle, so a quick stop goes out before the disk is waited for."""
+        """While True, events are kept in memory, in order, and written (and fsynced if one of
+        them is to be) by :meth:`release_sync`. The runtime holds them during a cycle, so nothing
+        touches the disk before the cycle's commands, a quick stop included, are sent."""
         self.closed = False
 
     @property
@@ -135,17 +137,18 @@ class EventLog:
             line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str).encode()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event kind={kind!r} has a field that is not JSON-able ({exc})") from exc
-        self._file.write(line + b"\n")
         self._prev = hashlib.sha256(line).hexdigest()
         seq = self._seq
         self._seq += 1
+        safety = sync if sync is not None else kind in SAFETY_KINDS
+        if self.hold_sync:
+            self._held.append(line + b"\n")
+            self._sync_due = self._sync_due or safety
+            return seq
+        self._file.write(line + b"\n")
         self._dirty = True
-        if sync if sync is not None else kind in SAFETY_KINDS:
-            if self.hold_sync:
-                self._file.flush()
-                self._sync_due = True
-            else:
-                self._sync()
+        if safety:
+            self._sync()
             self._last_flush = t
         else:
             self.poll(t)
@@ -159,10 +162,20 @@ class EventLog:
             self._last_flush = t
 
     def release_sync(self) -> None:
-        """End :attr:`hold_sync` and fsync what it held back (nothing to do if nothing was)."""
-        self.hold_sync = False
-        if self._sync_due and not self.closed:
+        """End :attr:`hold_sync`: write what it held back, and fsync it if a safety event was
+        among it. On an I/O error the held lines are kept for the next attempt (or close)."""
+        if self._write_held() and self._sync_due:
             self._sync()
+
+    def _write_held(self) -> bool:
+        """End the hold and hand the held lines to the file; True if there were any."""
+        self.hold_sync = False
+        if self.closed or not self._held:
+            return False
+        self._file.write(b"".join(self._held))
+        self._held.clear()
+        self._dirty = True
+        return True
 
     def flush(self) -> None:
         """Write buffered events to disk and fsync them."""
@@ -181,6 +194,7 @@ class EventLog:
         if self.closed:
             return
         try:
+            self._write_held()  # fsynced with the close line
             self.write(self._last_t(t), "close")
         finally:
             self._file.close()

@@ -215,6 +215,7 @@ class Runtime:
         self._measurements: list[TipMeasurement] = []
         # appended by the application's thread, taken one at a time by the cycle (both atomic)
         self._external: deque[TipMeasurement] = deque()
+        self._log_error: OSError | None = None
         self._min_gap = math.inf
         self._max_gap = -math.inf
         self._max_force = dict.fromkeys(self.axes, 0.0)
@@ -634,8 +635,11 @@ class Runtime:
         elif not latched:
             self._latch_t = None
         if self.log is not None:
-            self.log.release_sync()
-            self.log.poll(t)
+            try:
+                self.log.release_sync()
+                self.log.poll(t)
+            except OSError as exc:
+                self._log_failed(exc)
         if self.trace is not None:
             self.trace.end_cycle()
         self._account(t, est.gap)
@@ -820,9 +824,23 @@ class Runtime:
         self.core.supervisor.raise_fault(_EVENT_REASON[event.kind], text, event.axis)
         self._event("drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
 
+    def _log_failed(self, exc: OSError) -> None:
+        """The event log could not be written: stop the run (the drives first), keep cycling.
+
+        What it holds is kept and tried again each cycle and at close, which raises if the disk
+        is still failing, after the drives are stopped."""
+        if self._log_error is None:
+            self._log_error = exc
+            text = f"event log {self.out}: cannot write ({exc.strerror or exc})"
+            self.faults.append(f"{self._t:.3f}s all: {text}")
+            self.core.supervisor.raise_fault(Reason.RECORDING, text)
+
     def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
         if self.log is not None:
-            self.log.write(self._t, kind, sync=True if safety else None, **fields)
+            try:
+                self.log.write(self._t, kind, sync=True if safety else None, **fields)
+            except OSError as exc:
+                self._log_failed(exc)
 
     # --- the end ----------------------------------------------------------------------------------
 

@@ -160,6 +160,9 @@ class Reason(IntEnum):
     """A fault is latched and not yet acknowledged."""
     ESTIMATE_INVALID = 19
     """No valid tip estimate (not calibrated): geometry cannot be checked, linear axes hold."""
+    RECORDING = 20
+    """The run's event log cannot be written (e.g. disk full): the run stops rather than go on
+    without its record."""
 
 
 @dataclass(frozen=True, slots=True)
