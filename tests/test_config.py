@@ -114,6 +114,7 @@ MALFORMED = [
     ("sim.enabled", _set("sim.enabled", "yes")),
     ("imaging.source", _set("imaging.source", "xray")),
     ("imaging.dropout", _set("imaging.dropout", 1.5)),
+    ("estimate.innovation_gate_frames", _set("estimate.innovation_gate_frames", 1)),  # would be no gate
     ("record.telemetry_hz", _set("record.telemetry_hz", 1000.0)),
     ("bus.master_heartbeat_ms", _set("bus.master_heartbeat_ms", 500)),
     ("telemetry", _set("telemetry", {"hz": 1})),

@@ -356,17 +356,13 @@ class CoreMachine(RuleBasedStateMachine):
     def acknowledge(self) -> None:
         targets = {a: c.target for a, c in self.core.commands.axes.items()}
         sup = self.core.supervisor
-        est = self.core.estimator.estimate
         fb = self.plant.feedback
         stopping = any(
             af.state is DriveState.QUICK_STOP_ACTIVE and not af.statusword & SW_TARGET_REACHED
             for af in fb.axes.values()
         )
-        coupling_bad = sup.latched_verdict.reason is Reason.COUPLING and not (
-            est.valid and 0.0 <= est.coupling <= CFG.procedure.coupling_max
-        )
         accepted = self.core.acknowledge(fb)
-        assert accepted == (not self.op.estop and not stopping and not coupling_bad), sup.ack_blocker
+        assert accepted == (not self.op.estop and not stopping), sup.ack_blocker
         # acknowledging never moves anything
         assert targets == {a: c.target for a, c in self.core.commands.axes.items()}
         if accepted:

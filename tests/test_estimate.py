@@ -192,6 +192,20 @@ def test_one_implausible_frame_is_gated_and_a_lasting_change_is_taken() -> None:
     assert est.rejected == n  # the glitch and n - 1 frames of the lasting change
 
 
+def test_glitches_that_disagree_never_re_anchor_the_filter() -> None:
+    est, fb = _estimator()
+    t = 0.0
+    for _ in range(40):
+        t += 0.0025
+        est.update(t, fb)
+    tip = est.estimate.tips["ante_mc"]
+    for off in (60.0, -40.0, 25.0, -30.0, 45.0, 0.0):
+        t += 0.1
+        est.update(t, fb, [TipMeasurement(t, t, {"ante_mc": tip + off})])
+        assert est.estimate.tips["ante_mc"] == pytest.approx(tip, abs=0.05), off
+    assert est.rejected == 5 and est.fused == 1
+
+
 def test_non_finite_feedback_is_rejected_and_the_estimate_holds() -> None:
     est, fb = _estimator()
     fb.axes["ante_wire"].position = math.nan

@@ -504,16 +504,30 @@ def test_acknowledge_waits_until_every_drive_has_stopped(state: DriveState) -> N
     assert sup.acknowledge(fb) and not sup.latched
 
 
-def test_a_coupling_fault_is_acknowledged_only_with_the_coupling_back_in_range() -> None:
+def test_after_a_coupling_fault_the_coupling_is_held_to_account_at_once() -> None:
+    """Acknowledging a coupling fault is possible (only motion can fix the coupling), but the
+    first hand-in-hand cycle with it still out of range faults again: no second grace period."""
     sup, fb, cmds, est = _running()
     est.coupling = CFG.procedure.coupling_max + 0.5
-    for k in range(CFG.safety.coupling_fault_cycles + 1):
+    n = CFG.safety.coupling_fault_cycles
+    for k in range(n + 1):
         v = sup.enforce(0.0025 * (k + 1), CFG.period, cmds, fb, est, MOVE, HELD)
     assert v.fault and v.reason == Reason.COUPLING
-    assert not sup.acknowledge(fb) and "needs the estimate" in sup.ack_blocker
-    assert not sup.acknowledge(fb, est) and "still outside" in sup.ack_blocker
+    assert sup.acknowledge(fb) and not sup.latched
+    t = 0.0025 * (n + 2)
+    sup.enforce(t, CFG.period, cmds, fb, est, Objective("paused", False), HELD)  # the reset cycle
+    v = sup.enforce(t + 0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.COUPLING  # at once, not after n cycles
+    # once the coupling has been seen back in range, the usual grace applies again
+    assert sup.acknowledge(fb)
     est.coupling = 1.0
-    assert sup.acknowledge(fb, est) and not sup.latched
+    t += 0.01
+    sup.enforce(t, CFG.period, cmds, fb, est, Objective("paused", False), HELD)
+    sup.enforce(t + 0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    est.coupling = CFG.procedure.coupling_max + 0.5
+    for k in range(n):
+        v = sup.enforce(t + 0.0025 * (k + 2), CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault, k
 
 
 def test_estop_latches_and_blocks_acknowledge_until_released() -> None:

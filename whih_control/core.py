@@ -54,9 +54,9 @@ class ControlCore:
         self.controller.goal = goal
 
     def acknowledge(self, feedback: Feedback) -> bool:
-        """Acknowledge a latched fault with this core's estimate (see ``SafetySupervisor.acknowledge``);
-        False, with the reason in ``supervisor.ack_blocker``, while a cause remains."""
-        return self.supervisor.acknowledge(feedback, self.estimator.estimate)
+        """Acknowledge a latched fault (see ``SafetySupervisor.acknowledge``); False, with the
+        reason in ``supervisor.ack_blocker``, while a cause remains."""
+        return self.supervisor.acknowledge(feedback)
 
     def update(
         self,

@@ -72,6 +72,7 @@ class Estimator:
         self._gate2 = est.innovation_gate**2
         self._gate_frames = est.innovation_gate_frames
         self._gated = [0] * 4
+        self._gated_innov = [0.0] * 4
         self._horizon = est.max_latency_s
         n = max(8, math.ceil(est.max_latency_s * cfg.cycle.rate_hz) + 4)
         self._hist_t: list[float] = [-math.inf] * n
@@ -226,11 +227,15 @@ class Estimator:
             p = self.variance[i]
             s = p + self._r
             if self._gate2 > 0.0 and innov * innov > self._gate2 * s:
-                self._gated[i] += 1
+                # gated frames count toward re-anchoring only while they agree with each other
+                d = innov - self._gated_innov[i]
+                agree = self._gated[i] > 0 and d * d <= self._gate2 * 2.0 * self._r
+                self._gated[i] = self._gated[i] + 1 if agree else 1
+                self._gated_innov[i] = innov
                 if self._gated[i] < self._gate_frames:
-                    self.rejected += 1  # one implausible frame (a tracking glitch) is not taken
+                    self.rejected += 1  # an implausible frame (a tracking glitch) is not taken
                     continue
-                # several in a row: the model is off, not the images; trust them again at once
+                # several agreeing in a row: the model is off, not the images; trust them at once
                 p += innov * innov
                 s = p + self._r
             self._gated[i] = 0

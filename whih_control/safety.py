@@ -123,6 +123,8 @@ class SafetySupervisor:
         self._new: list[float] = [0.0] * n
         self._cmds: list[AxisCommand] = []
         self._cpl_bad = 0
+        self._cpl_recheck = False
+        """A coupling fault was acknowledged and the coupling not seen back in range since."""
         self._estop = False
         self._reset_pending = False
         self.latched: bool = False
@@ -162,33 +164,27 @@ class SafetySupervisor:
             self.latched_verdict = verdict
             self._reset_pending = False
 
-    def acknowledge(self, feedback: Feedback, estimate: Estimate | None = None) -> bool:
+    def acknowledge(self, feedback: Feedback) -> bool:
         """Clear the latch if every cause is gone; never moves anything.
 
         Needs: e-stop released (as last seen), bus OK, every drive at rest (none in FAULT REACTION
         ACTIVE, none in QUICK STOP ACTIVE before it reports target reached: re-enabling walks
         through a state without holding torque), every drive's heartbeat OK, fresh and finite
-        feedback, force below ``force_alarm``; for a coupling fault, ``estimate`` showing the wire
-        coupling back in ``[0, coupling_max]``. A drive's own FAULT state is not a blocker: the
+        feedback, force below ``force_alarm``. A drive's own FAULT state is not a blocker: the
         next cycle sends FAULT_RESET (targets = actual positions) and the runtime re-enables.
+        After a coupling fault, the coupling is held to account at once: the first hand-in-hand
+        cycle with it still outside ``[0, coupling_max]`` faults again, without the usual
+        ``coupling_fault_cycles`` of grace (it can only be brought back by motion, e.g. a jog,
+        which needs the latch cleared).
         """
         if not self.latched:
             self.ack_blocker = ""
             return True
         why = ""
-        reason = self.latched_verdict.reason
         if self._estop:
             why = "e-stop still pressed"
         elif not feedback.bus_ok:
             why = "bus not OK"
-        elif reason is Reason.COUPLING and estimate is None:
-            why = "a coupling fault needs the estimate to show the coupling back in range"
-        elif (
-            reason is Reason.COUPLING
-            and estimate is not None
-            and not (estimate.valid and 0.0 <= estimate.coupling <= self._cmax)
-        ):
-            why = f"wire coupling {estimate.coupling:.3g} mm still outside [0...{self._cmax:g}]"
         else:
             for i, name in enumerate(self.axes):
                 af = feedback.axes[name]
@@ -210,6 +206,7 @@ class SafetySupervisor:
         self.ack_blocker = why
         if why:
             return False
+        self._cpl_recheck = self._cpl_recheck or self.latched_verdict.reason is Reason.COUPLING
         self.latched = False
         self.latched_verdict = _OK
         self._reset_pending = True
@@ -466,9 +463,10 @@ class SafetySupervisor:
                     name,
                 )
         cpl = estimate.coupling
-        if estimate.valid and objective.phase.startswith("hand_in_hand") and not 0.0 <= cpl <= self._cmax:
+        in_range = 0.0 <= cpl <= self._cmax
+        if estimate.valid and objective.phase.startswith("hand_in_hand") and not in_range:
             self._cpl_bad += 1
-            if self._cpl_bad > self._cpl_cycles:
+            if self._cpl_bad > self._cpl_cycles or self._cpl_recheck:
                 return Verdict(
                     Reason.COUPLING,
                     f"wire coupling {cpl:.3g} mm outside [0...{self._cmax:g}] for {self._cpl_bad} cycles",
@@ -476,6 +474,8 @@ class SafetySupervisor:
                 )
         else:
             self._cpl_bad = 0
+            if estimate.valid and in_range:
+                self._cpl_recheck = False
         return None
 
     def _hold_latched(self, fbs: list[AxisFeedback], cmds: list[AxisCommand]) -> Verdict:

@@ -75,7 +75,7 @@ class EstimateConfig:
     )
     innovation_gate_frames: int = setting(
         3,
-        lo=1,
+        lo=2,
         hi=100,
         doc="after this many gated frames in a row a tip is taken anyway and the filter re-anchored",
     )
