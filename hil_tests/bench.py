@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from firmware_iface.cia402 import DriveState
 from whih_control import Config, Robot, TipMeasurement
 from whih_control.runtime import Progress
 from whih_control.sim import Plant
@@ -28,9 +28,9 @@ class BenchImaging:
         if self.robot is None:
             return
         fb = self.robot.runtime.master.feedback.axes
+        if not all(fb[a].age_cycles == 0 and fb[a].state is not DriveState.UNKNOWN for a in self._start):
+            return  # some drive has not reported its position this cycle
         pos = {a: fb[a].position for a in self._start}
-        if not all(math.isfinite(x) for x in pos.values()):
-            return  # no position from some drive yet
         if self._origin is None:
             self._origin = pos
         origin = self._origin
@@ -42,6 +42,8 @@ def bench_robot(cfg: Config, **kwargs: Any) -> Robot:
     """A robot for ``cfg``; with external imaging, fed by :class:`BenchImaging`."""
     if cfg.imaging.source != "external":
         return Robot(cfg, **kwargs)
+    if "progress" in kwargs:
+        raise TypeError("bench_robot: progress is taken by the bench imaging")
     imaging = BenchImaging(cfg)
     robot = Robot(cfg, progress=imaging, **kwargs)
     imaging.robot = robot

@@ -22,7 +22,7 @@ import pytest
 from firmware_iface import pdo
 from firmware_iface.cia402 import CW_QUICK_STOP, DriveState
 from firmware_iface.types import DriveGoal
-from hil_tests.bench import bench_robot
+from hil_tests.bench import BenchImaging, bench_robot
 from whih_control import cli as cli_module
 from whih_control import events as events_module
 from whih_control import runtime as runtime_module
@@ -318,17 +318,22 @@ def test_a_drive_fault_without_simulated_drives_and_a_negative_seed_are_usage_er
     assert "--seed (=-1)" in capsys.readouterr().err
 
 
-def test_a_closed_output_pipe_ends_quietly() -> None:
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["diagram"], 0), (["run", "--config", str(SIM_TOML), "--max-time", "1"], 1)],
+    ids=["diagram", "run-timeout"],
+)
+def test_a_closed_output_pipe_changes_neither_the_run_nor_its_exit_code(args: list[str], code: int) -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "whih_control.cli", "diagram"],
+        [sys.executable, "-m", "whih_control.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()  # the reader is gone before anything is written
         err = proc.stderr.read().decode()
-        code = proc.wait(timeout=60)
-    assert code == 0 and "Traceback" not in err, err
+        got = proc.wait(timeout=120)
+    assert got == code and "Traceback" not in err, err
 
 
 def test_a_lone_inject_spec_string_is_refused_not_split_into_characters() -> None:
@@ -391,6 +396,11 @@ def test_a_rig_without_imaging_enables_and_jogs_on_bench_imaging() -> None:
     cfg = cfg.replace(imaging=dataclasses.replace(cfg.imaging, source="external"))
     with Robot(cfg) as robot, pytest.raises(WhihError, match="calibration"):
         robot.enable()  # nothing to calibrate on: refused, not hanging
+    imaging = BenchImaging(cfg)
+    with Robot(cfg) as robot:
+        imaging.robot = robot
+        imaging(Progress(0.0, "idle", math.nan, math.nan, 27.6, 32.6, 0))
+        assert not robot.runtime._external  # no drive has reported a position: no origin yet
     with bench_robot(cfg) as robot:
         robot.enable()
         assert robot.runtime.procedure.phase.value == "ready"

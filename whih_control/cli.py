@@ -56,6 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _emit(stream: TextIO, text: str, *, flush: bool = False) -> None:
+    """Write ``text``; if the reader of stdout went away (``whih diagram | head``), stdout is
+    sent to /dev/null instead of raising: the output never ends a run or changes an exit code."""
+    try:
+        stream.write(text)
+        if flush:
+            stream.flush()
+    except BrokenPipeError:
+        if stream is not sys.stdout:
+            raise
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def summary_lines(cfg: Config) -> list[str]:
     """Short human summary of a configuration: axes, node ids, rate, bus load."""
     lines = [
@@ -99,9 +118,7 @@ def _check_config(path: Path) -> int:
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{path}: ok")
-    for line in summary_lines(cfg):
-        print(line)
+    _emit(sys.stdout, "\n".join([f"{path}: ok", *summary_lines(cfg)]) + "\n")
     return EXIT_OK
 
 
@@ -122,10 +139,9 @@ def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
             f"(L = {p.lesion_length:g}) [{bar}]"
         )
         if tty:
-            stream.write("\r" + line)
-            stream.flush()
+            _emit(stream, "\r" + line, flush=True)
         elif p.phase != last_phase[0]:
-            stream.write(line + "\n")
+            _emit(stream, line + "\n")
         last_phase[0] = p.phase
 
     return show
@@ -133,7 +149,7 @@ def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
 
 def _print_result(result: RunResult, stream: TextIO) -> None:
     if stream.isatty():
-        stream.write("\n")
+        _emit(stream, "\n")
     forces = ", ".join(f"{a} {f:.2f}" for a, f in result.max_force.items())
     lines = [
         f"outcome: {result.outcome}   crossed: {'yes' if result.crossed else 'no'}",
@@ -157,7 +173,7 @@ def _print_result(result: RunResult, stream: TextIO) -> None:
         lines.append(
             f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)"
         )
-    stream.write("\n".join(lines) + "\n")
+    _emit(stream, "\n".join(lines) + "\n")
 
 
 def _run(
@@ -197,15 +213,9 @@ def _default_out(name: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``whih`` console script."""
-    try:
-        code = _main(argv)
-        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
-        return code
-    except BrokenPipeError:
-        # the reader went away (``whih diagram | head``): stop writing, no traceback
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+    code = _main(argv)
+    _emit(sys.stdout, "", flush=True)  # here, not at exit, so a closed pipe is handled
+    return code
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -213,11 +223,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "diagram":
-        print(diagram(args.format))
+        _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK
     try:
         if args.command == "demo":
-            print(f"whih demo: simulated WHIH procedure, {default_config_path()}")
+            _emit(sys.stdout, f"whih demo: simulated WHIH procedure, {default_config_path()}\n")
             cfg = load_config(default_config_path())
             options: dict[str, Any] = {
                 "out": _default_out("demo"),

@@ -206,21 +206,24 @@ def _build_drives(data: object, base_dir: Path, problems: list[str], bad: set[st
 
 
 def _stop_distance_problems(key: str, v_max: float, decel: float, cfg: Config) -> list[str]:
-    """Invariant 6: the quick stop reaches the drive up to one cycle after the fault, then ramps
-    down; at max speed the two together must stay within ``safety.stop_distance_max``."""
+    """Invariant 6 at max speed: a fault shows in the TPDO1 of the SYNC after it happened and the
+    quick stop, sent in that cycle's RPDO1, takes effect at the next SYNC (RPDOs are synchronous):
+    up to two periods of travel, then the quick-stop ramp, within ``safety.stop_distance_max``."""
     bound = cfg.safety.stop_distance_max
-    one_cycle = v_max * cfg.period
-    stop = v_max**2 / (2.0 * decel) + one_cycle
+    delay = 2.0 * cfg.period
+    reaction = v_max * delay
+    stop = v_max**2 / (2.0 * decel) + reaction
     if stop <= bound:
         return []
-    if one_cycle >= bound:
+    if reaction >= bound:
         return [
-            f"{key}.max_speed: one cycle at max_speed covers {one_cycle:.3f} mm, more than "
-            f"safety.stop_distance_max (got {v_max:g} mm/s, allowed < {bound / cfg.period:.4g} mm/s)"
+            f"{key}.max_speed: two cycles at max_speed cover {reaction:.3f} mm, more than "
+            f"safety.stop_distance_max={bound:g} mm (got {v_max:g} mm/s, allowed < "
+            f"{bound / delay:.4g} mm/s, or a higher cycle.rate_hz)"
         ]
-    need = v_max**2 / (2.0 * (bound - one_cycle))
+    need = v_max**2 / (2.0 * (bound - reaction))
     return [
-        f"{key}.quick_stop_decel: stop distance at max_speed {stop:.3f} mm (one cycle plus the "
+        f"{key}.quick_stop_decel: stop distance at max_speed {stop:.3f} mm (two cycles plus the "
         f"ramp) exceeds safety.stop_distance_max={bound:g} mm (got {decel:g} mm/s^2, allowed "
         f">= {need:.4g} mm/s^2 at max_speed {v_max:g} mm/s, or a lower max_speed)"
     ]
