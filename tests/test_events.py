@@ -131,6 +131,17 @@ def test_held_events_touch_the_disk_only_on_release_in_order_and_fsynced(
     assert verify_log(path).ok and len(synced) == 2
 
 
+def test_events_held_by_a_hold_that_ended_without_release_keep_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    log.hold_sync = True
+    log.write(1.0, "fault", reason="HEARTBEAT")
+    log.hold_sync = False  # a cycle that raised: no release
+    log.write(1.1, "end", outcome="fault")
+    log.close()
+    assert [e["kind"] for e in read_events(path)] == ["fault", "end", "close"] and verify_log(path).ok
+
+
 def test_a_failed_write_keeps_the_held_events_for_the_next_attempt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -145,6 +145,8 @@ class EventLog:
             self._held.append(line + b"\n")
             self._sync_due = self._sync_due or safety
             return seq
+        if self._held:  # left from a hold that ended without release: they come first
+            self._write_held()
         self._file.write(line + b"\n")
         self._dirty = True
         if safety:

@@ -570,7 +570,7 @@ class Runtime:
         except BaseException as exc:
             self._in_cycle = False
             if self.log is not None:
-                self.log.hold_sync = False  # what it held is fsynced by the next safety event or close
+                self.log.hold_sync = False  # what it held goes out before the next event, or at close
             if self._interrupt_due():
                 raise KeyboardInterrupt from exc  # one interrupt, not one now and one later
             raise
