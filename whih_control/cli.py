@@ -256,7 +256,7 @@ def _main(argv: Sequence[str] | None) -> int:
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:  # a bad --inject spec or --max-time
+    except ValueError as exc:  # a bad --inject, --seed or --max-time
         print(f"whih {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
