@@ -166,14 +166,20 @@ def test_bad_measurements_are_rejected_and_counted() -> None:
     assert est.estimate.tips["retro_mc"] > TIPS["retro_mc"]
 
 
-def test_one_implausible_frame_is_gated_and_a_lasting_change_is_taken() -> None:
-    """A tracking glitch (one frame 60 mm off) must not move the gap; the same offset seen in
-    ``innovation_gate_frames`` frames in a row is believed and the filter re-anchors on it."""
+def _settled_estimator() -> tuple[Estimator, Feedback, float]:
+    """A calibrated estimator after 0.1 s of cycles without imaging, and the time reached."""
     est, fb = _estimator()
     t = 0.0
     for _ in range(40):
         t += 0.0025
         est.update(t, fb)
+    return est, fb, t
+
+
+def test_one_implausible_frame_is_gated_and_a_lasting_change_is_taken() -> None:
+    """A tracking glitch (one frame 60 mm off) must not move the gap; the same offset seen in
+    ``innovation_gate_frames`` frames in a row is believed and the filter re-anchors on it."""
+    est, fb, t = _settled_estimator()
     tip = est.estimate.tips["ante_mc"]
     t += 0.0025
     est.update(t, fb, [TipMeasurement(t, t, {"ante_mc": tip + 60.0})])
@@ -193,11 +199,7 @@ def test_one_implausible_frame_is_gated_and_a_lasting_change_is_taken() -> None:
 
 
 def test_glitches_that_disagree_never_re_anchor_the_filter() -> None:
-    est, fb = _estimator()
-    t = 0.0
-    for _ in range(40):
-        t += 0.0025
-        est.update(t, fb)
+    est, fb, t = _settled_estimator()
     tip = est.estimate.tips["ante_mc"]
     for off in (60.0, -40.0, 25.0, -30.0, 45.0, 0.0):
         t += 0.1
