@@ -31,9 +31,13 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   bound). An MC change that would take the worst case out of ``[gap_min, gap_max]`` is held.
   When the estimated gap is already outside the window (e.g. before the approach closes it),
   MC motions that move it further out are held and motions back toward the window are allowed;
-  the wires do not change the gap and are not held by this rule. While the MCs part after
-  crossing (``Objective.part_mcs``, set only by the procedure's withdraw) the ceiling is raised by
-  ``procedure.withdraw_distance``; the floor applies always.
+  the wires do not change the gap and are not held by this rule. The floor applies always; the
+  ceiling bounds the MCs only outside hand-in-hand and withdraw (``Objective.part_mcs``): there the
+  retrograde MC may withdraw past it while the support rule holds.
+- **Support** (invariant 5, :mod:`whih_control.support`): a change that would take a wire's
+  worst-case unsupported length past ``procedure.unsupported_max`` (or, already past it, any
+  further) is held: ante wire advance, ante MC retreat, retro MC withdrawal, retro wire advance,
+  in that order until the bound holds. Pulling a wire back is never held.
 - **Coupling** (invariant 5): during any ``hand_in_hand*`` phase the same worst-case rule keeps
   the wire coupling within ``[0, coupling_max]``; a persistent violation faults (above).
 
@@ -46,6 +50,7 @@ import math
 
 from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import AxisCommand, AxisFeedback, Commands, DriveGoal, Feedback
+from whih_control import support
 from whih_control.config import Config
 from whih_control.types import ALL_AXES, LINEAR_AXES, Estimate, Objective, OperatorInput, Reason, Verdict
 
@@ -63,6 +68,11 @@ _OK = Verdict()
 _RESET = Verdict(Reason.OK, "fault reset sent; targets = actual positions")
 _EPS = 1e-9
 _BIG = math.inf
+_DIR4 = (1.0, 1.0, -1.0, -1.0)
+"""d(tip s)/d(insertion) of ante_wire, ante_mc, retro_wire, retro_mc."""
+_SUPPORT_CANDIDATES = ((0, 1.0), (1, -1.0), (3, 1.0), (2, -1.0))
+"""Tip motions that can lengthen a free wire segment: ante wire advancing, ante MC retreating,
+retro MC withdrawing, retro wire advancing (it may pass the ante wire tip and end the coupling)."""
 
 # how much a reason matters when several happen in one cycle (higher wins the verdict)
 _RANK: dict[int, int] = {
@@ -71,6 +81,7 @@ _RANK: dict[int, int] = {
     Reason.TRAVEL_LIMIT: 3,
     Reason.COUPLING: 4,
     Reason.GAP_WINDOW: 5,
+    Reason.SUPPORT: 5,
     Reason.GAP_FLOOR: 6,
     Reason.FORCE_ALARM: 7,
     Reason.ESTIMATE_INVALID: 8,
@@ -101,9 +112,11 @@ class SafetySupervisor:
         self._i_rmc = names.index("retro_mc")
         self._i_aw = names.index("ante_wire")
         self._i_rw = names.index("retro_wire")
+        self._lin4 = (self._i_aw, self._i_amc, self._i_rw, self._i_rmc)
+        self._est_tips: tuple[float, float, float, float] | None = None
         p = cfg.procedure
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
-        self._part_extra = p.withdraw_distance
+        self._u_max = p.unsupported_max
         self._pairs = (
             (self._i_amc, self._i_rmc, p.gap_min, p.gap_max, False),
             (self._i_aw, self._i_rw, 0.0, p.coupling_max, True),
@@ -352,6 +365,8 @@ class SafetySupervisor:
             new[i] = n
 
         if est_valid and not hold_all:
+            tp = estimate.tips
+            self._est_tips = (tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"])
             phase = objective.phase
             r, i = self._geometry(new, fbs, gap, cpl, phase.startswith("hand_in_hand"), objective.part_mcs)
             if r and _RANK[r] > rank:
@@ -390,8 +405,8 @@ class SafetySupervisor:
     ) -> tuple[Reason, int]:
         """Invariants 2 and 5 on the worst-case tip motion; holds offending changes in ``new``.
 
-        While the MCs part after crossing (``Objective.part_mcs``) the gap ceiling is raised by
-        ``procedure.withdraw_distance``; the floor is unchanged.
+        In hand-in-hand and while the MCs part after crossing (``Objective.part_mcs``) the gap
+        ceiling gives way to the support rule; the floor is unchanged.
         """
         target = self.target
         reason: Reason = Reason.OK
@@ -400,7 +415,8 @@ class SafetySupervisor:
             if is_coupling and not hih:
                 continue
             value = cpl if is_coupling else gap
-            ceiling = hi + self._part_extra if parting and not is_coupling else hi
+            # in hand-in-hand and withdraw the support rule below bounds the MCs instead
+            ceiling = _BIG if (hih or parting) and not is_coupling else hi
             pa, pr = target[ia], target[ir]
             xa, xr = fbs[ia].position, fbs[ir].position
             # for both pairs an insertion increase of either axis decreases the distance; holding
@@ -425,6 +441,38 @@ class SafetySupervisor:
                             reason = Reason.GAP_WINDOW
                 if not held:
                     break
+        r, i = self._support(new, fbs)
+        if r:
+            reason, axis_i = r, i
+        return reason, axis_i
+
+    def _support(self, new: list[float], fbs: list[AxisFeedback]) -> tuple[Reason, int]:
+        """Invariant 5: no command takes a wire's worst-case unsupported length past
+        ``unsupported_max`` (or further past it); pulling a wire back is never held."""
+        est = self._est_tips
+        if est is None:
+            return Reason.OK, -1
+        order = self._lin4
+        target = self.target
+        moves = [0.0, 0.0, 0.0, 0.0]
+        for k, i in enumerate(order):
+            moves[k] = _DIR4[k] * (new[i] - fbs[i].position)
+        tips = est
+        now = support.worst_unsupported(tips, (0.0, 0.0, 0.0, 0.0), self._cmax)
+        bound_a = max(self._u_max, now[0])
+        bound_r = max(self._u_max, now[1])
+        reason, axis_i = Reason.OK, -1
+        # candidates that can lengthen a wire's free segment, in the order they are held:
+        # (index in the four, sign of the tip motion that lengthens)
+        for k, sign in _SUPPORT_CANDIDATES:
+            ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), self._cmax)
+            if ua <= bound_a + _EPS and ur <= bound_r + _EPS:
+                break
+            i = order[k]
+            if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
+                new[i] = target[i]
+                moves[k] = _DIR4[k] * (new[i] - fbs[i].position)
+                reason, axis_i = Reason.SUPPORT, i
         return reason, axis_i
 
     def _detect_fault(

@@ -163,6 +163,8 @@ class Reason(IntEnum):
     RECORDING = 20
     """The run's event log cannot be written (e.g. disk full): the run stops rather than go on
     without its record."""
+    SUPPORT = 21
+    """A command would take a wire's unsupported length past ``procedure.unsupported_max``."""
 
 
 @dataclass(frozen=True, slots=True)
