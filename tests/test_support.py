@@ -117,7 +117,7 @@ def test_no_command_breaks_the_support_limit(
 
 
 def test_a_long_free_segment_holds_the_advance_but_not_the_pull_back() -> None:
-    tips = {"ante_wire": U_MAX - 0.0005, "ante_mc": 0.0, "retro_wire": U_MAX, "retro_mc": U_MAX + 15.0}
+    tips = {"ante_wire": U_MAX - 0.0005, "ante_mc": 0.0, "retro_wire": U_MAX + 0.5, "retro_mc": U_MAX + 15.0}
     sup, fb, cmds, est = _running(tips)
     cmds.axes["ante_wire"].target = 0.001
     v = sup.enforce(CFG.period, CFG.period, cmds, fb, est, Objective("hand_in_hand.ante_follow", True), OperatorInput(True))
