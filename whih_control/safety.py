@@ -368,7 +368,8 @@ class SafetySupervisor:
             tp = estimate.tips
             self._est_tips = (tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"])
             phase = objective.phase
-            r, i = self._geometry(new, fbs, gap, cpl, phase.startswith("hand_in_hand"), objective.part_mcs)
+            hih = phase.startswith("hand_in_hand")
+            r, i = self._geometry(new, fbs, gap, cpl, hih, objective.part_mcs, objective.coupled)
             if r and _RANK[r] > rank:
                 reason, rank, axis_i = r, _RANK[r], i
 
@@ -402,6 +403,7 @@ class SafetySupervisor:
         cpl: float,
         hih: bool,
         parting: bool,
+        coupled: bool = True,
     ) -> tuple[Reason, int]:
         """Invariants 2 and 5 on the worst-case tip motion; holds offending changes in ``new``.
 
@@ -409,10 +411,10 @@ class SafetySupervisor:
         ceiling gives way to the support rule; the floor is unchanged.
         """
         target = self.target
-        reason: Reason = Reason.OK
-        axis_i = -1
+        # support first: what it holds, the gap and coupling rules below then account for
+        reason, axis_i = self._support(new, fbs)
         for ia, ir, lo, hi, is_coupling in self._pairs:
-            if is_coupling and not hih:
+            if is_coupling and not (hih and coupled):
                 continue
             value = cpl if is_coupling else gap
             # in hand-in-hand and withdraw the support rule below bounds the MCs instead
@@ -441,37 +443,46 @@ class SafetySupervisor:
                             reason = Reason.GAP_WINDOW
                 if not held:
                     break
-        r, i = self._support(new, fbs)
-        if r:
-            reason, axis_i = r, i
         return reason, axis_i
 
     def _support(self, new: list[float], fbs: list[AxisFeedback]) -> tuple[Reason, int]:
         """Invariant 5: no command takes a wire's worst-case unsupported length past
-        ``unsupported_max`` (or further past it); pulling a wire back is never held."""
-        est = self._est_tips
-        if est is None:
+        ``unsupported_max`` (or, already past it, further than holding would leave it); pulling a
+        wire back is never held. Only changes that lengthen a free segment are held."""
+        tips = self._est_tips
+        if tips is None:
             return Reason.OK, -1
         order = self._lin4
         target = self.target
-        moves = [0.0, 0.0, 0.0, 0.0]
-        for k, i in enumerate(order):
-            moves[k] = _DIR4[k] * (new[i] - fbs[i].position)
-        tips = est
-        now = support.worst_unsupported(tips, (0.0, 0.0, 0.0, 0.0), self._cmax)
-        bound_a = max(self._u_max, now[0])
-        bound_r = max(self._u_max, now[1])
-        reason, axis_i = Reason.OK, -1
-        # candidates that can lengthen a wire's free segment, in the order they are held:
-        # (index in the four, sign of the tip motion that lengthens)
+        reach = self._cmax
+        moves = [_DIR4[k] * (new[i] - fbs[i].position) for k, i in enumerate(order)]
+        held = list(moves)
+        lengthening = [False, False, False, False]
         for k, sign in _SUPPORT_CANDIDATES:
-            ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), self._cmax)
-            if ua <= bound_a + _EPS and ur <= bound_r + _EPS:
-                break
             i = order[k]
             if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
+                lengthening[k] = True
+                held[k] = _DIR4[k] * (target[i] - fbs[i].position)
+        if not any(lengthening):
+            return Reason.OK, -1
+        best = support.worst_unsupported(tips, (held[0], held[1], held[2], held[3]), reach)
+        bound_a = max(self._u_max, best[0]) + _EPS
+        bound_r = max(self._u_max, best[1]) + _EPS
+        reason, axis_i = Reason.OK, -1
+        ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), reach)
+        for k, _sign in _SUPPORT_CANDIDATES:
+            if ua <= bound_a and ur <= bound_r:
+                break
+            if not lengthening[k]:
+                continue
+            trial = list(moves)
+            trial[k] = held[k]
+            ta, tr = support.worst_unsupported(tips, (trial[0], trial[1], trial[2], trial[3]), reach)
+            if ta < ua or tr < ur:
+                moves = trial
+                ua, ur = ta, tr
+                i = order[k]
                 new[i] = target[i]
-                moves[k] = _DIR4[k] * (new[i] - fbs[i].position)
                 reason, axis_i = Reason.SUPPORT, i
         return reason, axis_i
 
@@ -512,7 +523,8 @@ class SafetySupervisor:
                 )
         cpl = estimate.coupling
         in_range = 0.0 <= cpl <= self._cmax
-        if estimate.valid and objective.phase.startswith("hand_in_hand") and not in_range:
+        coupling_phase = objective.coupled and objective.phase.startswith("hand_in_hand")
+        if estimate.valid and coupling_phase and not in_range:
             self._cpl_bad += 1
             if self._cpl_bad > self._cpl_cycles or self._cpl_recheck:
                 return Verdict(
@@ -542,6 +554,8 @@ class SafetySupervisor:
         name = self.axes[i] if i >= 0 else ""
         if reason in (Reason.GAP_FLOOR, Reason.GAP_WINDOW):
             text = f"MC gap {estimate.gap:.3f} mm: {name} held to stay in [{self._gmin:g}...{self._gmax:g}]"
+        elif reason == Reason.SUPPORT:
+            text = f"{name} held: a wire's unsupported length would exceed {self._u_max:g} mm"
         elif reason == Reason.COUPLING:
             text = f"wire coupling {estimate.coupling:.3f} mm: {name} held to stay in [0...{self._cmax:g}]"
         elif reason == Reason.FORCE_ALARM:

@@ -392,10 +392,12 @@ class Plant:
                 # following the retrograde wire along its channel: only what is left of the cap
                 if pa < cap:
                     r_tip = self._wire_cap
-            elif pa < cap or pa > length - cap:
-                r_tip = self._wire_cap_free
             else:
-                r_tip = self._wire_body
+                # guidance fades over a second reach beyond it: no cliff for a wire that lags
+                reach = self._reach
+                lost = (c - reach) / reach if c > reach and reach > 0.0 else 1.0
+                lost = lost if lost < 1.0 else 1.0
+                r_tip = lost * (self._wire_cap_free if pa < cap or pa > length - cap else self._wire_body)
         if self._deviated:
             past = pa - self._p_dev
             r_tip += self._dev_force + self._dev_k * (past if past > 0.0 else 0.0)
