@@ -786,7 +786,9 @@ class Procedure:
                 )
                 return True
         c = self._inputs.estimate.coupling
-        late = self._p.coupling_target + 0.5 * (self._p.coupling_max - self._p.coupling_target)
+        # a step plans the coupling up to (1 - margin) x coupling_max; beyond half that margin
+        # again the ante wire is not keeping up
+        late = (1.0 - 0.5 * _COUPLING_MARGIN) * self._p.coupling_max
         if self._coupling and c > late and self.phase is not Phase.HAND_IN_HAND_REWIND:
             # the ante wire does not keep up (buckled in a deviation, or stuck): back off while the
             # coupling is still in range rather than let it run out
@@ -913,8 +915,10 @@ class Procedure:
                 # the retro MC withdraws only as needed to keep untip_clearance of wire exposed, so
                 # the gap-following ante MC stays behind the ante wire tip
                 # (and comes back to it where it can: the retro MC re-approaches its wire)
+                # but never closer than gap_target ahead of the ante wire tip, so the gap-following
+                # ante MC stays behind that tip
                 keep = tgt["retro_wire"] + p.untip_clearance
-                tgt["retro_mc"] = keep if self._approach else max(rmc, keep)
+                tgt["retro_mc"] = max(keep, aw + p.gap_target) if self._approach else max(rmc, keep)
             else:
                 # the retrograde devices only make way: MC ahead of the next ante step, wire inside it
                 tgt["retro_mc"] = max(rmc, aw + step + p.untip_clearance)
@@ -1011,7 +1015,8 @@ class Procedure:
             if self._approach:
                 axes["ante_mc"] = gap_follow
         elif phase is Phase.HAND_IN_HAND_REWIND:
-            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire)
+            # the ante wire backs off at half speed so the retro wire closes a coupling that ran long
+            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], 0.5 * wire)
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_mc"], mc)
             if self._rot_ante and p.rewind_turn > 0.0:
