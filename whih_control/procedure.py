@@ -132,6 +132,9 @@ _MOTION_ORDER = (
 _COUPLING_MARGIN = 0.15
 """Share of ``coupling_max`` a retrograde step keeps free for estimate noise."""
 
+_COUPLING_SLIP = 0.3
+"""mm the coupling may grow past what a step planned before the procedure backs off."""
+
 _RESUMABLE = (*_MOTION_ORDER, Phase.CROSSED)
 """Where :meth:`Procedure.resume` may return to: a fault after crossing resumes at crossed."""
 
@@ -384,6 +387,8 @@ class Procedure:
         verified step (between step_min and step)."""
         self._wire_ref: tuple[float, float] = (math.nan, math.nan)
         self._wire_stalled = False
+        self._cpl_plan = math.inf
+        """Largest coupling the present hand-in-hand step plans (mm)."""
         self._spinning = False
         self._spin_t0 = 0.0
         self._turn_sign = 1.0
@@ -786,12 +791,10 @@ class Procedure:
                 )
                 return True
         c = self._inputs.estimate.coupling
-        # a step plans the coupling up to (1 - margin) x coupling_max; beyond half that margin
-        # again the ante wire is not keeping up
-        late = (1.0 - 0.5 * _COUPLING_MARGIN) * self._p.coupling_max
+        # the coupling grows beyond what the step planned (the ante wire falls back: buckled in a
+        # false track, or stuck), or close to its limit: back off while it is still in range
+        late = min(self._cpl_plan + _COUPLING_SLIP, (1.0 - 0.5 * _COUPLING_MARGIN) * self._p.coupling_max)
         if self._coupling and c > late and self.phase is not Phase.HAND_IN_HAND_REWIND:
-            # the ante wire does not keep up (buckled in a deviation, or stuck): back off while the
-            # coupling is still in range rather than let it run out
             self._why = f"stall: coupling {c:.2f} mm > {late:.2f} mm, the ante wire does not follow"
             return True
         if self._wire_stalled and self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW:
@@ -910,15 +913,20 @@ class Procedure:
             if self._coupling:
                 # a step never takes the coupling past its limit less a margin for estimate noise
                 # (after a rewind the wires may start the step further apart than the target)
-                room = p.coupling_max - _COUPLING_MARGIN * p.coupling_max - (rw - aw)
+                # with a long free segment the ante wire may fall back unseen until the next frame:
+                # keep more of the coupling in reserve then
+                weak = self._unsupported()[0] > 0.5 * p.unsupported_max
+                reserve = 0.4 if weak else _COUPLING_MARGIN
+                room = p.coupling_max - reserve * p.coupling_max - (rw - aw)
                 tgt["retro_wire"] = rw + max(0.0, min(step, room))
+                self._cpl_plan = tgt["retro_wire"] - aw
                 # the retro MC withdraws only as needed to keep untip_clearance of wire exposed, so
                 # the gap-following ante MC stays behind the ante wire tip
                 # (and comes back to it where it can: the retro MC re-approaches its wire)
                 # but never closer than gap_target ahead of the ante wire tip, so the gap-following
                 # ante MC stays behind that tip
                 keep = tgt["retro_wire"] + p.untip_clearance
-                tgt["retro_mc"] = max(keep, aw + p.gap_target) if self._approach else max(rmc, keep)
+                tgt["retro_mc"] = keep if self._approach else max(rmc, keep)
             else:
                 # the retrograde devices only make way: MC ahead of the next ante step, wire inside it
                 tgt["retro_mc"] = max(rmc, aw + step + p.untip_clearance)
