@@ -406,3 +406,37 @@ def test_bad_construction_is_an_error() -> None:
     sim = dataclasses.replace(BASE.sim, start=dataclasses.replace(BASE.sim.start, ante_mc=50.0))
     with pytest.raises(ValueError, match="ante_mc"):
         Plant(BASE.replace(sim=sim))
+
+
+def test_a_turning_wire_slides_on_less_friction() -> None:
+    forces = []
+    for turn in (0.0, 2.0):
+        d = _Driver(Plant(BASE, seed=0))
+        for _ in range(200):  # pull the ante wire back through its guide, turning or not
+            d.q["ante_wire"] -= 2.0 * DT
+            d.q["ante_wire_rot"] += turn
+            d.step()
+        forces.append(d.forces["ante_wire"])
+    assert forces[1] == pytest.approx(forces[0] * (1.0 - BASE.sim.wire.rotation_relief))
+
+
+def test_turning_re_centres_a_deviated_tip_more_often_than_not() -> None:
+    cured = 0
+    for seed in range(12):
+        cfg = _cfg(deviation_rate=0.5, hardness_sigma=0.0)
+        d = _Driver(Plant(cfg, seed=seed))
+        _to_hand_in_hand(d)
+        for _ in range(20_000):
+            if d.plant.deviated:
+                break
+            d.q["ante_wire"] += 2.0 * DT
+            d.step()
+        assert d.plant.deviated
+        # 3 x recentre_turn of turn: a 95 % chance for each tip
+        turns = int(3 * cfg.sim.wire.recentre_turn / 2.0)
+        for _ in range(turns):
+            d.q["ante_wire_rot"] += 2.0
+            d.step()
+        cured += not d.plant.deviated
+        assert d.plant.recentred == int(not d.plant.deviated)  # cured by the turn, not by pulling back
+    assert cured >= 9

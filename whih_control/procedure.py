@@ -991,7 +991,8 @@ class Procedure:
         gap_follow = AxisObjective(AxisMotion.GAP_FOLLOW, rmc - p.gap_target, mc)
         if phase is Phase.APPROACH:
             excess = est.gap - p.gap_target
-            ante, retro = not self._stalled["ante_mc"], not self._stalled["retro_mc"]
+            ante = self._approach and not self._stalled["ante_mc"]
+            retro = self._approach and not self._stalled["retro_mc"]
             share = excess / 2.0 if ante and retro else excess
             if ante:
                 axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, self._tip("ante_mc") + share, mc)
