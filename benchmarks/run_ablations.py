@@ -27,8 +27,24 @@ import whih_control as wc
 from whih_control.sim.cohort import cohort
 
 VARIANTS = ("default", "no-mc-approach", "no-coupling", "no-rotation")
-FIELDS = ("case", "L", "jcto", "gap", "variant", "seed", "outcome", "crossed", "sim_s", "rewinds", "steps", "deviations",
-          "min_gap", "max_gap", "max_f_ante_wire", "reason")
+FIELDS = (
+    "case",
+    "L",
+    "jcto",
+    "gap",
+    "variant",
+    "seed",
+    "outcome",
+    "crossed",
+    "sim_s",
+    "rewinds",
+    "steps",
+    "deviations",
+    "min_gap",
+    "max_gap",
+    "max_f_ante_wire",
+    "reason",
+)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -61,10 +77,22 @@ def run_one(job: tuple[str, str, int, str]) -> dict[str, object]:
         rewinds, steps = proc.rewinds, proc.steps
         deviations = plant.deviations if plant is not None else -1
     return {
-        "case": case_id, "L": sc.lesion_length, "jcto": sc.jcto, "gap": sc.mc_gap, "variant": variant,
-        "seed": seed, "outcome": r.outcome, "crossed": r.crossed, "sim_s": round(r.sim_seconds, 3),
-        "rewinds": rewinds, "steps": steps, "deviations": deviations, "min_gap": round(r.min_gap, 3), "max_gap": round(r.max_gap, 3),
-        "max_f_ante_wire": r.max_force.get("ante_wire", math.nan), "reason": r.reason,
+        "case": case_id,
+        "L": sc.lesion_length,
+        "jcto": sc.jcto,
+        "gap": sc.mc_gap,
+        "variant": variant,
+        "seed": seed,
+        "outcome": r.outcome,
+        "crossed": r.crossed,
+        "sim_s": round(r.sim_seconds, 3),
+        "rewinds": rewinds,
+        "steps": steps,
+        "deviations": deviations,
+        "min_gap": round(r.min_gap, 3),
+        "max_gap": round(r.max_gap, 3),
+        "max_f_ante_wire": r.max_force.get("ante_wire", math.nan),
+        "reason": r.reason,
     }
 
 
@@ -100,8 +128,10 @@ def main() -> None:
             w.writeheader()
             w.writerows(rows)
     print(f"{len(rows)} runs in {time.perf_counter() - t0:.0f} s wall ({args.jobs} workers)")
-    print(f"{'variant':15} {'n':>4} {'crossed':>7} {'rate':>6} {'Wilson 95 %':>15} {'med rewinds':>11} "
-          f"{'med sim s (crossed)':>19} {'min gap':>7}")
+    print(
+        f"{'variant':15} {'n':>4} {'crossed':>7} {'rate':>6} {'Wilson 95 %':>15} {'med rewinds':>11} "
+        f"{'med sim s (crossed)':>19} {'min gap':>7}"
+    )
     for v in variants:
         rs = [r for r in rows if r["variant"] == v]
         k = sum(bool(r["crossed"]) for r in rs)
@@ -110,11 +140,16 @@ def main() -> None:
         rew = statistics.median(int(r["rewinds"]) for r in rs) if rs else math.nan  # type: ignore[call-overload]
         med_t = statistics.median(times) if times else math.nan
         min_gap = min(float(r["min_gap"]) for r in rs) if rs else math.nan  # type: ignore[arg-type]
-        print(f"{v:15} {len(rs):4d} {k:7d} {k / max(1, len(rs)):6.1%} [{lo:5.1%}, {hi:5.1%}] {rew:11.1f} "
-              f"{med_t:19.1f} {min_gap:7.2f}")
+        print(
+            f"{v:15} {len(rs):4d} {k:7d} {k / max(1, len(rs)):6.1%} [{lo:5.1%}, {hi:5.1%}] {rew:11.1f} "
+            f"{med_t:19.1f} {min_gap:7.2f}"
+        )
     fails = [r for r in rows if not r["crossed"]]
     for r in fails[:40]:
-        print(f"  not crossed: {r['case']} seed {r['seed']} {r['variant']} L={r['L']} J={r['jcto']}: {r['reason']}")
+        print(
+            f"  not crossed: {r['case']} seed {r['seed']} {r['variant']} L={r['L']} J={r['jcto']}: "
+            f"{r['reason']}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 
 import pytest
 
@@ -122,8 +123,6 @@ def test_ablations_are_validated() -> None:
 
 
 def _mapping() -> dict[str, object]:
-    import tomllib
-
     with (CONFIGS / "sim.toml").open("rb") as f:
         return dict(tomllib.load(f))
 
@@ -143,7 +142,15 @@ def test_every_case_reaches_its_recorded_gap_below_the_mc_alarm() -> None:
         lo, hi = plant.mc_stops
         assert math.isclose(hi - lo, min(cfg.procedure.lesion_length, cfg.sim.lesion.mc_stop_gap))
         for axis, s in (("ante_mc", lo), ("retro_mc", hi)):
-            worst = max(plant.resistance(axis, x * s / 50 if axis == "ante_mc" else cfg.procedure.lesion_length - x * (cfg.procedure.lesion_length - s) / 50) for x in range(51))
+            worst = max(
+                plant.resistance(
+                    axis,
+                    x * s / 50
+                    if axis == "ante_mc"
+                    else cfg.procedure.lesion_length - x * (cfg.procedure.lesion_length - s) / 50,
+                )
+                for x in range(51)
+            )
             assert worst <= cfg.sim.lesion.mc_reach_force + 1e-9 < cfg.drives[axis].force_alarm
         # and beyond its stop an MC cannot go on
         assert plant.resistance("ante_mc", lo + 1.0) > cfg.drives["ante_mc"].force_alarm

@@ -38,7 +38,9 @@ def test_force_capacity_follows_euler_with_the_tip_floor_and_the_shaft_cap() -> 
     assert f[1] == w.tip_load  # rated at 10 mm
     assert math.isclose(f[0], 4 * f[1]) and math.isclose(f[2], f[1] / 4)
     at_floor = support.force_capacity(0.0, w.tip_load, w.tip_load_length, w.tip_segment, 2.5)
-    assert at_floor == support.force_capacity(w.tip_segment, w.tip_load, w.tip_load_length, w.tip_segment, 2.5)
+    assert at_floor == support.force_capacity(
+        w.tip_segment, w.tip_load, w.tip_load_length, w.tip_segment, 2.5
+    )
     assert support.force_capacity(0.1, 1.0, 10.0, 0.1, 2.5) == 2.5
 
 
@@ -120,8 +122,18 @@ def test_a_long_free_segment_holds_the_advance_but_not_the_pull_back() -> None:
     tips = {"ante_wire": U_MAX - 0.0005, "ante_mc": 0.0, "retro_wire": U_MAX + 0.5, "retro_mc": U_MAX + 15.0}
     sup, fb, cmds, est = _running(tips)
     cmds.axes["ante_wire"].target = 0.001
-    v = sup.enforce(CFG.period, CFG.period, cmds, fb, est, Objective("hand_in_hand.ante_follow", True), OperatorInput(True))
+    v = sup.enforce(
+        CFG.period,
+        CFG.period,
+        cmds,
+        fb,
+        est,
+        Objective("hand_in_hand.ante_follow", True),
+        OperatorInput(True),
+    )
     assert cmds.axes["ante_wire"].target == 0.0 and v.reason == Reason.SUPPORT
     cmds.axes["ante_wire"].target = -0.001
-    sup.enforce(2 * CFG.period, CFG.period, cmds, fb, est, Objective("hand_in_hand.rewind", True), OperatorInput(True))
+    sup.enforce(
+        2 * CFG.period, CFG.period, cmds, fb, est, Objective("hand_in_hand.rewind", True), OperatorInput(True)
+    )
     assert cmds.axes["ante_wire"].target == -0.001

@@ -81,12 +81,12 @@ def worst_unsupported(
     aw, am, rw, rm = tips
     daw, dam, drw, drm = moves
     aw_lo, aw_hi = (aw, aw + daw) if daw > 0.0 else (aw + daw, aw)
-    am_lo, am_hi = (am, am + dam) if dam > 0.0 else (am + dam, am)
+    am_lo = am if dam > 0.0 else am + dam
     rw_lo, rw_hi = (rw, rw + drw) if drw > 0.0 else (rw + drw, rw)
     rm_hi = rm + drm if drm > 0.0 else rm
     own_a = max(0.0, aw_hi - am_lo)
     own_r = max(0.0, rm_hi - rw_lo)
     c_lo, c_hi = rw_lo - aw_hi, rw_hi - aw_lo
-    if 0.0 <= c_lo and c_hi <= reach:
+    if c_lo >= 0.0 and c_hi <= reach:
         return min(own_a, c_hi + own_r), min(own_r, c_hi + own_a)
     return own_a, own_r

@@ -87,7 +87,11 @@ class ProcedureConfig:
         0.25, unit="mm", lo=0.05, hi=10.0, doc="a step is halved after each rewind, down to this"
     )
     spin_speed: float = setting(
-        270.0, unit="deg/s", lo=0.0, hi=3600.0, doc="wire spin while advancing through a hard segment (0 = off)"
+        270.0,
+        unit="deg/s",
+        lo=0.0,
+        hi=3600.0,
+        doc="wire spin while advancing through a hard segment (0 = off)",
     )
     spin_turn: float = setting(
         180.0, unit="deg", lo=0.0, hi=3600.0, doc="spin swings +/- this about the start angle"
@@ -146,5 +150,7 @@ class ProcedureConfig:
         if len(set(self.ablations)) != len(self.ablations):
             out.append(("ablations", f"must not repeat a name (got {list(self.ablations)})"))
         if self.step_min > self.step:
-            out.append(("step_min", f"must not exceed step (got {self.step_min:g}, allowed <= {self.step:g})"))
+            out.append(
+                ("step_min", f"must not exceed step (got {self.step_min:g}, allowed <= {self.step:g})")
+            )
         return out

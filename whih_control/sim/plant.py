@@ -395,7 +395,7 @@ class Plant:
             else:
                 # guidance fades over a second reach beyond it: no cliff for a wire that lags
                 reach = self._reach
-                lost = (c - reach) / reach if c > reach and reach > 0.0 else 1.0
+                lost = (c - reach) / reach if c > reach > 0.0 else 1.0
                 lost = lost if lost < 1.0 else 1.0
                 r_tip = lost * (self._wire_cap_free if pa < cap or pa > length - cap else self._wire_body)
         if self._deviated:
@@ -406,8 +406,7 @@ class Plant:
         u = own
         if coupled:
             via = pr - pa + (rm.p - pr if rm.p > pr else 0.0)
-            if via < u:
-                u = via
+            u = min(u, via)
         seg = self._tip_seg
         v = u if u > seg else seg
         limit = r_in + self._tip_load2 / (v * v)
@@ -441,10 +440,7 @@ class Plant:
                 if self._rng_turn.random() < self._retrack * math.exp(-self._track_turn / self._recentre):
                     self._depart(track)
             if not self._deviated:
-                if coupled:
-                    f = 1.0 + c * c / self._dev_scale2
-                else:
-                    f = self._dev_uncoupled
+                f = 1.0 + c * c / self._dev_scale2 if coupled else self._dev_uncoupled
                 if self._calc_lo <= pa < self._calc_hi:
                     f *= self._dev_calc
                 self._hazard += da * self._dev_rate * f * (1.0 + u * u / self._dev_support2)
