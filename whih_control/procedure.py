@@ -1024,8 +1024,11 @@ class Procedure:
             if self._approach:
                 axes["ante_mc"] = gap_follow
         elif phase is Phase.HAND_IN_HAND_REWIND:
-            # the ante wire backs off at half speed so the retro wire closes a coupling that ran long
-            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], 0.5 * wire)
+            # both wires arrive together: the coupling goes straight from where it was to its
+            # target (the retro wire covers what it ran long), never through zero
+            back = p.rewind_distance
+            ahead = back + max(0.0, (rw - tgt["retro_wire"]) - back)
+            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire * back / ahead)
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_mc"], mc)
             if self._rot_ante and p.rewind_turn > 0.0:
