@@ -23,6 +23,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
 import whih_control as wc
 from whih_control.sim.cohort import cohort
 from whih_control.sim.plant import Plant
@@ -125,6 +130,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases (0 = all)")
     ap.add_argument("--csv", type=Path)
+    ap.add_argument("--plot", type=Path, help="PNG: rate per variant (Wilson 95 %%) and rewinds")
+    ap.add_argument("--from-csv", type=Path, help="summarise and plot a --csv of an earlier sweep")
     args = ap.parse_args()
     a, _, b = args.seeds.partition("..")
     seeds = range(int(a), int(b or a) + 1)
@@ -137,17 +144,24 @@ def main() -> None:
         jobs += [(args.cohort, c.case_id, seed, v) for c in cases for v in variants]
     t0 = time.perf_counter()
     rows: list[dict[str, object]] = []
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-        for i, row in enumerate(pool.map(run_one, jobs, chunksize=4)):
-            rows.append(row)
-            if (i + 1) % 50 == 0:
-                print(f"{i + 1}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
-    if args.csv:
+    if args.from_csv:
+        with args.from_csv.open() as f:
+            rows = [dict(r, crossed=r["crossed"] == "True") for r in csv.DictReader(f)]
+        variants = [v for v in variants if any(r["variant"] == v for r in rows)]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            for i, row in enumerate(pool.map(run_one, jobs, chunksize=4)):
+                rows.append(row)
+                if (i + 1) % 50 == 0:
+                    print(f"{i + 1}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.csv and not args.from_csv:
         with args.csv.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             w.writeheader()
             w.writerows(rows)
+    if args.plot:
+        _plot(rows, variants, args.plot)
     print(f"{len(rows)} runs in {time.perf_counter() - t0:.0f} s wall ({args.jobs} workers)")
     print(
         f"{'variant':15} {'n':>4} {'crossed':>7} {'rate':>6} {'Wilson 95 %':>15} {'med rewinds':>11} "
@@ -160,8 +174,8 @@ def main() -> None:
         times = [float(r["sim_s"]) for r in rs if r["crossed"]]  # type: ignore[arg-type]
         rew = statistics.median(int(r["rewinds"]) for r in rs) if rs else math.nan  # type: ignore[call-overload]
         med_t = statistics.median(times) if times else math.nan
-        min_gap = min(float(r["true_min_gap"]) for r in rs) if rs else math.nan  # type: ignore[arg-type]
-        f_stop = max((float(r["max_f_over_stop"]) for r in rs), default=math.nan)  # type: ignore[arg-type]
+        min_gap = min(float(r.get("true_min_gap", "nan")) for r in rs) if rs else math.nan  # type: ignore[arg-type]
+        f_stop = max((float(r.get("max_f_over_stop", "nan")) for r in rs), default=math.nan)  # type: ignore[arg-type]
         print(
             f"{v:15} {len(rs):4d} {k:7d} {k / max(1, len(rs)):6.1%} [{lo:5.1%}, {hi:5.1%}] {rew:11.1f} "
             f"{med_t:19.1f} {min_gap:12.2f} {f_stop:10.2f}"
@@ -172,6 +186,26 @@ def main() -> None:
             f"  not crossed: {r['case']} seed {r['seed']} {r['variant']} L={r['L']} J={r['jcto']}: "
             f"{r['reason']}"
         )
+
+
+def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for x, v in enumerate(variants):
+        rs = [r for r in rows if r["variant"] == v]
+        k = sum(bool(r["crossed"]) for r in rs)
+        lo, hi = wilson(k, len(rs))
+        p = k / max(1, len(rs))
+        ax1.errorbar([x], [100 * p], yerr=[[100 * (p - lo)], [100 * (hi - p)]], fmt="o", capsize=4)
+        ax2.boxplot([[int(r["rewinds"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[call-overload]
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(variants)), variants, fontsize=8)
+    ax1.set_ylabel("crossed (%), Wilson 95 %")
+    ax1.set_ylim(0, 105)
+    ax2.set_ylabel("rewinds per run")
+    n = len({(r["case"], r["seed"]) for r in rows})
+    fig.suptitle(f"default strategy vs ablations, same {n} cases and seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":
