@@ -31,8 +31,8 @@ from whih_control.cli import main
 from whih_control.config import Config, load_config
 from whih_control.errors import RunFolderError, SafetyError, WhihError
 from whih_control.events import read_events, verify_log
-from whih_control.record import read_telemetry
 from whih_control.interrupts import Mode
+from whih_control.record import read_telemetry
 from whih_control.runtime import Progress, RunResult, Runtime
 from whih_control.types import TipMeasurement
 

@@ -589,6 +589,20 @@ class Runtime:
             self._fault_stop_t = None
 
         self.command("acknowledge", ack)
+        if not self._want_enabled:
+            return
+        # the drives are reset and enabled again where they stand: return once they hold torque
+        sup = self.core.supervisor
+        self._wait_for(
+            lambda: sup.latched or self._drives_ready(),
+            timeout=self.cfg.bus.boot_timeout_s,
+            what="acknowledge: drives back in OPERATION ENABLED",
+            give_up=False,
+        )
+        if sup.latched:
+            raise SafetyError(
+                f"acknowledge: accepted, then a fault latched again: {sup.latched_verdict.text}"
+            )
 
     def set_inputs(self, *, enable_held: bool | None = None, estop: bool | None = None) -> None:
         """The dead-man pedal and e-stop as the application reads them from its devices."""
@@ -851,12 +865,19 @@ class Runtime:
         )
 
     def run_procedure(
-        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
     ) -> RunResult:
         """Start (in ready) and wait until the procedure ends, or ``max_time`` seconds pass.
 
         Crossing is confirmed by ``confirm("crossed")`` returning True (polled while the
         procedure waits at crossed), or without asking when ``procedure.confirm_crossing`` is false.
+        A fault ends the run once the drives have stopped, unless ``hold_on_fault``: then the run
+        waits in fault for another thread to acknowledge and resume, or abort (bounded by
+        ``operator.wait_timeout_s``).
         """
         check_max_time(max_time)
         self._require_open("run_procedure")
@@ -864,13 +885,10 @@ class Runtime:
             raise ProcedureError("run_procedure: the robot is not enabled (phase idle); call enable() first")
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
             self.start_procedure()
-        if confirm is None and not self.cfg.procedure.confirm_crossing:
-            confirm = _always
         try:
             try:
-                self._wait_for(
-                    self._ended, timeout=max_time, what="run_procedure", give_up=False, confirm=confirm
-                )
+                ended = (lambda: self.procedure.done) if hold_on_fault else self._ended
+                self._wait_for(ended, timeout=max_time, what="run_procedure", give_up=False, confirm=confirm)
                 outcome = self.procedure.outcome if self.procedure.done else "fault"
             except CommandTimeoutError:
                 outcome = "timeout"
@@ -1131,10 +1149,6 @@ class Runtime:
         self.recorder.write_summary(result, seed=self.seed, injected=[str(f) for f in self.faults_planned])
         self._summary_written = True
         return result
-
-
-def _always(gate: str) -> bool:
-    return True
 
 
 class _Exclusive:
