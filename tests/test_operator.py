@@ -200,3 +200,15 @@ def test_an_idle_robot_is_bounded_in_time(cfg: wc.Config) -> None:
         status = robot.wait(timeout=10.0)  # nobody starts: ready waits 2 s, then aborts
         assert status.outcome == "aborted"
         assert robot.runtime.procedure.reason.startswith("operator.wait_timeout_s: ready waited")
+
+
+def test_the_readme_worked_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (CONFIGS.parent / "README.md").read_text()
+    blocks = readme.split("```python\n")
+    example = next(b.split("```")[0] for b in blocks if "robot.acknowledge()" in b.split("```")[0])
+    monkeypatch.chdir(CONFIGS.parent)
+    example = example.replace('"runs/worked-example"', repr(str(tmp_path / "run")))
+    printed: list[str] = []
+    exec(compile(example, "README.md", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})
+    assert printed == ["acknowledge refused: e-stop still pressed", "complete True"]
+    assert verify_log(tmp_path / "run" / "events.jsonl").ok
