@@ -176,6 +176,11 @@ class _CycleThread:
         except BaseException as exc:
             self.error = exc
             rt._answer_all(WhihError(f"the cycle stopped: {type(exc).__name__}: {exc}"))
+            if rt.set_up:
+                # best effort: a cycle that raised once may raise again; the drives' own heartbeat
+                # consumers stop them in any case once the master heartbeat is gone
+                with contextlib.suppress(BaseException):
+                    rt._safe_stop()
 
 
 class Runtime:
@@ -722,7 +727,11 @@ class Runtime:
     # --- status and waiting --------------------------------------------------------------------------
 
     def status(self) -> Status:
-        """A snapshot between two cycles (safe from any thread)."""
+        """A snapshot between two cycles (safe from any thread); raises once the cycle thread has
+        stopped on an error (a frozen snapshot would look like a healthy robot)."""
+        if self._thread is not None and self._thread.error is not None:
+            err = self._thread.error
+            raise WhihError(f"status: the cycle stopped ({type(err).__name__}: {err})") from err
         with self._lock:
             return self._status()
 
