@@ -431,6 +431,7 @@ class Runtime:
             self._cycle(override=DriveGoal.QUICK_STOP)
         for _ in range(max(1, int(0.05 / self.cfg.period))):
             self._cycle(override=DriveGoal.DISABLED)
+        self.core.request_goal(DriveGoal.DISABLED)  # cycles that follow (real time) keep them so
         self._stopped = True  # until the application acts again (_require_open)
 
     def _exclusive(self) -> _Exclusive:
