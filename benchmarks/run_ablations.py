@@ -150,16 +150,20 @@ def main() -> None:
         variants = [v for v in variants if any(r["variant"] == v for r in rows)]
     else:
         ctx = multiprocessing.get_context("spawn")
+        out = args.csv.open("w", newline="") if args.csv else None
+        writer = csv.DictWriter(out, fieldnames=FIELDS) if out else None
+        if writer:
+            writer.writeheader()
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            for i, row in enumerate(pool.map(run_one, jobs, chunksize=4)):
+            for i, row in enumerate(pool.map(run_one, jobs, chunksize=1)):
                 rows.append(row)
-                if (i + 1) % 50 == 0:
+                if writer and out:
+                    writer.writerow(row)  # row by row: a sweep cut short keeps what it ran
+                    out.flush()
+                if (i + 1) % 20 == 0:
                     print(f"{i + 1}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
-    if args.csv and not args.from_csv:
-        with args.csv.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        if out:
+            out.close()
     if args.plot:
         _plot(rows, variants, args.plot)
     print(f"{len(rows)} runs in {time.perf_counter() - t0:.0f} s wall ({args.jobs} workers)")
