@@ -434,9 +434,12 @@ def test_turning_re_centres_a_deviated_tip_more_often_than_not() -> None:
         assert d.plant.deviated
         # 3 x recentre_turn of turn: a 95 % chance for each tip
         turns = int(3 * cfg.sim.wire.recentre_turn / 2.0)
+        before = d.plant.recentred
         for _ in range(turns):
             d.q["ante_wire_rot"] += 2.0
             d.step()
         cured += not d.plant.deviated
-        assert d.plant.recentred == int(not d.plant.deviated)  # cured by the turn, not by pulling back
+        # cured by the turn (the wire is not pulled back; released, its tip may spring forward and
+        # leave again, to be cured again)
+        assert d.plant.recentred - before >= int(not d.plant.deviated)
     assert cured >= 9
