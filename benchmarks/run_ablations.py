@@ -148,6 +148,11 @@ def main() -> None:
         with args.from_csv.open() as f:
             rows = [dict(r, crossed=r["crossed"] == "True") for r in csv.DictReader(f)]
         variants = [v for v in variants if any(r["variant"] == v for r in rows)]
+        # a sweep cut short: compare only the cases every variant ran (same cases, same seeds)
+        done: dict[tuple[object, object], set[object]] = {}
+        for r in rows:
+            done.setdefault((r["case"], r["seed"]), set()).add(r["variant"])
+        rows = [r for r in rows if done[(r["case"], r["seed"])] >= set(variants)]
     else:
         ctx = multiprocessing.get_context("spawn")
         out = args.csv.open("w", newline="") if args.csv else None
