@@ -226,7 +226,6 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     for sub in ("retro_step", "ante_follow", "verify"):
         add("update", hih[sub], Phase.ABORTED, "deviation", "no_rewind_left")
         add("update", hih[sub], hih["rewind"], "deviation")
-    add("update", hih["retro_step"], Phase.ABORTED, "step_blocked")
     add("update", hih["retro_step"], hih["ante_follow"], "step_done")
     add("update", hih["ante_follow"], hih["verify"], "followed")
     add("update", hih["verify"], Phase.CROSSED, "crossing_reached")
@@ -813,7 +812,7 @@ class Procedure:
         if self._coupling and c > late and self.phase is not Phase.HAND_IN_HAND_REWIND:
             self._why = f"stall: coupling {c:.2f} mm > {late:.2f} mm, the ante wire does not follow"
             return True
-        if self._wire_stalled and self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW:
+        if self._wire_stalled:
             self._why = (
                 f"stall: {self._stall_axis()} made less than {self._p.stall_progress:g} mm in "
                 f"{self._p.stall_time_s:g} s (unsupported ante wire "
@@ -847,18 +846,6 @@ class Procedure:
         c = self._inputs.estimate.coupling
         if not 0.0 <= c <= self._p.coupling_max:
             self._why = f"coupling {c:.2f} mm outside [0...{self._p.coupling_max:g}] mm"
-            return True
-        return False
-
-    def _g_step_blocked(self) -> bool:
-        # A stalled ante MC no longer ends the run: the retro MC withdraws past gap_max while the
-        # support limit holds. The step is blocked only when the retrograde wire itself stops.
-        if self._wire_stalled and self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
-            self._why = (
-                f"uncrossable: the retrograde step made less than {self._p.stall_progress:g} mm in "
-                f"{self._p.stall_time_s:g} s (gap {self._inputs.estimate.gap:.2f} mm, unsupported "
-                f"{self._unsupported()[0]:.1f}/{self._unsupported()[1]:.1f} mm)"
-            )
             return True
         return False
 
