@@ -537,12 +537,13 @@ class Runtime:
                 self.set_up = True
         self.command("enable", self._do_enable)
         limit = self.cfg.bus.boot_timeout_s + 5.0
+        # with auto_confirm, ready lasts one cycle: a wait in real time may first see approach
         self._wait_for(
-            lambda: self.procedure.phase in (Phase.READY, Phase.FAULT, Phase.ABORTED),
+            lambda: self.procedure.phase not in (Phase.IDLE, Phase.PREFLIGHT, Phase.CALIBRATE),
             timeout=limit,
             what="enable: drives did not reach OPERATION ENABLED and calibration",
         )
-        if self.procedure.phase is not Phase.READY:
+        if self.procedure.phase in (Phase.FAULT, Phase.ABORTED):
             raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
 
     def _do_enable(self) -> None:
