@@ -140,7 +140,15 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
-RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
+RUN_FILES = (
+    "summary.json",
+    "events.jsonl",
+    "trace.asc",
+    "trace.log",
+    "telemetry.csv",
+    "telemetry.mcap",
+    "plot.png",
+)
 """The files of a run folder (docs/DESIGN.md section 3)."""
 
 
@@ -283,8 +291,9 @@ class Runtime:
             self.telemetry: Telemetry | None = None
             if self.out is not None and cfg.record.trace:
                 self.trace = TraceRecorder(
-                    self.out / "trace.asc",
+                    self.out / f"trace.{cfg.record.trace_format}",
                     maxsize=cfg.record.trace_queue,
+                    channel=cfg.bus.channel,
                     blocking=self.simulated_time,  # simulated time waits for the writer, never drops
                 )
                 self._closers.append(self.trace.close)
@@ -698,11 +707,21 @@ class Runtime:
         cols += [f"force_{a}" for a in self.axes]
         cols += [f"target_{a}" for a in self.axes]
         cols += [f"actual_{a}" for a in self.axes]
+        cols += [f"state_{a}" for a in self.axes]
+        cols += [f"statusword_{a}" for a in self.axes]
         self._phase_names = [p.value for p in Phase]
         self._phase_index = {p: i for i, p in enumerate(Phase)}
         self._row = [0.0] * len(cols)
+        labels = {"phase": self._phase_names} | {
+            f"state_{a}": [s.name for s in DriveState] for a in self.axes
+        }
         return Telemetry(
-            path, cols, rate_hz=self.cfg.record.telemetry_hz, labels={"phase": self._phase_names}
+            path,
+            cols,
+            rate_hz=self.cfg.record.telemetry_hz,
+            labels=labels,
+            mcap=path.with_suffix(".mcap") if self.cfg.record.mcap else None,
+            events=self.log.path if self.log is not None else None,
         )
 
     def _telemetry_row(self, t: float) -> None:
@@ -731,6 +750,12 @@ class Runtime:
             i += 1
         for a in self.axes:
             row[i] = fb[a].position
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].state
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].statusword
             i += 1
         self.telemetry.sample(t, row)
 
