@@ -149,7 +149,7 @@ def _dbc(path: Path, output: Path | None) -> int:
         _emit(sys.stdout, text)
         return EXIT_OK
     try:
-        output.write_text(text, encoding="utf-8")
+        output.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
         print(f"whih dbc: -o (={str(output)!r}): cannot write: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

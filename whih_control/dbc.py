@@ -203,4 +203,4 @@ def dbc_text(cfg: Config) -> str:
 
 def write_dbc(cfg: Config, path: Path) -> None:
     """Write the DBC of ``cfg`` to ``path``."""
-    path.write_text(dbc_text(cfg), encoding="utf-8")
+    path.write_text(dbc_text(cfg), encoding="utf-8", newline="")  # the dumper's CRLF, as Vector writes

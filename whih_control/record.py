@@ -335,7 +335,8 @@ class Telemetry:
         except BaseException as exc:  # kept for close(), which raises it
             self.error = exc
             while self._queue.get() is not None:  # let the cycle's hand-overs go nowhere
-                pass
+                self._queue.task_done()
+            self._queue.task_done()
 
     def _write_all(self) -> None:
         writer = csv.writer(self._file)
@@ -343,24 +344,44 @@ class Telemetry:
         formats = self._formats
         mcap = self.mcap
         while (item := self._queue.get()) is not None:
-            block, start, stop = item
-            rows = block[start:stop].tolist()
-            for k, row in enumerate(rows):
-                writer.writerow(
-                    [labels[i][int(v)] if i in labels else format(v, formats[i]) for i, v in enumerate(row)]
-                )
-                if mcap is not None:
-                    mcap.write_rows((row,))
-                if k % 8 == 7:
-                    # hand the interpreter lock over between short stretches: a block is tens of
-                    # ms of formatting, which must not stand between a SYNC and the drives' answer
-                    time.sleep(0)
-            if stop == self.BLOCK_ROWS:
-                self._free.put(block)  # the cycle has moved on to another block
-            self._file.flush()
+            try:
+                self._write_rows(item, writer, labels, formats, mcap)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _write_rows(
+        self,
+        item: tuple[np.ndarray[Any, Any], int, int],
+        writer: Any,
+        labels: Mapping[int, Sequence[str]],
+        formats: Sequence[str],
+        mcap: McapTelemetry | None,
+    ) -> None:
+        """Write one hand-over: CSV rows, MCAP messages, new events; then flush both files."""
+        block, start, stop = item
+        rows = block[start:stop].tolist()
+        for k, row in enumerate(rows):
+            writer.writerow(
+                [labels[i][int(v)] if i in labels else format(v, formats[i]) for i, v in enumerate(row)]
+            )
             if mcap is not None:
-                mcap.poll_events()
-                mcap.flush()
+                mcap.write_rows((row,))
+            if k % 8 == 7:
+                # hand the interpreter lock over between short stretches: a block is tens of
+                # ms of formatting, which must not stand between a SYNC and the drives' answer
+                time.sleep(0)
+        if stop == self.BLOCK_ROWS:
+            self._free.put(block)  # the cycle has moved on to another block
+        self._file.flush()
+        if mcap is not None:
+            mcap.poll_events()
+            mcap.flush()
+
+    def wait_written(self) -> None:
+        """Block until the writer has written and flushed every row handed over so far."""
+        if self._thread.is_alive():
+            self._queue.join()
 
     def close(self) -> None:
         """Write the remaining rows and close the files; raises what stopped the writer."""
