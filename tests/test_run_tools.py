@@ -33,7 +33,7 @@ from whih_control.inspect_run import CUT_BY_A_CRASH, inspect_run, read_trace
 from whih_control.record import Telemetry, TraceRecorder, read_telemetry
 from whih_control.telemetry_mcap import EVENTS_TOPIC
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, ROOT
 from .test_record import _frames, _record
 
 SIM_TOML = CONFIGS / "sim.toml"
@@ -199,6 +199,34 @@ def test_telemetry_reaches_the_disk_every_half_second_of_run_time(tmp_path: Path
             assert sorted(counts.values()) == [1, 51, 51]  # /events, /gap, /tips
         finally:
             tel.close()
+
+
+def test_the_foxglove_layout_plots_only_fields_the_mcap_has(run_dir: Path) -> None:
+    layout = json.loads((ROOT / "docs" / "foxglove-layout.json").read_text())
+    paths = [p["value"] for cfg in layout["configById"].values() for p in cfg.get("paths", [])]
+    paths += [cfg["topicPath"] for cfg in layout["configById"].values() if "topicPath" in cfg]
+    assert len(paths) > 20
+    first: dict[str, Any] = {}
+    with (run_dir / "telemetry.mcap").open("rb") as f:
+        for _schema, channel, message in make_reader(f).iter_messages():
+            first.setdefault(channel.topic, json.loads(message.data))
+    for path in paths:
+        topic, *keys = path.split(".")
+        node = first[topic]
+        for key in keys:
+            node = node[key]  # KeyError names a field the layout wants and the file lacks
+    # every panel is placed in the layout tree
+    placed: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            placed.append(node)
+        else:
+            walk(node["first"])
+            walk(node["second"])
+
+    walk(layout["layout"])
+    assert sorted(placed) == sorted(layout["configById"])
 
 
 # --- whih inspect ------------------------------------------------------------------------------
