@@ -21,7 +21,7 @@ from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.inspect_run import inspect_run
 from whih_control.procedure import diagram
-from whih_control.runtime import Progress, RunResult, check_fault_spec
+from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
@@ -215,9 +215,8 @@ def _print_result(result: RunResult, stream: TextIO) -> None:
             f"CPU {lp['cpu_percent']:.0f} %"
         )
     if result.out:
-        lines.append(
-            f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)"
-        )
+        files = ", ".join(name for name in RUN_FILES if (Path(result.out) / name).exists())
+        lines.append(f"run folder: {result.out}  ({files})")
     _emit(stream, "\n".join(lines) + "\n")
 
 
