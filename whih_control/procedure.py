@@ -117,6 +117,8 @@ TERMINAL_PHASES: frozenset[Phase] = frozenset({Phase.COMPLETE, Phase.ABORTED})
 _TIMED = MOTION_PHASES | {Phase.PREFLIGHT, Phase.CALIBRATE}
 """Phases bounded by ``phase_timeout_s`` (all but those waiting for the operator)."""
 _JOG_PHASES = frozenset({Phase.READY, Phase.PAUSED})
+_WAITING = frozenset({Phase.IDLE, Phase.READY, Phase.PAUSED, Phase.CROSSED, Phase.FAULT})
+"""Phases that wait for the operator, bounded by ``operator.wait_timeout_s`` (then aborted)."""
 _MOTION_ORDER = (
     Phase.APPROACH,
     Phase.UNTIP,
@@ -190,6 +192,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     add("acknowledge", Phase.FAULT, Phase.PAUSED, "cause_gone", "has_resume", before="note_ack")
     add("acknowledge", Phase.FAULT, Phase.READY, "cause_gone", "was_calibrated", before="note_ack")
     add("acknowledge", Phase.FAULT, Phase.IDLE, "cause_gone", before="note_ack")
+    add("update", Phase.FAULT, Phase.ABORTED, "wait_timed_out")
     # exceptions in callbacks (on_exception) and latched faults
     for p in Phase:
         if p is not Phase.FAULT:
@@ -204,6 +207,8 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
             add("update", p, Phase.ABORTED, "over_time")
         if p in _TIMED:
             add("update", p, Phase.ABORTED, "phase_timed_out")
+        if p in _WAITING:
+            add("update", p, Phase.ABORTED, "wait_timed_out")
         if p in MOTION_PHASES:
             add("update", p, Phase.PAUSED, "hold_needed", before="note_auto_pause")
     add("update", Phase.PREFLIGHT, Phase.CALIBRATE, "preflight_ok")
@@ -665,6 +670,16 @@ class Procedure:
         if spent > self._p.phase_timeout_s:
             limit = self._p.phase_timeout_s
             self._why = f"phase_timeout_s: {self.phase.value} took {spent:.1f} s (allowed {limit:g} s)"
+            return True
+        return False
+
+    def _g_wait_timed_out(self) -> bool:
+        spent = self._t - self._t_enter
+        limit = self._cfg.operator.wait_timeout_s
+        if spent > limit:
+            self._why = (
+                f"operator.wait_timeout_s: {self.phase.value} waited {spent:.1f} s (allowed {limit:g} s)"
+            )
             return True
         return False
 
