@@ -37,7 +37,7 @@ from .conftest import CONFIGS, ROOT
 from .test_record import _frames, _record
 
 SIM_TOML = CONFIGS / "sim.toml"
-RUN_SECONDS = 5.0  # into the MC approach: targets and positions move
+RUN_SECONDS = 4.0  # into the MC approach: targets and positions move
 ROW_TOPICS = {"/phase", "/gap", "/coupling", "/tips", "/forces", "/targets", "/actual", "/drive_states"}
 
 
@@ -134,7 +134,7 @@ def test_dbc_decodes_every_pdo_of_the_trace_to_the_telemetry_within_one_count(
 def test_mcap_reads_back_one_channel_per_group_with_a_message_per_csv_row(run_dir: Path) -> None:
     tele = read_telemetry(run_dir / "telemetry.csv")
     rows = len(tele["t"])
-    assert rows == pytest.approx(RUN_SECONDS * 100, rel=0.05)
+    assert RUN_SECONDS * 100 - 5 <= rows <= (RUN_SECONDS + 1) * 100  # 100 Hz, the closing stop included
     with (run_dir / "telemetry.mcap").open("rb") as f:
         reader = make_reader(f)
         summary = reader.get_summary()
