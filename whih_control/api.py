@@ -122,15 +122,20 @@ class Robot:
         self._runtime.start_procedure()
 
     def run_procedure(
-        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
     ) -> RunResult:
         """:meth:`start_procedure` (in ready), then wait until complete, aborted or fault, or
         ``max_time`` seconds; return the result (also written to ``summary.json``).
 
         ``confirm("crossed")`` is polled while the procedure waits at crossed (it must not block)
-        when ``procedure.confirm_crossing`` is set; True confirms.
+        when ``procedure.confirm_crossing`` is set; True confirms. ``hold_on_fault`` (real time):
+        a fault does not end the run; another thread acknowledges and resumes, or aborts.
         """
-        return self._runtime.run_procedure(max_time=max_time, confirm=confirm)
+        return self._runtime.run_procedure(max_time=max_time, confirm=confirm, hold_on_fault=hold_on_fault)
 
     def pause(self) -> None:
         """Hold every axis (each ramps down at its max_accel): motion phase -> paused."""

@@ -231,7 +231,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     add("update", hih["verify"], Phase.ABORTED, "steps_exhausted")
     add("update", hih["verify"], hih["retro_step"], "verified", after="count_step")
     add("update", hih["rewind"], hih["retro_step"], "rewound")
-    add("update", Phase.CROSSED, Phase.WITHDRAW, "auto_confirmed", "crossing_auto", "can_move")
+    add("update", Phase.CROSSED, Phase.WITHDRAW, "crossing_auto", "can_move")
     add("update", Phase.WITHDRAW, Phase.COMPLETE, "withdrawn")
     for p in _RESUMABLE:
         add("update", Phase.PAUSED, p, "auto_resume", f"resume_to_{p.value}", before="note_resume")
@@ -338,9 +338,10 @@ _UPDATE_GUARDS = _update_guards(_TRANSITIONS)
 class Procedure:
     """The WHIH sequence: feed it :class:`ProcedureInputs` every cycle, get an :class:`Objective`.
 
-    ``auto_confirm`` (simulation) confirms the gates itself (ready -> approach, and crossed ->
-    withdraw unless ``procedure.confirm_crossing``) and resumes an automatic pause once its cause
-    is gone; on hardware the operator calls :meth:`confirm` and :meth:`resume`. Every phase change,
+    ``auto_confirm`` (simulation) confirms the start itself (ready -> approach) and resumes an
+    automatic pause once its cause is gone; on hardware the operator calls :meth:`confirm` and
+    :meth:`resume`. Crossed -> withdraw needs the operator's :meth:`confirm` only when
+    ``procedure.confirm_crossing`` is set. Every phase change,
     operator action and fault is written to ``log``.
     """
 

@@ -35,16 +35,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import can
 
-from firmware_iface.bus import SIM_INTERFACE, open_bus
+from firmware_iface.bus import SIM_INTERFACE, open_bus, simulated_time_bus
 from firmware_iface.cia402 import DriveState
 from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultKind, FaultSpec, parse_fault
 from firmware_iface.master import Master
 from firmware_iface.sim import SimulatedDrives
-from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
 from whih_control.config import Config
 from whih_control.core import ControlCore
@@ -56,6 +55,9 @@ from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
 from whih_control.sim import ImagingSource, Plant
 from whih_control.status import DriveStatus, Status
 from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
+
+if TYPE_CHECKING:
+    from firmware_iface.simbus import SimTimeBus
 
 __all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime"]
 
@@ -198,8 +200,8 @@ class Runtime:
         if clock == "simulated":
             if not cfg.sim.enabled:
                 raise ValueError("clock (='simulated') needs simulated drives (sim.enabled = true)")
-            if bus is not None and not isinstance(bus, SimTimeBus):
-                raise ValueError(f"clock (='simulated') needs the simulated-time bus, not {bus!r}")
+            if bus is not None:
+                simulated_time_bus(bus, period=cfg.period)  # refuses any other bus
             if cfg.bus.interface != SIM_INTERFACE:
                 cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface=SIM_INTERFACE))
         elif cfg.bus.interface == SIM_INTERFACE:
@@ -276,7 +278,12 @@ class Runtime:
             )
             self._closers.append(self.recorder.close)
             bus = self._given_bus
-            if bus is None:
+            self._simbus: SimTimeBus | None = None
+            if self.simulated_time:
+                bus = self._simbus = simulated_time_bus(bus, period=cfg.period)
+                if self._given_bus is None:
+                    self._closers.append(bus.shutdown)
+            elif bus is None:
                 bus = open_bus(cfg.bus, period=cfg.period)
                 self._closers.append(bus.shutdown)
             self.bus = bus
@@ -300,15 +307,12 @@ class Runtime:
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
             self.procedure = Procedure(cfg, log=self.recorder.log, auto_confirm=self.auto_confirm)
-            if self.simulated_time:
-                simbus = self.bus
-                assert isinstance(simbus, SimTimeBus)
-                self._simbus: SimTimeBus | None = simbus
+            simbus = self._simbus
+            if simbus is not None:
                 self.pacer: SimPacer | RealTimePacer = SimPacer(
                     cfg.period, clock=lambda: simbus.time + cfg.period
                 )
             else:
-                self._simbus = None
                 self.pacer = RealTimePacer(
                     cfg.period,
                     busy_wait_s=cfg.cycle.busy_wait_us * 1e-6,
@@ -589,6 +593,20 @@ class Runtime:
             self._fault_stop_t = None
 
         self.command("acknowledge", ack)
+        if not self._want_enabled:
+            return
+        # the drives are reset and enabled again where they stand: return once they hold torque
+        sup = self.core.supervisor
+        self._wait_for(
+            lambda: sup.latched or self._drives_ready(),
+            timeout=self.cfg.bus.boot_timeout_s,
+            what="acknowledge: drives back in OPERATION ENABLED",
+            give_up=False,
+        )
+        if sup.latched:
+            raise SafetyError(
+                f"acknowledge: accepted, then a fault latched again: {sup.latched_verdict.text}"
+            )
 
     def set_inputs(self, *, enable_held: bool | None = None, estop: bool | None = None) -> None:
         """The dead-man pedal and e-stop as the application reads them from its devices."""
@@ -851,25 +869,36 @@ class Runtime:
         )
 
     def run_procedure(
-        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
     ) -> RunResult:
         """Start (in ready) and wait until the procedure ends, or ``max_time`` seconds pass.
 
         Crossing is confirmed by ``confirm("crossed")`` returning True (polled while the
         procedure waits at crossed), or without asking when ``procedure.confirm_crossing`` is false.
+        A fault ends the run once the drives have stopped, unless ``hold_on_fault``: then the run
+        waits in fault for another thread to acknowledge and resume, or abort (bounded by
+        ``operator.wait_timeout_s``).
         """
         check_max_time(max_time)
         self._require_open("run_procedure")
         if not self.set_up or self.procedure.phase is Phase.IDLE:
             raise ProcedureError("run_procedure: the robot is not enabled (phase idle); call enable() first")
+        end = None if max_time is None else self._t + max_time  # from the call, its start included
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
             self.start_procedure()
-        if confirm is None and not self.cfg.procedure.confirm_crossing:
-            confirm = _always
         try:
             try:
+                ended = (lambda: self.procedure.done) if hold_on_fault else self._ended
                 self._wait_for(
-                    self._ended, timeout=max_time, what="run_procedure", give_up=False, confirm=confirm
+                    ended,
+                    timeout=None if end is None else max(end - self._t, 0.0),
+                    what="run_procedure",
+                    give_up=False,
+                    confirm=confirm,
                 )
                 outcome = self.procedure.outcome if self.procedure.done else "fault"
             except CommandTimeoutError:
@@ -1131,10 +1160,6 @@ class Runtime:
         self.recorder.write_summary(result, seed=self.seed, injected=[str(f) for f in self.faults_planned])
         self._summary_written = True
         return result
-
-
-def _always(gate: str) -> bool:
-    return True
 
 
 class _Exclusive:
