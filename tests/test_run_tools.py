@@ -362,6 +362,13 @@ def test_inspect_a_run_killed_by_sigkill_says_cut_by_a_crash(
     assert any(r.startswith("events.jsonl") for r in report.recovered)
     assert any(r.startswith("trace.asc") for r in report.recovered)
     assert (out / "plot.png").exists()  # drawn from what telemetry.csv kept
+    assert main(["inspect", str(out), "--json", "--no-plot"]) == 0
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    as_json = json.loads(capsys.readouterr().out, parse_constant=no_constants)
+    assert as_json["ends"] == CUT_BY_A_CRASH and as_json["summary"] is None
 
 
 # --- record.trace_format = "log" -----------------------------------------------------------------

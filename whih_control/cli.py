@@ -165,7 +165,8 @@ def _inspect(run_dir: Path, *, as_json: bool, plot: bool) -> int:
     except RunFolderError as exc:
         print(f"whih inspect: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _emit(sys.stdout, (json.dumps(report.as_dict(), indent=2) if as_json else report.text()) + "\n")
+    text = json.dumps(report.as_dict(), indent=2, allow_nan=False) if as_json else report.text()
+    _emit(sys.stdout, text + "\n")
     return EXIT_OK if report.ok else EXIT_NOT_CROSSED
 
 

@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import can
+from mcap.exceptions import McapError
+from mcap.reader import make_reader
+from mcap.records import Channel, Message
+from mcap.stream_reader import StreamReader
 
 from firmware_iface.pdo import SYNC_COB
 from whih_control.errors import RunFolderError
@@ -67,8 +71,8 @@ class InspectReport:
         self.problems.append(text)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return asdict(self)
+        """JSON-able form (strict JSON: a number not known is ``null``, never NaN)."""
+        return dict(_strict(asdict(self)))
 
     def text(self) -> str:
         """The report for a terminal."""
@@ -138,6 +142,16 @@ class InspectReport:
             lines.append(f"DOES NOT VERIFY ({len(self.problems)}):")
             lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _num(v: Any, spec: str) -> str:
@@ -326,11 +340,6 @@ def _check_telemetry(run_dir: Path, report: InspectReport) -> None:
 
 
 def _check_mcap(path: Path, rows: int, report: InspectReport) -> None:
-    from mcap.exceptions import McapError  # noqa: PLC0415
-    from mcap.reader import make_reader  # noqa: PLC0415
-    from mcap.records import Channel, Message  # noqa: PLC0415
-    from mcap.stream_reader import StreamReader  # noqa: PLC0415
-
     counts: dict[str, int] = {}
     complete = True
     try:
