@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -283,6 +284,42 @@ def test_inspect_names_the_line_of_one_changed_byte(
     assert main(["inspect", str(run), "--no-plot"]) == 1
     out = capsys.readouterr().out
     assert "DOES NOT VERIFY" in out and f"line {number}" in out and "events.jsonl" in out
+
+
+def test_inspect_of_a_closed_run_finds_a_cut_trace_and_telemetry(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(run_dir, tmp_path)
+    for name in ("trace.asc", "telemetry.csv", "telemetry.mcap"):
+        with (run / name).open("r+b") as f:
+            f.truncate((run / name).stat().st_size // 2)
+    assert main(["inspect", str(run), "--no-plot"]) == 1
+    out = capsys.readouterr().out
+    assert "trace.asc: not ended by its writer" in out
+    assert "fewer than the summary's" in out
+    assert "telemetry.csv: rows end at" in out
+    assert "telemetry.mcap: unfinished" in out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_inspect_of_damaged_files_reports_never_raises(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int
+) -> None:
+    rng = random.Random(seed)
+    run = _copy(run_dir, tmp_path)
+    for name in rng.sample(
+        ["events.jsonl", "trace.asc", "telemetry.csv", "telemetry.mcap", "summary.json"], 2
+    ):
+        data = bytearray((run / name).read_bytes())
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        (run / name).write_bytes(bytes(data[: rng.randint(len(data) // 2, len(data))]))
+    code = main(["inspect", str(run), "--no-plot"])
+    last = capsys.readouterr().out.strip().splitlines()
+    verdict = "verified: ok" if code == 0 else "DOES NOT VERIFY"
+    assert code in (0, 1) and any(line.startswith(verdict) for line in last)
+    assert main(["inspect", str(run), "--json", "--no-plot"]) == code
+    assert json.loads(capsys.readouterr().out)["ok"] is (code == 0)
 
 
 def test_inspect_refuses_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

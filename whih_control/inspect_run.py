@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import statistics
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,18 @@ def _check_trace(run_dir: Path, report: InspectReport) -> None:
     if report.ends == CUT_BY_A_CRASH:
         t1 = frames[-1].timestamp if frames else 0.0
         report.recovered.append(f"{path.name}: {len(frames)} frames, {len(syncs)} cycles, up to t={t1:.3f} s")
+    elif report.ends == "closed":
+        # a run that ended properly has a whole trace: ended by its writer, every cycle in it
+        if not report.trace["complete"]:
+            report.problem(
+                f"{path.name}: not ended by its writer although the run closed ({len(frames)} frames)"
+            )
+        cycles = (report.summary or {}).get("cycles")
+        if isinstance(cycles, int) and not report.trace["recorder_dropped"] and len(syncs) < cycles:
+            report.problem(
+                f"{path.name}: {len(syncs)} SYNC frames, fewer than the summary's {cycles} cycles "
+                "(frames missing, none counted as dropped)"
+            )
 
 
 def _tpdo1_missing(frames: list[can.Message], summary: dict[str, Any] | None) -> dict[str, int]:
@@ -332,11 +345,22 @@ def _check_telemetry(run_dir: Path, report: InspectReport) -> None:
         return
     t = cols.get("t", [])
     report.telemetry = {"rows": len(t), "t0": t[0] if t else math.nan, "t1": t[-1] if t else math.nan}
+    end = (report.summary or {}).get("sim_seconds")
+    end_t = float(end) if report.ends == "closed" and isinstance(end, int | float) else math.nan
+    # rows are at most 1 s apart (telemetry_hz >= 1) and run through the end of the run
+    if math.isfinite(end_t) and (not t or t[-1] < end_t - 1.0):
+        report.problem(
+            f"telemetry.csv: rows end at t={t[-1] if t else math.nan:.3f} s, the run at t={end_t:.3f} s"
+        )
     if report.ends == CUT_BY_A_CRASH:
         report.recovered.append(f"telemetry.csv: {len(t)} rows" + (f", up to t={t[-1]:.3f} s" if t else ""))
     mcap_path = run_dir / "telemetry.mcap"
     if mcap_path.exists():
         _check_mcap(mcap_path, len(t), report)
+
+
+_MCAP_READ_ERRORS = (McapError, OSError, EOFError, ValueError, KeyError, struct.error)
+"""What the mcap readers raise on a file cut short or damaged."""
 
 
 def _check_mcap(path: Path, rows: int, report: InspectReport) -> None:
@@ -349,7 +373,7 @@ def _check_mcap(path: Path, rows: int, report: InspectReport) -> None:
             raise McapError("no summary section")
         for cid, ch in summary.channels.items():
             counts[ch.topic] = summary.statistics.channel_message_counts.get(cid, 0)
-    except (McapError, OSError, EOFError, ValueError):
+    except _MCAP_READ_ERRORS:
         # unfinished (cut by a crash): read record by record up to where it stops
         complete = False
         topics: dict[int, str] = {}
@@ -362,8 +386,8 @@ def _check_mcap(path: Path, rows: int, report: InspectReport) -> None:
                         counts.setdefault(record.topic, 0)
                     elif isinstance(record, Message):
                         counts[topics[record.channel_id]] += 1
-        except (McapError, EOFError, ValueError, KeyError):
-            pass
+        except _MCAP_READ_ERRORS:
+            pass  # where the file stops: what was read is what it kept
     report.telemetry["mcap"] = counts
     report.telemetry["mcap_complete"] = complete
     if complete:
