@@ -20,6 +20,7 @@ import can
 import cantools
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.records import Message as McapMessage
@@ -151,7 +152,13 @@ def test_mcap_reads_back_one_channel_per_group_with_a_message_per_csv_row(run_di
         )
         by_topic: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         events: list[bytes] = []
-        for _schema, channel, message in reader.iter_messages(log_time_order=False):
+        validators: dict[int, Draft202012Validator] = {}
+        for schema, channel, message in reader.iter_messages(log_time_order=False):
+            assert schema is not None
+            if schema.id not in validators:
+                Draft202012Validator.check_schema(json.loads(schema.data))
+                validators[schema.id] = Draft202012Validator(json.loads(schema.data))
+            validators[schema.id].validate(json.loads(message.data))  # every message fits its schema
             if channel.topic == EVENTS_TOPIC:
                 events.append(message.data)
             else:

@@ -118,6 +118,28 @@ _EVENT_SCHEMA = {
 }
 
 
+def _template(fields: Sequence[_Field]) -> str:
+    """The JSON text of a channel's message with ``{}`` where each field's value goes, in order
+    (formatting a row is then one ``str.format``, no dictionaries built)."""
+    msg: dict[str, Any] = {}
+    for k, f in enumerate(fields):
+        node = msg
+        for key in f.path[:-1]:
+            node = node.setdefault(key, {})
+        node[f.path[-1]] = f"\x00{k}\x00"
+    text = json.dumps(msg, separators=(",", ":")).replace("{", "{{").replace("}", "}}")
+    for k in range(len(fields)):
+        text = text.replace(f'"\\u0000{k}\\u0000"', f"{{{k}}}")
+    return text
+
+
+def _json_value(v: float, labels: tuple[str, ...] | None) -> str:
+    """``v`` as JSON text: its label (already JSON) when the column has labels."""
+    if labels is not None:
+        return labels[int(v)]
+    return repr(v) if math.isfinite(v) else "null"  # what json.dumps writes for a float
+
+
 class McapTelemetry:
     """Writes telemetry rows and event-log lines to an MCAP file (one thread only)."""
 
@@ -135,7 +157,7 @@ class McapTelemetry:
         self._file: BinaryIO = path.open("wb")
         self._writer = Writer(self._file, compression=CompressionType.ZSTD)
         self._writer.start(profile="", library="whih")
-        self._channels: list[tuple[str, int, list[_Field], dict[str, Any]]] = []
+        self._channels: list[tuple[str, int, list[tuple[int, tuple[str, ...] | None]], str]] = []
         self.messages: dict[str, int] = {}
         """Messages written per topic."""
         for topic, fields in channel_groups(columns, labels).items():
@@ -145,7 +167,11 @@ class McapTelemetry:
                 data=json.dumps(_schema(topic, fields)).encode(),
             )
             channel = self._writer.register_channel(topic=topic, message_encoding="json", schema_id=schema)
-            self._channels.append((topic, channel, fields, {}))
+            encoded = [
+                (f.column, None if f.labels is None else tuple(json.dumps(x) for x in f.labels))
+                for f in fields
+            ]
+            self._channels.append((topic, channel, encoded, _template(fields)))
             self.messages[topic] = 0
         self._seq = 0
         self._events = events
@@ -168,18 +194,10 @@ class McapTelemetry:
         for row in rows:
             ns = round(row[0] * 1e9)
             self._last_ns = max(self._last_ns, ns)
-            for topic, channel, fields, msg in self._channels:
-                for f in fields:
-                    node = msg
-                    for key in f.path[:-1]:
-                        node = node.setdefault(key, {})
-                    v = row[f.column]
-                    if f.labels is not None:
-                        node[f.path[-1]] = f.labels[int(v)]
-                    else:
-                        node[f.path[-1]] = v if math.isfinite(v) else None
+            for topic, channel, fields, template in self._channels:
+                values = [_json_value(row[column], labels) for column, labels in fields]
                 self._seq += 1
-                add(channel, ns, json.dumps(msg, separators=(",", ":")).encode(), ns, self._seq)
+                add(channel, ns, template.format(*values).encode(), ns, self._seq)
                 counts[topic] += 1
 
     def poll_events(self) -> None:
