@@ -237,6 +237,22 @@ def test_the_foxglove_layout_plots_only_fields_the_mcap_has(run_dir: Path) -> No
     assert sorted(placed) == sorted(layout["configById"])
 
 
+def test_a_failing_telemetry_writer_is_raised_at_close_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(self: Any, rows: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("whih_control.telemetry_mcap.McapTelemetry.write_rows", full_disk)
+    tel = Telemetry(tmp_path / "telemetry.csv", ["gap"], rate_hz=100.0, mcap=tmp_path / "telemetry.mcap")
+    for k in range(100):
+        tel.sample(k / 100, [1.0])  # the cycle never sees the failure: sampling goes on
+    tel.wait_written()
+    assert isinstance(tel.error, OSError)
+    with pytest.raises(OSError, match=r"telemetry writer failed on .*telemetry.csv.*No space left"):
+        tel.close()
+
+
 # --- whih inspect ------------------------------------------------------------------------------
 
 
