@@ -6,6 +6,7 @@ The worked example of the README (pause, fault, acknowledge, resume to complete)
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,22 @@ def test_the_readme_worked_example_runs_as_written(tmp_path: Path, monkeypatch: 
     exec(compile(example, "README.md", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})
     assert printed == ["acknowledge refused: e-stop still pressed", "complete True"]
     assert verify_log(tmp_path / "run" / "events.jsonl").ok
+
+
+def test_in_simulated_time_another_thread_is_refused_not_raced(cfg: wc.Config) -> None:
+    with wc.Robot(cfg, clock="simulated") as robot:
+        robot.enable()
+        caught: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                robot.pause()
+            except BaseException as exc:
+                caught.append(exc)
+
+        th = threading.Thread(target=other)
+        th.start()
+        th.join()
+        assert len(caught) == 1 and isinstance(caught[0], wc.WhihError)
+        assert "thread that opened it" in str(caught[0])
+        assert robot.status().phase == "ready"

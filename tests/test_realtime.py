@@ -82,3 +82,24 @@ def test_status_and_verbs_from_another_thread_while_the_main_thread_waits() -> N
         assert [s.cycle for s in seen] == sorted(s.cycle for s in seen)
         status = robot.wait(lambda s: not s.teleop, timeout=2.0)  # not renewed: it ends by itself
         assert status.teleop == ()
+
+
+def test_a_cycle_that_raises_is_reported_by_every_later_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _rt_config()
+    with wc.Robot(cfg, clock="real") as robot:
+        robot.enable()
+        rt = robot.runtime
+
+        def broken(t: float) -> None:
+            raise RuntimeError("a bug in the cycle")
+
+        monkeypatch.setattr(rt, "_expire_teleop", broken)
+        with pytest.raises(wc.WhihError, match=r"the cycle stopped \(RuntimeError: a bug in the cycle"):
+            robot.wait(until="withdraw", timeout=2.0)
+        with pytest.raises(wc.WhihError, match="the cycle stopped"):
+            robot.status()
+        with pytest.raises(wc.WhihError, match="the cycle stopped"):
+            robot.pause()
+        monkeypatch.undo()
+    # close still quick-stopped and disabled every drive
+    assert {a.state.name for a in rt.master.feedback.axes.values()} <= {"SWITCH_ON_DISABLED"}

@@ -176,6 +176,11 @@ class _CycleThread:
         except BaseException as exc:
             self.error = exc
             rt._answer_all(WhihError(f"the cycle stopped: {type(exc).__name__}: {exc}"))
+            if rt.set_up:
+                # best effort: a cycle that raised once may raise again; the drives' own heartbeat
+                # consumers stop them in any case once the master heartbeat is gone
+                with contextlib.suppress(BaseException):
+                    rt._safe_stop()
 
 
 class Runtime:
@@ -254,6 +259,8 @@ class Runtime:
         self._lock = threading.Lock()
         """Held by the cycle thread for a whole cycle; status() reads between cycles."""
         self._thread: _CycleThread | None = None
+        self._owner = 0
+        """The thread that opened the robot (in simulated time the only one that may call it)."""
 
     @property
     def faults(self) -> list[str]:
@@ -324,6 +331,7 @@ class Runtime:
                 self._switch_interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._switch_interval, cfg.period / 10))
             self._opened = True
+            self._owner = threading.get_ident()
             self.interrupts.install()
             gc.collect()
             gc.freeze()  # keep the collector off the objects that live for the whole run
@@ -423,6 +431,7 @@ class Runtime:
             self._cycle(override=DriveGoal.QUICK_STOP)
         for _ in range(max(1, int(0.05 / self.cfg.period))):
             self._cycle(override=DriveGoal.DISABLED)
+        self.core.request_goal(DriveGoal.DISABLED)  # cycles that follow (real time) keep them so
         self._stopped = True  # until the application acts again (_require_open)
 
     def _exclusive(self) -> _Exclusive:
@@ -437,6 +446,11 @@ class Runtime:
         if self._thread is not None and self._thread.error is not None:
             err = self._thread.error
             raise WhihError(f"{action}: the cycle stopped ({type(err).__name__}: {err})") from err
+        if self._thread is None and threading.get_ident() != self._owner:
+            raise WhihError(
+                f"{action}: in simulated time the robot runs on the thread that opened it (no cycle "
+                "thread); call it from that thread, or use clock='real'"
+            )
         self.interrupts.resumed()  # the application caught an interrupt and goes on
         self._stopped = False
 
@@ -714,7 +728,11 @@ class Runtime:
     # --- status and waiting --------------------------------------------------------------------------
 
     def status(self) -> Status:
-        """A snapshot between two cycles (safe from any thread)."""
+        """A snapshot between two cycles (safe from any thread); raises once the cycle thread has
+        stopped on an error (a frozen snapshot would look like a healthy robot)."""
+        if self._thread is not None and self._thread.error is not None:
+            err = self._thread.error
+            raise WhihError(f"status: the cycle stopped ({type(err).__name__}: {err})") from err
         with self._lock:
             return self._status()
 
@@ -916,12 +934,11 @@ class Runtime:
     # --- the cycle -------------------------------------------------------------------------------
 
     def _cycle(self, override: DriveGoal | None = None) -> None:
-        """One cycle, with the cycle lock held and a Ctrl-C held until its end."""
+        """One cycle, a Ctrl-C held until its end."""
         guard = self.interrupts
         guard.enter_cycle()
         try:
-            with self._lock:
-                self._cycle_body(override)
+            self._cycle_body(override)
         except BaseException as exc:
             self.recorder.cycle_raised()
             if guard.leave_cycle():
@@ -933,75 +950,78 @@ class Runtime:
     def _cycle_body(self, override: DriveGoal | None) -> None:
         """commands -> read -> service -> supervise -> procedure -> update -> write -> record."""
         rec = self.recorder
-        rec.hold_sync()  # safety events of this cycle are fsynced after the RPDOs
-        # 1. commands: the verbs queued since the last cycle, and injected faults now due
-        self._take_commands()
-        self._apply_scheduled_faults()
-        # 2. read: SYNC out, one TPDO1 per drive in
-        t = self._t = self.pacer.next()
-        fb = self.master.read(t, self.pacer.deadline())
-        # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
-        for event in self.master.service(t):
-            self._drive_event(event)
-        # 4. supervise: what the supervisor latches from feedback and operator inputs
-        if self._want_enabled and not self.core.supervisor.latched:
-            self._check_drives()
-        elif self.core.supervisor.latched:
-            self._was_enabled.clear()
-        self._expire_teleop(t)
-        self._gather_measurements(t)
-        # 5. procedure: decides on the previous cycle's estimate (one cycle old)
-        est = self.core.estimator.estimate
-        if not self.core.estimator.calibrated:
-            self._calibrate()
-        verdict = self.core.supervisor.latched_verdict
-        inputs = self._inputs  # one record, refreshed in place every cycle
-        inputs.estimate = est
-        inputs.verdict = verdict
-        inputs.drives_ready = self._drives_ready()
-        inputs.fault_active = self.core.supervisor.latched
-        inputs.fault_text = verdict.text
-        inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
-        before = self.procedure.phase
-        objective = self.procedure.tick(t, inputs)
-        if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
-            objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
-        self._watch_operator(before)
-        if (
-            self._want_enabled
-            and not self.core.supervisor.latched
-            and self.core.goal is DriveGoal.SWITCHED_ON
-        ):
-            self.core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
-        # 6. update: estimate, regulators, then the supervisor makes the commands safe
-        self.core.update(t, fb, objective, self.operator, self._measurements)
-        cmds = self.master.commands.axes
-        for axis, src in self.core.commands.axes.items():
-            dst = cmds[axis]
-            dst.target = src.target
-            dst.goal = src.goal if override is None else override
-        # 7. write: one RPDO1 per drive
-        self.master.write()
-        # 8. record: the commands are out (a quick stop included); only now is anything logged
-        latched = self.core.supervisor.latched
-        if latched and self._latch_t is None:
-            self._latch_t = t
-            v = self.core.supervisor.latched_verdict
-            if not any(f.endswith(v.text) for f in rec.faults):
-                rec.faults.append(f"{t:.3f}s {v.axis or 'all'}: {v.text}")
-            rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
-        elif not latched:
-            self._latch_t = None
-        rec.end_cycle(
-            t,
-            self.procedure.phase,
-            self.core.estimator.estimate,
-            self.core.estimator.calibrated,
-            fb,
-            self.master.commands,
-            self._true_gap(),
-            self._want_enabled,
-        )
+        with self._lock:  # status() and waits read between the cycle's two halves, never inside
+            rec.hold_sync()  # safety events of this cycle are fsynced after the RPDOs
+            # 1. commands: the verbs queued since the last cycle, and injected faults now due
+            self._take_commands()
+            self._apply_scheduled_faults()
+        t = self.pacer.next()  # real time: sleeps until the cycle's slot, the lock free meanwhile
+        with self._lock:
+            self._t = t
+            # 2. read: SYNC out, one TPDO1 per drive in
+            fb = self.master.read(t, self.pacer.deadline())
+            # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
+            for event in self.master.service(t):
+                self._drive_event(event)
+            # 4. supervise: what the supervisor latches from feedback and operator inputs
+            if self._want_enabled and not self.core.supervisor.latched:
+                self._check_drives()
+            elif self.core.supervisor.latched:
+                self._was_enabled.clear()
+            self._expire_teleop(t)
+            self._gather_measurements(t)
+            # 5. procedure: decides on the previous cycle's estimate (one cycle old)
+            est = self.core.estimator.estimate
+            if not self.core.estimator.calibrated:
+                self._calibrate()
+            verdict = self.core.supervisor.latched_verdict
+            inputs = self._inputs  # one record, refreshed in place every cycle
+            inputs.estimate = est
+            inputs.verdict = verdict
+            inputs.drives_ready = self._drives_ready()
+            inputs.fault_active = self.core.supervisor.latched
+            inputs.fault_text = verdict.text
+            inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
+            before = self.procedure.phase
+            objective = self.procedure.tick(t, inputs)
+            if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
+                objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
+            self._watch_operator(before)
+            if (
+                self._want_enabled
+                and not self.core.supervisor.latched
+                and self.core.goal is DriveGoal.SWITCHED_ON
+            ):
+                self.core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
+            # 6. update: estimate, regulators, then the supervisor makes the commands safe
+            self.core.update(t, fb, objective, self.operator, self._measurements)
+            cmds = self.master.commands.axes
+            for axis, src in self.core.commands.axes.items():
+                dst = cmds[axis]
+                dst.target = src.target
+                dst.goal = src.goal if override is None else override
+            # 7. write: one RPDO1 per drive
+            self.master.write()
+            # 8. record: the commands are out (a quick stop included); only now is anything logged
+            latched = self.core.supervisor.latched
+            if latched and self._latch_t is None:
+                self._latch_t = t
+                v = self.core.supervisor.latched_verdict
+                if not any(f.endswith(v.text) for f in rec.faults):
+                    rec.faults.append(f"{t:.3f}s {v.axis or 'all'}: {v.text}")
+                rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
+            elif not latched:
+                self._latch_t = None
+            rec.end_cycle(
+                t,
+                self.procedure.phase,
+                self.core.estimator.estimate,
+                self.core.estimator.calibrated,
+                fb,
+                self.master.commands,
+                self._true_gap(),
+                self._want_enabled,
+            )
 
     def _true_gap(self) -> float:
         if self.plant is None:
