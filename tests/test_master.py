@@ -24,7 +24,7 @@ from firmware_iface.master import QUICK_STOP_OPTION, Master
 from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEventKind, DriveGoal
-from tests.conftest import CONFIGS, SHARED_EDS
+from tests.conftest import CONFIGS, EDS_DIR
 from whih_control import load_config
 from whih_control.config import Config
 
@@ -178,7 +178,7 @@ def test_boot_timeout_names_the_missing_node(simbus: SimTimeBus) -> None:
 
 def test_incapable_drive_refused_before_talking(simbus: SimTimeBus) -> None:
     data = _data()
-    data["drives"]["ante_mc"]["eds"] = str(SHARED_EDS / "faulhaber_mcbl300x_co.eds")
+    data["drives"]["ante_mc"]["eds"] = str(EDS_DIR / "faulhaber_mcbl300x_co.eds")
     cfg = load_config(data, base_dir=CONFIGS)
     with pytest.raises(DriveSetupError, match=r"node 3 \(ante_mc.*0x6502.*CSP"):
         Master(cfg, simbus).setup()
