@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import can
@@ -35,7 +34,6 @@ from canopen.sdo.base import SdoVariable
 from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
 from firmware_iface import pdo
-from firmware_iface.check import check_drive
 from firmware_iface.cia402 import (
     CW_DISABLE_VOLTAGE,
     CW_FAULT_RESET_BIT,
@@ -45,10 +43,10 @@ from firmware_iface.cia402 import (
     next_controlword,
 )
 from firmware_iface.errors import BusError, DriveError, DriveSetupError, DriveTimeoutError, SdoError
-from firmware_iface.od import DriveDictionary, Identity
-from firmware_iface.plan import PDO_INVALID, QUICK_STOP_OPTION, SetupPlan, plan_setup
+from firmware_iface.od import Identity
+from firmware_iface.plan import PDO_INVALID, QUICK_STOP_OPTION, SetupPlan, plan_system
 from firmware_iface.simbus import SimTimeBus
-from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
+from firmware_iface.spec import DriveConfig, DriveSystem
 from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal, Feedback
 
 __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
@@ -214,31 +212,11 @@ class Master:
         Drives are then OPERATIONAL and SWITCH ON DISABLED; enabling happens through the cycle.
         Problems on the wire are collected per drive and raised together as well.
         """
-        problems: list[str] = []
-        plans: dict[int, SetupPlan] = {}
-        for axis, drive in zip(self.axes, self._drives, strict=True):
-            try:
-                dictionary = DriveDictionary.load(resolve_eds(drive.eds, Path.cwd()), drive.node_id)
-            except (OSError, ValueError, KeyError) as exc:
-                problems.append(
-                    f"node {drive.node_id} ({axis}): cannot load object dictionary {drive.eds!r}: {exc}"
-                )
-                continue
-            report = check_drive(
-                dictionary.od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer
-            )
-            if not report.ok:
-                problems.append(
-                    f"node {drive.node_id} ({axis}, {report.node_name}) cannot run the whih cycle: "
-                    + "; ".join(report.problems)
-                )
-                continue
-            plan = plan_setup(axis, drive, self._bus_cfg, dictionary)
-            problems += plan.problems
-            plans[drive.node_id] = plan
+        by_axis, problems = plan_system(self._system)
         if problems:
             raise DriveSetupError("\n".join(problems))
-        self.plans = {plan.axis: plan for plan in plans.values()}
+        self.plans = by_axis
+        plans = {plan.node_id: plan for plan in by_axis.values()}
 
         network = canopen.Network(self._bus)
         self._network = network

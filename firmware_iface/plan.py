@@ -15,14 +15,23 @@ other channel stays off, so the drives send only what the bus-load check counts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from firmware_iface import pdo
+from firmware_iface.check import check_drive
 from firmware_iface.cia402 import MODE_CSP
 from firmware_iface.od import DriveDictionary, Identity, UnitError, accel_to_drive
-from firmware_iface.spec import BusConfig, DriveConfig
+from firmware_iface.spec import BusConfig, DriveConfig, DriveSystem, resolve_eds
 
-__all__ = ["ABORT_CONNECTION_QUICK_STOP", "QUICK_STOP_OPTION", "SetupPlan", "Write", "plan_setup"]
+__all__ = [
+    "ABORT_CONNECTION_QUICK_STOP",
+    "QUICK_STOP_OPTION",
+    "SetupPlan",
+    "Write",
+    "plan_setup",
+    "plan_system",
+]
 
 QUICK_STOP_OPTION: Final = 6
 """0x605A written to every drive (see :mod:`firmware_iface.master` for why)."""
@@ -98,7 +107,7 @@ class SetupPlan:
         return f"node {self.node_id} ({self.axis})"
 
 
-def _pdo_writes(d: DriveDictionary, node_id: int) -> tuple[list[Write], list[str]]:
+def _pdo_writes(d: DriveDictionary, node_id: int, where: str) -> tuple[list[Write], list[str]]:
     writes: list[Write] = []
     notes: list[str] = []
     off_at_boot: list[str] = []
@@ -117,7 +126,7 @@ def _pdo_writes(d: DriveDictionary, node_id: int) -> tuple[list[Write], list[str
                 )
             )
     if off_at_boot:
-        notes.append(f"{', '.join(off_at_boot)} on at boot in {d.source}: switched off at set-up")
+        notes.append(f"{where}: {', '.join(off_at_boot)} on at boot: switched off at set-up")
     rpdo, tpdo = pdo.rpdo1_cob(node_id), pdo.tpdo1_cob(node_id)
     cyclic = "the cyclic exchange"
     writes += [
@@ -159,16 +168,18 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
         plan.problems.append(f"{where}: {exc} (quick_stop_decel is written to 0x6085)")
         decel, decel_what = 0, ""
 
-    writes, notes = _pdo_writes(d, drive.node_id)
+    writes, notes = _pdo_writes(d, drive.node_id, where)
     plan.notes += notes
     writes += [
-        Write(0x6060, 0, MODE_CSP, "modes of operation = CSP (8)", "the drive follows RPDO1's target"),
+        Write(
+            0x6060, 0, MODE_CSP, "modes of operation = CSP (8)", "whether the drive follows RPDO1's target"
+        ),
         Write(
             0x1017,
             0,
             drive.heartbeat_ms,
             f"heartbeat_ms = {drive.heartbeat_ms} ms",
-            "the master tells a dead drive from a quiet one by it",
+            "how the master tells a dead drive from a quiet one",
             "0x1017",
         ),
         Write(
@@ -176,7 +187,7 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
             0,
             ABORT_CONNECTION_QUICK_STOP,
             "abort connection option = quick stop (3)",
-            "the drive quick-stops itself when it loses the master",
+            "whether the drive quick-stops itself when it loses the master",
             "0x6007",
         ),
         Write(
@@ -184,7 +195,7 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
             0,
             QUICK_STOP_OPTION,
             "quick stop option = ramp and hold (6)",
-            "a quick stop holds position after the ramp",
+            "whether a quick stop holds position after the ramp",
             "0x605A",
         ),
         Write(
@@ -192,7 +203,7 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
             1,
             _counts(drive.travel_min, cpu),
             f"travel_min = {drive.travel_min:g} {unit}",
-            "the drive stops itself at the travel limit",
+            "where the drive stops itself at its travel limit",
             "0x607D",
         ),
         Write(
@@ -200,7 +211,7 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
             2,
             _counts(drive.travel_max, cpu),
             f"travel_max = {drive.travel_max:g} {unit}",
-            "the drive stops itself at the travel limit",
+            "where the drive stops itself at its travel limit",
             "0x607D",
         ),
         Write(
@@ -208,7 +219,7 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
             0,
             _counts(drive.following_error_window, cpu),
             f"following_error_window = {drive.following_error_window:g} {unit}",
-            "the drive faults on a blocked or slipping axis",
+            "how far a blocked or slipping axis may lag before the drive faults",
             "0x6065",
         ),
         Write(
@@ -222,7 +233,9 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
     ]
     if decel_what:
         writes.append(
-            Write(0x6085, 0, decel, decel_what, "the drive's quick-stop ramp (stop distance)", "0x6085")
+            Write(
+                0x6085, 0, decel, decel_what, "the drive's quick-stop ramp, hence the stop distance", "0x6085"
+            )
         )
     if not drive.accept_no_heartbeat_consumer or d.has(0x1016):
         consumer = (bus.master_node_id << 16) | bus.master_heartbeat_timeout_ms
@@ -232,7 +245,7 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
                 1,
                 consumer,
                 f"heartbeat consumer: master node {bus.master_node_id}, {bus.master_heartbeat_timeout_ms} ms",
-                "the drive quick-stops itself when the master dies",
+                "whether the drive quick-stops itself when the master dies",
             )
         )
 
@@ -247,6 +260,28 @@ def plan_setup(axis: str, drive: DriveConfig, bus: BusConfig, dictionary: DriveD
         if code is not None:
             plan.readback[(index, 0)] = (code.raw, 0xFFFF_FFFF)
     return plan
+
+
+def plan_system(system: DriveSystem) -> tuple[dict[str, SetupPlan], list[str]]:
+    """Plans for every drive of ``system`` and every problem (a file that does not load, a
+    capability missing, a value refused), each line starting with ``drives.AXIS:``."""
+    plans: dict[str, SetupPlan] = {}
+    problems: list[str] = []
+    for axis, drive in system.drives.items():
+        key = f"drives.{axis}"
+        try:
+            dictionary = DriveDictionary.load(resolve_eds(drive.eds, Path.cwd()), drive.node_id)
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"{key}.eds: cannot load object dictionary {drive.eds!r}: {exc}")
+            continue
+        report = check_drive(dictionary.od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer)
+        if not report.ok:
+            problems += [f"{key}.eds: {p}" for p in report.problems]
+            continue
+        plan = plan_setup(axis, drive, system.bus, dictionary)
+        problems += [f"{key}: {p}" for p in plan.problems]
+        plans[axis] = plan
+    return plans, problems
 
 
 def _check_write(plan: SetupPlan, drive: DriveConfig, w: Write, where: str) -> None:
@@ -264,8 +299,7 @@ def _check_write(plan: SetupPlan, drive: DriveConfig, w: Write, where: str) -> N
             plan.notes.append(f"{where}: {obj} is missing; accepted by accept_fixed: {_CONSEQUENCE[w.index]}")
             return
         plan.problems.append(
-            f"{where}: {obj} ({w.what}) is not in the drive's dictionary: set-up cannot make sure "
-            f"that {w.effect}{remedy}"
+            f"{where}: {obj} ({w.what}) is not in the drive's dictionary (on the robot: {w.effect}){remedy}"
         )
         return
     if w.keep_cob:
@@ -292,6 +326,6 @@ def _check_write(plan: SetupPlan, drive: DriveConfig, w: Write, where: str) -> N
         plan.readback[(w.index, w.sub)] = (own, 0xFFFF_FFFF if own >= 0 else -1)
         return
     plan.problems.append(
-        f"{where}: {obj} {entry.name} = {w.value} ({w.what}) is refused: {reason}; the drive would "
-        f"abort the SDO write and set-up would stop (it sets that {w.effect}){remedy}"
+        f"{where}: {obj} {entry.name} = {w.value} ({w.what}) would be refused: {reason}; the drive "
+        f"would abort the SDO write and set-up stop before enabling (on the robot: {w.effect}){remedy}"
     )

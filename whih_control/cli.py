@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from firmware_iface.check import DriveReport, check_drive
+from firmware_iface.plan import plan_system
 from whih_control.api import Robot, simulate
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
@@ -95,22 +95,18 @@ def summary_lines(cfg: Config) -> list[str]:
     return lines
 
 
-def drive_problems(cfg: Config) -> list[str]:
-    """Capability problems of every configured drive's object dictionary, by key path."""
-    problems: list[str] = []
-    reports: dict[tuple[str, bool], DriveReport] = {}
-    for axis, d in cfg.drives.items():
-        key = (d.eds, d.accept_no_heartbeat_consumer)
-        if key not in reports:
-            reports[key] = check_drive(d.eds, accept_no_heartbeat_consumer=d.accept_no_heartbeat_consumer)
-        problems += [f"drives.{axis}.eds: {p}" for p in reports[key].problems]
-    return problems
+def drive_check(cfg: Config) -> tuple[list[str], list[str]]:
+    """Every SDO value set-up would write, checked against each drive's EDS/DCF: (problems by
+    key path, notes: what set-up accepts or switches off, with the consequence)."""
+    plans, problems = plan_system(cfg)
+    notes = [n for plan in plans.values() for n in plan.notes]
+    return problems, notes
 
 
 def _check_config(path: Path) -> int:
     try:
         cfg = load_config(path)
-        problems = drive_problems(cfg)
+        problems, notes = drive_check(cfg)
         if problems:
             raise ConfigError(problems)
     except ConfigError as exc:
@@ -118,7 +114,11 @@ def _check_config(path: Path) -> int:
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    _emit(sys.stdout, "\n".join([f"{path}: ok", *summary_lines(cfg)]) + "\n")
+    lines = [f"{path}: ok", *summary_lines(cfg)]
+    if notes:
+        lines.append("drive set-up notes:")
+        lines += [f"  {n}" for n in notes]
+    _emit(sys.stdout, "\n".join(lines) + "\n")
     return EXIT_OK
 
 
