@@ -58,6 +58,15 @@ SYNC_COUNTER_MAX: Final = 240
 
 _NMT_START: Final = 0x01
 _NMT_RESET_COMMUNICATION: Final = 0x82
+_NMT_NAMES: Final = {
+    -1: "never heard",
+    pdo.NMT_BOOTUP: "boot-up",
+    pdo.NMT_STOPPED: "stopped",
+    pdo.NMT_OPERATIONAL: "operational",
+    pdo.NMT_PRE_OPERATIONAL: "pre-operational",
+}
+SHUTDOWN_DISABLE_CYCLES: Final = 8
+"""Disable-voltage cycles shutdown gives the drives to report SWITCH ON DISABLED."""
 
 # Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
 _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
@@ -711,38 +720,69 @@ class Master:
         return all(fb.state is DriveState.OPERATION_ENABLED and fb.age_cycles == 0 for fb in self._fb)
 
     def shutdown(self, *, cycles: int | None = None) -> None:
-        """Quick-stop every drive, then disable voltage; errors are raised after all were tried.
+        """Quick-stop every drive, then bring each to SWITCH ON DISABLED, or raise naming each
+        drive that did not get there and why (after all were tried).
 
         Runs the cyclic exchange itself (never call it between ``read`` and ``write`` of a running
-        cycle): ``cycles`` quick-stop cycles (default: long enough for the slowest axis' ramp from
-        max speed, at least 3), then up to 5 disable cycles until every drive reports SWITCH ON
-        DISABLED (or a latched FAULT, also torque-free). A drive that does not confirm is reported
-        in the raised :class:`DriveError`.
+        cycle). A drive found pre-operational or stopped is started first (NMT start: its CiA 402
+        state does not change, but it takes RPDOs again). Then ``cycles`` quick-stop cycles
+        (default: long enough for the slowest axis' ramp from max speed, at least 3), then up to
+        ``SHUTDOWN_DISABLE_CYCLES`` disable-voltage cycles until every drive reports SWITCH ON
+        DISABLED in a TPDO1. A drive in FAULT counts as off too (torque-free; its fault stays
+        latched for the record: shutdown never resets a fault).
+        Before set-up completed, a drive that sends no TPDO1 and is pre-operational counts as off
+        (it was never started).
         """
         period = 1.0 / self._cycle_cfg.rate_hz
         if cycles is None:
             ramp = max(d.max_speed / d.quick_stop_decel for d in self._drives)
             cycles = max(3, math.ceil(ramp / period) + 2)
         errors: list[str] = []
-        for goal, n in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, 5)):
+        started = self._running
+        if started:
+            for i, nid in enumerate(self.nodes):
+                if self.nmt_state[i] in (pdo.NMT_PRE_OPERATIONAL, pdo.NMT_STOPPED):
+                    try:
+                        self._bus.send(
+                            can.Message(
+                                arbitration_id=pdo.NMT_COB,
+                                data=bytes([_NMT_START, nid]),
+                                is_extended_id=False,
+                            )
+                        )
+                    except (can.CanError, OSError) as exc:
+                        errors.append(f"node {nid} ({self.axes[i]}): NMT start not sent: {exc}")
+        n = len(self._fb)
+        confirmed = [False] * n
+        for goal, count in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, SHUTDOWN_DISABLE_CYCLES)):
             for cmd in self._cmd:
                 cmd.goal = goal
-            for _ in range(n):
+            for _ in range(count):
                 self._shutdown_cycle(period, errors)
-                if goal is DriveGoal.DISABLED and all(self._torque_off(i) for i in range(len(self._fb))):
+                if goal is not DriveGoal.DISABLED:
+                    continue
+                for i, fb in enumerate(self._fb):
+                    if fb.age_cycles == 0:
+                        confirmed[i] = fb.state in _TORQUE_OFF
+                    elif not started and self._torque_off(i):
+                        confirmed[i] = True
+                if all(confirmed):
                     break
         for i, (axis, nid, fb) in enumerate(zip(self.axes, self.nodes, self._fb, strict=True)):
-            if not self._torque_off(i):
-                errors.append(
-                    f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED (last state {fb.state.name}, "
-                    f"{fb.age_cycles} cycles old)"
-                )
+            if confirmed[i]:
+                continue
+            nmt = _NMT_NAMES.get(self.nmt_state[i], f"0x{self.nmt_state[i]:02X}")
+            if fb.age_cycles > 0:
+                why = f"no TPDO1 for {fb.age_cycles} cycles (last state {fb.state.name}, NMT {nmt})"
+            else:
+                why = f"reports {fb.state.name} (statusword 0x{fb.statusword:04X}, NMT {nmt})"
+            errors.append(f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED: {why}")
         self._running = False
         if errors:
             raise DriveError("shutdown incomplete: " + "; ".join(dict.fromkeys(errors)))
 
     def _torque_off(self, i: int) -> bool:
-        """Drive ``i`` holds no torque: disabled, faulted, or reset (boot-up/pre-operational:
+        """Before set-up completed: drive ``i`` holds no torque (disabled, faulted, or reset:
         a CiA 402 drive leaves reset in SWITCH ON DISABLED and sends no PDO)."""
         return self._fb[i].state in _TORQUE_OFF or self.nmt_state[i] in (
             pdo.NMT_BOOTUP,

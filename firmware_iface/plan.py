@@ -272,11 +272,15 @@ def plan_system(system: DriveSystem) -> tuple[dict[str, SetupPlan], list[str]]:
         try:
             dictionary = DriveDictionary.load(resolve_eds(drive.eds, Path.cwd()), drive.node_id)
         except (OSError, ValueError, KeyError) as exc:
-            problems.append(f"{key}.eds: cannot load object dictionary {drive.eds!r}: {exc}")
+            problems.append(
+                f"{key}.eds: node {drive.node_id} ({axis}): cannot load object dictionary "
+                f"{drive.eds!r}: {exc}"
+            )
             continue
         report = check_drive(dictionary.od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer)
         if not report.ok:
-            problems += [f"{key}.eds: {p}" for p in report.problems]
+            who = f"node {drive.node_id} ({axis}, {report.node_name}) cannot run the whih cycle"
+            problems += [f"{key}.eds: {who}: {p}" for p in report.problems]
             continue
         plan = plan_setup(axis, drive, system.bus, dictionary)
         problems += [f"{key}: {p}" for p in plan.problems]
