@@ -107,6 +107,8 @@ class StrictDrive:
         self._consumer_seen: float | None = None
         self.heartbeat_lost = False
         self.mode = self._int(0x6060) or 0
+        self._rpdos = [0x1400 + k for k in range(512) if 0x1400 + k in self.od and 0x1600 + k in self.od]
+        self._tpdos = [0x1800 + k for k in range(512) if 0x1800 + k in self.od and 0x1A00 + k in self.od]
 
     # ---- object dictionary access
 
@@ -260,7 +262,18 @@ class StrictDrive:
             self.boot()
 
     def boot(self) -> None:
-        """Boot-up frame, then pre-operational with the file's heartbeat period."""
+        """Boot-up frame, then pre-operational with the file's heartbeat period.
+
+        A DCF is written for one node: its predefined PDO COB-IDs (0x180 + its node id ...) are
+        moved to this drive's node id, as the drive itself would have them.
+        """
+        file_node = (self._int(0x1800, 1) or self.node_id) & 0x7F  # the node the file was made for
+        for base in (0x1400, 0x1800):
+            for k in range(512):
+                if base + k in self.od and 1 not in self.node.data_store.get(base + k, {}):
+                    cob = self._int(base + k, 1)
+                    if cob is not None and (cob & 0x7F) == file_node and 0x180 <= cob & 0x7FF < 0x580:
+                        self._store(base + k, 1, (cob & ~0x7F) | self.node_id)
         self.nmt = NMT_BOOT
         self.send(0x700 + self.node_id, b"\x00")
         self.nmt = NMT_PREOP
@@ -273,10 +286,7 @@ class StrictDrive:
 
     def _pdos(self, base: int) -> Iterator[tuple[int, int, int]]:
         """(comm index, COB-ID, transmission type) of each valid PDO with something mapped."""
-        for k in range(512):
-            comm = base + k
-            if comm not in self.od:
-                continue
+        for comm in self._rpdos if base == 0x1400 else self._tpdos:
             cob = self.raw(comm, 1)
             if cob & 0x8000_0000 or not self.raw(comm + 0x200, 0):
                 continue
