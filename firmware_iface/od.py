@@ -87,6 +87,10 @@ FACTOR_GROUP: Final = {
 _FACTORS: Final = (0x6093, 0x6094, 0x6095, 0x6096, 0x6097)
 
 
+_CACHE: dict[tuple[str, int, int, int | None], canopen.ObjectDictionary] = {}
+_CACHE_SIZE: Final = 64
+
+
 class UnitError(ValueError):
     """A drive's unit object the master cannot convert to (the message names the object)."""
 
@@ -219,8 +223,22 @@ class DriveDictionary:
 
     @classmethod
     def load(cls, path: str | Path, node_id: int | None = None) -> DriveDictionary:
-        """Read an EDS/DCF (raises OSError/ValueError/KeyError as ``canopen`` does)."""
-        return cls(import_od(str(path), node_id), Path(path).name)
+        """Read an EDS/DCF (raises OSError/ValueError/KeyError as ``canopen`` does).
+
+        Parsing a vendor DCF takes a good part of a second, so a file unchanged since it was last
+        read (same size and modification time) for the same node id is not parsed again; nothing
+        here or in ``canopen``'s SDO client modifies the dictionary, so sharing it is safe.
+        """
+        p = Path(path)
+        stat = p.stat()
+        key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size, node_id)
+        od = _CACHE.get(key)
+        if od is None:
+            od = import_od(str(p), node_id)
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = od
+        return cls(od, p.name)
 
     def entry(self, index: int, sub: int = 0) -> Entry | None:
         """``index:sub`` as the master may write it, or None when the drive lacks it."""

@@ -25,6 +25,7 @@ that follows its object dictionary to the letter:
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 import time
@@ -66,6 +67,12 @@ ABORT_PDO_LENGTH = 0x06040042
 ABORT_NO_OBJECT = 0x06020000
 
 
+@functools.cache
+def _dictionary(path: str, node_id: int) -> canopen.ObjectDictionary:
+    """Parsed once per file and node: a drive only reads it (its values live in ``data_store``)."""
+    return import_od(path, node_id)
+
+
 class _Net:
     """What canopen's SDO server needs of a network."""
 
@@ -94,12 +101,13 @@ class StrictDrive:
     controlwords: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.od = import_od(str(self.eds), self.node_id)
+        self.od = _dictionary(str(self.eds), self.node_id)
         self.node: Any = canopen.LocalNode(self.node_id, self.od)
         self.node._write_callbacks.remove(self.node.nmt.on_write)  # its heartbeat would be a thread
         self.node.sdo.network = _Net(self.send)
         self.node.add_write_callback(self._on_write)
         self.node.add_read_callback(self._on_read)
+        self._cache: dict[tuple[int, int], int] = {}
         self._last_cw = 0
         self._pending_rpdo: dict[int, bytes] = {}
         self._sync_count: dict[int, int] = {}
@@ -118,11 +126,14 @@ class StrictDrive:
 
     def raw(self, index: int, sub: int = 0) -> int:
         """The stored value (as set by SDO or RPDO), else the file's."""
-        v = self.var(index, sub)
-        data = self.node.data_store.get(index, {}).get(sub)
-        if data is not None:
-            return int(v.decode_raw(data))
-        return self._int(index, sub) or 0
+        key = (index, sub)
+        value = self._cache.get(key)
+        if value is None:
+            v = self.var(index, sub)
+            data = self.node.data_store.get(index, {}).get(sub)
+            value = int(v.decode_raw(data)) if data is not None else self._int(index, sub) or 0
+            self._cache[key] = value
+        return value
 
     def _int(self, index: int, sub: int = 0) -> int | None:
         try:
@@ -136,6 +147,7 @@ class StrictDrive:
 
     def _store(self, index: int, sub: int, value: int) -> None:
         self.node.data_store.setdefault(index, {})[sub] = self.var(index, sub).encode_raw(value)
+        self._cache[(index, sub)] = value
 
     def _on_read(self, index: int, subindex: int, od: Any) -> int | None:
         if index == 0x6041:
@@ -165,6 +177,10 @@ class StrictDrive:
         except SdoAbortedError as exc:
             self.aborts.append((index, subindex, exc.code))
             raise
+        # LocalNode stores the data once the callbacks return
+        self._cache.pop((index, subindex), None)
+        if isinstance(value, int):
+            self._cache[(index, subindex)] = value
         if index == 0x6040:
             self._controlword(int(value))
         elif index == 0x6060:
@@ -180,8 +196,10 @@ class StrictDrive:
         if 0x1400 <= index <= 0x15FF or 0x1800 <= index <= 0x19FF:
             if sub == 1:
                 current = self.raw(index, 1)
-                if not current & 0x8000_0000 and not value & 0x8000_0000 and (
-                    (current ^ value) & 0x3FFF_FFFF
+                if (
+                    not current & 0x8000_0000
+                    and not value & 0x8000_0000
+                    and ((current ^ value) & 0x3FFF_FFFF)
                 ):
                     raise SdoAbortedError(ABORT_VALUE_RANGE)  # COB-ID change while valid
         elif 0x1600 <= index <= 0x17FF or 0x1A00 <= index <= 0x1BFF:
@@ -252,6 +270,7 @@ class StrictDrive:
         elif cs == 0x80:
             self.nmt = NMT_PREOP
         elif cs in (0x81, 0x82):
+            self._cache.clear()
             if cs == 0x81:
                 self.node.data_store.clear()
                 self.state = SOD
@@ -442,6 +461,7 @@ class StrictDrives:
 
     def _serve(self) -> None:
         recv = self.bus.recv
+        next_tick = 0.0
         while not self._stop.is_set():
             msg = recv(0.001)
             now = time.monotonic()
@@ -451,6 +471,8 @@ class StrictDrives:
                     for d in self.drives.values():
                         if d.node_id not in self.silent:
                             d.on_frame(msg.arbitration_id, bytes(msg.data), now)
-                for d in self.drives.values():
-                    if d.node_id not in self.silent:
-                        d.tick(now)
+                if now >= next_tick:  # heartbeats are ms things: once a millisecond is enough
+                    next_tick = now + 0.001
+                    for d in self.drives.values():
+                        if d.node_id not in self.silent:
+                            d.tick(now)
