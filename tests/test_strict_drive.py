@@ -24,6 +24,7 @@ from firmware_iface.spec import frame_bits_worst_case
 from firmware_iface.types import DriveGoal
 from hil_tests.bench import bench_robot
 from whih_control import Config, load_config
+from whih_control.probe import probe
 
 from .conftest import CONFIGS, EPOS4_DCF
 from .strict_drive import NMT_OP, NMT_PREOP, NMT_STOPPED, OE, QSA, SO, SOD, StrictDrives
@@ -322,3 +323,29 @@ def test_shutdown_names_a_drive_that_stays_enabled(channel: str, bus: can.BusABC
         text = str(err.value)
         assert "node 2 (ante_wire_rot) did not confirm SWITCH ON DISABLED: reports OPERATION_ENABLED" in text
         assert "node 1 " not in text
+
+
+def test_probe_reads_identity_and_touches_no_motion_object(channel: str, bus: can.BusABC) -> None:
+    cfg = _config(channel)
+    nodes: dict[int, dict[str, object]] = {n: {} for n in (*NODES, 9)}
+    nodes[6] = {"identity": (0x1234, 0x65520000)}
+    with StrictDrives(channel, EPOS4_DCF, nodes) as drives:
+        drives.silent.add(3)
+        result = probe(cfg, all_nodes=True, listen_s=0.05)
+        _flush(bus, drives)
+        by_node = {n.node_id: n for n in result.nodes}
+        assert sorted(by_node) == [1, 2, 3, 4, 5, 6, 9]  # configured ones, and whoever answered
+        assert not by_node[3].answered and by_node[3].lines() == ["node 3 (ante_mc): no answer"]
+        one = by_node[1]
+        assert one.ok and one.identity is not None
+        assert (one.identity.vendor, one.identity.product) == (0xFB, 0x65520000)  # maxon EPOS4
+        assert one.eds_match == "maxon_epos4_50_15_node1.dcf: vendor and product match"
+        assert one.capability.startswith("ok: CSP supported (0x6502 = 0x3A5)")
+        assert not by_node[6].ok and "vendor 0x00001234 (file: 0x000000FB)" in by_node[6].eds_match
+        assert by_node[9].axis is None and by_node[9].answered
+        assert not result.ok
+        # read-only: SDO uploads (0x40) and nothing else from the probe; every drive as it booted
+        sdo = [cob for _, cob, _ in drives.log if 0x600 < cob < 0x680]
+        assert sdo and all(d.controlwords == [] and d.aborts == [] for d in drives)
+        assert not any(cob in {0x000, 0x080} or 0x200 <= cob < 0x580 for _, cob, _ in drives.log)
+        assert all(d.nmt == NMT_PREOP and d.state == SOD for d in drives)

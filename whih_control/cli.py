@@ -1,5 +1,6 @@
-"""The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing,
-2 usage or configuration error. Bad input never produces a traceback."""
+"""The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing (``probe``:
+a configured drive missing or not ready, or no node answered), 2 usage or configuration error.
+Bad input never produces a traceback."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-time", type=float, help="stop after this many seconds")
     chk = sub.add_parser("check-config", help="validate a configuration and print its summary")
     chk.add_argument("file", type=Path)
+    prb = sub.add_parser(
+        "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
+    )
+    prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
     return p
@@ -120,6 +126,37 @@ def _check_config(path: Path) -> int:
         lines += [f"  {n}" for n in notes]
     _emit(sys.stdout, "\n".join(lines) + "\n")
     return EXIT_OK
+
+
+def _probe(path: Path, *, all_nodes: bool) -> int:
+    from whih_control.probe import probe  # noqa: PLC0415  (only this command needs it)
+
+    try:
+        cfg = load_config(path)
+        result = probe(cfg, all_nodes=all_nodes)
+    except ConfigError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except WhihError as exc:  # the bus cannot be opened
+        print(f"whih probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    where = f"{cfg.bus.interface} {cfg.bus.channel!r}" + (" (simulated drives)" if cfg.sim.enabled else "")
+    if not result.answered:
+        scanned = (
+            "node ids 1..127" if all_nodes else f"node ids {sorted(d.node_id for d in cfg.drives.values())}"
+        )
+        _emit(sys.stdout, f"whih probe: no node answered on {where} ({scanned})\n")
+        return EXIT_NOT_CROSSED
+    lines = [f"whih probe on {where}: {len(result.answered)} node(s) answered"]
+    for node in result.nodes:
+        lines += node.lines()
+    lines.append(
+        "all configured drives ok" if result.ok else "some configured drives are missing or not ready"
+    )
+    _emit(sys.stdout, "\n".join(lines) + "\n")
+    return EXIT_OK if result.ok else EXIT_NOT_CROSSED
 
 
 def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
@@ -222,6 +259,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "probe":
+        return _probe(args.config, all_nodes=args.all)
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK

@@ -452,6 +452,8 @@ class Runtime:
         """Set up every drive over SDO, then walk them to OPERATION ENABLED and calibrate."""
         self._require_open("enable")
         self.master.setup()
+        for axis, ident in self.master.identities.items():
+            self._event("drive", axis=axis, identity=ident.as_dict(), notes=self.master.plans[axis].notes)
         self._event("operator", action="enable")
         self.operator.enable_held = True
         self._want_enabled = True
@@ -891,6 +893,8 @@ class Runtime:
             }
             for axis, d in cfg.drives.items()
         }
+        for axis, ident in self.master.identities.items():
+            summary["axes"][axis]["identity"] = ident.as_dict()
         summary["lesion_length"] = cfg.procedure.lesion_length
         summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
         summary["seed"] = self.seed
