@@ -724,8 +724,8 @@ class Master:
         drive that did not get there and why (after all were tried).
 
         Runs the cyclic exchange itself (never call it between ``read`` and ``write`` of a running
-        cycle). A drive found pre-operational or stopped is started first (NMT start: its CiA 402
-        state does not change, but it takes RPDOs again). Then ``cycles`` quick-stop cycles
+        cycle). A drive found pre-operational, stopped or rebooted is started first (NMT start:
+        its CiA 402 state does not change, but it takes RPDOs again). Then ``cycles`` quick-stop cycles
         (default: long enough for the slowest axis' ramp from max speed, at least 3), then up to
         ``SHUTDOWN_DISABLE_CYCLES`` disable-voltage cycles until every drive reports SWITCH ON
         DISABLED in a TPDO1. A drive in FAULT counts as off too (torque-free; its fault stays
@@ -741,7 +741,8 @@ class Master:
         started = self._running
         if started:
             for i, nid in enumerate(self.nodes):
-                if self.nmt_state[i] in (pdo.NMT_PRE_OPERATIONAL, pdo.NMT_STOPPED):
+                # a drive that rebooted (boot-up) is pre-operational too
+                if self.nmt_state[i] in (pdo.NMT_PRE_OPERATIONAL, pdo.NMT_STOPPED, pdo.NMT_BOOTUP):
                     try:
                         self._bus.send(
                             can.Message(

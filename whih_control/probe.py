@@ -222,7 +222,7 @@ def _check_configured(
             report.problems.append(f"identity differs from {name} (set-up would refuse to enable)")
     else:
         report.eds_match = f"{name}: vendor and product match"
-    mine = [p for p in plan_problems if p.startswith(f"drives.{axis}")]
+    mine = [p for p in plan_problems if p.startswith((f"drives.{axis}:", f"drives.{axis}."))]
     report.problems += mine
     modes = _upload(node, 0x6502, 0)
     if modes is None:
