@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from whih_control import Robot, load_config
 from whih_control.cli import main
 
 from .conftest import CONFIGS
@@ -49,3 +51,18 @@ def test_probe_with_a_bad_config_is_a_usage_error(tmp_path: Path, capsys: pytest
     bad.write_text("[bus]\nbitrate = -1\n", encoding="utf-8")
     assert main(["probe", "--config", str(bad)]) == 2
     assert "bus.bitrate" in capsys.readouterr().err
+
+
+def test_identities_go_into_events_and_summary(tmp_path: Path) -> None:
+    """Set-up reads 0x1018 of every drive; the run folder keeps it (events.jsonl, summary.json)."""
+    cfg = load_config(CONFIGS / "sim.toml")
+    out = tmp_path / "run"
+    with Robot(cfg, clock="simulated", out=out) as robot:
+        robot.enable()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    drives = {e["axis"]: e for e in events if e["kind"] == "drive"}
+    assert sorted(drives) == sorted(cfg.drives)
+    expected = {"vendor": 0, "product": 0x402, "revision": 0x10000, "serial": 0}  # whih_sim_drive.eds
+    assert all(e["identity"] == expected and e["notes"] == [] for e in drives.values())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["axes"]["retro_mc"]["identity"] == expected
