@@ -277,12 +277,19 @@ def plan_system(system: DriveSystem) -> tuple[dict[str, SetupPlan], list[str]]:
                 f"{drive.eds!r}: {exc}"
             )
             continue
-        report = check_drive(dictionary.od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer)
+        report = check_drive(
+            dictionary.od,
+            accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer,
+            accept_missing=drive.accept_fixed,
+        )
         if not report.ok:
             who = f"node {drive.node_id} ({axis}, {report.node_name}) cannot run the whih cycle"
             problems += [f"{key}.eds: {who}: {p}" for p in report.problems]
             continue
         plan = plan_setup(axis, drive, system.bus, dictionary)
+        # a missing object accepted by accept_fixed has its note (with the consequence) from the plan
+        own = [n for n in report.notes if not n.startswith(tuple(drive.accept_fixed) or ("\0",))]
+        plan.notes[:0] = [f"{plan.label}, {dictionary.source}: {n}" for n in own]
         problems += [f"{key}: {p}" for p in plan.problems]
         plans[axis] = plan
     return plans, problems

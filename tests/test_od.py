@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_iface.od import DriveDictionary, UnitError, accel_to_drive, speed_to_drive
-from firmware_iface.plan import PDO_INVALID, plan_setup
+from firmware_iface.plan import PDO_INVALID, plan_setup, plan_system
 from firmware_iface.spec import BUILTIN_EDS_DIR, BusConfig, DriveConfig
 from whih_control import load_config
 from whih_control.cli import main
@@ -154,3 +154,29 @@ def test_check_config_passes_the_shipped_rigs_and_names_refused_objects(
     assert err.count("0x6066:0 Following error time out = 20 (following_error_timeout_ms = 20 ms)") == 6
     assert "allowed" not in err or "fixed at 0" in err
     assert 'add "0x6066" to drives.retro_mc.accept_fixed' in err
+
+
+def test_a_missing_safety_object_is_refused_unless_accepted(tmp_path: Path) -> None:
+    text = EPOS4_DCF.read_text(encoding="utf-8")
+    start = text.index("[6066]\n")
+    end = text.index("\n[", start + 1) + 1
+    path = tmp_path / "no6066.dcf"
+    path.write_text(text[:start] + text[end:], encoding="utf-8")
+    base = load_config(CONFIGS / "rig-epos4.toml")
+    for accept, ok in (((), False), (("0x6066",), True)):
+        drives = {
+            a: dataclasses.replace(d, eds=str(path), accept_fixed=accept) for a, d in base.drives.items()
+        }
+        plans, problems = plan_system(base.replace(drives=drives))
+        if ok:
+            assert problems == []
+            notes = plans["ante_mc"].notes
+            assert [n for n in notes if "0x6066" in n] == [
+                "node 3 (ante_mc), no6066.dcf: 0x6066:0 is missing; accepted by accept_fixed: the drive "
+                "detects a blocked or slipping axis with its own following-error time-out"
+            ]
+            assert all(w.index != 0x6066 for w in plans["ante_mc"].writes)
+        else:
+            assert len(problems) == 6
+            assert problems[2].startswith("drives.ante_mc.eds: node 3 (ante_mc, EPOS4 Module 50/15) cannot")
+            assert "0x6066 following error time out is missing" in problems[2]
