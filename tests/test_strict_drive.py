@@ -349,3 +349,24 @@ def test_probe_reads_identity_and_touches_no_motion_object(channel: str, bus: ca
         assert sdo and all(d.controlwords == [] and d.aborts == [] for d in drives)
         assert not any(cob in {0x000, 0x080} or 0x200 <= cob < 0x580 for _, cob, _ in drives.log)
         assert all(d.nmt == NMT_PREOP and d.state == SOD for d in drives)
+
+
+def test_drives_quick_stop_themselves_when_the_master_goes_quiet(channel: str, bus: can.BusABC) -> None:
+    """0x1016 (consumer of the master's heartbeat) and 0x6007 = 3, as set-up wrote them: a master
+    that stops (no cycle, no heartbeat) leaves no drive enabled beyond bus.master_heartbeat_timeout_ms."""
+    cfg = _config(channel)
+    with StrictDrives(channel, EPOS4_DCF, NODES) as drives:
+        m = Master(cfg, bus)
+        m.setup()
+        assert all(d.raw(0x1016, 1) == (127 << 16) | 100 and d.raw(0x6007) == 3 for d in drives)
+        _cycles(m, 20, DriveGoal.ENABLED)
+        assert _enabled(m)
+        quiet = time.monotonic()
+        deadline = quiet + 5.0
+        while not all(d.state == QSA for d in drives):  # the master is silent meanwhile
+            assert time.monotonic() < deadline, [d.state for d in drives]
+            time.sleep(0.005)
+        assert all(d.heartbeat_lost for d in drives)
+        assert any(cob == 0x81 for _, cob, _ in drives.log)  # EMCY 0x8130 heartbeat error
+        m.shutdown()
+        assert all(d.state == SOD for d in drives)
