@@ -89,7 +89,7 @@ def summary_lines(cfg: Config) -> list[str]:
         f"bus: {cfg.bus.interface} {cfg.bus.channel!r} at {cfg.bus.bitrate / 1e3:g} kbit/s, "
         f"master node {cfg.bus.master_node_id}",
         f"cycle: {cfg.cycle.rate_hz:g} Hz ({cfg.period * 1e3:.3g} ms)",
-        f"bus load: {cfg.bus_load().describe()}",
+        f"bus load: {cfg.bus_load().describe()}; set-up switches every other PDO off",
         f"drives ({len(cfg.drives)}):",
     ]
     for axis, d in cfg.drives.items():
