@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -321,7 +322,12 @@ def test_shutdown_names_a_drive_that_stays_enabled(channel: str, bus: can.BusABC
         with pytest.raises(DriveError) as err:
             m.shutdown()
         text = str(err.value)
-        assert "node 2 (ante_wire_rot) did not confirm SWITCH ON DISABLED: reports OPERATION_ENABLED" in text
+        # enabled, or quick-stopped by its own heartbeat consumer if this machine stalled the master
+        assert re.search(
+            r"node 2 \(ante_wire_rot\) did not confirm SWITCH ON DISABLED: reports "
+            r"(OPERATION_ENABLED|QUICK_STOP_ACTIVE) \(statusword 0x02(37|17), NMT operational\)",
+            text,
+        ), text
         assert "node 1 " not in text
 
 
