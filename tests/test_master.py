@@ -24,7 +24,7 @@ from firmware_iface.master import QUICK_STOP_OPTION, Master
 from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEventKind, DriveGoal
-from tests.conftest import CONFIGS, SHARED_EDS
+from tests.conftest import CONFIGS, EDS_DIR
 from whih_control import load_config
 from whih_control.config import Config
 
@@ -178,7 +178,7 @@ def test_boot_timeout_names_the_missing_node(simbus: SimTimeBus) -> None:
 
 def test_incapable_drive_refused_before_talking(simbus: SimTimeBus) -> None:
     data = _data()
-    data["drives"]["ante_mc"]["eds"] = str(SHARED_EDS / "faulhaber_mcbl300x_co.eds")
+    data["drives"]["ante_mc"]["eds"] = str(EDS_DIR / "faulhaber_mcbl300x_co.eds")
     cfg = load_config(data, base_dir=CONFIGS)
     with pytest.raises(DriveSetupError, match=r"node 3 \(ante_mc.*0x6502.*CSP"):
         Master(cfg, simbus).setup()
@@ -582,15 +582,18 @@ def test_quick_stop_goal_stops_every_drive(cfg: Config, simbus: SimTimeBus) -> N
 
 
 def test_setup_frames_follow_cia301(cfg: Config, simbus: SimTimeBus) -> None:
-    """The set-up as frames: NMT pre-operational, PDO re-mapping with the COB-ID invalid first,
-    expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC before the start."""
+    """The set-up as frames: NMT reset communication, identity read, PDO re-mapping with the
+    COB-ID invalid first, expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC
+    before the start."""
     rec = Recorder()
     with SimulatedDrives(cfg, simbus):
         simbus.kernel.attach(rec)
         Master(cfg, simbus).setup()
     frames = rec.frames
     node1 = [(cob, data) for cob, data in frames if cob in (0x000, 0x601) and (cob != 0 or data[1] == 1)]
-    assert node1[0] == (0x000, bytes([0x80, 1]))  # enter pre-operational
+    assert node1[0] == (0x000, bytes([0x82, 1]))  # reset communication: pre-operational, PDOs reset
+    uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]
+    assert [(d[2] << 8 | d[1], d[3]) for d in uploads[:2]] == [(0x1018, 1), (0x1018, 2)]
     assert node1[-1] == (0x000, bytes([0x01, 1]))  # start, last
     downloads = [d for c, d in node1 if c == 0x601 and d[0] & 0xE0 == 0x20]
     uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]

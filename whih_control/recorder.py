@@ -108,6 +108,8 @@ class RunRecorder:
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
         self.stale_cycles = 0
+        self.identities: dict[str, dict[str, int | None]] = {}
+        """Per axis: identity 0x1018 the drive gave at set-up (into ``summary.json``)."""
         self.faults: list[str] = []
         """One line per fault seen, ``'<t>s <axis>: <text>'``."""
         self.log: EventLog | None = None
@@ -299,6 +301,8 @@ class RunRecorder:
             }
             for axis, d in cfg.drives.items()
         }
+        for axis, identity in self.identities.items():
+            summary["axes"][axis]["identity"] = identity
         summary["lesion_length"] = cfg.procedure.lesion_length
         summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
         summary["seed"] = seed

@@ -535,6 +535,15 @@ class Runtime:
             with self._exclusive():
                 self.master.setup()
                 self.set_up = True
+                for axis, ident in self.master.identities.items():
+                    self.recorder.identities[axis] = ident.as_dict()
+                    self.recorder.event(
+                        self._t,
+                        "drive",
+                        axis=axis,
+                        identity=ident.as_dict(),
+                        notes=self.master.plans[axis].notes,
+                    )
         self.command("enable", self._do_enable)
         limit = self.cfg.bus.boot_timeout_s + 5.0
         # with auto_confirm, ready lasts one cycle: a wait in real time may first see approach
