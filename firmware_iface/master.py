@@ -10,11 +10,18 @@ The same code runs on any python-can bus in real time and on the simulated-time 
 ``read``/``write`` are the hot path: precompiled structs, preallocated messages and records, no
 SDO, no logging, nothing that grows. ``setup``/``shutdown`` never run inside the cycle.
 
-Drive-side reaction chosen for 0x605A (quick stop option code): **6**, "slow down on the
-quick-stop ramp and stay in QUICK STOP ACTIVE". The drive keeps holding position under servo
-control after the ramp, so an elastically loaded wire or catheter cannot creep back, and leaving
-the stop takes an explicit master action (through SWITCH ON DISABLED, see
-:func:`~firmware_iface.cia402.next_controlword`). Option 2 would drop torque after the ramp.
+Drive-side reaction chosen for 0x605A (quick stop option code): **2**, "slow down on the
+quick-stop ramp, then SWITCH ON DISABLED". After the ramp the drive holds no torque and sits where
+no single controlword brings it back to motion: it needs shutdown, switch on and enable operation
+in turn (transitions 2, 3, 4), where option 6 leaves it in QUICK STOP ACTIVE, from which one
+"enable operation" from any node on the bus re-enables it (transition 16). The price is that an
+elastically loaded wire is no longer servo-held after the ramp (the drive train's friction holds
+it).
+
+No return to motion after a fault (DESIGN.md invariant 9): a drive the supervisor sees leaving its
+stop while a fault is latched is *escalated* (``AxisCommand.escalate``): :meth:`Master.write` sends
+it "disable voltage" and then an NMT stop in the same cycle, so it takes no RPDO at all until the
+master starts it again at the next set-up.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal
 
 __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
 
-QUICK_STOP_OPTION: Final = 6
+QUICK_STOP_OPTION: Final = 2
 """0x605A written to every drive (see the module docstring for why)."""
 ABORT_CONNECTION_QUICK_STOP: Final = 3
 """0x6007 = 3: quick stop when the connection to the master is lost."""
@@ -61,6 +68,7 @@ SYNC_COUNTER_MAX: Final = 240
 """CiA 301 SYNC counter overflow value used when the counter is enabled."""
 
 _NMT_START: Final = 0x01
+_NMT_STOP: Final = 0x02
 _NMT_ENTER_PRE_OPERATIONAL: Final = 0x80
 _NMT_RESET_COMMUNICATION: Final = 0x82
 
@@ -181,6 +189,12 @@ class Master:
             data=bytearray(1 if self._cycle_cfg.sync_counter else 0),
             is_extended_id=False,
         )
+        self._nmt_stop = tuple(
+            can.Message(arbitration_id=pdo.NMT_COB, data=bytearray([_NMT_STOP, nid]), is_extended_id=False)
+            for nid in self.nodes
+        )
+        self.escalations = 0
+        """NMT stops sent to escalate a drive seen leaving its stop under a latched fault."""
         self._heartbeat = can.Message(
             arbitration_id=master_hb, data=bytearray([pdo.NMT_OPERATIONAL]), is_extended_id=False
         )
@@ -515,7 +529,8 @@ class Master:
 
         Until a drive is OPERATION ENABLED with goal ENABLED, the target sent is its position
         actual, and ``commands.axes[a].target`` is set to the same value, so enabling never jumps.
-        A non-finite target is refused (counted) and the previous target is sent again.
+        A non-finite target is refused (counted) and the previous target is sent again. An axis
+        whose command says ``escalate`` gets "disable voltage" whatever its goal, then an NMT stop.
         """
         fbs = self._fb
         cmds = self._cmd
@@ -533,8 +548,8 @@ class Master:
                 and goal is DriveGoal.FAULT_RESET
                 and not self.last_controlword[i] & CW_FAULT_RESET_BIT
             )
-            cw = next_controlword(state, goal, reset_phase=phase)
-            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED:
+            cw = CW_DISABLE_VOLTAGE if cmd.escalate else next_controlword(state, goal, reset_phase=phase)
+            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED and not cmd.escalate:
                 target = cmd.target
                 if isfinite(target):
                     counts = round(target * self._cpu[i])
@@ -550,6 +565,13 @@ class Master:
             send(msg)
             if self.tap is not None:
                 self.tap(msg, self._stamp(), False)
+            if cmd.escalate:
+                # after the disable voltage: a stopped node takes no RPDO, whoever sends it
+                stop = self._nmt_stop[i]
+                send(stop)
+                self.escalations += 1
+                if self.tap is not None:
+                    self.tap(stop, self._stamp(), False)
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -714,6 +736,7 @@ class Master:
         return self._fb[i].state in _TORQUE_OFF or self.nmt_state[i] in (
             pdo.NMT_BOOTUP,
             pdo.NMT_PRE_OPERATIONAL,
+            pdo.NMT_STOPPED,  # only ever by an escalation, which disabled its voltage first
         )
 
     def _shutdown_cycle(self, period: float, errors: list[str]) -> None:

@@ -81,6 +81,9 @@ class AxisCommand:
     target: float = 0.0
     """Target position (0x607A) in axis units (insertion)."""
     goal: DriveGoal = DriveGoal.DISABLED
+    escalate: bool = False
+    """Set by the supervisor for a drive seen leaving its stop while a fault is latched: the
+    master sends "disable voltage" whatever the goal, then an NMT stop to the node."""
 
 
 @dataclass(slots=True)

@@ -134,7 +134,7 @@ def test_readback_mismatch_refused(cfg: Config, simbus: SimTimeBus) -> None:
         node = sims.drive("retro_mc").node
 
         def lie(index: int, subindex: int, od: Any) -> int | None:
-            return 2 if index == 0x605A else None
+            return 6 if index == 0x605A else None
 
         node.add_read_callback(lie)
         m = Master(cfg, simbus)
@@ -143,8 +143,8 @@ def test_readback_mismatch_refused(cfg: Config, simbus: SimTimeBus) -> None:
         msg = str(err.value)
         assert "node 6 (retro_mc)" in msg
         assert "0x605A:0" in msg
-        assert "gave 2" in msg
-        assert "expected 6" in msg
+        assert "gave 6" in msg
+        assert "expected 2" in msg
         # The drive was never started, let alone enabled.
         assert sims.drive("retro_mc").nmt_state != pdo.NMT_OPERATIONAL
 
@@ -578,7 +578,11 @@ def test_quick_stop_goal_stops_every_drive(cfg: Config, simbus: SimTimeBus) -> N
         _cycle(m, simbus)
         assert m.last_controlword == [CW_QUICK_STOP] * 6
         _cycle(m, simbus)
-        assert all(d.state is DriveState.QUICK_STOP_ACTIVE for d in sims)
+        # quick-stop option 2: the ramp (none at rest), then SWITCH ON DISABLED, where the
+        # controlword that the master keeps sending cannot re-enable anything
+        assert all(d.state is DriveState.SWITCH_ON_DISABLED for d in sims)
+        _enable(m, simbus)  # only the whole walk brings them back: shutdown, switch on, enable
+        assert all(d.state is DriveState.OPERATION_ENABLED for d in sims)
 
 
 def test_setup_frames_follow_cia301(cfg: Config, simbus: SimTimeBus) -> None:

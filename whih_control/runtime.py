@@ -623,6 +623,7 @@ class Runtime:
             dst = cmds[axis]
             dst.target = src.target
             dst.goal = src.goal if override is None else override
+            dst.escalate = src.escalate
         self.master.write()
         # the commands are out (a quick stop included); only now is anything logged or fsynced
         latched = self.core.supervisor.latched
