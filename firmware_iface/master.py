@@ -88,9 +88,10 @@ class MasterStats:
     """Per axis: cycles in which no valid TPDO1 arrived."""
     unknown_cob_ids: int = 0
     bad_dlc: int = 0
-    """TPDO1s with the wrong length (the drive counts as stale that cycle)."""
+    """TPDO1s (also counted as collisions), EMCYs and heartbeats with the wrong length."""
     collisions: int = 0
-    """Frames seen on a COB-ID only the master sends (SYNC, RPDO1s, master heartbeat)."""
+    """Frames seen on a COB-ID only the master sends (NMT, SYNC, RPDO1s, master heartbeat), a
+    second TPDO1 of a drive for one SYNC and TPDO1s with the wrong length."""
     queue_drops: int = 0
     """Service frames dropped because ``service`` was not called often enough."""
     error_frames: int = 0
@@ -169,10 +170,23 @@ class Master:
             + [pdo.sdo_tx_cob(nid) for nid in self.nodes]
         )
         master_hb = pdo.heartbeat_cob(self._bus_cfg.master_node_id)
-        self._own_cobs = frozenset([pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)])
+        self._own_cobs = frozenset(
+            [pdo.NMT_COB, pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)]
+        )
         self._node_index = {nid: i for i, nid in enumerate(self.nodes)}
 
         self._answered = bytearray(n)
+        self._late_ok = bytearray(n)
+        """Per drive: SYNCs it left unanswered (at most 255), each of which may still bring one
+        late TPDO1 before this cycle's own."""
+        period = 1.0 / self._cycle_cfg.rate_hz
+        self._jump_cycle = tuple(d.max_speed * period * d.counts_per_unit for d in self._drives)
+        self._jump_tol = tuple(d.position_jump_tolerance * d.counts_per_unit for d in self._drives)
+        self._have_pos = bytearray(n)
+        self._jump = [0] * n
+        """Per drive: counts of an implausible position jump not yet reported (0 = none)."""
+        self._jump_allowed = [0.0] * n
+        self._implausible = False
         self._actual_counts = [0] * n
         self._sent_counts = [0] * n
         self._rpdo = tuple(
@@ -263,6 +277,9 @@ class Master:
         for i in range(len(self.axes)):
             self._sent_counts[i] = 0
             self._fault_reported[i] = False
+            self._have_pos[i] = 0
+            # the cyclic exchange starts now: count missing TPDO1s from here, not from never
+            self._fb[i].age_cycles = 0
         self._running = True
 
     def _setup_listener(self) -> _SetupScope:
@@ -434,9 +451,13 @@ class Master:
             self._sync_counter = self._sync_counter % SYNC_COUNTER_MAX + 1
             sync.data[0] = self._sync_counter
         answered = self._answered
+        late_ok = self._late_ok
+        fbs = self._fb
         n = len(answered)
         for i in range(n):
             answered[i] = 0
+            age = fbs[i].age_cycles
+            late_ok[i] = age if age < 255 else 255
         bus = self._bus
         tap = self.tap
         if self.sync_enabled:
@@ -463,7 +484,6 @@ class Master:
                 missing -= self._take(msg)
                 if tap is not None:
                     tap(msg, t + (perf() - self._read_perf), True)
-        fbs = self._fb
         stale = stats.stale_cycles
         axes = self.axes
         for i in range(n):
@@ -496,28 +516,52 @@ class Master:
         i = self._tpdo_index.get(cob)
         if i is not None and not msg.is_remote_frame:
             if msg.dlc != pdo.TPDO1_DLC:
+                # invariant 7: another node on this COB-ID, or a drive mapped differently
                 self.stats.bad_dlc += 1
+                self._collide(msg)
                 return 0
+            again = self._answered[i]
+            if again:
+                if not self._late_ok[i]:
+                    # invariant 7: two TPDO1s for one SYNC; keep the first, fault the cycle
+                    self._collide(msg)
+                    return 0
+                self._late_ok[i] -= 1  # the first was a late answer to an earlier SYNC
             sw, counts, torque = pdo.TPDO1.unpack_from(msg.data)
             axis = self._fb[i]
+            if self._have_pos[i]:
+                # invariant 7: no further than the axis can move since its last TPDO1
+                jump = counts - self._actual_counts[i]
+                allowed = self._jump_cycle[i] * (axis.age_cycles + 1) + self._jump_tol[i]
+                if jump > allowed or -jump > allowed:
+                    self._jump[i] = jump
+                    self._jump_allowed[i] = allowed
+                    self._implausible = True
+                    self._bus_ok_cycle = False
+            self._have_pos[i] = 1
             axis.statusword = sw
             axis.state = _STATE_LUT[sw & 0x7F]
             axis.position = counts * self._inv_cpu[i]
             axis.force = torque * self._fpt[i]
             self._actual_counts[i] = counts
-            if self._answered[i]:
+            if again:
                 return 0
             self._answered[i] = 1
             return 1
         if cob in self._own_cobs:
-            self.stats.collisions += 1
-            self._bus_ok_cycle = False
-            self._enqueue(msg)
+            self._collide(msg)
         elif cob in self._service_cobs:
             self._enqueue(msg)
         else:
             self.stats.unknown_cob_ids += 1
         return 0
+
+    def _collide(self, msg: can.Message) -> None:
+        """A frame that only a second sender explains: the cycle's bus is not OK, ``service``
+        reports it (a COLLISION naming the COB-ID)."""
+        self.stats.collisions += 1
+        self._bus_ok_cycle = False
+        self._enqueue(msg)
 
     def _enqueue(self, msg: can.Message) -> None:
         if len(self._queue) == SERVICE_QUEUE_LEN:
@@ -586,6 +630,25 @@ class Master:
         queue = self._queue
         while queue:
             self._service_frame(queue.popleft(), t, events)
+        if self._implausible:
+            self._implausible = False
+            for i, jump in enumerate(self._jump):
+                if jump:
+                    self._jump[i] = 0
+                    d = self._drives[i]
+                    events.append(
+                        DriveEvent(
+                            DriveEventKind.IMPLAUSIBLE,
+                            self.axes[i],
+                            t,
+                            code=jump,
+                            text=f"node {self.nodes[i]}: position actual jumped "
+                            f"{jump / d.counts_per_unit:+.3f} since its last TPDO1 (allowed "
+                            f"{self._jump_allowed[i] / d.counts_per_unit:.3f}: "
+                            f"max_speed {d.max_speed:g}/s per cycle + position_jump_tolerance "
+                            f"{d.position_jump_tolerance:g})",
+                        )
+                    )
         if self.stats.error_frames != self._error_frames_reported:
             new = self.stats.error_frames - self._error_frames_reported
             self._error_frames_reported = self.stats.error_frames
@@ -635,6 +698,24 @@ class Master:
 
     def _service_frame(self, msg: can.Message, t: float, events: list[DriveEvent]) -> None:
         cob = msg.arbitration_id
+        tpdo = self._tpdo_index.get(cob)
+        if tpdo is not None:
+            nid = self.nodes[tpdo]
+            why = (
+                f"with DLC {msg.dlc} (expected {pdo.TPDO1_DLC})"
+                if msg.dlc != pdo.TPDO1_DLC
+                else "a second time for one SYNC"
+            )
+            events.append(
+                DriveEvent(
+                    DriveEventKind.COLLISION,
+                    self.axes[tpdo],
+                    t,
+                    code=cob,
+                    text=f"TPDO1 COB-ID 0x{cob:03X} of node {nid} arrived {why}: another node sends on it",
+                )
+            )
+            return
         if cob in self._own_cobs:
             axis = ""
             if 0x201 <= cob <= 0x27F:

@@ -113,6 +113,8 @@ class DriveEventKind(IntEnum):
     """Statusword reports FAULT."""
     SYNC_LOSS = 7
     BUS_ERROR = 8
+    IMPLAUSIBLE = 9
+    """Position actual jumped further than the axis can move in the time since the last TPDO1."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,7 @@ _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.DRIVE_FAULT: Reason.DRIVE_FAULT,
     DriveEventKind.SYNC_LOSS: Reason.BUS_FAULT,
     DriveEventKind.BUS_ERROR: Reason.BUS_FAULT,
+    DriveEventKind.IMPLAUSIBLE: Reason.DRIVE_FAULT,
 }
 
 STOP_SETTLE_S = 0.5
