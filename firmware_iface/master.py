@@ -95,6 +95,8 @@ class MasterStats:
     queue_drops: int = 0
     """Service frames dropped because ``service`` was not called often enough."""
     error_frames: int = 0
+    send_errors: int = 0
+    """Frames the interface refused to send or receive (``can.CanError``/``OSError``) in the cycle."""
     rejected_targets: int = 0
     """Non-finite targets refused (the previous target was sent instead)."""
     emcy_resets: int = 0
@@ -221,6 +223,9 @@ class Master:
         self._queue: deque[can.Message] = deque(maxlen=SERVICE_QUEUE_LEN)
         self._bus_ok_cycle = True
         self._error_frames_reported = 0
+        self._io_error: BaseException | None = None
+        """The first send/receive failure not yet reported by ``service``."""
+        self._bus_state = can.BusState.ACTIVE
         self._running = False
         self._network: canopen.Network | None = None
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
@@ -461,29 +466,35 @@ class Master:
         bus = self._bus
         tap = self.tap
         if self.sync_enabled:
-            bus.send(sync)
-            if tap is not None:
-                tap(sync, t, False)
+            try:
+                bus.send(sync)
+                if tap is not None:
+                    tap(sync, t, False)
+            except (can.CanError, OSError) as exc:
+                self._io_failed(exc)
         elif self._simbus is not None:
             self._simbus.advance(1)
         missing = n
         recv = bus.recv
-        if deadline is None:
-            while (msg := recv(0.0)) is not None:
-                missing -= self._take(msg)
-                if tap is not None:
-                    tap(msg, t, True)
-        else:
-            perf = time.perf_counter
-            self._read_perf = perf()
-            while missing > 0:
-                remaining = deadline - perf()
-                msg = recv(remaining if remaining > 0.0 else 0.0)
-                if msg is None:
-                    break
-                missing -= self._take(msg)
-                if tap is not None:
-                    tap(msg, t + (perf() - self._read_perf), True)
+        try:
+            if deadline is None:
+                while (msg := recv(0.0)) is not None:
+                    missing -= self._take(msg)
+                    if tap is not None:
+                        tap(msg, t, True)
+            else:
+                perf = time.perf_counter
+                self._read_perf = perf()
+                while missing > 0:
+                    remaining = deadline - perf()
+                    msg = recv(remaining if remaining > 0.0 else 0.0)
+                    if msg is None:
+                        break
+                    missing -= self._take(msg)
+                    if tap is not None:
+                        tap(msg, t + (perf() - self._read_perf), True)
+        except (can.CanError, OSError) as exc:
+            self._io_failed(exc)
         stale = stats.stale_cycles
         axes = self.axes
         for i in range(n):
@@ -556,6 +567,15 @@ class Master:
             self.stats.unknown_cob_ids += 1
         return 0
 
+    def _io_failed(self, exc: BaseException) -> None:
+        """The interface refused a frame (bus-off, full queue, adapter gone): the cycle's bus is
+        not OK and ``service`` reports a BUS_ERROR; the cycle itself goes on (best effort)."""
+        self.stats.send_errors += 1
+        self._bus_ok_cycle = False
+        self.feedback.bus_ok = False
+        if self._io_error is None:
+            self._io_error = exc
+
     def _collide(self, msg: can.Message) -> None:
         """A frame that only a second sender explains: the cycle's bus is not OK, ``service``
         reports it (a COLLISION naming the COB-ID)."""
@@ -606,16 +626,20 @@ class Master:
             pdo.encode_rpdo1(msg.data, cw, counts)
             self._sent_counts[i] = counts
             self.last_controlword[i] = cw
-            send(msg)
-            if self.tap is not None:
-                self.tap(msg, self._stamp(), False)
-            if cmd.escalate:
-                # after the disable voltage: a stopped node takes no RPDO, whoever sends it
-                stop = self._nmt_stop[i]
-                send(stop)
-                self.escalations += 1
+            try:
+                send(msg)
                 if self.tap is not None:
-                    self.tap(stop, self._stamp(), False)
+                    self.tap(msg, self._stamp(), False)
+                if cmd.escalate:
+                    # after the disable voltage: a stopped node takes no RPDO, whoever sends it
+                    stop = self._nmt_stop[i]
+                    send(stop)
+                    self.escalations += 1
+                    if self.tap is not None:
+                        self.tap(stop, self._stamp(), False)
+            except (can.CanError, OSError) as exc:
+                # the other drives still get their frame (a quick stop, once this is reported)
+                self._io_failed(exc)
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -630,6 +654,19 @@ class Master:
         queue = self._queue
         while queue:
             self._service_frame(queue.popleft(), t, events)
+        if self._io_error is not None:
+            exc, self._io_error = self._io_error, None
+            events.append(
+                DriveEvent(
+                    DriveEventKind.BUS_ERROR,
+                    "",
+                    t,
+                    code=self.stats.send_errors,
+                    text=f"CAN interface {self._bus.channel_info}: {type(exc).__name__}: {exc}",
+                )
+            )
+        if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
+            self._check_bus_state(t, events)
         if self._implausible:
             self._implausible = False
             for i, jump in enumerate(self._jump):
@@ -689,12 +726,39 @@ class Master:
             elif fb.age_cycles == 0:
                 self._fault_reported[i] = False
         if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
-            self._bus.send(self._heartbeat)
-            if self.tap is not None:
-                self.tap(self._heartbeat, self._stamp(), False)
+            try:
+                self._bus.send(self._heartbeat)
+                if self.tap is not None:
+                    self.tap(self._heartbeat, self._stamp(), False)
+            except (can.CanError, OSError) as exc:
+                self._io_failed(exc)  # reported next cycle; the heartbeat goes on being tried
             nxt = (self._next_heartbeat or t) + self._hb_period
             self._next_heartbeat = nxt if nxt > t else t + self._hb_period
         return events
+
+    def _check_bus_state(self, t: float, events: list[DriveEvent]) -> None:
+        """Error passive or bus-off, where the interface reports its state (python-can
+        ``BusABC.state``; ACTIVE on interfaces that cannot tell): a BUS_ERROR on each change
+        for the worse. Polled at the master heartbeat's period, not every cycle."""
+        try:
+            state = self._bus.state
+        except (can.CanError, OSError, NotImplementedError):
+            return
+        if state == self._bus_state:
+            return
+        self._bus_state = state
+        if state is can.BusState.ACTIVE:
+            return
+        self.feedback.bus_ok = False
+        what = "bus-off" if state is can.BusState.ERROR else "error passive"
+        events.append(
+            DriveEvent(
+                DriveEventKind.BUS_ERROR,
+                "",
+                t,
+                text=f"CAN interface {self._bus.channel_info} is {what} ({state.name})",
+            )
+        )
 
     def _service_frame(self, msg: can.Message, t: float, events: list[DriveEvent]) -> None:
         cob = msg.arbitration_id
