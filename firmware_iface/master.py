@@ -64,6 +64,8 @@ ABORT_CONNECTION_QUICK_STOP: Final = 3
 """0x6007 = 3: quick stop when the connection to the master is lost."""
 SERVICE_QUEUE_LEN: Final = 256
 """Frames (EMCY, heartbeat, ...) kept between two ``service`` calls; more are dropped and counted."""
+OWED_MAX: Final = 4
+"""SYNCs a drive may be behind and still answer all of them (more are stale anyway)."""
 SYNC_COUNTER_MAX: Final = 240
 """CiA 301 SYNC counter overflow value used when the counter is enabled."""
 
@@ -178,9 +180,10 @@ class Master:
         self._node_index = {nid: i for i, nid in enumerate(self.nodes)}
 
         self._answered = bytearray(n)
-        self._late_ok = bytearray(n)
-        """Per drive: SYNCs it left unanswered (at most 255), each of which may still bring one
-        late TPDO1 before this cycle's own."""
+        self._owed = bytearray(n)
+        """Per drive: SYNCs sent that it has not answered yet (at most ``OWED_MAX``). A drive
+        running late answers several in one cycle; a TPDO1 beyond what is owed has a second
+        sender."""
         period = 1.0 / self._cycle_cfg.rate_hz
         self._jump_cycle = tuple(d.max_speed * period * d.counts_per_unit for d in self._drives)
         self._jump_tol = tuple(d.position_jump_tolerance * d.counts_per_unit for d in self._drives)
@@ -283,6 +286,7 @@ class Master:
             self._sent_counts[i] = 0
             self._fault_reported[i] = False
             self._have_pos[i] = 0
+            self._owed[i] = 0
             # the cyclic exchange starts now: count missing TPDO1s from here, not from never
             self._fb[i].age_cycles = 0
         self._running = True
@@ -456,18 +460,19 @@ class Master:
             self._sync_counter = self._sync_counter % SYNC_COUNTER_MAX + 1
             sync.data[0] = self._sync_counter
         answered = self._answered
-        late_ok = self._late_ok
         fbs = self._fb
         n = len(answered)
         for i in range(n):
             answered[i] = 0
-            age = fbs[i].age_cycles
-            late_ok[i] = age if age < 255 else 255
         bus = self._bus
         tap = self.tap
         if self.sync_enabled:
             try:
                 bus.send(sync)
+                owed = self._owed
+                for i in range(n):
+                    if owed[i] < OWED_MAX:
+                        owed[i] += 1
                 if tap is not None:
                     tap(sync, t, False)
             except (can.CanError, OSError) as exc:
@@ -531,13 +536,12 @@ class Master:
                 self.stats.bad_dlc += 1
                 self._collide(msg)
                 return 0
+            if not self._owed[i]:
+                # invariant 7: more TPDO1s than SYNCs: a second sender; keep what we had
+                self._collide(msg)
+                return 0
+            self._owed[i] -= 1
             again = self._answered[i]
-            if again:
-                if not self._late_ok[i]:
-                    # invariant 7: two TPDO1s for one SYNC; keep the first, fault the cycle
-                    self._collide(msg)
-                    return 0
-                self._late_ok[i] -= 1  # the first was a late answer to an earlier SYNC
             sw, counts, torque = pdo.TPDO1.unpack_from(msg.data)
             axis = self._fb[i]
             if self._have_pos[i]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from firmware_iface.check import DriveReport, check_drive
-from whih_control.api import Robot, simulate
+from whih_control.api import Robot
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.procedure import diagram
@@ -190,14 +191,35 @@ def _run(
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
             cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
-        with Robot(
-            cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=cfg.sim.enabled
-        ) as robot:
+        auto_confirm = cfg.sim.enabled
+    else:  # what simulate() does, with the robot kept so a failed run folder can be reported
+        cfg = cfg.replace(
+            bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
+            sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),
+        )
+        auto_confirm = True
+    robot = Robot(cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=auto_confirm)
+    result: RunResult | None = None
+    failure: OSError | None = None
+    try:
+        with robot:
             robot.enable()
             result = robot.run_procedure(max_time=max_time)
-    else:
-        result = simulate(cfg, seed=seed, inject=inject, out=out, max_time=max_time, progress=progress)
-    _print_result(result, sys.stdout)
+    except OSError as exc:  # the run folder's disk; the drives were stopped before this
+        failure = exc
+    if result is not None:
+        _print_result(result, sys.stdout)
+    rt = robot.runtime
+    if rt.summary_error is not None:
+        print(
+            f"whih run: the run folder is incomplete ({rt.summary_error}); the summary it should hold:",
+            file=sys.stderr,
+        )
+        print(json.dumps(rt.summary, indent=1, default=str), file=sys.stderr)
+    if failure is not None:
+        print(f"whih run: recording failed: {failure}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    assert result is not None
     return EXIT_OK if result.crossed and result.outcome == "complete" else EXIT_NOT_CROSSED
 
 

@@ -36,7 +36,15 @@ try:
 except ImportError:  # not POSIX: the pipe keeps the system's size
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Telemetry", "TraceRecorder", "plot_run", "read_telemetry", "write_json_atomic"]
+__all__ = [
+    "Telemetry",
+    "TraceRecorder",
+    "plot_run",
+    "read_telemetry",
+    "recording_failure",
+    "recording_losses",
+    "write_json_atomic",
+]
 
 
 class TraceRecorder:
@@ -79,6 +87,7 @@ class TraceRecorder:
         self._sent = 0
         self._frames = 0
         self._broken: OSError | None = None
+        self._closed = False
         self.pipe_bytes = 0
         self._proc = subprocess.Popen(
             # -P: the writer's folder is not put on its import path; own session: the terminal's
@@ -102,6 +111,20 @@ class TraceRecorder:
             if self._proc.returncode is None:
                 self._stop_writer()
             raise
+
+    @property
+    def failure(self) -> str | None:
+        """Why frames are no longer reaching ``trace.asc`` (the writer died, e.g. on a full
+        disk), or None while they are. One ``waitpid`` without waiting: cheap enough to poll
+        every cycle."""
+        if self._closed:
+            return None
+        if self._broken is not None:
+            return f"trace writer on {self.path} gone ({self._broken})"
+        code = self._proc.poll()
+        if code is not None:
+            return f"trace writer on {self.path} exited (code {code})"
+        return None
 
     def record(self, msg: can.Message, t: float, rx: bool) -> None:
         """Pack one frame stamped ``t`` (``msg`` may be reused by the caller right after)."""
@@ -165,6 +188,7 @@ class TraceRecorder:
     def close(self) -> None:
         """Flush, let the writer finish the file, and raise if it failed. Safe to call twice;
         frames recorded afterwards are counted as dropped."""
+        self._closed = True
         if self._proc.returncode is not None:
             return
         stdin = self._proc.stdin
@@ -231,6 +255,9 @@ class Telemetry:
     """
 
     BLOCK_ROWS = 1024
+    HANDOFF_S = 0.25
+    """Rows are handed to the writer (which flushes them) at least this often in wall time, so a
+    killed run keeps every row older than about twice this."""
 
     def __init__(
         self,
@@ -249,6 +276,11 @@ class Telemetry:
         self._block = np.empty((self.BLOCK_ROWS, len(self.columns)))
         self._row = 0
         self.rows = 0
+        self.dropped = 0
+        """Rows not written because the writer had failed."""
+        self._error: BaseException | None = None
+        self._closed = False
+        self._handoff = time.monotonic()
         self._queue: queue.Queue[np.ndarray[Any, Any] | None] = queue.Queue()
         self._file = path.open("w", newline="", encoding="utf-8")
         csv.writer(self._file).writerow(self.columns)
@@ -264,6 +296,9 @@ class Telemetry:
         if t < self._next_t:
             return
         self._next_t = t + self._period * 0.999
+        if self._error is not None:
+            self.dropped += 1  # nobody writes them: do not pile them up in memory
+            return
         row = self._block[self._row]
         row[0] = t
         row[1:] = values
@@ -273,8 +308,33 @@ class Telemetry:
             self._queue.put(self._block)
             self._block = np.empty_like(self._block)
             self._row = 0
+            self._handoff = time.monotonic()
+        elif (now := time.monotonic()) - self._handoff >= self.HANDOFF_S:
+            self._queue.put(self._block[: self._row].copy())
+            self._row = 0
+            self._handoff = now
+
+    @property
+    def failure(self) -> str | None:
+        """Why rows are no longer reaching ``telemetry.csv`` (the writer thread failed, e.g. on
+        a full disk, or died), or None while they are."""
+        if self._closed:
+            return None
+        if self._error is not None:
+            return f"telemetry writer on {self.path} failed ({self._error})"
+        if not self._thread.is_alive():
+            return f"telemetry writer on {self.path} is not running"
+        return None
 
     def _run(self) -> None:
+        try:
+            self._write_blocks()
+        except BaseException as exc:  # reported through ``failure``: a RECORDING fault
+            self._error = exc
+            while self._queue.get() is not None:  # let close() find its end
+                pass
+
+    def _write_blocks(self) -> None:
         writer = csv.writer(self._file)
         labels = self._labels
         while (block := self._queue.get()) is not None:
@@ -287,14 +347,44 @@ class Telemetry:
             self._file.flush()
 
     def close(self) -> None:
-        """Write the remaining rows and close the file."""
+        """Write the remaining rows and close the file; raise ``OSError`` if the writer failed.
+        Safe to call twice."""
+        self._closed = True
         if self._thread.is_alive():
             if self._row:
                 self._queue.put(self._block[: self._row].copy())
                 self._row = 0
             self._queue.put(None)
             self._thread.join()
-        self._file.close()
+        error, self._error = self._error, None
+        try:
+            self._file.close()
+        except OSError as exc:
+            error = error or exc
+        if error is not None:
+            raise OSError(f"telemetry writer failed on {self.path}: {error}") from error
+
+
+def recording_failure(*recorders: TraceRecorder | Telemetry | None) -> str | None:
+    """The first failure of the given recorders (None ones skipped), or None: polled by the
+    cycle, which makes it a RECORDING fault."""
+    for r in recorders:
+        if r is not None and (why := r.failure) is not None:
+            return why
+    return None
+
+
+def recording_losses(
+    trace: TraceRecorder | None, telemetry: Telemetry | None, failures: Sequence[str]
+) -> dict[str, Any]:
+    """What the run folder is missing, for ``summary.json``: each recorder's failure and the
+    frames/rows it dropped."""
+    lost: dict[str, Any] = {"failures": list(failures)}
+    if trace is not None:
+        lost["trace_frames_dropped"] = trace.dropped
+    if telemetry is not None:
+        lost["telemetry_rows_dropped"] = telemetry.dropped
+    return lost
 
 
 def read_telemetry(path: Path) -> dict[str, list[Any]]:

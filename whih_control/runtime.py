@@ -43,7 +43,14 @@ from whih_control.core import ControlCore
 from whih_control.errors import ProcedureError, RunFolderError, SafetyError, WhihError
 from whih_control.events import EventLog
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
-from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
+from whih_control.record import (
+    Telemetry,
+    TraceRecorder,
+    plot_run,
+    recording_failure,
+    recording_losses,
+    write_json_atomic,
+)
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
 from whih_control.sim import ImagingSource, Plant
 from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
@@ -217,6 +224,11 @@ class Runtime:
         # appended by the application's thread, taken one at a time by the cycle (both atomic)
         self._external: deque[TipMeasurement] = deque()
         self._log_error: OSError | None = None
+        self.recording_lost: list[str] = []
+        """What stopped being recorded (event log, trace, telemetry): each a RECORDING fault."""
+        self.summary: dict[str, Any] | None = None
+        self.summary_error: OSError | None = None
+        """Why the run folder could not be completed (summary.json or plot.png), if it could not."""
         self._min_gap = math.inf
         self._max_gap = -math.inf
         self._max_force = dict.fromkeys(self.axes, 0.0)
@@ -596,6 +608,8 @@ class Runtime:
         fb = self.master.read(t, self.pacer.deadline())
         for event in self.master.service(t):
             self._drive_event(event)
+        if not self.recording_lost and (why := recording_failure(self.trace, self.telemetry)):
+            self._recording_failed(why)
         if self._want_enabled and not self.core.supervisor.latched:
             self._check_drives()
         elif self.core.supervisor.latched:
@@ -833,9 +847,13 @@ class Runtime:
         is still failing, after the drives are stopped."""
         if self._log_error is None:
             self._log_error = exc
-            text = f"event log {self.out}: cannot write ({exc.strerror or exc})"
-            self.faults.append(f"{self._t:.3f}s all: {text}")
-            self.core.supervisor.raise_fault(Reason.RECORDING, text)
+            self._recording_failed(f"event log {self.out}: cannot write ({exc.strerror or exc})")
+
+    def _recording_failed(self, text: str) -> None:
+        """Part of the run's record is being lost: a RECORDING fault (the run stops safely)."""
+        self.recording_lost.append(text)
+        self.faults.append(f"{self._t:.3f}s all: {text}")
+        self.core.supervisor.raise_fault(Reason.RECORDING, text)
 
     def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
         if self.log is not None:
@@ -872,7 +890,10 @@ class Runtime:
         )
         self._event("end", outcome=outcome, crossed=result.crossed, safety=True)
         if self.out is not None:
-            self._write_summary(result)
+            try:
+                self._write_summary(result)
+            except OSError as exc:  # e.g. a full disk: the caller still gets the result
+                self.summary_error = exc
         return result
 
     def _write_summary(self, result: RunResult) -> None:
@@ -898,6 +919,8 @@ class Runtime:
         summary["seed"] = self.seed
         summary["injected"] = [str(f) for f in self.faults_planned]
         summary["config"] = cfg.to_dict()
+        summary["recording"] = recording_losses(self.trace, self.telemetry, self.recording_lost)
+        self.summary = summary
         write_json_atomic(self.out / "summary.json", summary)
         if self.telemetry is not None and cfg.record.plot:
             self.telemetry.close()
