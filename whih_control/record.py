@@ -188,12 +188,12 @@ class TraceRecorder:
     def close(self) -> None:
         """Flush, let the writer finish the file, and raise if it failed. Safe to call twice;
         frames recorded afterwards are counted as dropped."""
-        self._closed = True
-        if self._proc.returncode is not None:
+        if self._closed:
             return
+        self._closed = True
         stdin = self._proc.stdin
         if stdin is not None and not stdin.closed:
-            if self._broken is None:
+            if self._broken is None and self._proc.poll() is None:
                 with contextlib.suppress(OSError):
                     os.set_blocking(self._fd, True)
                 self._blocking = True
@@ -208,7 +208,7 @@ class TraceRecorder:
         except subprocess.TimeoutExpired:
             raise OSError(f"trace writer on {self.path} did not finish: {self._stop_writer()}") from None
         if self._proc.returncode != 0 or broken is not None:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or [str(broken)]
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [str(broken or "killed")]
             raise OSError(f"trace writer failed on {self.path} (exit {self._proc.returncode}): {last[0]}")
 
     def _stop_writer(self) -> str:
