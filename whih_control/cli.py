@@ -24,6 +24,8 @@ from whih_control.runtime import Progress, RunResult, check_fault_spec
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
 EXIT_USAGE = 2
+MAX_TIME_S = 86_400.0
+"""--max-time above a day is a typo, not a procedure (each phase has its own bound anyway)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the simulated WHIH procedure on the default configuration")
     run = sub.add_parser("run", help="run the procedure from a configuration file")
     run.add_argument("--config", required=True, type=Path, help="TOML configuration")
-    run.add_argument("--out", type=Path, help="run folder to write")
+    run.add_argument("--out", help="run folder to write (new, or empty)")
     run.add_argument("--seed", type=int, help="override sim.seed")
     run.add_argument("--realtime", action="store_true", help="wall-clock cycle instead of simulated time")
     run.add_argument(
@@ -264,10 +266,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 check_fault_spec(cfg, spec)
             if args.seed is not None and args.seed < 0:
                 raise ValueError(f"--seed (={args.seed}) must be an integer >= 0")
-            if args.max_time is not None and not 0.0 < args.max_time < math.inf:
-                raise ValueError(f"--max-time (={args.max_time:g}) must be a finite number of seconds > 0")
+            if args.max_time is not None and not 0.0 < args.max_time <= MAX_TIME_S:
+                raise ValueError(f"--max-time (={args.max_time:g}) must be in (0...{MAX_TIME_S:g}] seconds")
+            if args.out is not None and not args.out.strip():
+                raise ValueError(f"--out (={args.out!r}) must name a folder")
             options = {
-                "out": args.out,
+                "out": None if args.out is None else Path(args.out),
                 "seed": args.seed,
                 "realtime": args.realtime,
                 "inject": list(args.inject),

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import gc
 import math
+import os
 import signal
 import sys
 import threading
@@ -149,6 +150,8 @@ class RunResult:
 
 
 RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
+RUN_MARKER = "events.jsonl"
+"""The first file of a run, created exclusively: of two runs into one folder, one gets it."""
 """The files of a run folder (docs/DESIGN.md section 3)."""
 
 
@@ -186,6 +189,16 @@ def _make_run_folder(out: Path) -> None:
         raise RunFolderError(
             f"out (={str(out)!r}) already holds a run ({', '.join(taken)}); give a new folder"
         )
+    try:  # O_EXCL: of two runs started into one folder at once, exactly one gets it
+        os.close(os.open(out / RUN_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        raise RunFolderError(
+            f"out (={str(out)!r}) was just taken by another run; give a new folder"
+        ) from None
+    except OSError as exc:
+        raise RunFolderError(
+            f"out (={str(out)!r}): cannot write in the run folder: {exc.strerror or exc}"
+        ) from exc
 
 
 class Runtime:
