@@ -14,7 +14,7 @@ from firmware_iface.cia402 import DriveState
 from tests.conftest import FAULT_EXAMPLES
 from whih_control import Config, ProcedureError, Robot, SafetyError
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.realtime]  # wall clock: a step of its own in CI
 
 
 def test_enable_reaches_operation_enabled(robot: Robot) -> None:

@@ -466,6 +466,7 @@ def test_simulated_time_is_replayable(cfg: Config) -> None:
     assert a == b
 
 
+@pytest.mark.realtime
 def test_realtime_400hz_six_drives_keep_up(cfg: Config) -> None:
     """6 simulated drives on the virtual bus keep up in real time at 400 Hz for 5 s.
 

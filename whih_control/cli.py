@@ -8,18 +8,23 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from firmware_iface.bus import SIM_INTERFACE, open_bus
 from firmware_iface.check import DriveReport, check_drive
+from firmware_iface.sim import SimulatedDrives
 from whih_control.api import Robot
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.procedure import diagram
 from whih_control.runtime import Progress, RunResult, check_fault_spec
+from whih_control.sim import Plant
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
@@ -54,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-time", type=float, help="stop after this many seconds")
     chk = sub.add_parser("check-config", help="validate a configuration and print its summary")
     chk.add_argument("file", type=Path)
+    drv = sub.add_parser(
+        "sim-drives", help="serve the configured simulated drives on a CAN bus until Ctrl-C or SIGTERM"
+    )
+    drv.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    drv.add_argument("--interface", help="python-can interface (default: the config's bus.interface)")
+    drv.add_argument(
+        "--channel", help="python-can channel (udp_multicast: GROUP or GROUP@PORT; default: bus.channel)"
+    )
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
     return p
@@ -225,6 +238,51 @@ def _run(
     return EXIT_OK if result.crossed and result.outcome == "complete" else EXIT_NOT_CROSSED
 
 
+def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
+    """Serve the configured drives (and the plant they move) in this process until Ctrl-C or
+    SIGTERM: a master in another process can then die while the drives live on."""
+    try:
+        cfg = load_config(path)
+        bus_cfg = dataclasses.replace(
+            cfg.bus, interface=interface or cfg.bus.interface, channel=channel or cfg.bus.channel
+        )
+        if bus_cfg.interface == SIM_INTERFACE:
+            raise ValueError(
+                "the simulated-time bus cannot reach another process: give --interface (e.g. "
+                "udp_multicast, socketcan)"
+            )
+        bus = open_bus(bus_cfg, period=cfg.period)
+    except ConfigError as exc:
+        print("whih sim-drives: invalid configuration", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, WhihError) as exc:
+        print(f"whih sim-drives: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        with SimulatedDrives(cfg, bus, load=Plant(cfg, seed=cfg.sim.seed), seed=cfg.sim.seed) as drives:
+            nodes = ", ".join(f"{a} {d.node_id}" for a, d in cfg.drives.items())
+            _emit(
+                sys.stdout,
+                f"whih sim-drives: serving {len(drives.axes)} drives ({nodes}) on {bus.channel_info}; "
+                "Ctrl-C or SIGTERM stops them\n",
+                flush=True,
+            )
+            while not stop.wait(0.2):
+                pass
+    except (RuntimeError, ValueError, WhihError) as exc:
+        print(f"whih sim-drives: {exc}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    finally:
+        bus.shutdown()
+    _emit(sys.stdout, "whih sim-drives: stopped\n")
+    return EXIT_OK
+
+
 def _default_out(name: str) -> Path:
     """A new folder under ``runs/`` named by the time (two runs in one second get -2, -3, ...)."""
     base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -246,6 +304,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "sim-drives":
+        return _sim_drives(args.config, args.interface, args.channel)
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK

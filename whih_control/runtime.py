@@ -237,6 +237,8 @@ class Runtime:
         # appended by the application's thread, taken one at a time by the cycle (both atomic)
         self._external: deque[TipMeasurement] = deque()
         self._log_error: OSError | None = None
+        self._stall_s = cfg.bus.master_heartbeat_timeout_ms / 2000.0
+        """Real time: a gap between two cycles beyond this is the master's own stall (a fault)."""
         self.recording_lost: list[str] = []
         """What stopped being recorded (event log, trace, telemetry): each a RECORDING fault."""
         self.summary: dict[str, Any] | None = None
@@ -617,6 +619,10 @@ class Runtime:
             self.log.hold_sync = True  # safety events of this cycle are fsynced after the RPDOs
         self._apply_scheduled_faults()
         t = self.pacer.next()
+        if not self.simulated_time and t - self._t > self._stall_s and self.pacer.cycles > 1:
+            # measured on our own clock, before anything the drives say about it is read: a
+            # stopped or starved master is the cause, their heartbeat EMCYs the consequence
+            self._master_stalled(t - self._t)
         self._t = t
         fb = self.master.read(t, self.pacer.deadline())
         for event in self.master.service(t):
@@ -796,6 +802,14 @@ class Runtime:
             self.core.supervisor.raise_fault(
                 Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
             )
+
+    def _master_stalled(self, gap: float) -> None:
+        text = (
+            f"master stalled: {gap * 1e3:.0f} ms between two cycles on its own clock (allowed "
+            f"{self._stall_s * 1e3:.0f} ms, half the drives' master heartbeat timeout)"
+        )
+        self.faults.append(f"{self._t + gap:.3f}s all: {text}")
+        self.core.supervisor.raise_fault(Reason.STALE_FEEDBACK, text)
 
     def _drives_ready(self) -> bool:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""
