@@ -9,14 +9,17 @@ drive's statusword and position actual afterwards. Wall-clock tests: marker ``re
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import can
 import pytest
@@ -201,3 +204,24 @@ def test_sigstop_of_the_master_every_drive_stops_and_the_master_reports_its_own_
             master.kill()
             master.communicate()
         obs.shutdown()
+
+
+def test_whih_run_realtime_with_the_drives_in_their_own_process(
+    channel: str, drives: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """``whih run --realtime --external-drives``: no drive thread in the master's process."""
+    text = (CONFIGS / "sim.toml").read_text()
+    text = re.sub(r"(?m)^interface = .*$", 'interface = "udp_multicast"', text, count=1)
+    text = re.sub(r"(?m)^channel = .*$", f'channel = "{channel}"', text, count=1)
+    config = tmp_path / "external.toml"
+    config.write_text(text)
+    run = _spawn(
+        "-m", "whih_control.cli", "run", "--config", str(config), "--realtime", "--external-drives",
+        "--max-time", "3", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 1, err[-2000:]  # not crossed in 3 s
+    assert "outcome: timeout" in out and "Traceback" not in err
+    assert "fault:" not in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["outcome"] == "timeout" and summary["config"]["sim"]["enabled"] is False

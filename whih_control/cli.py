@@ -20,6 +20,7 @@ from firmware_iface.bus import SIM_INTERFACE, open_bus
 from firmware_iface.check import DriveReport, check_drive
 from firmware_iface.sim import SimulatedDrives
 from whih_control.api import Robot
+from whih_control.bench import BenchImaging
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.procedure import diagram
@@ -49,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder to write (new, or empty)")
     run.add_argument("--seed", type=int, help="override sim.seed")
     run.add_argument("--realtime", action="store_true", help="wall-clock cycle instead of simulated time")
+    run.add_argument(
+        "--external-drives",
+        action="store_true",
+        help="with --realtime: the drives are served by another process (whih sim-drives) on the "
+        "configured bus; tips from bench imaging (the plant lives with the drives)",
+    )
     run.add_argument(
         "--inject",
         action="append",
@@ -198,10 +205,12 @@ def _run(
     out: Path | None,
     seed: int | None,
     realtime: bool,
+    external_drives: bool,
     inject: list[str],
     max_time: float | None,
 ) -> int:
-    progress = _progress_printer(sys.stdout)
+    printer = _progress_printer(sys.stdout)
+    progress = printer
     seed = cfg.sim.seed if seed is None else seed
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
@@ -213,7 +222,22 @@ def _run(
             sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),
         )
         auto_confirm = True
+    imaging: BenchImaging | None = None
+    if external_drives:
+        cfg = cfg.replace(
+            sim=dataclasses.replace(cfg.sim, enabled=False),
+            imaging=dataclasses.replace(cfg.imaging, source="external"),
+        )
+        auto_confirm = True  # simulated drives all the same: the procedure confirms its gates
+        bench = imaging = BenchImaging(cfg)
+
+        def progress(p: Progress) -> None:
+            bench(p)
+            printer(p)
+
     robot = Robot(cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=auto_confirm)
+    if imaging is not None:
+        imaging.robot = robot
     result: RunResult | None = None
     failure: OSError | None = None
     try:
@@ -317,6 +341,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 "out": _default_out("demo"),
                 "seed": None,
                 "realtime": False,
+                "external_drives": False,
                 "inject": [],
                 "max_time": None,
             }
@@ -328,12 +353,17 @@ def _main(argv: Sequence[str] | None) -> int:
                 raise ValueError(f"--seed (={args.seed}) must be an integer >= 0")
             if args.max_time is not None and not 0.0 < args.max_time <= MAX_TIME_S:
                 raise ValueError(f"--max-time (={args.max_time:g}) must be in (0...{MAX_TIME_S:g}] seconds")
+            if args.external_drives and not args.realtime:
+                raise ValueError(
+                    "--external-drives needs --realtime (another process cannot share simulated time)"
+                )
             if args.out is not None and not args.out.strip():
                 raise ValueError(f"--out (={args.out!r}) must name a folder")
             options = {
                 "out": None if args.out is None else Path(args.out),
                 "seed": args.seed,
                 "realtime": args.realtime,
+                "external_drives": args.external_drives,
                 "inject": list(args.inject),
                 "max_time": args.max_time,
             }
