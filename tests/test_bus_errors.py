@@ -103,13 +103,13 @@ def test_cli_a_bus_that_stays_refusing_ends_with_a_message_exit_1_and_a_summary(
     not do; no traceback."""
     opened: list[RefusingBus] = []
 
-    def open_bus(bus_config: Any, *, period: float | None = None, **kwargs: Any) -> can.BusABC:
-        assert period is not None
-        bus = RefusingBus(fail_at=1.0, period=period)
-        opened.append(bus)
-        return bus
+    def simulated_time_bus(bus: can.BusABC | None, *, period: float) -> SimTimeBus:
+        assert bus is None
+        refusing = RefusingBus(fail_at=1.0, period=period)
+        opened.append(refusing)
+        return refusing
 
-    monkeypatch.setattr(runtime_module, "open_bus", open_bus)
+    monkeypatch.setattr(runtime_module, "simulated_time_bus", simulated_time_bus)
     out = tmp_path / "run"
     code = main(["run", "--config", str(CONFIGS / "sim.toml"), "--out", str(out), "--max-time", "4"])
     err = capsys.readouterr().err

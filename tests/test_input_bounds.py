@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from whih_control import runtime as runtime_module
+from whih_control import recorder as recorder_module
 from whih_control.cli import main
 from whih_control.config import CONFIG_MAX_BYTES, load_config
 from whih_control.errors import ConfigError, RunFolderError
@@ -127,7 +127,7 @@ def test_two_runs_into_one_folder_exactly_one_proceeds(tmp_path: Path) -> None:
     def claim(k: int) -> None:
         barrier.wait()
         try:
-            runtime_module._make_run_folder(out)
+            recorder_module.make_run_folder(out)
             won.append(k)
         except RunFolderError as exc:
             refused.append(str(exc))
@@ -140,4 +140,4 @@ def test_two_runs_into_one_folder_exactly_one_proceeds(tmp_path: Path) -> None:
     assert len(won) == 1 and len(refused) == n - 1
     assert all("taken by another run" in r or "already holds a run" in r for r in refused)
     with pytest.raises(RunFolderError, match="already holds a run"):
-        runtime_module._make_run_folder(out)  # and any later run too
+        recorder_module.make_run_folder(out)  # and any later run too

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from firmware_iface.bus import SIM_INTERFACE, open_bus
 from firmware_iface.check import DriveReport, check_drive
@@ -23,6 +23,8 @@ from whih_control.api import Robot
 from whih_control.bench import BenchImaging
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
+from whih_control.keys import HELP as KEYS_HELP
+from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
 from whih_control.runtime import Progress, RunResult, check_fault_spec
 from whih_control.sim import Plant
@@ -145,8 +147,9 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
-    """Live progress: one rewritten line on a terminal, a line per phase change otherwise."""
+def _progress_printer(stream: TextIO, extra: Callable[[], str] | None = None) -> Callable[[Progress], None]:
+    """Live progress: one rewritten line on a terminal, a line per phase change otherwise;
+    ``extra()`` is appended on a terminal (the operator keys' last answer)."""
     tty = stream.isatty()
     last_phase = [""]
 
@@ -162,7 +165,9 @@ def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
             f"(L = {p.lesion_length:g}) [{bar}]"
         )
         if tty:
-            _emit(stream, "\r" + line, flush=True)
+            if extra is not None:
+                line = f"{line}  {extra()}"
+            _emit(stream, "\r\x1b[2K" + line, flush=True)
         elif p.phase != last_phase[0]:
             _emit(stream, line + "\n")
         last_phase[0] = p.phase
@@ -209,19 +214,25 @@ def _run(
     inject: list[str],
     max_time: float | None,
 ) -> int:
-    printer = _progress_printer(sys.stdout)
-    progress = printer
     seed = cfg.sim.seed if seed is None else seed
+    keys: list[OperatorKeys] = []
+    use_keys = False
+    clock: Literal["real", "simulated"]
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
             cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
+        use_keys = OperatorKeys.available() and sys.stdout.isatty()
+        printer = _progress_printer(
+            sys.stdout, (lambda: keys[0].line if keys else KEYS_HELP) if use_keys else None
+        )
+        clock = "real"
         auto_confirm = cfg.sim.enabled
     else:  # what simulate() does, with the robot kept so a failed run folder can be reported
-        cfg = cfg.replace(
-            bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
-            sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),
-        )
+        printer = _progress_printer(sys.stdout)
+        cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed))
+        clock = "simulated"
         auto_confirm = True
+    progress = printer
     imaging: BenchImaging | None = None
     if external_drives:
         cfg = cfg.replace(
@@ -235,7 +246,15 @@ def _run(
             bench(p)
             printer(p)
 
-    robot = Robot(cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=auto_confirm)
+    robot = Robot(
+        cfg,
+        clock=clock,
+        seed=seed,
+        out=out,
+        inject=inject,
+        progress=progress,
+        auto_confirm=auto_confirm,
+    )
     if imaging is not None:
         imaging.robot = robot
     result: RunResult | None = None
@@ -243,18 +262,23 @@ def _run(
     try:
         with robot:
             robot.enable()
-            result = robot.run_procedure(max_time=max_time)
+            if not use_keys:
+                result = robot.run_procedure(max_time=max_time)
+            else:
+                with OperatorKeys(robot) as k:
+                    keys.append(k)
+                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True)
     except OSError as exc:  # the run folder's disk; the drives were stopped before this
         failure = exc
     if result is not None:
         _print_result(result, sys.stdout)
-    rt = robot.runtime
-    if rt.summary_error is not None:
+    rec = robot.runtime.recorder
+    if rec.summary_error is not None:
         print(
-            f"whih run: the run folder is incomplete ({rt.summary_error}); the summary it should hold:",
+            f"whih run: the run folder is incomplete ({rec.summary_error}); the summary it should hold:",
             file=sys.stderr,
         )
-        print(json.dumps(rt.summary, indent=1, default=str), file=sys.stderr)
+        print(json.dumps(rec.summary, indent=1, default=str), file=sys.stderr)
     if failure is not None:
         print(f"whih run: recording failed: {failure}", file=sys.stderr)
         return EXIT_NOT_CROSSED

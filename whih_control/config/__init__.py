@@ -26,7 +26,7 @@ from firmware_iface.spec import (
     resolve_eds,
 )
 from whih_control.config._schema import build, join, show
-from whih_control.config.control import ControlConfig, EstimateConfig, SafetyConfig
+from whih_control.config.control import ControlConfig, EstimateConfig, OperatorConfig, SafetyConfig
 from whih_control.config.procedure import ProcedureConfig
 from whih_control.config.record import RecordConfig
 from whih_control.config.sim import ImagingConfig, SimConfig
@@ -42,6 +42,7 @@ __all__ = [
     "DriveConfig",
     "EstimateConfig",
     "ImagingConfig",
+    "OperatorConfig",
     "ProcedureConfig",
     "RecordConfig",
     "SafetyConfig",
@@ -61,6 +62,7 @@ _SECTIONS: dict[str, type] = {
     "control": ControlConfig,
     "estimate": EstimateConfig,
     "safety": SafetyConfig,
+    "operator": OperatorConfig,
     "sim": SimConfig,
     "imaging": ImagingConfig,
     "record": RecordConfig,
@@ -79,6 +81,7 @@ class Config:
     control: ControlConfig
     estimate: EstimateConfig
     safety: SafetyConfig
+    operator: OperatorConfig
     sim: SimConfig
     imaging: ImagingConfig
     record: RecordConfig
