@@ -1,8 +1,8 @@
 """Real-time soak: the default configuration on the wall clock, with and without a CPU hog.
 
 Each run opens the robot on the ``virtual`` bus with its simulated drives in a thread of this
-process, enables, runs the procedure and, once it ends, keeps cycling (holding) until
-``--seconds`` of wall time have passed. A second run does the same while another process spins
+process, enables, runs the procedure and, once it ends, lets the cycle thread go on (holding)
+until ``--seconds`` of wall time have passed. A second run does the same while another process spins
 on a CPU (on the other core where the machine lets us pin: this process on core 0, the hog on
 core 1). Reported per run: spurious faults (any fault: nothing is injected), stale drive-cycles
 (a TPDO1 missing at the deadline), overruns, SYNC period error p50/p99/max and the 1-minute load
@@ -47,13 +47,15 @@ def _hog(enabled: bool) -> Iterator[None]:
 def soak(seconds: float, hog: bool) -> str:
     cfg = load_config(ROOT / "configs" / "sim.toml")
     load_before = os.getloadavg()[0]
-    with _hog(hog), Robot(cfg, auto_confirm=True) as robot:
+    # the operator's go and crossing confirmation come from here (auto_confirm would race
+    # enable()'s wait for ready on the cycle thread)
+    with _hog(hog), Robot(cfg, clock="real") as robot:
         rt = robot.runtime
         end = time.monotonic() + seconds
         robot.enable()
-        result = robot.run_procedure(max_time=max(1.0, end - time.monotonic()))
-        while time.monotonic() < end and not rt.core.supervisor.latched:
-            rt._cycle()
+        result = robot.run_procedure(max_time=max(1.0, end - time.monotonic()), confirm=lambda gate: True)
+        # the cycle thread goes on by itself (holding) until the robot is closed
+        time.sleep(max(0.0, end - time.monotonic()))
         stats = rt.pacer.stats()
         faults = list(rt.faults)
         stale = sum(rt.master.stats.stale_cycles.values())
