@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -11,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
-from firmware_iface.types import Commands, DriveGoal, Feedback
+from firmware_iface.types import AxisCommand, Commands, DriveGoal, Feedback
 from whih_control.config import Config, load_config
 from whih_control.safety import SafetySupervisor
 from whih_control.types import (
@@ -28,6 +30,18 @@ from whih_control.types import (
 from .conftest import CONFIGS
 
 CFG: Config = load_config(CONFIGS / "sim.toml")
+
+
+def _tight_travel() -> Config:
+    """The sim config with travel ranges a few cycles of motion wide, so limits are reached."""
+    data = tomllib.loads((CONFIGS / "sim.toml").read_text(encoding="utf-8"))
+    for drive in data["drives"].values():
+        span = 1.0 if drive.get("kind", "linear") == "linear" else 20.0
+        drive["travel_min"], drive["travel_max"] = -span, span
+    return load_config(data, base_dir=CONFIGS)
+
+
+CFG_TIGHT = _tight_travel()
 AXES = tuple(CFG.drives)
 PHASES = ("ready", "approach", "untip", "align", "hand_in_hand.retro_step", "hand_in_hand.ante_follow")
 TOL = 1e-9
@@ -85,8 +99,9 @@ def checked_enforce(
 ) -> Verdict:
     """Call ``enforce`` and assert every invariant on its result."""
     rejected0 = sup.rejected
+    requested = {a: c.target for a, c in commands.axes.items()}
     verdict = sup.enforce(t, dt, commands, fb, est, obj, op)
-    check_cycle(sup, hist, cfg, dt, commands, fb, est, obj, op, verdict, rejected0)
+    check_cycle(sup, hist, cfg, dt, commands, fb, est, obj, op, verdict, rejected0, requested)
     return verdict
 
 
@@ -102,6 +117,7 @@ def check_cycle(
     op: OperatorInput,
     verdict: Verdict,
     rejected0: int,
+    requested: Mapping[str, float],
 ) -> None:
     """Assert invariants 1-7 on one cycle's output; update ``hist``."""
     cmd = commands.axes
@@ -130,6 +146,8 @@ def check_cycle(
     if not ok:
         assert sup.rejected > rejected0, "bad input not counted"
     s = cfg.safety
+    # a step the supervisor rejects still happens at the SYNC rate: braking runs on the period
+    h = dt if math.isfinite(dt) and 0.0 < dt <= s.max_dt_cycles * cfg.period else cfg.period
     permitted = (
         ok
         and obj.motion_allowed
@@ -138,6 +156,14 @@ def check_cycle(
         and all(af.age_cycles <= s.feedback_max_age_cycles for af in fb.axes.values())
         and all(af.heartbeat_ok for af in fb.axes.values())
     )
+    positions_ok = all(
+        math.isfinite(af.position)
+        and abs(af.position) <= s.position_abs_max
+        and math.isfinite(af.force)
+        and abs(af.force) <= s.force_abs_max
+        for af in fb.axes.values()
+    )
+    geometry_known = est.valid and math.isfinite(est.gap) and math.isfinite(est.coupling) and positions_ok
     moved: dict[str, float] = {}
     for a in AXES:
         af = fb.axes[a]
@@ -147,31 +173,46 @@ def check_cycle(
         if af.state != DriveState.OPERATION_ENABLED or math.isnan(p):
             track(hist, a, af.position, n)
             continue
+        v0 = hist.vel.get(a, 0.0) if hist.regular.get(a, False) else 0.0
+        v = (n - p) / h
+        dv = d.max_accel * h
+        brake = max(0.0, abs(v0) - dv)  # the speed one braking cycle leaves
         if n != p:
             moved[a] = n - p
-            assert permitted, f"{a}: moved without permission (invariant 1/7)"
-            if a in LINEAR_AXES:
-                assert est.valid, f"{a}: linear axis moved without a valid estimate"
-            v = (n - p) / dt
             assert abs(v) <= d.max_speed * (1 + TOL) + TOL, f"{a}: speed {v} > {d.max_speed}"
-            v0 = hist.vel.get(a, 0.0) if hist.regular.get(a, False) else 0.0
-            at_limit = n in (d.travel_min, d.travel_max)
-            assert at_limit or abs(v - v0) <= d.max_accel * dt * (1 + 1e-6) + 1e-6, (
-                f"{a}: accel {(v - v0) / dt} > {d.max_accel}"
-            )
             assert n <= max(d.travel_max, p) and n >= min(d.travel_min, p), f"{a}: travel"
-            if abs(af.force) >= d.force_alarm:
-                assert n < p, f"{a}: advance under force alarm (invariant 4)"
-            hist.vel[a] = v
-        else:
-            hist.vel[a] = 0.0
+            may_move = permitted and not (a in LINEAR_AXES and not est.valid)
+            if not may_move:
+                # invariant 1 with invariant 3: without permission an axis only ramps down
+                assert v * v0 > 0 and abs(v) <= brake * (1 + 1e-6) + 1e-9, (
+                    f"{a}: moved without permission other than braking (v {v}, v0 {v0})"
+                )
+            if abs(af.force) >= d.force_alarm and v > 0:
+                # invariant 4 with 3: no acceleration forward under a force alarm, only braking
+                assert v0 > 0 and v <= brake * (1 + 1e-6) + 1e-9, f"{a}: advance under force alarm"
+            if v * v0 >= 0 and abs(v) > brake * (1 + 1e-6) + 1e-9:
+                # not braking: moving toward a travel limit only with room to stop before it
+                reach = n + v * abs(v) / (2 * d.max_accel)
+                assert d.travel_min - 1e-6 <= reach <= d.travel_max + 1e-6 or not (
+                    d.travel_min <= p <= d.travel_max
+                ), f"{a}: runs at {v} toward a travel limit it cannot stop before (rests at {reach})"
+        req = requested.get(a, math.nan)
+        if math.isfinite(req) and (req - p) * v0 >= 0 and req != p:
+            # asked to go on the way it already goes (or start from rest): never the other way
+            assert v * (req - p) >= 0, f"{a}: asked to move {req - p:+g}, moved {n - p:+g} (v0 {v0})"
+        accel_ok = abs(v - v0) <= dv * (1 + 1e-6) + 1e-9
+        if not accel_ok:
+            # invariant 3: only a stop harder than a_max where the ramp itself would cross a
+            # travel limit or the gap/coupling window (the output is then a hold or the limit)
+            b = p + math.copysign(brake, v0) * h
+            at_travel = n in (d.travel_min, d.travel_max) or not d.travel_min <= b <= d.travel_max
+            at_window = n == p and geometry_known and ramp_leaves_window(cfg, cmd, fb, est, obj, a, b)
+            assert at_travel or at_window, f"{a}: accel {(v - v0) / h} > {d.max_accel} (v {v}, v0 {v0})"
+        hist.vel[a] = v if n != p else 0.0
         hist.out[a] = n
         hist.regular[a] = True
-    if est.valid and moved:
-        pairs = [("ante_mc", "retro_mc", est.gap, cfg.procedure.gap_min, cfg.procedure.gap_max)]
-        if obj.phase.startswith("hand_in_hand"):
-            pairs.append(("ante_wire", "retro_wire", est.coupling, 0.0, cfg.procedure.coupling_max))
-        for ia, ir, value, lo, hi in pairs:
+    if geometry_known and moved:
+        for ia, ir, value, lo, hi in window_pairs(cfg, est, obj):
             na, nr = cmd[ia].target, cmd[ir].target
             xa, xr = fb.axes[ia].position, fb.axes[ir].position
             adv = moved.get(ia, 0.0) > 0 or moved.get(ir, 0.0) > 0
@@ -182,6 +223,33 @@ def check_cycle(
                 assert value >= lo and low >= lo - TOL, f"{ia}/{ir}: worst case {low} below {lo}"
             if ret:
                 assert value <= hi and high <= hi + TOL, f"{ia}/{ir}: worst case {high} above {hi}"
+
+
+def window_pairs(cfg: Config, est: Estimate, obj: Objective) -> list[tuple[str, str, float, float, float]]:
+    """(ante axis, retro axis, distance now, floor, ceiling) of each window in force."""
+    p = cfg.procedure
+    ceiling = p.gap_max + (p.withdraw_distance if obj.part_mcs else 0.0)
+    pairs = [("ante_mc", "retro_mc", est.gap, p.gap_min, ceiling)]
+    if obj.phase.startswith("hand_in_hand"):
+        pairs.append(("ante_wire", "retro_wire", est.coupling, 0.0, p.coupling_max))
+    return pairs
+
+
+def ramp_leaves_window(
+    cfg: Config, cmd: Mapping[str, AxisCommand], fb: Feedback, est: Estimate, obj: Objective, a: str, b: float
+) -> bool:
+    """Axis ``a`` at its braking target ``b`` (the other axis as sent) would leave a window."""
+    for ia, ir, value, lo, hi in window_pairs(cfg, est, obj):
+        if a not in (ia, ir):
+            continue
+        na = b if a == ia else cmd[ia].target
+        nr = b if a == ir else cmd[ir].target
+        xa, xr = fb.axes[ia].position, fb.axes[ir].position
+        low = value - max(0.0, na - xa) - max(0.0, nr - xr)
+        high = value + max(0.0, xa - na) + max(0.0, xr - nr)
+        if value < lo or low < lo or value > hi or high > hi:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------- strategies
@@ -237,13 +305,27 @@ def estimate_step(draw: st.DrawFn, est: Estimate, chaos: int = 1) -> None:
     est.tips.update(ante_mc=0.0, retro_mc=est.gap, ante_wire=1.0, retro_wire=1.0 + est.coupling)
 
 
+PUSH = st.dictionaries(st.sampled_from(AXES), st.floats(-10.0, 10.0), max_size=3)
+"""Axes asked, every cycle of an example, to move at up to 10x their speed limit one way."""
+
+
 @st.composite
-def request_step(draw: st.DrawFn, commands: Commands, targets: dict[str, float], chaos: int = 1) -> None:
-    """Requested targets: mostly small moves from the last target, sometimes wild or NaN."""
+def request_step(
+    draw: st.DrawFn,
+    commands: Commands,
+    targets: dict[str, float],
+    chaos: int = 1,
+    push: Mapping[str, float] | None = None,
+) -> None:
+    """Requested targets: mostly small moves from the last target, sometimes wild or NaN;
+    axes in ``push`` are asked for ``push[axis]`` times their speed limit, cycle after cycle."""
     for a, c in commands.axes.items():
         base = targets.get(a, 0.0)
         base = base if math.isfinite(base) else 0.0
-        c.target = base + draw(st.one_of(st.floats(-0.0015, 0.0015), st.floats(-0.08, 0.08)))
+        if push and a in push:
+            c.target = base + push[a] * CFG.drives[a].max_speed * CFG.period
+        else:
+            c.target = base + draw(st.one_of(st.floats(-0.0015, 0.0015), st.floats(-0.08, 0.08)))
         if rare(draw, 20, chaos):
             c.target = draw(st.floats(-300.0, 300.0))
         if rare(draw, 50, chaos):
@@ -267,24 +349,26 @@ def test_every_invariant_holds_over_random_cycles(data: st.DataObject) -> None:
     """Invariants 1-7 after every cycle of a random sequence (faults, acks, stale data, jitter)."""
     draw = data.draw
     chaos = draw(CHAOS)
-    sup = SafetySupervisor(CFG)
+    cfg = draw(st.sampled_from([CFG, CFG_TIGHT]))
+    push = draw(PUSH)
+    sup = SafetySupervisor(cfg)
     hist = History()
     fb = Feedback.for_axes(AXES)
     cmds = Commands.for_axes(AXES)
     est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), force=dict.fromkeys(AXES, 0.0))
     t = 0.0
-    for _ in range(draw(st.integers(1, 40))):
+    for _ in range(draw(st.integers(1, 60))):
         targets = {a: cmds.axes[a].target for a in AXES}
         draw(feedback_step(fb, targets, chaos))
         draw(estimate_step(est, chaos))
-        draw(request_step(cmds, targets, chaos))
+        draw(request_step(cmds, targets, chaos, push))
         dt = random_dt(draw, chaos)
         t += dt if math.isfinite(dt) else 0.0
         obj = Objective(draw(st.sampled_from(PHASES)), not rare(draw, 10, chaos))
         op = OperatorInput(enable_held=not rare(draw, 10, chaos), estop=rare(draw, 80, chaos))
         if rare(draw, 60, chaos):
             sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
-        checked_enforce(sup, hist, CFG, t, dt, cmds, fb, est, obj, op)
+        checked_enforce(sup, hist, cfg, t, dt, cmds, fb, est, obj, op)
         if sup.latched and (chaos < 2 or draw(st.booleans())):
             accepted = sup.acknowledge(fb)
             assert accepted == (not sup.latched)

@@ -224,36 +224,42 @@ def geometry(
     xa, xr = pos[ia], pos[ir]
     pa, pr = target[ia], target[ir]
     aa, ar = amax[ia], amax[ir]
-    # braking one axis can make the other's bound worse: repeat until nothing more changes
+    # braking one axis can make the other's bound worse: repeat until nothing more changes.
+    # Only an axis that takes the distance out of the window (its own share of the worst case)
+    # is braked, and only if it moves that way.
     for _ in range(3):
         na, nr = new[ia], new[ir]
         va, vr = (na - pa) / dt, (nr - pr) / dt
-        sa = va * abs(va) / (2.0 * aa)
-        sr = vr * abs(vr) / (2.0 * ar)
-        low, high = worst_case(value, na, nr, xa, xr, sa, sr)
+        ea = na + va * abs(va) / (2.0 * aa)
+        er = nr + vr * abs(vr) / (2.0 * ar)
+        low, high = worst_case(value, na, nr, xa, xr, ea - na, er - nr)
         block_adv = value < lo or low < lo
         block_ret = value > hi or high > hi
         if not (block_adv or block_ret):
             return kind, axis
         changed = False
-        for i, n, p, a in ((ia, na, pa, aa), (ir, nr, pr, ar)):
+        for i, n, e, p, x, a in ((ia, na, ea, pa, xa, aa), (ir, nr, er, pr, xr, ar)):
             b = p + brake_velocity(vel[i], a * dt) * dt
-            if block_adv and n > p and b < n:
+            if block_adv and n > p and b < n and max(n, e) > x:
                 new[i], kind, axis, changed = b, 1, i, True
-            elif block_ret and n < p and b > n:
+            elif block_ret and n < p and b > n and min(n, e) < x:
                 new[i], kind, axis, changed = b, 2, i, True
         if not changed:
             break
-    # the ramp itself would leave the window (less room than the look-ahead assumed): hold
-    for _ in range(3):
+    # the ramp itself would leave the window (less room than the look-ahead assumed): hold the
+    # axis with the larger share first, then see whether the other still has to
+    for _ in range(2):
         na, nr = new[ia], new[ir]
         low, high = worst_case(value, na, nr, xa, xr, 0.0, 0.0)
-        block_adv = value < lo or low < lo
-        block_ret = value > hi or high > hi
-        changed = False
-        for i, n, p in ((ia, na, pa), (ir, nr, pr)):
-            if (block_adv and n > p) or (block_ret and n < p):
-                new[i], kind, axis, changed = p, (1 if n > p else 2), i, True
-        if not changed:
+        if (value < lo or low < lo) and (na > pa or nr > pr):
+            da = na - xa if na > pa else -1.0
+            dr = nr - xr if nr > pr else -1.0
+            i, p, k = (ia, pa, 1) if da >= dr else (ir, pr, 1)
+        elif (value > hi or high > hi) and (na < pa or nr < pr):
+            da = xa - na if na < pa else -1.0
+            dr = xr - nr if nr < pr else -1.0
+            i, p, k = (ia, pa, 2) if da >= dr else (ir, pr, 2)
+        else:
             break
+        new[i], kind, axis = p, k, i
     return kind, axis

@@ -42,11 +42,12 @@ from whih_control.config import Config
 from whih_control.core import ControlCore
 from whih_control.errors import ProcedureError, RunFolderError, SafetyError, WhihError
 from whih_control.events import EventLog
+from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
 from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
 from whih_control.sim import ImagingSource, Plant
-from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
+from whih_control.types import LINEAR_AXES, CycleInputs, Objective, OperatorInput, Reason, TipMeasurement
 
 __all__ = ["Progress", "RunResult", "Runtime"]
 
@@ -224,9 +225,9 @@ class Runtime:
         self._imaging_lost = False
         self._last_progress = -math.inf
         self._inputs = ProcedureInputs(operator=self.operator)
+        self._cycle_in = CycleInputs()
+        """The cycle's fault conditions for the supervisor (the one owner of faults)."""
         self._switch_interval: float | None = None
-        self._was_enabled: set[str] = set()
-        """Axes seen in OPERATION ENABLED since the last fault latch."""
         self._jogging = False
         self._jog_objective = {
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
@@ -434,10 +435,13 @@ class Runtime:
         self._want_enabled = False
         self.core.request_goal(DriveGoal.SWITCHED_ON)
         stop_cycles = max(1, int(0.2 / self.cfg.period))
+        self._cycle_in.stop_goal = DriveGoal.QUICK_STOP  # applied by the supervisor
         for _ in range(stop_cycles):
-            self._cycle(override=DriveGoal.QUICK_STOP)
+            self._cycle()
+        self._cycle_in.stop_goal = DriveGoal.DISABLED
         for _ in range(max(1, int(0.05 / self.cfg.period))):
-            self._cycle(override=DriveGoal.DISABLED)
+            self._cycle()
+        self._cycle_in.stop_goal = None
         self._stopped = True  # until the application acts again (_require_open)
 
     # --- operator-facing actions -----------------------------------------------------------------
@@ -562,11 +566,11 @@ class Runtime:
 
     # --- the cycle -------------------------------------------------------------------------------
 
-    def _cycle(self, override: DriveGoal | None = None) -> None:
+    def _cycle(self) -> None:
         # only the thread that owns the handler holds Ctrl-C; another thread's cycles cannot
         self._in_cycle = self._sigint_installed and threading.get_ident() == self._sigint_thread
         try:
-            self._cycle_body(override)
+            self._cycle_body()
         except BaseException as exc:
             self._in_cycle = False
             if self.log is not None:
@@ -586,7 +590,7 @@ class Runtime:
         self._interrupting = True
         return True
 
-    def _cycle_body(self, override: DriveGoal | None) -> None:
+    def _cycle_body(self) -> None:
         if self.log is not None:
             self.log.hold_sync = True  # safety events of this cycle are fsynced after the RPDOs
         self._apply_scheduled_faults()
@@ -595,10 +599,6 @@ class Runtime:
         fb = self.master.read(t, self.pacer.deadline())
         for event in self.master.service(t):
             self._drive_event(event)
-        if self._want_enabled and not self.core.supervisor.latched:
-            self._check_drives()
-        elif self.core.supervisor.latched:
-            self._was_enabled.clear()
         self._gather_measurements(t)
         # the procedure decides on the estimate of the previous cycle (one cycle old)
         est = self.core.estimator.estimate
@@ -609,20 +609,25 @@ class Runtime:
         inputs.estimate = est
         inputs.verdict = verdict
         inputs.drives_ready = self._drives_ready()
-        inputs.fault_active = self.core.supervisor.latched
+        inputs.fault_active = self.core.supervisor.fault_pending
         inputs.fault_text = verdict.text
         inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
         before = self.procedure.phase
         objective = self.procedure.tick(t, inputs)
         if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
             objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
-        self._watch_operator(before)
-        self.core.update(t, fb, objective, self.operator, self._measurements)
+        cyc = self._cycle_in
+        cyc.drives_wanted_enabled = self._want_enabled
+        cyc.motion_phase = before in MOTION_PHASES
+        cyc.imaging_watched = before in MOTION_PHASES or before is Phase.PAUSED
+        cyc.calibrated = self.core.estimator.calibrated
+        self.core.update(t, fb, objective, self.operator, self._measurements, cyc)
+        cyc.stall_s = 0.0
         cmds = self.master.commands.axes
         for axis, src in self.core.commands.axes.items():
             dst = cmds[axis]
             dst.target = src.target
-            dst.goal = src.goal if override is None else override
+            dst.goal = src.goal
         self.master.write()
         # the commands are out (a quick stop included); only now is anything logged or fsynced
         latched = self.core.supervisor.latched
@@ -762,60 +767,15 @@ class Runtime:
             self.bus.advance(round(seconds / self.cfg.period))
         else:
             time.sleep(seconds)  # the injected fault itself: the cycle really stalls
-        late = seconds / self.cfg.period
-        if late > self.cfg.safety.feedback_max_age_cycles:
-            self.core.supervisor.raise_fault(
-                Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
-            )
+        self._cycle_in.stall_s = seconds  # the supervisor judges it
 
     def _drives_ready(self) -> bool:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""
         limit = self.cfg.safety.feedback_max_age_cycles
         return all(
-            a.state is DriveState.OPERATION_ENABLED and a.age_cycles <= limit and a.heartbeat_ok
+            a.state is DriveState.OPERATION_ENABLED and not stale(a.age_cycles, limit) and a.heartbeat_ok
             for a in self.master.feedback.axes.values()
         )
-
-    def _check_drives(self) -> None:
-        """Faults, not holds: feedback missing for longer than the supervisor tolerates, and a
-        drive that left OPERATION ENABLED on its own (e.g. safe torque off) after it was there."""
-        limit = self.cfg.safety.feedback_max_age_cycles
-        was = self._was_enabled
-        for axis, a in self.master.feedback.axes.items():
-            if a.state is DriveState.OPERATION_ENABLED:
-                was.add(axis)
-            elif axis in was:
-                self.core.supervisor.raise_fault(
-                    Reason.DRIVE_FAULT, f"{axis}: left OPERATION ENABLED (now {a.state.name})", axis
-                )
-                return
-            if a.age_cycles > limit:
-                self.core.supervisor.raise_fault(
-                    Reason.STALE_FEEDBACK,
-                    f"{axis}: no TPDO1 for {a.age_cycles} cycles (allowed {limit})",
-                    axis,
-                )
-                return
-
-    def _watch_operator(self, phase: Phase) -> None:
-        """Operator-side faults: e-stop; dead-man released while moving (a protective stop, not
-        a pause); imaging gone for twice its allowed age while moving or paused for it."""
-        sup = self.core.supervisor
-        if sup.latched:
-            return
-        if self.operator.estop:
-            sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
-        elif phase in MOTION_PHASES and not self.operator.enable_held:
-            sup.raise_fault(Reason.ENABLE_RELEASED, "dead-man released during motion")
-        elif (
-            (phase in MOTION_PHASES or phase is Phase.PAUSED)
-            and self.core.estimator.calibrated
-            and self.core.estimator.estimate.imaging_age > 2 * self.cfg.safety.imaging_max_age_s
-        ):
-            self.core.supervisor.raise_fault(
-                Reason.STALE_FEEDBACK,
-                f"imaging lost for {self.core.estimator.estimate.imaging_age:.1f} s during motion",
-            )
 
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name
