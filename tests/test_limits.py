@@ -132,11 +132,11 @@ def test_conditions_have_one_definition_each() -> None:
 def requests(draw: st.DrawFn, vmax: float) -> list[float]:
     """Requested velocities, cycle by cycle: runs that push at up to 10x v_max one way, jumps."""
     out: list[float] = []
-    for _ in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, 4))):
         v = draw(
             st.one_of(st.floats(-10.0 * vmax, 10.0 * vmax), st.sampled_from([0.0, 10 * vmax, -10 * vmax]))
         )
-        out += [v] * draw(st.integers(1, 80))
+        out += [v] * draw(st.integers(1, 50))
     return out
 
 
