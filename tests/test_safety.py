@@ -341,95 +341,6 @@ def random_dt(draw: st.DrawFn, chaos: int = 1) -> float:
     return dt
 
 
-# ---------------------------------------------------------------------------- properties
-
-
-@given(st.data())
-def test_every_invariant_holds_over_random_cycles(data: st.DataObject) -> None:
-    """Invariants 1-7 after every cycle of a random sequence (faults, acks, stale data, jitter)."""
-    draw = data.draw
-    chaos = draw(CHAOS)
-    cfg = draw(st.sampled_from([CFG, CFG_TIGHT]))
-    push = draw(PUSH)
-    sup = SafetySupervisor(cfg)
-    hist = History()
-    fb = Feedback.for_axes(AXES)
-    cmds = Commands.for_axes(AXES)
-    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), force=dict.fromkeys(AXES, 0.0))
-    t = 0.0
-    for _ in range(draw(st.integers(1, 60))):
-        targets = {a: cmds.axes[a].target for a in AXES}
-        draw(feedback_step(fb, targets, chaos))
-        draw(estimate_step(est, chaos))
-        draw(request_step(cmds, targets, chaos, push))
-        dt = random_dt(draw, chaos)
-        t += dt if math.isfinite(dt) else 0.0
-        obj = Objective(draw(st.sampled_from(PHASES)), not rare(draw, 10, chaos))
-        op = OperatorInput(enable_held=not rare(draw, 10, chaos), estop=rare(draw, 80, chaos))
-        if rare(draw, 60, chaos):
-            sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
-        checked_enforce(sup, hist, cfg, t, dt, cmds, fb, est, obj, op)
-        if sup.latched and (chaos < 2 or draw(st.booleans())):
-            accepted = sup.acknowledge(fb)
-            assert accepted == (not sup.latched)
-            if accepted:
-                hist.out.clear()  # targets restart from the actual positions
-            # acknowledge never moves anything by itself
-            assert all(math.isfinite(cmds.axes[a].target) for a in AXES)
-
-
-@given(st.data())
-def test_same_inputs_same_commands(data: st.DataObject) -> None:
-    """Invariant 8: two supervisors fed the same sequence give identical commands and verdicts."""
-    draw = data.draw
-    chaos = draw(CHAOS)
-    steps = []
-    fb = Feedback.for_axes(AXES)
-    cmds = Commands.for_axes(AXES)
-    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
-    for _ in range(draw(st.integers(1, 8))):
-        targets = {a: cmds.axes[a].target for a in AXES}
-        draw(feedback_step(fb, targets, chaos))
-        draw(estimate_step(est, chaos))
-        draw(request_step(cmds, targets, chaos))
-        steps.append(
-            (
-                {
-                    a: (af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok)
-                    for a, af in fb.axes.items()
-                },
-                (est.valid, est.gap, est.coupling),
-                {a: c.target for a, c in cmds.axes.items()},
-                random_dt(draw, chaos),
-                draw(st.sampled_from(PHASES)),
-                draw(st.booleans()),
-            )
-        )
-
-    def replay() -> list[tuple[object, ...]]:
-        sup = SafetySupervisor(CFG)
-        f = Feedback.for_axes(AXES)
-        c = Commands.for_axes(AXES)
-        e = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
-        out: list[tuple[object, ...]] = []
-        t = 0.0
-        for fbs, (valid, gap, cpl), req, dt, phase, held in steps:
-            for a, (pos, force, state, age, hb) in fbs.items():
-                af = f.axes[a]
-                af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok = pos, force, state, age, hb
-            e.valid, e.gap, e.coupling = valid, gap, cpl
-            for a, target in req.items():
-                c.axes[a].target = target
-                c.axes[a].goal = DriveGoal.ENABLED
-            t += 0.0025
-            v = sup.enforce(t, dt, c, f, e, Objective(phase, True), OperatorInput(enable_held=held))
-            out.append((v, tuple((c.axes[a].target, c.axes[a].goal) for a in AXES)))
-        return out
-
-    first, second = replay(), replay()
-    assert repr(first) == repr(second)
-
-
 # ---------------------------------------------------------------------------- examples
 
 
@@ -502,10 +413,6 @@ def test_force_alarm_blocks_advance_but_allows_retreat() -> None:
         (lambda fb, op: setattr(op, "enable_held", False), Reason.ENABLE_RELEASED),
         (lambda fb, op: setattr(fb.axes["retro_mc"], "age_cycles", 3), Reason.STALE_FEEDBACK),
         (lambda fb, op: setattr(fb.axes["retro_mc"], "heartbeat_ok", False), Reason.HEARTBEAT),
-        (
-            lambda fb, op: setattr(fb.axes["ante_wire_rot"], "state", DriveState.SWITCHED_ON),
-            Reason.DRIVE_NOT_ENABLED,
-        ),
         (lambda fb, op: setattr(fb.axes["retro_mc"], "force", math.nan), Reason.NON_FINITE),
     ],
 )
@@ -519,6 +426,31 @@ def test_no_setpoint_change_without_permission(mutate: object, reason: Reason) -
     assert v.reason == reason and not v.fault
     assert cmds.axes["ante_wire"].target == 0.0
     assert (sup.rejected > rejected) == (reason == Reason.NON_FINITE)
+
+
+def test_a_drive_not_yet_enabled_holds_and_one_that_left_enabled_faults() -> None:
+    """One definition of "left OPERATION ENABLED" (limits.left_enabled): a drive seen enabled under
+    an ENABLED goal that is no longer there faults, whatever state it went to; one still on its
+    way to enabled only holds every axis."""
+    sup = SafetySupervisor(CFG)
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), gap=4.5, coupling=0.5, valid=True)
+    for a, af in fb.axes.items():
+        af.state = DriveState.SWITCHED_ON if a == "ante_wire_rot" else DriveState.OPERATION_ENABLED
+    for c in cmds.axes.values():
+        c.goal = DriveGoal.ENABLED
+    sup.enforce(0.0, CFG.period, cmds, fb, est, MOVE, HELD)
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.DRIVE_NOT_ENABLED and not v.fault
+    assert cmds.axes["ante_wire"].target == 0.0
+    fb.axes["ante_wire_rot"].state = DriveState.OPERATION_ENABLED
+    sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
+    fb.axes["ante_wire_rot"].state = DriveState.SWITCH_ON_DISABLED  # e.g. safe torque off
+    v = sup.enforce(0.0075, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.DRIVE_FAULT and v.axis == "ante_wire_rot"
+    assert "left OPERATION ENABLED (now SWITCH_ON_DISABLED)" in v.text
 
 
 def test_gap_floor_holds_the_advancing_mc_and_allows_retreat() -> None:
@@ -672,3 +604,92 @@ def test_gap_ceiling_is_raised_only_while_the_mcs_part(parting: bool) -> None:
     cmds.axes["ante_mc"].target = 0.0005
     sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
     assert cmds.axes["ante_mc"].target == 0.0
+
+
+# ---------------------------------------------------------------------------- properties (last: slowest)
+
+
+@given(st.data())
+def test_every_invariant_holds_over_random_cycles(data: st.DataObject) -> None:
+    """Invariants 1-7 after every cycle of a random sequence (faults, acks, stale data, jitter)."""
+    draw = data.draw
+    chaos = draw(CHAOS)
+    cfg = draw(st.sampled_from([CFG, CFG_TIGHT]))
+    push = draw(PUSH)
+    sup = SafetySupervisor(cfg)
+    hist = History()
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), force=dict.fromkeys(AXES, 0.0))
+    t = 0.0
+    for _ in range(draw(st.integers(1, 60))):
+        targets = {a: cmds.axes[a].target for a in AXES}
+        draw(feedback_step(fb, targets, chaos))
+        draw(estimate_step(est, chaos))
+        draw(request_step(cmds, targets, chaos, push))
+        dt = random_dt(draw, chaos)
+        t += dt if math.isfinite(dt) else 0.0
+        obj = Objective(draw(st.sampled_from(PHASES)), not rare(draw, 10, chaos))
+        op = OperatorInput(enable_held=not rare(draw, 10, chaos), estop=rare(draw, 80, chaos))
+        if rare(draw, 60, chaos):
+            sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+        checked_enforce(sup, hist, cfg, t, dt, cmds, fb, est, obj, op)
+        if sup.latched and (chaos < 2 or draw(st.booleans())):
+            accepted = sup.acknowledge(fb)
+            assert accepted == (not sup.latched)
+            if accepted:
+                hist.out.clear()  # targets restart from the actual positions
+            # acknowledge never moves anything by itself
+            assert all(math.isfinite(cmds.axes[a].target) for a in AXES)
+
+
+@given(st.data())
+def test_same_inputs_same_commands(data: st.DataObject) -> None:
+    """Invariant 8: two supervisors fed the same sequence give identical commands and verdicts."""
+    draw = data.draw
+    chaos = draw(CHAOS)
+    steps = []
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
+    for _ in range(draw(st.integers(1, 8))):
+        targets = {a: cmds.axes[a].target for a in AXES}
+        draw(feedback_step(fb, targets, chaos))
+        draw(estimate_step(est, chaos))
+        draw(request_step(cmds, targets, chaos))
+        steps.append(
+            (
+                {
+                    a: (af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok)
+                    for a, af in fb.axes.items()
+                },
+                (est.valid, est.gap, est.coupling),
+                {a: c.target for a, c in cmds.axes.items()},
+                random_dt(draw, chaos),
+                draw(st.sampled_from(PHASES)),
+                draw(st.booleans()),
+            )
+        )
+
+    def replay() -> list[tuple[object, ...]]:
+        sup = SafetySupervisor(CFG)
+        f = Feedback.for_axes(AXES)
+        c = Commands.for_axes(AXES)
+        e = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
+        out: list[tuple[object, ...]] = []
+        t = 0.0
+        for fbs, (valid, gap, cpl), req, dt, phase, held in steps:
+            for a, (pos, force, state, age, hb) in fbs.items():
+                af = f.axes[a]
+                af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok = pos, force, state, age, hb
+            e.valid, e.gap, e.coupling = valid, gap, cpl
+            for a, target in req.items():
+                c.axes[a].target = target
+                c.axes[a].goal = DriveGoal.ENABLED
+            t += 0.0025
+            v = sup.enforce(t, dt, c, f, e, Objective(phase, True), OperatorInput(enable_held=held))
+            out.append((v, tuple((c.axes[a].target, c.axes[a].goal) for a in AXES)))
+        return out
+
+    first, second = replay(), replay()
+    assert repr(first) == repr(second)

@@ -3,7 +3,8 @@
 Each mutant changes one thing in one function (a comparison, an arithmetic or boolean operator,
 a unary minus or ``not``, a number, True/False); the module is rewritten with it in a scratch
 copy of the repository and the chosen test files run against it (``pytest -x``, hypothesis
-profile ``ci`` unless ``HYPOTHESIS_PROFILE`` says otherwise). A mutant is *killed* when a test
+profile ``mutation``: the ``ci`` examples without shrinking, unless ``HYPOTHESIS_PROFILE`` says
+otherwise). A mutant is *killed* when a test
 fails or the run exceeds its time limit, *survived* otherwise. Mutants judged equivalent (no
 observable change of behaviour) are listed, with the reason, in ``tools/mutate_equivalent.txt``
 and left out of the score.
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(m.key)
         return 0
     results: dict[str, list[tuple[Mutant, str]]] = {t.name: [] for t in targets}
-    os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+    os.environ.setdefault("HYPOTHESIS_PROFILE", "mutation")
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     _preload()
     with tempfile.TemporaryDirectory(prefix="whih-mutate-") as tmp:
