@@ -204,9 +204,19 @@ class _Rewriter(ast.NodeTransformer):
         return node
 
 
+_SOURCES: dict[str, str] = {}
+
+
+def _source(target: Target) -> str:
+    """The target's source as it was when first read (edits during a campaign do not count)."""
+    if target.path not in _SOURCES:
+        _SOURCES[target.path] = (ROOT / target.path).read_text(encoding="utf-8")
+    return _SOURCES[target.path]
+
+
 def enumerate_mutants(target: Target) -> list[Mutant]:
     """Every mutant of ``target``, in source order."""
-    tree = ast.parse((ROOT / target.path).read_text(encoding="utf-8"))
+    tree = ast.parse(_source(target))
     out: list[Mutant] = []
     for qualname, func in _functions(tree):
         if not _wanted(qualname, target.functions):
@@ -224,7 +234,7 @@ def enumerate_mutants(target: Target) -> list[Mutant]:
 
 def mutated_source(target: Target, mutant: Mutant) -> str:
     """The module's source with ``mutant`` applied."""
-    tree = ast.parse((ROOT / target.path).read_text(encoding="utf-8"))
+    tree = ast.parse(_source(target))
     nodes: dict[int, int] = {}
     k = 0
     for qualname, func in _functions(tree):
@@ -366,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                     running[_start(w, t.tests)] = (m, w, time.monotonic() + limit)
                 pid, passed = _wait({p: d for p, (_, _, d) in running.items()})
                 m, w, _ = running.pop(pid)
-                shutil.copy2(ROOT / t.path, w / t.path)
+                (w / t.path).write_text(_source(t), encoding="utf-8")
                 free.append(w)
                 done += 1
                 results[t.name].append((m, "survived" if passed else "killed"))

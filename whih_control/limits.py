@@ -156,10 +156,12 @@ def enforce_axis(
         cap = v0 - dv if v0 > dv else 0.0
         if v > cap:
             v, r = cap, _FORCE
-    up = approach_speed(tmax - p, dt, a_max)
-    if v > up + _EPS:
-        v, r = up, _TRAVEL
-    else:
+    # the square root only when the stopping point would pass the limit
+    if v > 0.0 and v * dt + v * v / (2.0 * a_max) > tmax - p:
+        up = approach_speed(tmax - p, dt, a_max)
+        if v > up + _EPS:
+            v, r = up, _TRAVEL
+    elif v < 0.0 and -v * dt + v * v / (2.0 * a_max) > p - tmin:
         down = -approach_speed(p - tmin, dt, a_max)
         if v < down - _EPS:
             v, r = down, _TRAVEL
@@ -232,7 +234,13 @@ def geometry(
         va, vr = (na - pa) / dt, (nr - pr) / dt
         ea = na + va * abs(va) / (2.0 * aa)
         er = nr + vr * abs(vr) / (2.0 * ar)
-        low, high = worst_case(value, na, nr, xa, xr, ea - na, er - nr)
+        # worst_case(), written out: this runs every cycle
+        ua = na if na > ea else ea
+        ur = nr if nr > er else er
+        da = na if na < ea else ea
+        dr = nr if nr < er else er
+        low = value - (ua - xa if ua > xa else 0.0) - (ur - xr if ur > xr else 0.0)
+        high = value + (xa - da if xa > da else 0.0) + (xr - dr if xr > dr else 0.0)
         block_adv = value < lo or low < lo
         block_ret = value > hi or high > hi
         if not (block_adv or block_ret):
