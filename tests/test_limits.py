@@ -121,7 +121,7 @@ def test_conditions_have_one_definition_each() -> None:
     assert not limits.stale(2, 2) and limits.stale(3, 2)
     assert limits.left_enabled(True, False)
     assert not limits.left_enabled(False, False) and not limits.left_enabled(True, True)
-    assert not limits.imaging_lost(2.0, 1.0) and limits.imaging_lost(2.01, 1.0)
+    assert not limits.imaging_lost(1.0, 0.5) and limits.imaging_lost(1.01, 0.5)
     assert not limits.stalled(0.005, PERIOD, 2) and limits.stalled(0.0051, PERIOD, 2)
 
 

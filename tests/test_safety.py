@@ -20,6 +20,7 @@ from whih_control.types import (
     LINEAR_AXES,
     AxisMotion,
     AxisObjective,
+    CycleInputs,
     Estimate,
     Objective,
     OperatorInput,
@@ -604,6 +605,189 @@ def test_gap_ceiling_is_raised_only_while_the_mcs_part(parting: bool) -> None:
     cmds.axes["ante_mc"].target = 0.0005
     sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
     assert cmds.axes["ante_mc"].target == 0.0
+
+
+def _at_speed(axis: str, v: float) -> tuple[SafetySupervisor, Feedback, Commands, Estimate, float]:
+    """A running supervisor whose ``axis`` has been ramped up to ``v`` (axis units/s)."""
+    sup, fb, cmds, est = _running()
+    amax = CFG.drives[axis].max_accel
+    t, x, vel = 0.0, 0.0, 0.0
+    while vel < v:
+        vel = min(v, vel + amax * CFG.period)
+        x += vel * CFG.period
+        t += CFG.period
+        cmds.axes[axis].target = x
+        sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert cmds.axes[axis].target == x
+        fb.axes[axis].position = x  # the drive follows
+    return sup, fb, cmds, est, t
+
+
+@pytest.mark.parametrize(
+    ("why", "reason"),
+    [
+        ("phase", Reason.NO_MOTION_PHASE),
+        ("enable", Reason.ENABLE_RELEASED),
+        ("stale", Reason.STALE_FEEDBACK),
+        ("heartbeat", Reason.HEARTBEAT),
+        ("request", Reason.NON_FINITE),
+        ("dt", Reason.NON_FINITE),
+        ("estimate", Reason.ESTIMATE_INVALID),
+    ],
+)
+def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
+    """Invariant 3: every hold brakes at a_max (never a frozen target), until the axis rests."""
+    axis = "retro_wire"
+    sup, fb, cmds, est, t = _at_speed(axis, 10.0)
+    amax = CFG.drives[axis].max_accel
+    obj, op, dt = MOVE, OperatorInput(enable_held=True), CFG.period
+    if why == "phase":
+        obj = Objective("paused", False)
+    elif why == "enable":
+        op.enable_held = False
+    elif why == "stale":
+        fb.axes["ante_mc"].age_cycles = CFG.safety.feedback_max_age_cycles + 1
+    elif why == "heartbeat":
+        fb.axes["ante_mc"].heartbeat_ok = False
+    elif why == "dt":
+        dt = math.nan
+    elif why == "estimate":
+        est.valid = False
+    x, v = cmds.axes[axis].target, 10.0
+    cycles = 0
+    while v > 0.0:
+        t += CFG.period
+        cmds.axes[axis].target = math.nan if why == "request" else x + 10.0 * CFG.period
+        verdict = sup.enforce(t, dt, cmds, fb, est, obj, op)
+        assert verdict.reason == reason and not verdict.fault
+        n = cmds.axes[axis].target
+        v_new = (n - x) / CFG.period
+        assert v_new == pytest.approx(max(0.0, v - amax * CFG.period), abs=1e-9)
+        x, v = n, v_new
+        fb.axes[axis].position = x
+        cycles += 1
+    ramp = round(10.0 / (amax * CFG.period))
+    assert ramp <= cycles <= ramp + 1  # the last may leave a rounding residue of speed
+
+
+def test_force_alarm_on_an_advancing_axis_brakes_it_and_never_reverses_it() -> None:
+    axis = "ante_wire"
+    sup, fb, cmds, est, t = _at_speed(axis, 8.0)
+    amax = CFG.drives[axis].max_accel
+    fb.axes[axis].force = CFG.drives[axis].force_alarm
+    x, v = cmds.axes[axis].target, 8.0
+    while v > 0.0:
+        t += CFG.period
+        cmds.axes[axis].target = x + 20.0 * CFG.period  # still asked to advance, at max speed
+        verdict = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert verdict.reason == Reason.FORCE_ALARM
+        v_new = (cmds.axes[axis].target - x) / CFG.period
+        assert v_new == pytest.approx(max(0.0, v - amax * CFG.period), abs=1e-9)
+        x, v = cmds.axes[axis].target, v_new
+        fb.axes[axis].position = x
+    t += CFG.period
+    cmds.axes[axis].target = x + 20.0 * CFG.period
+    sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert cmds.axes[axis].target == x  # at rest: no advance at all
+
+
+def test_the_gap_floor_is_braked_for_in_time() -> None:
+    """An MC closing at speed starts braking where its stopping distance meets the floor."""
+    axis = "ante_mc"
+    sup, fb, cmds, est, t = _at_speed(axis, 5.0)
+    amax = CFG.drives[axis].max_accel
+    est.gap = CFG.procedure.gap_min + 0.2  # room 0.2 mm; stopping from 5 mm/s needs 0.125 mm
+    x, v = cmds.axes[axis].target, 5.0
+    for a, af in fb.axes.items():
+        af.position = cmds.axes[a].target
+    braked = False
+    for _ in range(200):
+        t += CFG.period
+        cmds.axes[axis].target = x + 5.0 * CFG.period
+        sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        n = cmds.axes[axis].target
+        v_new = (n - x) / CFG.period
+        assert abs(v_new - v) <= amax * CFG.period + 1e-9
+        braked = braked or v_new < v
+        est.gap -= n - x  # the tip follows its target: the gap closes by what it advanced
+        fb.axes[axis].position = n
+        assert est.gap >= CFG.procedure.gap_min - 1e-9
+        x, v = n, v_new
+    assert braked and v == 0.0 and est.gap < CFG.procedure.gap_min + 0.2
+
+
+def _inputs_case(what: str) -> tuple[CycleInputs, OperatorInput, Estimate, Feedback, Reason, str]:
+    _, fb, _, est = _running()
+    cyc = CycleInputs(drives_wanted_enabled=True, calibrated=True)
+    op = OperatorInput(enable_held=True)
+    if what == "stall":
+        cyc.stall_s = (CFG.safety.feedback_max_age_cycles + 1) * CFG.period
+        return cyc, op, est, fb, Reason.STALE_FEEDBACK, "master froze"
+    if what == "stale":
+        fb.axes["retro_mc"].age_cycles = CFG.safety.feedback_max_age_cycles + 1
+        return cyc, op, est, fb, Reason.STALE_FEEDBACK, "retro_mc: no TPDO1 for 3 cycles (allowed 2)"
+    if what == "deadman":
+        cyc.motion_phase = True
+        op.enable_held = False
+        return cyc, op, est, fb, Reason.ENABLE_RELEASED, "dead-man released during motion"
+    cyc.imaging_watched = True
+    est.imaging_age = 2 * CFG.safety.imaging_max_age_s + 0.1
+    return cyc, op, est, fb, Reason.STALE_FEEDBACK, "imaging lost"
+
+
+@pytest.mark.parametrize("what", ["stall", "stale", "deadman", "imaging"])
+def test_every_fault_condition_is_an_input_the_supervisor_latches(what: str) -> None:
+    cyc, op, est, fb, reason, text = _inputs_case(what)
+    sup = SafetySupervisor(CFG)
+    cmds = Commands.for_axes(AXES)
+    for c in cmds.axes.values():
+        c.goal = DriveGoal.ENABLED
+    v = sup.enforce(0.0, CFG.period, cmds, fb, est, MOVE, op, cyc)
+    assert v.fault and v.reason == reason and text in v.text and sup.latched
+    assert all(c.goal == DriveGoal.QUICK_STOP for c in cmds.axes.values())
+
+
+@pytest.mark.parametrize("what", ["stall", "stale", "deadman", "imaging"])
+def test_below_each_fault_threshold_nothing_latches(what: str) -> None:
+    cyc, op, est, fb, _, _ = _inputs_case(what)
+    if what == "stall":
+        cyc.stall_s = CFG.safety.feedback_max_age_cycles * CFG.period
+    elif what == "stale":
+        cyc.drives_wanted_enabled = False  # while enabling, stale feedback only holds
+    elif what == "deadman":
+        cyc.motion_phase = False  # released outside a motion phase: a hold
+    else:
+        cyc.calibrated = False  # imaging age means nothing before calibration
+    sup = SafetySupervisor(CFG)
+    cmds = Commands.for_axes(AXES)
+    for c in cmds.axes.values():
+        c.goal = DriveGoal.ENABLED
+    v = sup.enforce(0.0, CFG.period, cmds, fb, est, MOVE, op, cyc)
+    assert not v.fault and not sup.latched
+
+
+def test_a_reported_fault_latches_in_the_next_cycle_and_counts_once() -> None:
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "retro_mc heartbeat lost", "retro_mc")
+    sup.raise_fault(Reason.BUS_FAULT, "a later cause")  # the first cause is kept
+    assert sup.fault_pending and not sup.latched and sup.faults == 1
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.text == "retro_mc heartbeat lost" and sup.latched and sup.faults == 2
+    sup.raise_fault(Reason.HEARTBEAT, "again")  # while latched: counted only
+    assert sup.faults == 3 and sup.latched_verdict.text == "retro_mc heartbeat lost"
+
+
+def test_closing_stops_every_axis_without_latching() -> None:
+    sup, fb, cmds, est = _running()
+    fb.axes["ante_mc"].position = 1.25
+    v = sup.enforce(
+        0.0025, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(stop_goal=DriveGoal.QUICK_STOP)
+    )
+    assert not v.fault and not sup.latched
+    assert all(c.goal == DriveGoal.QUICK_STOP for c in cmds.axes.values())
+    assert cmds.axes["ante_mc"].target == 1.25
+    sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(stop_goal=DriveGoal.DISABLED))
+    assert all(c.goal == DriveGoal.DISABLED for c in cmds.axes.values())
 
 
 # ---------------------------------------------------------------------------- properties (last: slowest)
