@@ -197,6 +197,13 @@ class SafetySupervisor:
         """A fault is latched, or reported and latched by the next cycle."""
         return self.latched or self._reported is not None
 
+    @property
+    def fault_verdict(self) -> Verdict:
+        """The latched fault, else the one reported for the next cycle, else OK."""
+        if self.latched or self._reported is None:
+            return self.latched_verdict
+        return self._reported
+
     def _latch(self, verdict: Verdict) -> None:
         self.faults += 1
         if not self.latched:
