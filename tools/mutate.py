@@ -56,6 +56,7 @@ TARGETS = (
         ("Master.read", "Master._take", "Master.service", "Master._service_frame"),
         # the set-up test reads a vendor EDS outside the repository (and is not frame intake)
         (
+            "tests/test_master_intake.py",
             "tests/test_master.py",
             "--deselect=tests/test_master.py::test_incapable_drive_refused_before_talking",
         ),
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--limit", type=int, default=0, help="run only the first N mutants per target")
+    parser.add_argument("--keys", type=Path, help="run only the mutants whose keys this file lists")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs (={args.jobs}) must be >= 1")
@@ -341,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     plans = {t.name: enumerate_mutants(t) for t in targets}
     if args.limit:
         plans = {k: v[: args.limit] for k, v in plans.items()}
+    if args.keys is not None:
+        keys = {
+            line.split()[-1] for line in args.keys.read_text(encoding="utf-8").splitlines() if line.strip()
+        }
+        plans = {k: [m for m in v if m.key in keys] for k, v in plans.items()}
     if args.list:
         for t in targets:
             for m in plans[t.name]:
