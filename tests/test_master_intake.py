@@ -95,3 +95,19 @@ def test_real_time_read_waits_for_the_deadline_only_while_a_drive_is_silent() ->
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
+
+
+def test_without_sync_simulated_time_still_advances_one_period_per_cycle() -> None:
+    """An injected SYNC loss sends nothing, but the simulated-time bus must still step its drives'
+    clock (their heartbeat consumers are what notice the silence)."""
+    cfg = _config()
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        m.sync_enabled = False
+        t0 = bus.kernel.time
+        for k in range(3):
+            m.read((k + 1) * cfg.period, None)
+        assert bus.kernel.time == pytest.approx(t0 + 3 * cfg.period)
+    finally:
+        bus.shutdown()
