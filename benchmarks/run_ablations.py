@@ -204,7 +204,9 @@ def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None
         k = sum(bool(r["crossed"]) for r in rs)
         lo, hi = wilson(k, len(rs))
         p = k / max(1, len(rs))
-        ax1.errorbar([x], [100 * p], yerr=[[100 * max(0.0, p - lo)], [100 * max(0.0, hi - p)]], fmt="o", capsize=4)
+        ax1.errorbar(
+            [x], [100 * p], yerr=[[100 * max(0.0, p - lo)], [100 * max(0.0, hi - p)]], fmt="o", capsize=4
+        )
         ax2.boxplot([[int(r["rewinds"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[call-overload]
     for ax in (ax1, ax2):
         ax.set_xticks(range(len(variants)), variants, fontsize=8)

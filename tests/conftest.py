@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-SHARED_EDS = ROOT.parent / "shared" / "eds"
+EDS_DIR = ROOT / "tests" / "data" / "eds"
+"""Vendor object dictionaries kept as test data (sources and licences in SOURCES.md there)."""
+EPOS4_DCF = ROOT / "firmware_iface" / "eds" / "maxon_epos4_50_15_node1.dcf"
+"""The maxon EPOS4 DCF ships with the package (the rig configs use it); SOURCES.md covers it."""
 
 FAULT_EXAMPLES = [
     "heartbeat-loss:retro_mc",
@@ -49,6 +52,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    phases=[Phase.explicit, Phase.generate],
+    database=None,
+)
+"""The ci examples without shrinking: tools/mutate.py only needs to know that a test fails."""
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 
