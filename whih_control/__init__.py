@@ -14,6 +14,7 @@ from whih_control.errors import (
     SafetyError,
     WhihError,
 )
+from whih_control.trials import trials
 from whih_control.types import TipMeasurement
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "default_config_path",
     "load_config",
     "simulate",
+    "trials",
 ]
 
 __version__ = "0.1.0"
