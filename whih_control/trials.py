@@ -585,7 +585,7 @@ def _frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     for col in ("ipsilateral", "retrograde_first", "crossed"):
         frame[col] = frame[col].astype(bool)
     for col in ("case_id", "collateral", "variant", "outcome", "faults", "reason", "config_hash"):
-        frame[col] = frame[col].astype(object)
+        frame[col] = frame[col].astype(str)
     return frame
 
 
@@ -601,7 +601,8 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # the interval always holds p; rounding at k = 0 or n would otherwise leave it just outside
+    return (min(max(0.0, centre - half), p), max(min(1.0, centre + half), p))
 
 
 SUMMARY_COLUMNS = (
