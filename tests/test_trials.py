@@ -222,6 +222,21 @@ def test_dask_local_cluster_gives_the_same_rows() -> None:
     pd.testing.assert_frame_equal(_comparable(got), _comparable(expected))
 
 
+def test_cli_dask_address_runs_on_the_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    distributed = pytest.importorskip("distributed")
+    argv = ["trials", "--cohort", "synthetic:1", "--seeds", "0..1", "--set", f"{SHORT}=1"]
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        code = main([*argv, "--dask", cluster.scheduler_address, "--out", str(tmp_path / "d")])
+    assert code == 0, capsys.readouterr().err
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        expected = wc.trials(
+            "synthetic:1", variants=[{SHORT: 1}], seeds=[0, 1], executor=pool, progress=False
+        )
+    pd.testing.assert_frame_equal(_comparable(pd.read_parquet(tmp_path / "d" / "results.parquet")), expected)
+
+
 def test_a_trial_that_raises_is_an_error_row(tmp_path: Path) -> None:
     # valid for the base config (gap_target 4.5) but not for a case whose gap target is 4.5 + ...
     cases = [Scenario("OK", 10.0, 2, 4.5, "septal", False, True, 1)]
