@@ -100,6 +100,13 @@ def _trials(args: argparse.Namespace) -> int:
     )
 
     try:
+        cfg = load_config(args.config if args.config is not None else default_config_path())
+    except ConfigError as exc:
+        print("whih trials: invalid configuration", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         seeds = parse_seeds(args.seeds)
         sets = dict(parse_set(text) for text in args.sets)
         if len(sets) != len(args.sets):
@@ -108,7 +115,6 @@ def _trials(args: argparse.Namespace) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise ValueError(f"--jobs (={args.jobs}) must be an integer >= 1")
         cases = resolve_cohort(args.cohort)
-        cfg = load_config(args.config if args.config is not None else default_config_path())
         for v in variants:
             v.apply(cfg)
     except ConfigError as exc:
@@ -149,6 +155,9 @@ def _trials(args: argparse.Namespace) -> int:
             config=cfg,
             record=args.record,
         )
+    except ImportError as exc:  # the 'trials' extra is not installed
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nwhih trials: stopped (Ctrl-C); rerun the same command to resume", file=sys.stderr)
         return EXIT_NOT_CROSSED

@@ -809,6 +809,7 @@ def trials(
     """
     try:
         import pandas  # noqa: F401, PLC0415
+        import pyarrow  # noqa: F401, PLC0415
         from tqdm import tqdm  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(
