@@ -469,6 +469,8 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
         max_gap=result.max_gap,
         faults="; ".join(result.faults),
         reason=result.reason,
+        # a result that reports it (the plant's support model) fills the column; NaN until then
+        max_unsupported=float(getattr(result, "max_unsupported", math.nan)),
     )
     for axis, force in result.max_force.items():
         if f"max_force_{axis}" in row:
