@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import can
 
 from firmware_iface.errors import BusError
 from firmware_iface.spec import BusConfig
 
-__all__ = ["SIM_INTERFACE", "open_bus"]
+if TYPE_CHECKING:
+    from firmware_iface.simbus import SimTimeBus
+
+__all__ = ["SIM_INTERFACE", "open_bus", "simulated_time_bus"]
 
 SIM_INTERFACE = "whih-sim"
 """Interface name of :class:`firmware_iface.simbus.SimTimeBus` (also a python-can entry point)."""
@@ -41,3 +46,20 @@ def open_bus(
         )
     except (can.CanError, ImportError, OSError, ValueError, TypeError, NotImplementedError) as exc:
         raise BusError(f"cannot open CAN bus ({where}): {exc}") from exc
+
+
+def simulated_time_bus(bus: can.BusABC | None, *, period: float) -> SimTimeBus:
+    """The simulated-time bus to run on: ``bus`` if it is one, a new one if None.
+
+    The one place that tells a simulated-time bus from any other (its stepping kernel is what
+    simulated time advances); anything else is a ``ValueError`` naming it.
+    """
+    from firmware_iface.simbus import SimTimeBus  # noqa: PLC0415  (only when chosen)
+
+    if bus is None:
+        return SimTimeBus(SIM_INTERFACE, period=period)
+    if not isinstance(bus, SimTimeBus):
+        raise ValueError(
+            f"bus (={bus!r}) must be the simulated-time bus ({SIM_INTERFACE!r}) for simulated time"
+        )
+    return bus

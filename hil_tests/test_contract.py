@@ -29,8 +29,8 @@ def test_jog_moves_by_the_requested_distance(robot: Robot) -> None:
     fb = robot.runtime.master.feedback.axes
     before = {a: f.position for a, f in fb.items()}
     robot.jog("ante_wire", 1.0)
-    for _ in range(20):  # let the last setpoint settle in the drive
-        robot.runtime._cycle()
+    settled = robot.time + 20 * robot.runtime.cfg.period  # the last setpoint settles in the drive
+    robot.wait(lambda s: s.t >= settled, timeout=1.0)
     assert fb["ante_wire"].position - before["ante_wire"] == pytest.approx(1.0, abs=0.05)
     others = [a for a in fb if a != "ante_wire"]
     assert all(abs(fb[a].position - before[a]) < 0.05 for a in others)

@@ -31,6 +31,7 @@ from whih_control.cli import main
 from whih_control.config import Config, load_config
 from whih_control.errors import RunFolderError, SafetyError, WhihError
 from whih_control.events import read_events, verify_log
+from whih_control.interrupts import Mode
 from whih_control.record import read_telemetry
 from whih_control.runtime import Progress, RunResult, Runtime
 from whih_control.types import TipMeasurement
@@ -601,7 +602,7 @@ def test_a_second_ctrl_c_while_the_first_unwinds_is_held(
         cycle_body = rt._cycle_body
 
         def first_ctrl_c(override: DriveGoal | None) -> None:
-            if rt.procedure.phase.value.startswith("hand_in_hand") and not rt._interrupting:
+            if rt.procedure.phase.value.startswith("hand_in_hand") and rt.interrupts.mode is Mode.IN_CYCLE:
                 _press_ctrl_c()
             cycle_body(override)
 
@@ -625,10 +626,10 @@ def test_ctrl_c_as_the_with_block_ends_still_gets_the_safe_stop() -> None:
             f_code = Robot.__exit__.__code__
 
         try:
-            rt._on_sigint(signal.SIGINT, Frame())  # type: ignore[arg-type]
+            rt.interrupts.on_sigint(signal.SIGINT, Frame())  # type: ignore[arg-type]
         except KeyboardInterrupt:
             pytest.fail("raised in the first steps of __exit__: close would never run")
-        assert rt._sigint_pending  # held, not raised: close will run, then raise it
+        assert rt.interrupts.pending  # held, not raised: close will run, then raise it
     states = {a.state for a in robot.runtime.master.feedback.axes.values()}
     assert states <= {DriveState.SWITCH_ON_DISABLED}, states
 

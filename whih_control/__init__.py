@@ -6,6 +6,7 @@
 from whih_control.api import Robot, RunResult, simulate
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import (
+    CommandTimeoutError,
     ConfigError,
     DriveError,
     DriveTimeoutError,
@@ -14,19 +15,23 @@ from whih_control.errors import (
     SafetyError,
     WhihError,
 )
+from whih_control.status import DriveStatus, Status
 from whih_control.trials import trials
 from whih_control.types import TipMeasurement
 
 __all__ = [
+    "CommandTimeoutError",
     "Config",
     "ConfigError",
     "DriveError",
+    "DriveStatus",
     "DriveTimeoutError",
     "LogIntegrityError",
     "ProcedureError",
     "Robot",
     "RunResult",
     "SafetyError",
+    "Status",
     "TipMeasurement",
     "WhihError",
     "default_config_path",

@@ -1,4 +1,4 @@
-"""The public entry points: :class:`Robot` (any bus, real or simulated) and :func:`simulate`.
+"""The public entry points: :class:`Robot` (any bus, real or simulated time) and :func:`simulate`.
 
 ::
 
@@ -7,6 +7,14 @@
         robot.jog("ante_wire", 1.0)
         result = robot.run_procedure()
     result = wc.simulate(cfg, seed=0, inject=["heartbeat-loss:retro_mc@2.0"], out="runs/x")
+
+Every operator verb is a command the cycle takes at the start of its next cycle; the call returns
+the cycle's answer or raises :class:`~whih_control.errors.ProcedureError` /
+:class:`~whih_control.errors.SafetyError` naming the phase or cause (every verb and its answer
+goes to ``events.jsonl``). From the first :meth:`Robot.enable` to the end of the ``with`` block the
+drives are never unattended: in real time a thread of the robot's own keeps the cycle going
+between calls; in simulated time (``clock="simulated"``) nothing happens between calls and
+:meth:`Robot.step` / :meth:`Robot.wait` advance time.
 
 Leaving the ``with`` block always quick-stops then disables every drive and shuts the bus down,
 also on exceptions and Ctrl-C.
@@ -23,7 +31,9 @@ from types import TracebackType
 import can
 
 from whih_control.config import Config
-from whih_control.runtime import _HOLD_CODES, Progress, RunResult, Runtime, check_max_time
+from whih_control.interrupts import HOLD_CODES
+from whih_control.runtime import Clock, Progress, RunResult, Runtime, check_max_time
+from whih_control.status import Status
 from whih_control.types import TipMeasurement
 
 __all__ = ["Progress", "Robot", "RunResult", "simulate"]
@@ -32,9 +42,10 @@ __all__ = ["Progress", "Robot", "RunResult", "simulate"]
 class Robot:
     """A two-sided WHIH robot on a CAN bus.
 
-    ``bus=None`` opens the bus from ``cfg.bus``; simulated drives (and the simulated plant and
-    imaging) are started only when ``cfg.sim.enabled``. With a simulated-time bus (interface
-    ``whih-sim``) every cycle runs in simulated time; otherwise cycles follow the wall clock.
+    ``clock="simulated"`` runs the simulated drives on the simulated-time bus (needs
+    ``sim.enabled``), deterministic for a seed; ``"real"`` runs on the wall clock over the
+    configured bus (or ``bus``). By default the configured interface decides: ``whih-sim`` is
+    simulated time. Simulated drives, plant and imaging are started only when ``cfg.sim.enabled``.
     """
 
     def __init__(
@@ -42,6 +53,7 @@ class Robot:
         cfg: Config,
         bus: can.BusABC | None = None,
         *,
+        clock: Clock | None = None,
         seed: int | None = None,
         out: str | os.PathLike[str] | None = None,
         inject: Sequence[str] = (),
@@ -49,10 +61,12 @@ class Robot:
         auto_confirm: bool = False,
     ) -> None:
         """``auto_confirm``: the procedure confirms its own gates and resumes its automatic
-        pauses (simulation); otherwise :meth:`run_procedure` is the go and crossing follows
-        ``procedure.confirm_crossing``."""
+        pauses (simulation); otherwise :meth:`start_procedure` is the go and crossing follows
+        ``procedure.confirm_crossing``. ``progress`` is called about ten times a second of the
+        robot's clock while a call waits (never from inside the cycle)."""
         self._runtime = Runtime(
             cfg,
+            clock=clock,
             bus=bus,
             seed=cfg.sim.seed if seed is None else seed,
             out=None if out is None else Path(out),
@@ -78,6 +92,14 @@ class Robot:
     ) -> None:
         self._runtime.close()
 
+    def open(self) -> None:
+        """Open the bus and start what the config simulates (``with`` does it for you)."""
+        self._runtime.open()
+
+    def close(self) -> None:
+        """Quick-stop, disable every drive, shut the bus down (``with`` does it for you)."""
+        self._runtime.close()
+
     @property
     def time(self) -> float:
         """Time of the latest cycle, seconds since the first (the clock of tip measurements)."""
@@ -88,26 +110,87 @@ class Robot:
         ``t_capture``/``t_arrival`` in :attr:`time`'s clock."""
         self._runtime.add_measurement(m)
 
+    # --- operator verbs ------------------------------------------------------------------------------
+
     def enable(self) -> None:
-        """Preflight and CiA 402 walk of every drive to OPERATION ENABLED (CSP)."""
+        """Preflight (SDO set-up, read-back) and CiA 402 walk of every drive to OPERATION ENABLED
+        (CSP); returns once calibrated, in ready. From here the cycle never stops until close."""
         self._runtime.enable()
 
-    def jog(self, axis: str, delta: float) -> None:
-        """Relative move of ``axis`` by ``delta`` (mm or deg), through every limit."""
-        self._runtime.jog(axis, delta)
+    def start_procedure(self) -> None:
+        """The go: ready -> approach; returns at once (see :meth:`wait`)."""
+        self._runtime.start_procedure()
 
     def run_procedure(
-        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
     ) -> RunResult:
-        """Run WHIH until crossed-and-complete, aborted or fault; return the result.
+        """:meth:`start_procedure` (in ready), then wait until complete, aborted or fault, or
+        ``max_time`` seconds; return the result (also written to ``summary.json``).
 
-        Calling it confirms the start; ``confirm("crossed")`` (polled every cycle while the
-        procedure waits at crossed) confirms crossing when ``procedure.confirm_crossing`` is set.
+        ``confirm("crossed")`` is polled while the procedure waits at crossed (it must not block)
+        when ``procedure.confirm_crossing`` is set; True confirms. ``hold_on_fault`` (real time):
+        a fault does not end the run; another thread acknowledges and resumes, or aborts.
         """
-        return self._runtime.run_procedure(max_time=max_time, confirm=confirm)
+        return self._runtime.run_procedure(max_time=max_time, confirm=confirm, hold_on_fault=hold_on_fault)
+
+    def pause(self) -> None:
+        """Hold every axis (each ramps down at its max_accel): motion phase -> paused."""
+        self._runtime.pause()
+
+    def resume(self) -> None:
+        """paused -> where the procedure stopped (enable held, no fault, drives ready)."""
+        self._runtime.resume()
+
+    def abort(self) -> None:
+        """End the procedure: aborted, every axis holds."""
+        self._runtime.abort()
+
+    def acknowledge(self) -> None:
+        """After a latched fault: refused (SafetyError) while any cause remains or any drive is
+        still stopping; never moves anything; lands in paused (ready/idle before motion)."""
+        self._runtime.acknowledge()
+
+    def confirm_crossing(self) -> None:
+        """crossed -> withdraw."""
+        self._runtime.confirm_crossing()
+
+    def jog(self, axis: str, delta: float) -> None:
+        """Relative move of ``axis`` by ``delta`` (mm or deg), through every limit, in ready or
+        paused; returns at the target, raises SafetyError if a fault latches during it."""
+        self._runtime.jog(axis, delta)
+
+    def teleop(self, axis: str, velocity: float) -> None:
+        """Velocity jog of ``axis`` (mm/s or deg/s) in ready or paused, through every limit; it
+        ramps down to rest unless renewed within ``operator.teleop_timeout_s``."""
+        self._runtime.teleop(axis, velocity)
+
+    def set_inputs(self, *, enable_held: bool | None = None, estop: bool | None = None) -> None:
+        """The dead-man pedal and e-stop as the application reads them (None: unchanged). In
+        simulation the robot holds the pedal itself until this is called."""
+        self._runtime.set_inputs(enable_held=enable_held, estop=estop)
+
+    def status(self) -> Status:
+        """A snapshot of phase, faults, gap, tips, forces and every drive (any thread)."""
+        return self._runtime.status()
+
+    def wait(
+        self, until: str | Callable[[Status], bool] | None = None, timeout: float | None = None
+    ) -> Status:
+        """Until phase ``until`` (or one of its sub-phases), a predicate on :class:`Status`, or the
+        end of the procedure; ``timeout`` in the robot's clock (CommandTimeoutError)."""
+        return self._runtime.wait(until, timeout)
+
+    def step(self, n: int = 1) -> None:
+        """Simulated time: run ``n`` cycles."""
+        self._runtime.step(n)
 
 
-_HOLD_CODES.add(Robot.__exit__.__code__)  # a Ctrl-C as the block ends still gets the safe stop
+HOLD_CODES.add(Robot.__exit__.__code__)  # a Ctrl-C as the block ends still gets the safe stop
+HOLD_CODES.add(Robot.close.__code__)
 
 
 def simulate(
@@ -124,10 +207,9 @@ def simulate(
     A run folder is written only when ``out`` is given.
     """
     check_max_time(max_time)
-    sim_cfg = cfg.replace(
-        bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
-        sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),
-    )
-    with Robot(sim_cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=True) as robot:
+    sim_cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed))
+    with Robot(
+        sim_cfg, clock="simulated", seed=seed, out=out, inject=inject, progress=progress, auto_confirm=True
+    ) as robot:
         robot.enable()
         return robot.run_procedure(max_time=max_time)

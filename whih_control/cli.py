@@ -17,6 +17,8 @@ from firmware_iface.check import DriveReport, check_drive
 from whih_control.api import Robot, simulate
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
+from whih_control.keys import HELP as KEYS_HELP
+from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
 from whih_control.runtime import Progress, RunResult, check_fault_spec
 
@@ -242,8 +244,9 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
-    """Live progress: one rewritten line on a terminal, a line per phase change otherwise."""
+def _progress_printer(stream: TextIO, extra: Callable[[], str] | None = None) -> Callable[[Progress], None]:
+    """Live progress: one rewritten line on a terminal, a line per phase change otherwise;
+    ``extra()`` is appended on a terminal (the operator keys' last answer)."""
     tty = stream.isatty()
     last_phase = [""]
 
@@ -259,7 +262,9 @@ def _progress_printer(stream: TextIO) -> Callable[[Progress], None]:
             f"(L = {p.lesion_length:g}) [{bar}]"
         )
         if tty:
-            _emit(stream, "\r" + line, flush=True)
+            if extra is not None:
+                line = f"{line}  {extra()}"
+            _emit(stream, "\r\x1b[2K" + line, flush=True)
         elif p.phase != last_phase[0]:
             _emit(stream, line + "\n")
         last_phase[0] = p.phase
@@ -305,17 +310,33 @@ def _run(
     inject: list[str],
     max_time: float | None,
 ) -> int:
-    progress = _progress_printer(sys.stdout)
     seed = cfg.sim.seed if seed is None else seed
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
             cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
+        use_keys = OperatorKeys.available() and sys.stdout.isatty()
+        keys: list[OperatorKeys] = []
+        progress = _progress_printer(
+            sys.stdout, (lambda: keys[0].line if keys else KEYS_HELP) if use_keys else None
+        )
         with Robot(
-            cfg, seed=seed, out=out, inject=inject, progress=progress, auto_confirm=cfg.sim.enabled
+            cfg,
+            clock="real",
+            seed=seed,
+            out=out,
+            inject=inject,
+            progress=progress,
+            auto_confirm=cfg.sim.enabled,
         ) as robot:
             robot.enable()
-            result = robot.run_procedure(max_time=max_time)
+            if not use_keys:
+                result = robot.run_procedure(max_time=max_time)
+            else:
+                with OperatorKeys(robot) as k:
+                    keys.append(k)
+                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True)
     else:
+        progress = _progress_printer(sys.stdout)
         result = simulate(cfg, seed=seed, inject=inject, out=out, max_time=max_time, progress=progress)
     _print_result(result, sys.stdout)
     return EXIT_OK if result.crossed and result.outcome == "complete" else EXIT_NOT_CROSSED

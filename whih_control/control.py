@@ -107,6 +107,8 @@ class Controller:
         self._prev: list[float] = [math.nan] * n
         self.jog_target: list[float] = [math.nan] * n
         """Pending jog target per axis (NaN = none)."""
+        self.teleop_velocity: list[float] = [math.nan] * n
+        """Teleop velocity per axis (NaN = none); the runtime clears it when not renewed."""
         self.integral: float = 0.0
         """Gap regulator's integral correction of the ante MC tip reference (mm)."""
         self.goal: DriveGoal = DriveGoal.DISABLED
@@ -122,7 +124,15 @@ class Controller:
             self.setpoint[i] = pos if _isfinite(pos) else math.nan
             self.velocity[i] = 0.0
             self.jog_target[i] = math.nan
+            self.teleop_velocity[i] = math.nan
         self.integral = 0.0
+
+    def teleop(self, axis: str, velocity: float) -> None:
+        """Move ``axis`` at ``velocity`` (axis units/s, bounded by the jog speed) until set to NaN."""
+        i = self.index.get(axis)
+        if i is None:
+            raise ValueError(f"teleop: axis (={axis!r}) must be one of {', '.join(self.axes)}")
+        self.teleop_velocity[i] = velocity
 
     def jog(self, axis: str, delta: float) -> None:
         """Queue a relative move of ``delta`` axis units (added to a pending jog)."""
@@ -188,7 +198,16 @@ class Controller:
             amax = amax_t[i]
             li = lin[i]
             jt = jog[i]
-            if jt == jt:  # noqa: PLR0124
+            tv = self.teleop_velocity[i]
+            if tv == tv:  # noqa: PLR0124
+                vj = vmax_t[i] * self._jog_frac
+                v_des = vj if tv > vj else -vj if tv < -vj else tv
+                # brake in time for the travel limits rather than hit them
+                if v_des > 0.0:
+                    v_des = min(v_des, profile_velocity(tmax_t[i] - x, vj, amax, dt))
+                elif v_des < 0.0:
+                    v_des = max(v_des, profile_velocity(tmin_t[i] - x, vj, amax, dt))
+            elif jt == jt:  # noqa: PLR0124
                 v_des = profile_velocity(jt - x, vmax_t[i] * self._jog_frac, amax, dt)
                 if abs(jt - x) < 1e-9 and abs(v0) <= amax * dt:
                     jog[i] = math.nan

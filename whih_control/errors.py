@@ -8,6 +8,7 @@
      +-- SafetyError                     a request was refused by the safety supervisor
      +-- LogIntegrityError               events.jsonl does not verify
      +-- RunFolderError                  the run folder cannot be created or holds a run already
+ +-- CommandTimeoutError (also TimeoutError)  the cycle did not answer a verb, or a wait timed out
      +-- DriveError, BusError, ...       (see firmware_iface.errors)
 """
 
@@ -26,6 +27,7 @@ from firmware_iface.errors import (
 
 __all__ = [
     "BusError",
+    "CommandTimeoutError",
     "ConfigError",
     "DriveError",
     "DriveSetupError",
@@ -63,3 +65,7 @@ class LogIntegrityError(WhihError):
 
 class RunFolderError(WhihError):
     """The run folder (``out``) cannot be created, or already holds a run (nothing is overwritten)."""
+
+
+class CommandTimeoutError(WhihError, TimeoutError):
+    """The cycle did not answer an operator verb in time, or :meth:`Robot.wait` timed out."""

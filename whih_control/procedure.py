@@ -117,6 +117,8 @@ TERMINAL_PHASES: frozenset[Phase] = frozenset({Phase.COMPLETE, Phase.ABORTED})
 _TIMED = MOTION_PHASES | {Phase.PREFLIGHT, Phase.CALIBRATE}
 """Phases bounded by ``phase_timeout_s`` (all but those waiting for the operator)."""
 _JOG_PHASES = frozenset({Phase.READY, Phase.PAUSED})
+_WAITING = frozenset({Phase.IDLE, Phase.READY, Phase.PAUSED, Phase.CROSSED, Phase.FAULT})
+"""Phases that wait for the operator, bounded by ``operator.wait_timeout_s`` (then aborted)."""
 _MOTION_ORDER = (
     Phase.APPROACH,
     Phase.UNTIP,
@@ -190,6 +192,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     add("acknowledge", Phase.FAULT, Phase.PAUSED, "cause_gone", "has_resume", before="note_ack")
     add("acknowledge", Phase.FAULT, Phase.READY, "cause_gone", "was_calibrated", before="note_ack")
     add("acknowledge", Phase.FAULT, Phase.IDLE, "cause_gone", before="note_ack")
+    add("update", Phase.FAULT, Phase.ABORTED, "wait_timed_out")
     # exceptions in callbacks (on_exception) and latched faults
     for p in Phase:
         if p is not Phase.FAULT:
@@ -204,6 +207,8 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
             add("update", p, Phase.ABORTED, "over_time")
         if p in _TIMED:
             add("update", p, Phase.ABORTED, "phase_timed_out")
+        if p in _WAITING:
+            add("update", p, Phase.ABORTED, "wait_timed_out")
         if p in MOTION_PHASES:
             add("update", p, Phase.PAUSED, "hold_needed", before="note_auto_pause")
     add("update", Phase.PREFLIGHT, Phase.CALIBRATE, "preflight_ok")
@@ -226,7 +231,7 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     add("update", hih["verify"], Phase.ABORTED, "steps_exhausted")
     add("update", hih["verify"], hih["retro_step"], "verified", after="count_step")
     add("update", hih["rewind"], hih["retro_step"], "rewound")
-    add("update", Phase.CROSSED, Phase.WITHDRAW, "auto_confirmed", "crossing_auto", "can_move")
+    add("update", Phase.CROSSED, Phase.WITHDRAW, "crossing_auto", "can_move")
     add("update", Phase.WITHDRAW, Phase.COMPLETE, "withdrawn")
     for p in _RESUMABLE:
         add("update", Phase.PAUSED, p, "auto_resume", f"resume_to_{p.value}", before="note_resume")
@@ -333,9 +338,10 @@ _UPDATE_GUARDS = _update_guards(_TRANSITIONS)
 class Procedure:
     """The WHIH sequence: feed it :class:`ProcedureInputs` every cycle, get an :class:`Objective`.
 
-    ``auto_confirm`` (simulation) confirms the gates itself (ready -> approach, and crossed ->
-    withdraw unless ``procedure.confirm_crossing``) and resumes an automatic pause once its cause
-    is gone; on hardware the operator calls :meth:`confirm` and :meth:`resume`. Every phase change,
+    ``auto_confirm`` (simulation) confirms the start itself (ready -> approach) and resumes an
+    automatic pause once its cause is gone; on hardware the operator calls :meth:`confirm` and
+    :meth:`resume`. Crossed -> withdraw needs the operator's :meth:`confirm` only when
+    ``procedure.confirm_crossing`` is set. Every phase change,
     operator action and fault is written to ``log``.
     """
 
@@ -665,6 +671,16 @@ class Procedure:
         if spent > self._p.phase_timeout_s:
             limit = self._p.phase_timeout_s
             self._why = f"phase_timeout_s: {self.phase.value} took {spent:.1f} s (allowed {limit:g} s)"
+            return True
+        return False
+
+    def _g_wait_timed_out(self) -> bool:
+        spent = self._t - self._t_enter
+        limit = self._cfg.operator.wait_timeout_s
+        if spent > limit:
+            self._why = (
+                f"operator.wait_timeout_s: {self.phase.value} waited {spent:.1f} s (allowed {limit:g} s)"
+            )
             return True
         return False
 

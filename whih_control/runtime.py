@@ -1,15 +1,25 @@
-"""The cycle: read -> update -> write, in real time or simulated time, with recording.
+"""The cycle and what runs it: a thread in real time, the caller in simulated time.
 
-One :class:`Runtime` owns the bus, the master, the optional simulated drives/plant/imaging, the
-control core, the procedure and the run folder. Per cycle:
+One :class:`Runtime` owns one robot's parts (bus, master, optional simulated drives/plant/imaging,
+control core, procedure, recorder). :meth:`Runtime._cycle_body` is the whole cycle, top to bottom:
 
-1. ``master.read`` sends SYNC and collects one TPDO1 per drive (the hot path);
-2. ``master.service`` handles what else arrived (EMCY, heartbeats, boot-ups) -> faults;
-3. the estimator fuses the feedback with any imaging frame; the procedure ticks and yields the
-   objective; the control core computes commands and the safety supervisor makes them safe;
-4. ``master.write`` sends one RPDO1 per drive;
-5. the cycle's CAN frames go to the trace writer process in one pipe write, telemetry rows to a
-   writer thread (never formatting here; in real time never blocking).
+1. **commands**: the operator verbs queued since the last cycle are taken, each answered;
+2. **read**: ``master.read`` sends SYNC and collects one TPDO1 per drive (the hot path);
+3. **service**: EMCY, heartbeats, boot-ups and collisions become supervisor inputs;
+4. **supervise**: stale feedback, drives that left OPERATION ENABLED, operator inputs;
+5. **procedure**: the estimator's last estimate and the supervisor's latch tick the phase machine,
+   which yields the objective;
+6. **update**: estimate, trajectories and regulators, then the safety supervisor makes the
+   commands safe (the one owner of faults);
+7. **write**: ``master.write`` sends one RPDO1 per drive;
+8. **record**: only now is anything logged or fsynced; frames go to the trace writer process,
+   telemetry rows to a writer thread.
+
+**Never unattended** (docs/DESIGN.md section 2): in real time, from the first ``enable()`` (the SDO
+set-up) to ``close()``, a thread of its own runs the cycle at the configured rate whatever the
+application does between calls; verbs reach it through a queue and wait for its answer. In
+simulated time there are no threads: each verb runs the cycle that takes it, and
+:meth:`Runtime.step` / :meth:`Runtime.wait` run the cycles in between, deterministically.
 """
 
 from __future__ import annotations
@@ -18,72 +28,41 @@ import contextlib
 import dataclasses
 import gc
 import math
-import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import can
 
-from firmware_iface.bus import open_bus
+from firmware_iface.bus import SIM_INTERFACE, open_bus, simulated_time_bus
 from firmware_iface.cia402 import DriveState
 from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultKind, FaultSpec, parse_fault
 from firmware_iface.master import Master
 from firmware_iface.sim import SimulatedDrives
-from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
 from whih_control.config import Config
 from whih_control.core import ControlCore
-from whih_control.errors import ProcedureError, RunFolderError, SafetyError, WhihError
-from whih_control.events import EventLog
+from whih_control.errors import CommandTimeoutError, ProcedureError, SafetyError, WhihError
+from whih_control.interrupts import HOLD_CODES, InterruptGuard, Mode, sigint_held
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
-from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
+from whih_control.recorder import RUN_FILES, RunRecorder, RunResult
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
 from whih_control.sim import ImagingSource, Plant
+from whih_control.status import DriveStatus, Status
 from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
 
-__all__ = ["Progress", "RunResult", "Runtime"]
+if TYPE_CHECKING:
+    from firmware_iface.simbus import SimTimeBus
 
+__all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime"]
 
-@contextlib.contextmanager
-def _sigint_held() -> Iterator[Callable[[], None]]:
-    """Hold SIGINT inside the block; the yielded function delivers a held one afterwards.
-
-    Main thread only (signals go nowhere else). An ignored SIGINT stays ignored; a held one is
-    handed to the handler that was in place (Python's default raises ``KeyboardInterrupt``).
-    """
-    got: list[int] = []
-    previous = None
-    installed = False
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
-            installed = True
-
-    def deliver() -> None:
-        if not got:
-            return
-        if callable(previous) and previous is not signal.default_int_handler:
-            previous(signal.SIGINT, None)
-        else:
-            raise KeyboardInterrupt
-
-    try:
-        yield deliver
-    finally:
-        if installed:  # None: a handler not set from Python, which cannot be put back
-            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-
-
-_HOLD_CODES: set[CodeType] = set()
-"""Functions whose first steps a Ctrl-C must not cut (the ones that lead into the safe stop)."""
+T = TypeVar("T")
+Clock = Literal["real", "simulated"]
 
 _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.EMCY: Reason.DRIVE_FAULT,
@@ -97,12 +76,14 @@ _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
 }
 
 STOP_SETTLE_S = 0.5
-"""How long the cycle keeps running after a quick stop so the ramps finish and are recorded."""
+"""How long a run waits in fault after the quick stop, so the ramps finish and are recorded."""
+WAIT_POLL_S = 0.01
+"""Real time: how often a waiting application thread looks at the cycle's state."""
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A progress report, about ten times per simulated or real second."""
+    """A progress report, about ten times per simulated or real second of a wait."""
 
     t: float
     phase: str
@@ -111,37 +92,6 @@ class Progress:
     lesion_length: float
     crossing_at: float
     cycle: int
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a procedure run ended with (also the body of ``summary.json``)."""
-
-    outcome: str
-    """'complete' (crossed and withdrawn), 'aborted', 'fault', 'timeout' or 'interrupted'."""
-    crossed: bool
-    sim_seconds: float
-    wall_seconds: float
-    cycles: int
-    overruns: int
-    stale_cycles: int
-    min_gap: float
-    max_gap: float
-    max_force: Mapping[str, float]
-    faults: tuple[str, ...]
-    reason: str = ""
-    """Why the run ended the way it did (abort or fault text)."""
-    loop: Mapping[str, float | int] = field(default_factory=dict)
-    trace_dropped: int = 0
-    out: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return dataclasses.asdict(self)
-
-
-RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
-"""The files of a run folder (docs/DESIGN.md section 3)."""
 
 
 def check_max_time(max_time: float | None) -> None:
@@ -165,28 +115,82 @@ def check_fault_spec(cfg: Config, text: str) -> FaultSpec:
     return spec
 
 
-def _make_run_folder(out: Path) -> None:
-    """Create ``out``; refuse one that holds a run already, so no earlier run is overwritten."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFolderError(
-            f"out (={str(out)!r}): cannot create the run folder: {exc.strerror or exc}"
-        ) from exc
-    taken = [name for name in RUN_FILES if (out / name).exists()]
-    if taken:
-        raise RunFolderError(
-            f"out (={str(out)!r}) already holds a run ({', '.join(taken)}); give a new folder"
-        )
+class _Command:
+    """An operator verb on its way to the cycle; answered (result or error) by the cycle."""
+
+    __slots__ = ("answered", "args", "cancelled", "error", "fn", "result", "verb")
+
+    def __init__(self, verb: str, fn: Callable[[], Any], args: Mapping[str, Any]) -> None:
+        self.verb = verb
+        self.fn = fn
+        self.args = dict(args)
+        self.answered = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+
+class _CycleThread:
+    """Real time: runs the runtime's cycles on a thread of its own until stopped.
+
+    Until the drives are set up there is nothing to cycle for: the thread only answers verbs.
+    A cycle that raises ends the thread (the error is kept in :attr:`error`); the drives'
+    heartbeat consumers then stop them by themselves, and the next verb reports it.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._stop = threading.Event()
+        self.wake = threading.Event()
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="whih-cycle", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the cycle running now; the caller then owns the bus."""
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        rt = self._rt
+        period = rt.cfg.period
+        try:
+            while not self._stop.is_set():
+                if rt.set_up:
+                    rt._cycle()
+                else:
+                    rt._take_commands()
+                    self.wake.wait(period)
+                    self.wake.clear()
+        except BaseException as exc:
+            self.error = exc
+            rt._answer_all(WhihError(f"the cycle stopped: {type(exc).__name__}: {exc}"))
+            if rt.set_up:
+                # best effort: a cycle that raised once may raise again; the drives' own heartbeat
+                # consumers stop them in any case once the master heartbeat is gone
+                with contextlib.suppress(BaseException):
+                    rt._safe_stop()
 
 
 class Runtime:
-    """Owns everything a run needs; used through :class:`whih_control.Robot`."""
+    """Owns everything a run needs and runs its cycles; used through :class:`whih_control.Robot`."""
 
     def __init__(
         self,
         cfg: Config,
         *,
+        clock: Clock | None = None,
         bus: can.BusABC | None = None,
         seed: int = 0,
         out: Path | None = None,
@@ -194,35 +198,50 @@ class Runtime:
         progress: Callable[[Progress], None] | None = None,
         auto_confirm: bool = False,
     ) -> None:
+        if clock is None:
+            clock = "simulated" if cfg.bus.interface == SIM_INTERFACE else "real"
+        if clock not in ("real", "simulated"):
+            raise ValueError(f"clock (={clock!r}) must be 'real' or 'simulated'")
+        if clock == "simulated":
+            if not cfg.sim.enabled:
+                raise ValueError("clock (='simulated') needs simulated drives (sim.enabled = true)")
+            if bus is not None:
+                simulated_time_bus(bus, period=cfg.period)  # refuses any other bus
+            if cfg.bus.interface != SIM_INTERFACE:
+                cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface=SIM_INTERFACE))
+        elif cfg.bus.interface == SIM_INTERFACE:
+            raise ValueError(
+                f"clock (='real') cannot run on bus.interface (={SIM_INTERFACE!r}): "
+                "give a real-time interface such as 'virtual', or clock='simulated'"
+            )
+        if isinstance(inject, str):  # a lone spec would be taken apart character by character
+            raise TypeError(f"inject (={inject!r}) must be a list of fault specs, e.g. [{inject!r}]")
         self.cfg = cfg
+        self.clock: Clock = clock
+        self.simulated_time = clock == "simulated"
         self.auto_confirm = auto_confirm
         self.seed = seed
         self.out = out
         self._progress = progress
         self._given_bus = bus
-        if isinstance(inject, str):  # a lone spec would be taken apart character by character
-            raise TypeError(f"inject (={inject!r}) must be a list of fault specs, e.g. [{inject!r}]")
         self.faults_planned: list[FaultSpec] = [check_fault_spec(cfg, s) for s in inject]
         self._pending = sorted(self.faults_planned, key=lambda f: f.t)
         self.axes = tuple(cfg.drives)
         self.operator = OperatorInput(enable_held=False)
-        self.faults: list[str] = []
+        self._inputs_set_by_app = False
         self._closers: list[Callable[[], None]] = []
         self._opened = False
+        self.set_up = False
+        """The drives have been set up (SDO) and the cycle runs."""
         self._want_enabled = False
         self._t = 0.0
         self._t_start_wall = 0.0
         self._measurements: list[TipMeasurement] = []
         # appended by the application's thread, taken one at a time by the cycle (both atomic)
         self._external: deque[TipMeasurement] = deque()
-        self._log_error: OSError | None = None
-        self._min_gap = math.inf
-        self._max_gap = -math.inf
-        self._max_force = dict.fromkeys(self.axes, 0.0)
-        self._stale_cycles = 0
+        self._commands: deque[_Command] = deque()
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
-        self._last_progress = -math.inf
         self._inputs = ProcedureInputs(operator=self.operator)
         self._switch_interval: float | None = None
         self._was_enabled: set[str] = set()
@@ -231,18 +250,27 @@ class Runtime:
         self._jog_objective = {
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
         }
+        self._teleop_until: dict[str, float] = {}
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
-        # Ctrl-C (see _on_sigint): held inside a cycle, while an interrupt unwinds and while
-        # closing; let through at once once the drives are stopped
-        self._in_cycle = False
-        self._closing = False
-        self._interrupting = False
-        self._drives_safe = False
         self._stopped = False
-        self._sigint_pending = False
-        self._sigint_installed = False
-        self._sigint_thread = 0
+        self._summary_written = False
+        self.interrupts = InterruptGuard()
+        self._lock = threading.Lock()
+        """Held by the cycle thread for a whole cycle; status() reads between cycles."""
+        self._thread: _CycleThread | None = None
+        self._owner = 0
+        """The thread that opened the robot (in simulated time the only one that may call it)."""
+
+    @property
+    def faults(self) -> list[str]:
+        """Every fault seen so far, ``'<t>s <axis>: <text>'``."""
+        return self.recorder.faults
+
+    @property
+    def log(self) -> Any:
+        """The event log (None without a run folder)."""
+        return self.recorder.log
 
     # --- set-up and tear-down --------------------------------------------------------------------
 
@@ -252,18 +280,20 @@ class Runtime:
             raise WhihError("open: the robot is already open")
         cfg = self.cfg
         try:
-            if self.out is not None:
-                _make_run_folder(self.out)
-            self.log: EventLog | None = None
-            if self.out is not None:
-                log = self.log = EventLog(self.out / "events.jsonl")
-                self._closers.append(lambda: log.close(self._t))
+            self.recorder = RunRecorder(
+                cfg, self.out, blocking_trace=self.simulated_time, on_failure=self._recording_failed
+            )
+            self._closers.append(self.recorder.close)
             bus = self._given_bus
-            if bus is None:
+            self._simbus: SimTimeBus | None = None
+            if self.simulated_time:
+                bus = self._simbus = simulated_time_bus(bus, period=cfg.period)
+                if self._given_bus is None:
+                    self._closers.append(bus.shutdown)
+            elif bus is None:
                 bus = open_bus(cfg.bus, period=cfg.period)
                 self._closers.append(bus.shutdown)
             self.bus = bus
-            self.simulated_time = isinstance(bus, SimTimeBus)
             self.plant: Plant | None = None
             self.imaging: ImagingSource | None = None
             self.drives: SimulatedDrives | None = None
@@ -279,54 +309,41 @@ class Runtime:
                 self._closers.append(self.drives.stop)
                 if cfg.imaging.source == "sim":
                     self.imaging = ImagingSource(cfg, self.plant, seed=self.seed)
-            self.trace: TraceRecorder | None = None
-            self.telemetry: Telemetry | None = None
-            if self.out is not None and cfg.record.trace:
-                self.trace = TraceRecorder(
-                    self.out / "trace.asc",
-                    maxsize=cfg.record.trace_queue,
-                    blocking=self.simulated_time,  # simulated time waits for the writer, never drops
-                )
-                self._closers.append(self.trace.close)
             self.master = Master(cfg, bus)
-            if self.trace is not None:
-                self.master.tap = self.trace.record
+            self.master.tap = self.recorder.tap
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
-            self.procedure = Procedure(cfg, log=self.log, auto_confirm=self.auto_confirm)
-            if self.out is not None:
-                self.telemetry = self._open_telemetry(self.out / "telemetry.csv")
-                self._closers.append(self.telemetry.close)
-            self.pacer: SimPacer | RealTimePacer = (
-                SimPacer(cfg.period, clock=self._sim_clock)
-                if self.simulated_time
-                else RealTimePacer(
+            self.procedure = Procedure(cfg, log=self.recorder.log, auto_confirm=self.auto_confirm)
+            simbus = self._simbus
+            if simbus is not None:
+                self.pacer: SimPacer | RealTimePacer = SimPacer(
+                    cfg.period, clock=lambda: simbus.time + cfg.period
+                )
+            else:
+                self.pacer = RealTimePacer(
                     cfg.period,
                     busy_wait_s=cfg.cycle.busy_wait_us * 1e-6,
                     tpdo_fraction=cfg.cycle.tpdo_deadline,
                     wait=self.master.wait_until,
                 )
-            )
-            if not self.simulated_time:
-                # background threads (telemetry writer, simulated drives) must not keep the
-                # interpreter lock for the default 5 ms: that is two cycles at 400 Hz
+                # background threads (telemetry writer, simulated drives, the application) must
+                # not keep the interpreter lock for the default 5 ms: that is two cycles at 400 Hz
                 self._switch_interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._switch_interval, cfg.period / 10))
             self._opened = True
-            self._hold_sigint_in_cycle()
+            self._owner = threading.get_ident()
+            self.interrupts.install()
             gc.collect()
             gc.freeze()  # keep the collector off the objects that live for the whole run
             self._t_start_wall = time.perf_counter()
+            if not self.simulated_time:
+                self._thread = _CycleThread(self)
+                self._thread.start()
         except BaseException:
             self._opened = False
-            self._release_sigint()
+            self.interrupts.release()
             self._close_all()
             raise
-
-    def _sim_clock(self) -> float:
-        """Time of the SYNC about to be sent on the simulated-time bus."""
-        assert isinstance(self.bus, SimTimeBus)
-        return self.bus.time + self.cfg.period
 
     def close(self) -> None:
         """Quick-stop then disable every drive, shut everything down. Safe to call twice.
@@ -335,8 +352,8 @@ class Runtime:
         down, then raised as ``KeyboardInterrupt``, or handed to the application's own SIGINT
         handler if it had one (main thread only: signals go nowhere else).
         """
-        if not self._sigint_installed:  # e.g. the application has its own handler
-            with _sigint_held() as deliver_held:
+        if not self.interrupts.installed:  # e.g. the application has its own handler
+            with sigint_held() as deliver_held:
                 try:
                     self._close()
                 except BaseException:
@@ -344,51 +361,8 @@ class Runtime:
                     raise
             deliver_held()
             return
-        self._closing = True  # our handler holds Ctrl-C from here to the end
-        try:
+        with self.interrupts.closing():
             self._close()
-        finally:
-            pending, self._sigint_pending = self._sigint_pending, False
-            self._release_sigint()
-            self._closing = self._interrupting = self._drives_safe = False
-            if pending:
-                raise KeyboardInterrupt  # with a close error, if any, as its context
-
-    def _hold_sigint_in_cycle(self) -> None:
-        """Install :meth:`_on_sigint` in place of Python's default handler (main thread only)."""
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            signal.signal(signal.SIGINT, self._on_sigint)
-            self._sigint_installed = True
-            self._sigint_thread = threading.get_ident()
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        """Ctrl-C: at once between robot calls, as Python's default; inside a cycle when the
-        cycle ends, never between two drives' frames; while one interrupt unwinds and while the
-        drives are being stopped, held until close has stopped them. Once they are stopped, a
-        further Ctrl-C gets out of a close step that hangs (e.g. a stalled disk)."""
-        if self._drives_safe:
-            raise KeyboardInterrupt
-        if (
-            self._in_cycle
-            or self._closing
-            or self._interrupting
-            or (frame is not None and frame.f_code in _HOLD_CODES)  # the first steps of close
-        ):
-            self._sigint_pending = True
-            return
-        self._interrupting = True
-        raise KeyboardInterrupt
-
-    def _release_sigint(self) -> None:
-        if not self._sigint_installed:
-            return
-        self._sigint_installed = False
-        with contextlib.suppress(ValueError):  # not the main thread: it cannot be put back here
-            if signal.getsignal(signal.SIGINT) == self._on_sigint:  # not an application's since
-                signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _close(self) -> None:
         if not self._opened:
@@ -396,18 +370,27 @@ class Runtime:
             return
         self._opened = False
         errors: list[BaseException] = []
+        if self._thread is not None:
+            self._thread.stop()  # from here this thread owns the bus
+        self._answer_all(WhihError("the robot was closed"))
         self._pending.clear()  # injections still scheduled must not fire during the safe stop
         self.master.sync_enabled = True  # an injected SYNC loss ends with the run
-        try:
-            if not self._stopped:  # an interrupted run_procedure has just done it
-                self._safe_stop()
-        except BaseException as exc:
-            errors.append(exc)
-        try:
-            self.master.shutdown()
-        except BaseException as exc:
-            errors.append(exc)
-        self._drives_safe = True
+        if self.set_up:
+            try:
+                if not self._stopped:  # an interrupted run_procedure has just done it
+                    self._safe_stop()
+            except BaseException as exc:
+                errors.append(exc)
+            if not self._summary_written and self.out is not None:
+                try:
+                    self._finish(self._closing_outcome())
+                except BaseException as exc:
+                    errors.append(exc)
+            try:
+                self.master.shutdown()
+            except BaseException as exc:
+                errors.append(exc)
+        self.interrupts.drives_safe()
         try:
             self._close_all()
         except BaseException as exc:
@@ -415,8 +398,16 @@ class Runtime:
         gc.unfreeze()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         if errors:
             raise errors[0]
+
+    def _closing_outcome(self) -> str:
+        if self.procedure.done:
+            return self.procedure.outcome
+        if self.procedure.phase is Phase.FAULT:
+            return "fault"
+        return "closed"
 
     def _close_all(self) -> None:
         errors: list[BaseException] = []
@@ -430,80 +421,296 @@ class Runtime:
             raise errors[0]
 
     def _safe_stop(self) -> None:
-        """Quick stop on every axis for a moment, then disable voltage; recorded like any cycle."""
+        """Quick stop on every axis for a moment, then disable voltage; recorded like any cycle.
+
+        Runs on the calling thread: the cycle thread must be stopped (see :meth:`_exclusive`).
+        """
         self._want_enabled = False
         self.core.request_goal(DriveGoal.SWITCHED_ON)
-        stop_cycles = max(1, int(0.2 / self.cfg.period))
-        for _ in range(stop_cycles):
+        for _ in range(max(1, int(0.2 / self.cfg.period))):
             self._cycle(override=DriveGoal.QUICK_STOP)
         for _ in range(max(1, int(0.05 / self.cfg.period))):
             self._cycle(override=DriveGoal.DISABLED)
+        self.core.request_goal(DriveGoal.DISABLED)  # cycles that follow (real time) keep them so
         self._stopped = True  # until the application acts again (_require_open)
 
-    # --- operator-facing actions -----------------------------------------------------------------
+    def _exclusive(self) -> _Exclusive:
+        """The calling thread runs cycles or SDO itself: the cycle thread waits for it."""
+        return _Exclusive(self._thread)
+
+    # --- verbs: queued to the cycle, answered by it --------------------------------------------------
 
     def _require_open(self, action: str) -> None:
         if not self._opened:
             raise WhihError(f"{action}: the robot is not open (use it inside its 'with' block)")
-        self._interrupting = False  # the application caught an interrupt and goes on
+        if self._thread is not None and self._thread.error is not None:
+            err = self._thread.error
+            raise WhihError(f"{action}: the cycle stopped ({type(err).__name__}: {err})") from err
+        if self._thread is None and threading.get_ident() != self._owner:
+            raise WhihError(
+                f"{action}: in simulated time the robot runs on the thread that opened it (no cycle "
+                "thread); call it from that thread, or use clock='real'"
+            )
+        self.interrupts.resumed()  # the application caught an interrupt and goes on
         self._stopped = False
 
+    def command(self, verb: str, fn: Callable[[], T], **args: Any) -> T:
+        """Queue ``fn`` for the start of the next cycle and return its answer (or raise its error).
+
+        Simulated time runs that cycle here; real time waits up to ``operator.command_timeout_s``
+        for the cycle thread (:class:`~whih_control.errors.CommandTimeoutError` after that).
+        """
+        self._require_open(verb)
+        cmd = _Command(verb, fn, args)
+        self._commands.append(cmd)
+        if self._thread is None:
+            if self.set_up:
+                self._cycle()
+            else:
+                self._idle_cycle()
+        else:
+            self._thread.wake.set()
+            if not cmd.answered.wait(self.cfg.operator.command_timeout_s):
+                cmd.cancelled = True
+                raise CommandTimeoutError(
+                    f"{verb}: the cycle did not answer within operator.command_timeout_s "
+                    f"(={self.cfg.operator.command_timeout_s:g} s)"
+                )
+        if cmd.error is not None:
+            raise cmd.error
+        return cmd.result  # type: ignore[no-any-return]
+
+    def _take_commands(self) -> None:
+        """Answer every queued verb, in order; each is logged with its answer."""
+        commands = self._commands
+        while commands:
+            cmd = commands.popleft()
+            if cmd.cancelled:
+                self.recorder.event(
+                    self._t, "command", verb=cmd.verb, answer="timeout", safety=True, **cmd.args
+                )
+                continue
+            try:
+                cmd.result = cmd.fn()
+            except Exception as exc:
+                cmd.error = exc
+                self.recorder.event(
+                    self._t,
+                    "command",
+                    verb=cmd.verb,
+                    answer="refused",
+                    reason=str(exc),
+                    safety=True,
+                    **cmd.args,
+                )
+            else:
+                self.recorder.event(
+                    self._t, "command", verb=cmd.verb, answer="accepted", safety=True, **cmd.args
+                )
+            cmd.answered.set()
+
+    def _answer_all(self, error: BaseException) -> None:
+        """Refuse every queued verb (the cycle stopped or the robot closes)."""
+        while self._commands:
+            cmd = self._commands.popleft()
+            cmd.error = error
+            cmd.answered.set()
+
+    def _idle_cycle(self) -> None:
+        """Simulated time before set-up: answer verbs, let one period pass."""
+        self._take_commands()
+        if self._simbus is not None:
+            self._simbus.advance(1)
+            self._t = self._simbus.time
+
     def enable(self) -> None:
-        """Set up every drive over SDO, then walk them to OPERATION ENABLED and calibrate."""
+        """Set up every drive over SDO (cycle stopped: nothing is enabled yet), then walk them to
+        OPERATION ENABLED and calibrate; returns in ready."""
         self._require_open("enable")
-        self.master.setup()
-        self._event("operator", action="enable")
-        self.operator.enable_held = True
+        if self.set_up and self.procedure.phase is not Phase.IDLE:
+            raise ProcedureError(f"enable: already enabled (phase {self.procedure.phase.value})")
+        if not self.set_up:
+            with self._exclusive():
+                self.master.setup()
+                self.set_up = True
+        self.command("enable", self._do_enable)
+        limit = self.cfg.bus.boot_timeout_s + 5.0
+        self._wait_for(
+            lambda: self.procedure.phase in (Phase.READY, Phase.FAULT, Phase.ABORTED),
+            timeout=limit,
+            what="enable: drives did not reach OPERATION ENABLED and calibration",
+        )
+        if self.procedure.phase is not Phase.READY:
+            raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
+
+    def _do_enable(self) -> None:
+        if not self._inputs_set_by_app:
+            self.operator.enable_held = True  # the runtime holds the pedal unless the application does
         self._want_enabled = True
         self.core.request_goal(DriveGoal.ENABLED)
         self.procedure.enable(True)
         self.procedure.start()
-        limit = self._t + self.cfg.bus.boot_timeout_s + 5.0
-        while self.procedure.phase not in (Phase.READY, Phase.FAULT, Phase.ABORTED):
-            self._cycle()
-            if self._t > limit:
-                raise WhihError(
-                    f"enable: drives did not reach OPERATION ENABLED and calibration within "
-                    f"{limit:.1f} s (phase {self.procedure.phase.value})"
-                )
-        if self.procedure.phase is not Phase.READY:
-            raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
+
+    def _require_enabled(self, verb: str) -> None:
+        if not self.set_up or self.procedure.phase is Phase.IDLE:
+            raise ProcedureError(f"{verb}: the robot is not enabled (phase idle); call enable() first")
+
+    def start_procedure(self) -> None:
+        """The operator's go: ready -> approach (non-blocking)."""
+
+        def start() -> None:
+            self._require_enabled("start_procedure")
+            if self.procedure.phase is Phase.READY:
+                self.procedure.confirm()
+            elif not (self.auto_confirm and self.procedure.phase is Phase.APPROACH):
+                raise ProcedureError(f"start_procedure: not in ready (phase {self.procedure.phase.value})")
+
+        self.command("start_procedure", start)
+
+    def pause(self) -> None:
+        """Hold every axis (ramped down at max_accel): motion phase -> paused."""
+        self.command("pause", self.procedure.pause)
+
+    def resume(self) -> None:
+        """paused -> the interrupted phase (enable held, no fault, drives ready, imaging fresh)."""
+        self.command("resume", self.procedure.resume)
+
+    def abort(self) -> None:
+        """End the procedure (aborted); every axis holds."""
+        self.command("abort", lambda: self.procedure.abort("operator"))
+
+    def confirm_crossing(self) -> None:
+        """crossed -> withdraw."""
+
+        def confirm() -> None:
+            if self.procedure.phase is not Phase.CROSSED:
+                raise ProcedureError(f"confirm_crossing: not at crossed (phase {self.procedure.phase.value})")
+            self.procedure.confirm()
+
+        self.command("confirm_crossing", confirm)
+
+    def acknowledge(self) -> None:
+        """Clear a latched fault once every cause is gone and every drive is at rest; never moves
+        anything; the procedure lands in paused (or ready/idle before motion began)."""
+
+        def ack() -> None:
+            sup = self.core.supervisor
+            if not sup.latched and self.procedure.phase is not Phase.FAULT:
+                raise ProcedureError(f"acknowledge: no fault latched (phase {self.procedure.phase.value})")
+            if sup.latched and not self.core.acknowledge(self.master.feedback):
+                raise SafetyError(f"acknowledge refused: {sup.ack_blocker}")
+            inputs = self._inputs
+            inputs.fault_active = sup.latched
+            inputs.verdict = sup.latched_verdict
+            inputs.fault_text = ""
+            self.procedure.acknowledge()
+            self._fault_stop_t = None
+
+        self.command("acknowledge", ack)
+        if not self._want_enabled:
+            return
+        # the drives are reset and enabled again where they stand: return once they hold torque
+        sup = self.core.supervisor
+        self._wait_for(
+            lambda: sup.latched or self._drives_ready(),
+            timeout=self.cfg.bus.boot_timeout_s,
+            what="acknowledge: drives back in OPERATION ENABLED",
+            give_up=False,
+        )
+        if sup.latched:
+            raise SafetyError(
+                f"acknowledge: accepted, then a fault latched again: {sup.latched_verdict.text}"
+            )
+
+    def set_inputs(self, *, enable_held: bool | None = None, estop: bool | None = None) -> None:
+        """The dead-man pedal and e-stop as the application reads them from its devices."""
+        for name, value in (("enable_held", enable_held), ("estop", estop)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"set_inputs: {name} (={value!r}) must be True, False or None")
+
+        def apply() -> None:
+            if enable_held is not None:
+                self.operator.enable_held = enable_held
+                self._inputs_set_by_app = True
+            if estop is not None:
+                self.operator.estop = estop
+
+        self.command("set_inputs", apply, enable_held=enable_held, estop=estop)
 
     def jog(self, axis: str, delta: float) -> None:
         """Relative move through every limit; only in ready or paused. Raises SafetyError (and
-        cancels the jog) when a limit holds it short of its target or a fault latches."""
-        self._require_open("jog")
-        if axis not in self.cfg.drives:
-            raise ValueError(
-                f"jog axis {axis!r} is not configured (configured: {', '.join(self.cfg.drives)})"
-            )
-        if not self.procedure.jog_allowed():
-            raise ProcedureError(
-                f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)"
-            )
-        self._event("operator", action="jog", axis=axis, delta=delta)
-        self.core.jog(axis, delta)
+        cancels the jog) when a fault latches or a limit holds it short of its target."""
+        self._check_axis("jog", axis)
+        i = self.core.controller.index[axis]
+
+        def start() -> None:
+            if not self.procedure.jog_allowed():
+                raise ProcedureError(
+                    f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)"
+                )
+            self.core.jog(axis, delta)
+            self._jogging = True
+
+        self.command("jog", start, axis=axis, delta=delta)
         d = self.cfg.drives[axis]
         v = d.max_speed * self.cfg.control.jog_speed_fraction
         budget = abs(delta) / v + 2 * v / d.max_accel + 1.0
-        end = self._t + budget
         ctl = self.core.controller
-        i = ctl.axes.index(axis)
-        self._jogging = True
         try:
-            while math.isfinite(ctl.jog_target[i]):
-                if self.core.supervisor.latched:
-                    raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
-                if self._t >= end:
-                    raise SafetyError(
-                        f"jog {axis} {delta:+g}: target not reached within {budget:.1f} s "
-                        f"(held by: {self.core.supervisor.latched_verdict.text or 'a limit'}); cancelled"
-                    )
-                self._cycle()
+            self._wait_for(
+                lambda: not math.isfinite(ctl.jog_target[i]) or self.core.supervisor.latched,
+                timeout=budget,
+                what=f"jog {axis} {delta:+g}: target",
+            )
+        except CommandTimeoutError:
+            raise SafetyError(
+                f"jog {axis} {delta:+g}: target not reached within {budget:.1f} s "
+                f"(held by: {self.core.supervisor.latched_verdict.text or 'a limit'}); cancelled"
+            ) from None
         finally:
             # a jog never outlives this call: nothing pending may move in a later phase
-            ctl.jog_target[i] = math.nan
-            self._jogging = False
+            if self._opened:
+                self.command("jog_end", lambda: self._end_jog(i), axis=axis)
+        if self.core.supervisor.latched:
+            raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
+
+    def _end_jog(self, i: int) -> None:
+        self.core.controller.jog_target[i] = math.nan
+        self._jogging = any(math.isfinite(x) for x in self.core.controller.jog_target)
+
+    def teleop(self, axis: str, velocity: float) -> None:
+        """Move ``axis`` at ``velocity`` (mm/s or deg/s) through every limit, only in ready or
+        paused; the axis ramps down to rest unless renewed within ``operator.teleop_timeout_s``."""
+        self._check_axis("teleop", axis)
+        vmax = self.cfg.drives[axis].max_speed * self.cfg.control.jog_speed_fraction
+        if (
+            isinstance(velocity, bool)
+            or not isinstance(velocity, int | float)
+            or not -vmax <= velocity <= vmax
+        ):
+            raise ValueError(
+                f"teleop: velocity for {axis} (={velocity!r}) must be a number in [{-vmax:g}...{vmax:g}] "
+                "(max_speed x control.jog_speed_fraction)"
+            )
+
+        def start() -> None:
+            if not self.procedure.jog_allowed():
+                raise ProcedureError(
+                    f"teleop: not allowed in phase {self.procedure.phase.value} (only ready/paused)"
+                )
+            if self.core.supervisor.latched:
+                raise SafetyError(f"teleop: {axis} refused: fault latched; acknowledge first")
+            self.core.controller.teleop(axis, float(velocity))
+            self._teleop_until[axis] = self._t + self.cfg.operator.teleop_timeout_s
+            self._jogging = True
+
+        self.command("teleop", start, axis=axis, velocity=velocity)
+
+    def _check_axis(self, verb: str, axis: str) -> None:
+        if axis not in self.cfg.drives:
+            raise ValueError(
+                f"{verb}: axis (={axis!r}) is not configured (configured: {', '.join(self.cfg.drives)})"
+            )
 
     @property
     def time(self) -> float:
@@ -518,43 +725,207 @@ class Runtime:
             raise TypeError(f"add_measurement: m (={m!r}) must be a TipMeasurement")
         self._external.append(m)
 
-    def run_procedure(
-        self, *, max_time: float | None = None, confirm: Callable[[str], bool] | None = None
-    ) -> RunResult:
-        """Cycle until the procedure ends (or ``max_time`` seconds of run time pass).
+    # --- status and waiting --------------------------------------------------------------------------
 
-        Calling this is the operator's go (ready -> approach). Crossing is confirmed by
-        ``confirm("crossed")`` returning True, or without asking when
-        ``procedure.confirm_crossing`` is false.
+    def status(self) -> Status:
+        """A snapshot between two cycles (safe from any thread); raises once the cycle thread has
+        stopped on an error (a frozen snapshot would look like a healthy robot)."""
+        if self._thread is not None and self._thread.error is not None:
+            err = self._thread.error
+            raise WhihError(f"status: the cycle stopped ({type(err).__name__}: {err})") from err
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> Status:
+        est = self.core.estimator.estimate
+        proc = self.procedure
+        fb = self.master.feedback.axes
+        cmd = self.master.commands.axes
+        ctl = self.core.controller
+        sup = self.core.supervisor
+        return Status(
+            t=self._t,
+            cycle=self.pacer.cycles,
+            phase=proc.phase.value,
+            outcome=proc.outcome if proc.done else None,
+            fault=sup.latched_verdict.text if sup.latched else "",
+            faults=tuple(self.recorder.faults),
+            crossed=proc.crossed,
+            steps=proc.steps,
+            rewinds=proc.rewinds,
+            gap=est.gap,
+            coupling=est.coupling,
+            tips=dict(est.tips),
+            drives={
+                a: DriveStatus(
+                    state=fb[a].state.name,
+                    position=fb[a].position,
+                    target=cmd[a].target,
+                    force=fb[a].force,
+                    age_cycles=fb[a].age_cycles,
+                    heartbeat_ok=fb[a].heartbeat_ok,
+                )
+                for a in self.axes
+            },
+            enable_held=self.operator.enable_held,
+            estop=self.operator.estop,
+            jogging=tuple(a for a in ctl.axes if math.isfinite(ctl.jog_target[ctl.index[a]])),
+            teleop=tuple(self._teleop_until),
+        )
+
+    def step(self, n: int = 1) -> None:
+        """Simulated time: run ``n`` cycles."""
+        self._require_open("step")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"step: n (={n!r}) must be an integer >= 0")
+        if self._thread is not None:
+            raise WhihError("step: only in simulated time (clock='simulated'); real time cycles by itself")
+        for _ in range(n):
+            if self.set_up:
+                self._cycle()
+            else:
+                self._idle_cycle()
+
+    def wait(
+        self,
+        until: str | Callable[[Status], bool] | None = None,
+        timeout: float | None = None,
+    ) -> Status:
+        """Wait until phase ``until`` (or a sub-phase of it), a predicate on :class:`Status`, or
+        (None) the end of the procedure (complete, aborted, or a fault the drives have stopped on).
+
+        ``timeout`` is in the robot's clock (simulated seconds in simulated time); on timeout
+        :class:`~whih_control.errors.CommandTimeoutError` is raised. A condition that can no longer
+        come true (the procedure ended first) raises :class:`~whih_control.errors.ProcedureError`.
+        """
+        self._require_open("wait")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.0 < timeout < math.inf
+        ):
+            raise ValueError(f"wait: timeout (={timeout!r}) must be None or a finite number of seconds > 0")
+        if isinstance(until, str):
+            names = {p.value for p in Phase}
+            if until not in names and not any(n.startswith(until + "_") for n in names):
+                raise ValueError(f"wait: until (={until!r}) must be a phase name: {', '.join(sorted(names))}")
+            phase = until
+
+            def reached() -> bool:
+                v = self.procedure.phase.value
+                return v == phase or v.startswith(phase + "_")
+        elif until is None:
+            reached = self._ended
+        elif callable(until):
+            predicate = until
+
+            def reached() -> bool:
+                return bool(predicate(self._status()))
+        else:
+            raise TypeError(f"wait: until (={until!r}) must be a phase name, a predicate on Status or None")
+        self._wait_for(reached, timeout=timeout, what=f"wait until {until!r}", give_up=until is not None)
+        return self.status()
+
+    def _ended(self) -> bool:
+        if self.procedure.done:
+            return True
+        if self.procedure.phase is Phase.FAULT:
+            if self._fault_stop_t is None:
+                self._fault_stop_t = self._t
+            return self._t - self._fault_stop_t >= STOP_SETTLE_S
+        self._fault_stop_t = None
+        return False
+
+    def _wait_for(
+        self,
+        reached: Callable[[], bool],
+        *,
+        timeout: float | None,
+        what: str,
+        give_up: bool = True,
+        confirm: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Cycle (simulated time) or watch the cycle (real time) until ``reached()``; progress and
+        the crossing gate are served from here, never from inside the cycle."""
+        end = math.inf if timeout is None else self._t + timeout
+        last_progress = -math.inf
+        while True:
+            with self._lock:
+                if reached():
+                    return
+                if give_up and self.procedure.done:
+                    raise ProcedureError(f"{what}: the procedure ended ({self.procedure.outcome}) first")
+                if self._t >= end:
+                    raise CommandTimeoutError(f"{what}: not reached within {timeout:g} s")
+                at_gate = self.procedure.phase is Phase.CROSSED and not self.auto_confirm
+                report = None
+                if self._progress is not None and self._t - last_progress >= 0.1:
+                    last_progress = self._t
+                    report = self._progress_report()
+            if at_gate and confirm is not None and confirm("crossed"):
+                with contextlib.suppress(ProcedureError):  # e.g. enable released: asked again
+                    self.confirm_crossing()
+            if report is not None and self._progress is not None:
+                self._progress(report)
+            if self._thread is None:
+                self._cycle()
+            else:
+                err = self._thread.error
+                if err is not None:
+                    raise WhihError(f"{what}: the cycle stopped ({type(err).__name__}: {err})") from err
+                time.sleep(WAIT_POLL_S)
+
+    def _progress_report(self) -> Progress:
+        est = self.core.estimator.estimate
+        p = self.cfg.procedure
+        return Progress(
+            t=self._t,
+            phase=self.procedure.phase.value,
+            gap=est.gap,
+            ante_wire_tip=est.tips.get("ante_wire", math.nan),
+            lesion_length=p.lesion_length,
+            crossing_at=p.lesion_length + p.distal_margin,
+            cycle=self.pacer.cycles,
+        )
+
+    def run_procedure(
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
+    ) -> RunResult:
+        """Start (in ready) and wait until the procedure ends, or ``max_time`` seconds pass.
+
+        Crossing is confirmed by ``confirm("crossed")`` returning True (polled while the
+        procedure waits at crossed), or without asking when ``procedure.confirm_crossing`` is false.
+        A fault ends the run once the drives have stopped, unless ``hold_on_fault``: then the run
+        waits in fault for another thread to acknowledge and resume, or abort (bounded by
+        ``operator.wait_timeout_s``).
         """
         check_max_time(max_time)
         self._require_open("run_procedure")
-        end = math.inf if max_time is None else self._t + max_time
+        if not self.set_up or self.procedure.phase is Phase.IDLE:
+            raise ProcedureError("run_procedure: the robot is not enabled (phase idle); call enable() first")
+        end = None if max_time is None else self._t + max_time  # from the call, its start included
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
-            self.procedure.confirm()
-        outcome = ""
+            self.start_procedure()
         try:
-            while not outcome:
-                self._cycle()
-                if self.procedure.phase is Phase.CROSSED and not self.auto_confirm:
-                    gate_ok = (
-                        confirm("crossed") if confirm is not None else not self.cfg.procedure.confirm_crossing
-                    )
-                    if gate_ok:
-                        self.procedure.confirm()
-                if self.procedure.done:
-                    outcome = self.procedure.outcome
-                elif self.procedure.phase is Phase.FAULT:
-                    if self._fault_stop_t is None:
-                        self._fault_stop_t = self._t
-                    elif self._t - self._fault_stop_t >= STOP_SETTLE_S:
-                        outcome = "fault"
-                elif self._t >= end:
-                    outcome = "timeout"
-        except KeyboardInterrupt:
-            self._interrupting = True  # (also when the application raised it, e.g. in progress)
             try:
-                self._safe_stop()  # the drives first, then the run folder tells what happened
+                ended = (lambda: self.procedure.done) if hold_on_fault else self._ended
+                self._wait_for(
+                    ended,
+                    timeout=None if end is None else max(end - self._t, 0.0),
+                    what="run_procedure",
+                    give_up=False,
+                    confirm=confirm,
+                )
+                outcome = self.procedure.outcome if self.procedure.done else "fault"
+            except CommandTimeoutError:
+                outcome = "timeout"
+        except KeyboardInterrupt:
+            self.interrupts.unwinding()  # (also when the application raised it, e.g. in progress)
+            try:
+                with self._exclusive():
+                    self._safe_stop()  # the drives first, then the run folder tells what happened
             finally:
                 self._finish("interrupted")
             raise
@@ -563,86 +934,111 @@ class Runtime:
     # --- the cycle -------------------------------------------------------------------------------
 
     def _cycle(self, override: DriveGoal | None = None) -> None:
-        # only the thread that owns the handler holds Ctrl-C; another thread's cycles cannot
-        self._in_cycle = self._sigint_installed and threading.get_ident() == self._sigint_thread
+        """One cycle, a Ctrl-C held until its end."""
+        guard = self.interrupts
+        guard.enter_cycle()
         try:
             self._cycle_body(override)
         except BaseException as exc:
-            self._in_cycle = False
-            if self.log is not None:
-                self.log.hold_sync = False  # what it held goes out before the next event, or at close
-            if self._interrupt_due():
+            self.recorder.cycle_raised()
+            if guard.leave_cycle():
                 raise KeyboardInterrupt from exc  # one interrupt, not one now and one later
             raise
-        self._in_cycle = False
-        if self._interrupt_due():
+        if guard.leave_cycle():
             raise KeyboardInterrupt
 
-    def _interrupt_due(self) -> bool:
-        """A Ctrl-C held during the cycle is to be raised now (not while closing or unwinding)."""
-        if not self._sigint_pending or self._closing or self._interrupting:
-            return False
-        self._sigint_pending = False
-        self._interrupting = True
-        return True
-
     def _cycle_body(self, override: DriveGoal | None) -> None:
-        if self.log is not None:
-            self.log.hold_sync = True  # safety events of this cycle are fsynced after the RPDOs
-        self._apply_scheduled_faults()
-        t = self.pacer.next()
-        self._t = t
-        fb = self.master.read(t, self.pacer.deadline())
-        for event in self.master.service(t):
-            self._drive_event(event)
-        if self._want_enabled and not self.core.supervisor.latched:
-            self._check_drives()
-        elif self.core.supervisor.latched:
-            self._was_enabled.clear()
-        self._gather_measurements(t)
-        # the procedure decides on the estimate of the previous cycle (one cycle old)
-        est = self.core.estimator.estimate
-        if not self.core.estimator.calibrated:
-            self._calibrate()
-        verdict = self.core.supervisor.latched_verdict
-        inputs = self._inputs  # one record, refreshed in place every cycle
-        inputs.estimate = est
-        inputs.verdict = verdict
-        inputs.drives_ready = self._drives_ready()
-        inputs.fault_active = self.core.supervisor.latched
-        inputs.fault_text = verdict.text
-        inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
-        before = self.procedure.phase
-        objective = self.procedure.tick(t, inputs)
-        if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
-            objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
-        self._watch_operator(before)
-        self.core.update(t, fb, objective, self.operator, self._measurements)
-        cmds = self.master.commands.axes
-        for axis, src in self.core.commands.axes.items():
-            dst = cmds[axis]
-            dst.target = src.target
-            dst.goal = src.goal if override is None else override
-        self.master.write()
-        # the commands are out (a quick stop included); only now is anything logged or fsynced
-        latched = self.core.supervisor.latched
-        if latched and self._latch_t is None:
-            self._latch_t = t
-            v = self.core.supervisor.latched_verdict
-            if not any(f.endswith(v.text) for f in self.faults):
-                self.faults.append(f"{t:.3f}s {v.axis or 'all'}: {v.text}")
-            self._event("fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
-        elif not latched:
-            self._latch_t = None
-        if self.log is not None:
-            try:
-                self.log.release_sync()
-                self.log.poll(t)
-            except OSError as exc:
-                self._log_failed(exc)
-        if self.trace is not None:
-            self.trace.end_cycle()
-        self._account(t, est.gap)
+        """commands -> read -> service -> supervise -> procedure -> update -> write -> record."""
+        rec = self.recorder
+        with self._lock:  # status() and waits read between the cycle's two halves, never inside
+            rec.hold_sync()  # safety events of this cycle are fsynced after the RPDOs
+            # 1. commands: the verbs queued since the last cycle, and injected faults now due
+            self._take_commands()
+            self._apply_scheduled_faults()
+        t = self.pacer.next()  # real time: sleeps until the cycle's slot, the lock free meanwhile
+        with self._lock:
+            self._t = t
+            # 2. read: SYNC out, one TPDO1 per drive in
+            fb = self.master.read(t, self.pacer.deadline())
+            # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
+            for event in self.master.service(t):
+                self._drive_event(event)
+            # 4. supervise: what the supervisor latches from feedback and operator inputs
+            if self._want_enabled and not self.core.supervisor.latched:
+                self._check_drives()
+            elif self.core.supervisor.latched:
+                self._was_enabled.clear()
+            self._expire_teleop(t)
+            self._gather_measurements(t)
+            # 5. procedure: decides on the previous cycle's estimate (one cycle old)
+            est = self.core.estimator.estimate
+            if not self.core.estimator.calibrated:
+                self._calibrate()
+            verdict = self.core.supervisor.latched_verdict
+            inputs = self._inputs  # one record, refreshed in place every cycle
+            inputs.estimate = est
+            inputs.verdict = verdict
+            inputs.drives_ready = self._drives_ready()
+            inputs.fault_active = self.core.supervisor.latched
+            inputs.fault_text = verdict.text
+            inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
+            before = self.procedure.phase
+            objective = self.procedure.tick(t, inputs)
+            if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
+                objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
+            self._watch_operator(before)
+            if (
+                self._want_enabled
+                and not self.core.supervisor.latched
+                and self.core.goal is DriveGoal.SWITCHED_ON
+            ):
+                self.core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
+            # 6. update: estimate, regulators, then the supervisor makes the commands safe
+            self.core.update(t, fb, objective, self.operator, self._measurements)
+            cmds = self.master.commands.axes
+            for axis, src in self.core.commands.axes.items():
+                dst = cmds[axis]
+                dst.target = src.target
+                dst.goal = src.goal if override is None else override
+            # 7. write: one RPDO1 per drive
+            self.master.write()
+            # 8. record: the commands are out (a quick stop included); only now is anything logged
+            latched = self.core.supervisor.latched
+            if latched and self._latch_t is None:
+                self._latch_t = t
+                v = self.core.supervisor.latched_verdict
+                if not any(f.endswith(v.text) for f in rec.faults):
+                    rec.faults.append(f"{t:.3f}s {v.axis or 'all'}: {v.text}")
+                rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
+            elif not latched:
+                self._latch_t = None
+            rec.end_cycle(
+                t,
+                self.procedure.phase,
+                self.core.estimator.estimate,
+                self.core.estimator.calibrated,
+                fb,
+                self.master.commands,
+                self._true_gap(),
+                self._want_enabled,
+            )
+
+    def _true_gap(self) -> float:
+        if self.plant is None:
+            return math.nan
+        tips = self.plant.tips()
+        return tips["retro_mc"] - tips["ante_mc"]
+
+    def _expire_teleop(self, t: float) -> None:
+        if not self._teleop_until:
+            return
+        ctl = self.core.controller
+        for axis, until in list(self._teleop_until.items()):
+            if t > until or not self.procedure.jog_allowed() or self.core.supervisor.latched:
+                ctl.teleop(axis, math.nan)
+                del self._teleop_until[axis]
+        if not self._teleop_until:
+            self._jogging = any(math.isfinite(x) for x in ctl.jog_target)
 
     def _gather_measurements(self, t: float) -> None:
         self._measurements.clear()
@@ -661,85 +1057,15 @@ class Runtime:
             if all(a in m.tips for a in LINEAR_AXES):
                 insertion = {a: self.master.feedback.axes[a].position for a in LINEAR_AXES}
                 self.core.estimator.calibrate(insertion, m.tips)
-                self._event("calibrated", tips={a: round(m.tips[a], 3) for a in LINEAR_AXES})
+                self.recorder.event(self._t, "calibrated", tips={a: round(m.tips[a], 3) for a in LINEAR_AXES})
                 return
-
-    def _account(self, t: float, gap: float) -> None:
-        fb = self.master.feedback
-        if math.isfinite(gap) and self.core.estimator.calibrated:
-            self._min_gap = min(self._min_gap, gap)
-            self._max_gap = max(self._max_gap, gap)
-        for axis, a in fb.axes.items():
-            self._max_force[axis] = max(self._max_force[axis], abs(a.force))
-            if a.age_cycles > 0 and self._want_enabled:
-                self._stale_cycles += 1
-        if self.telemetry is not None and self.telemetry.due(t):
-            self._telemetry_row(t)
-        if self._progress is not None and t - self._last_progress >= 0.1:
-            self._last_progress = t
-            est = self.core.estimator.estimate
-            self._progress(
-                Progress(
-                    t=t,
-                    phase=self.procedure.phase.value,
-                    gap=est.gap,
-                    ante_wire_tip=est.tips.get("ante_wire", math.nan),
-                    lesion_length=self.cfg.procedure.lesion_length,
-                    crossing_at=self.cfg.procedure.lesion_length + self.cfg.procedure.distal_margin,
-                    cycle=self.pacer.cycles,
-                )
-            )
-
-    # --- telemetry --------------------------------------------------------------------------------
-
-    def _open_telemetry(self, path: Path) -> Telemetry:
-        cols: list[str] = ["phase", "gap", "coupling", "gap_true"]
-        cols += [f"tip_{a}" for a in LINEAR_AXES]
-        cols += [f"force_{a}" for a in self.axes]
-        cols += [f"target_{a}" for a in self.axes]
-        cols += [f"actual_{a}" for a in self.axes]
-        self._phase_names = [p.value for p in Phase]
-        self._phase_index = {p: i for i, p in enumerate(Phase)}
-        self._row = [0.0] * len(cols)
-        return Telemetry(
-            path, cols, rate_hz=self.cfg.record.telemetry_hz, labels={"phase": self._phase_names}
-        )
-
-    def _telemetry_row(self, t: float) -> None:
-        assert self.telemetry is not None
-        row = self._row
-        est = self.core.estimator.estimate
-        fb = self.master.feedback.axes
-        cmd = self.master.commands.axes
-        row[0] = self._phase_index[self.procedure.phase]
-        row[1] = est.gap
-        row[2] = est.coupling
-        if self.plant is not None:
-            tips = self.plant.tips()
-            row[3] = tips["retro_mc"] - tips["ante_mc"]
-        else:
-            row[3] = math.nan
-        i = 4
-        for a in LINEAR_AXES:
-            row[i] = est.tips.get(a, math.nan)
-            i += 1
-        for a in self.axes:
-            row[i] = fb[a].force
-            i += 1
-        for a in self.axes:
-            row[i] = cmd[a].target
-            i += 1
-        for a in self.axes:
-            row[i] = fb[a].position
-            i += 1
-        self.telemetry.sample(t, row)
 
     # --- faults and operator --------------------------------------------------------------------
 
     def _apply_scheduled_faults(self) -> None:
         while self._pending and self._pending[0].t <= self._t:
             spec = self._pending.pop(0)
-            self._event("inject", spec=str(spec), safety=True)
+            self.recorder.event(self._t, "inject", spec=str(spec), safety=True)
             if spec.kind not in RUNTIME_FAULT_KINDS:
                 assert self.drives is not None  # checked with the spec
                 self.drives.inject(dataclasses.replace(spec, t=min(spec.t, self.drives.time)))
@@ -757,9 +1083,8 @@ class Runtime:
 
     def _freeze(self, seconds: float) -> None:
         """The master stops for ``seconds``: no SYNC, no heartbeat, no RPDO."""
-        if self.simulated_time:
-            assert isinstance(self.bus, SimTimeBus)
-            self.bus.advance(round(seconds / self.cfg.period))
+        if self._simbus is not None:
+            self._simbus.advance(round(seconds / self.cfg.period))
         else:
             time.sleep(seconds)  # the injected fault itself: the cycle really stalls
         late = seconds / self.cfg.period
@@ -819,97 +1144,60 @@ class Runtime:
 
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name
-        self.faults.append(f"{event.t:.3f}s {event.axis or 'bus'}: {text}")
+        self.recorder.faults.append(f"{event.t:.3f}s {event.axis or 'bus'}: {text}")
         # latched before it is logged: a failing disk must not keep the fault from stopping the drives
         self.core.supervisor.raise_fault(_EVENT_REASON[event.kind], text, event.axis)
-        self._event("drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True)
+        self.recorder.event(
+            event.t, "drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True
+        )
 
-    def _log_failed(self, exc: OSError) -> None:
-        """The event log could not be written: stop the run (the drives first), keep cycling.
-
-        What it holds is kept and tried again each cycle and at close, which raises if the disk
-        is still failing, after the drives are stopped."""
-        if self._log_error is None:
-            self._log_error = exc
-            text = f"event log {self.out}: cannot write ({exc.strerror or exc})"
-            self.faults.append(f"{self._t:.3f}s all: {text}")
-            self.core.supervisor.raise_fault(Reason.RECORDING, text)
-
-    def _event(self, kind: str, *, safety: bool = False, **fields: Any) -> None:
-        if self.log is not None:
-            try:
-                self.log.write(self._t, kind, sync=True if safety else None, **fields)
-            except OSError as exc:
-                self._log_failed(exc)
+    def _recording_failed(self, text: str) -> None:
+        """The run folder could not be written: stop the run (the drives first), keep cycling."""
+        self.core.supervisor.raise_fault(Reason.RECORDING, text)
 
     # --- the end ----------------------------------------------------------------------------------
 
     def _end_reason(self) -> str:
         if self.core.supervisor.latched:
             return self.core.supervisor.latched_verdict.text
-        return getattr(self.procedure, "reason", "")
+        return self.procedure.reason
 
     def _finish(self, outcome: str) -> RunResult:
-        stats: LoopStats = self.pacer.stats()
-        result = RunResult(
-            outcome=outcome,
-            crossed=self.procedure.crossed,
-            sim_seconds=self._t,
-            wall_seconds=time.perf_counter() - self._t_start_wall,
-            cycles=stats.cycles,
-            overruns=stats.overruns,
-            stale_cycles=self._stale_cycles,
-            min_gap=self._min_gap if math.isfinite(self._min_gap) else math.nan,
-            max_gap=self._max_gap if math.isfinite(self._max_gap) else math.nan,
-            max_force=dict(self._max_force),
-            faults=tuple(self.faults),
-            reason=self._end_reason(),
-            loop=stats.as_dict() if not self.simulated_time else {"cycles": stats.cycles},
-            trace_dropped=self.trace.dropped if self.trace is not None else 0,
-            out=str(self.out) if self.out is not None else None,
-        )
-        self._event("end", outcome=outcome, crossed=result.crossed, safety=True)
-        if self.out is not None:
-            self._write_summary(result)
+        """The result as of now, logged and written to ``summary.json`` (the plot follows at close)."""
+        with self._lock:  # the cycle thread may be running: the log is written by one thread at a time
+            stats: LoopStats = self.pacer.stats()
+            result = self.recorder.result(
+                outcome=outcome,
+                crossed=self.procedure.crossed,
+                t=self._t,
+                wall_seconds=time.perf_counter() - self._t_start_wall,
+                cycles=stats.cycles,
+                overruns=stats.overruns,
+                reason=self._end_reason(),
+                loop=stats.as_dict() if not self.simulated_time else {"cycles": stats.cycles},
+            )
+            self.recorder.event(self._t, "end", outcome=outcome, crossed=result.crossed, safety=True)
+        self.recorder.write_summary(result, seed=self.seed, injected=[str(f) for f in self.faults_planned])
+        self._summary_written = True
         return result
 
-    def _write_summary(self, result: RunResult) -> None:
-        assert self.out is not None
-        cfg = self.cfg
-        summary = result.as_dict()
-        summary["axes"] = {
-            axis: {
-                "node_id": d.node_id,
-                "kind": d.kind,
-                "counts_per_unit": d.counts_per_unit,
-                "max_speed": d.max_speed,
-                "max_accel": d.max_accel,
-                "travel": [d.travel_min, d.travel_max],
-                "force_alarm": d.force_alarm,
-                "force_stop": d.force_stop,
-                "eds": Path(d.eds).name,
-            }
-            for axis, d in cfg.drives.items()
-        }
-        summary["lesion_length"] = cfg.procedure.lesion_length
-        summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
-        summary["seed"] = self.seed
-        summary["injected"] = [str(f) for f in self.faults_planned]
-        summary["config"] = cfg.to_dict()
-        write_json_atomic(self.out / "summary.json", summary)
-        if self.telemetry is not None and cfg.record.plot:
-            self.telemetry.close()
-            plot_run(
-                self.out / "telemetry.csv",
-                self.out / "plot.png",
-                lesion_length=cfg.procedure.lesion_length,
-                gap_window=(cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max),
-                force_limits={a: (d.force_alarm, d.force_stop) for a, d in cfg.drives.items()},
-                crossing_at=cfg.procedure.lesion_length + cfg.procedure.distal_margin,
-                title=(
-                    f"whih: {result.outcome}, crossed={result.crossed}, L={cfg.procedure.lesion_length:g} mm"
-                ),
-            )
+
+class _Exclusive:
+    """Stops the cycle thread (if any) for the block and starts it again after, unless closing."""
+
+    def __init__(self, thread: _CycleThread | None) -> None:
+        self._thread = thread
+        self._was_alive = False
+
+    def __enter__(self) -> None:
+        if self._thread is not None and self._thread.alive:
+            self._was_alive = True
+            self._thread.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was_alive and self._thread is not None:
+            self._thread.start()
 
 
-_HOLD_CODES.update((Runtime.close.__code__, Runtime._close.__code__))
+HOLD_CODES.update((Runtime.close.__code__, Runtime._close.__code__))
+__all__ += ["Mode"]

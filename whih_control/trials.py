@@ -447,12 +447,9 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
     try:
         base = load_config(task.base, base_dir=Path(task.base_dir) if task.base_dir else None)
         cfg = task.variant.apply(task.case.apply(base))
-        cfg = cfg.replace(
-            bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
-            sim=dataclasses.replace(cfg.sim, enabled=True, seed=sim_seed),
-        )
+        cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=sim_seed))
         row["config_hash"] = config_hash(cfg)
-        with Robot(cfg, seed=sim_seed, out=task.record, auto_confirm=True) as robot:
+        with Robot(cfg, clock="simulated", seed=sim_seed, out=task.record, auto_confirm=True) as robot:
             robot.enable()
             result = robot.run_procedure()
             procedure = robot.runtime.procedure

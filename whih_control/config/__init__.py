@@ -25,7 +25,7 @@ from firmware_iface.spec import (
     resolve_eds,
 )
 from whih_control.config._schema import build, join, show
-from whih_control.config.control import ControlConfig, EstimateConfig, SafetyConfig
+from whih_control.config.control import ControlConfig, EstimateConfig, OperatorConfig, SafetyConfig
 from whih_control.config.procedure import ProcedureConfig
 from whih_control.config.record import RecordConfig
 from whih_control.config.sim import ImagingConfig, SimConfig
@@ -41,6 +41,7 @@ __all__ = [
     "DriveConfig",
     "EstimateConfig",
     "ImagingConfig",
+    "OperatorConfig",
     "ProcedureConfig",
     "RecordConfig",
     "SafetyConfig",
@@ -60,6 +61,7 @@ _SECTIONS: dict[str, type] = {
     "control": ControlConfig,
     "estimate": EstimateConfig,
     "safety": SafetyConfig,
+    "operator": OperatorConfig,
     "sim": SimConfig,
     "imaging": ImagingConfig,
     "record": RecordConfig,
@@ -78,6 +80,7 @@ class Config:
     control: ControlConfig
     estimate: EstimateConfig
     safety: SafetyConfig
+    operator: OperatorConfig
     sim: SimConfig
     imaging: ImagingConfig
     record: RecordConfig

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from firmware_iface.spec import setting
 
-__all__ = ["ControlConfig", "EstimateConfig", "SafetyConfig"]
+__all__ = ["ControlConfig", "EstimateConfig", "OperatorConfig", "SafetyConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +108,33 @@ class SafetyConfig:
     )
     force_abs_max: float = setting(
         1000.0, unit="N", lo=1.0, hi=1e6, doc="feedback forces beyond +/- this are rejected"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    """What the operator's verbs may do and how long an unattended wait may last."""
+
+    teleop_timeout_s: float = setting(
+        0.2,
+        unit="s",
+        lo=0.0,
+        lo_open=True,
+        hi=5.0,
+        doc="a teleop velocity not renewed within this time ramps the axis down to rest",
+    )
+    command_timeout_s: float = setting(
+        1.0,
+        unit="s",
+        lo=0.0,
+        lo_open=True,
+        hi=60.0,
+        doc="a verb the cycle has not answered within this time raises CommandTimeoutError",
+    )
+    wait_timeout_s: float = setting(
+        3600.0,
+        unit="s",
+        lo=1.0,
+        hi=86_400.0,
+        doc="bound on idle, ready, paused, crossed and fault (they wait for the operator): then aborted",
     )

@@ -1,0 +1,321 @@
+"""A run's recording: the run folder, its event log, trace, telemetry, summary and plot.
+
+:class:`RunRecorder` is the one object the runtime records through. Per cycle it is handed the
+cycle's state once (:meth:`RunRecorder.end_cycle`) and keeps the figures of the summary (gap
+range, peak forces, stale cycles); rows and frames leave the cycle through the telemetry writer
+thread and the trace writer process, never formatted here. A write that fails is reported to
+``on_failure`` (the runtime latches a RECORDING fault through the supervisor) and what the log
+held is kept for close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import can
+
+from firmware_iface.types import Commands, Feedback
+from whih_control.config import Config
+from whih_control.errors import RunFolderError
+from whih_control.events import EventLog
+from whih_control.procedure import Phase
+from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
+from whih_control.types import LINEAR_AXES, Estimate
+
+__all__ = ["RUN_FILES", "RunRecorder", "RunResult", "make_run_folder"]
+
+RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
+"""The files of a run folder (docs/DESIGN.md section 3)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a procedure run ended with (also the body of ``summary.json``)."""
+
+    outcome: str
+    """'complete' (crossed and withdrawn), 'aborted', 'fault', 'timeout' or 'interrupted'."""
+    crossed: bool
+    sim_seconds: float
+    wall_seconds: float
+    cycles: int
+    overruns: int
+    stale_cycles: int
+    min_gap: float
+    max_gap: float
+    max_force: Mapping[str, float]
+    faults: tuple[str, ...]
+    reason: str = ""
+    """Why the run ended the way it did (abort or fault text)."""
+    loop: Mapping[str, float | int] = field(default_factory=dict)
+    trace_dropped: int = 0
+    out: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+def make_run_folder(out: Path) -> None:
+    """Create ``out``; refuse one that holds a run already, so no earlier run is overwritten."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(
+            f"out (={str(out)!r}): cannot create the run folder: {exc.strerror or exc}"
+        ) from exc
+    taken = [name for name in RUN_FILES if (out / name).exists()]
+    if taken:
+        raise RunFolderError(
+            f"out (={str(out)!r}) already holds a run ({', '.join(taken)}); give a new folder"
+        )
+
+
+class RunRecorder:
+    """Records one robot's run into ``out`` (or only keeps the summary figures when ``out`` is None).
+
+    ``on_failure(text)`` is called once when the event log cannot be written; the recorder keeps
+    what it holds and tries again each cycle and at close.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        out: Path | None,
+        *,
+        blocking_trace: bool,
+        on_failure: Callable[[str], None],
+    ) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.axes = tuple(cfg.drives)
+        self._on_failure = on_failure
+        self.log_error: OSError | None = None
+        self.min_gap = math.inf
+        self.max_gap = -math.inf
+        self.max_force = dict.fromkeys(self.axes, 0.0)
+        self.stale_cycles = 0
+        self.faults: list[str] = []
+        """One line per fault seen, ``'<t>s <axis>: <text>'``."""
+        self.log: EventLog | None = None
+        self.trace: TraceRecorder | None = None
+        self.telemetry: Telemetry | None = None
+        self._t = 0.0
+        self.result_written: RunResult | None = None
+        """The last result written to ``summary.json`` (its plot is drawn at close)."""
+        if out is None:
+            return
+        make_run_folder(out)
+        self.log = EventLog(out / "events.jsonl")
+        if cfg.record.trace:
+            # simulated time waits for the writer and never drops; real time never blocks the cycle
+            self.trace = TraceRecorder(
+                out / "trace.asc", maxsize=cfg.record.trace_queue, blocking=blocking_trace
+            )
+        self._phase_index = {p: i for i, p in enumerate(Phase)}
+        cols: list[str] = ["phase", "gap", "coupling", "gap_true"]
+        cols += [f"tip_{a}" for a in LINEAR_AXES]
+        cols += [f"force_{a}" for a in self.axes]
+        cols += [f"target_{a}" for a in self.axes]
+        cols += [f"actual_{a}" for a in self.axes]
+        self._row = [0.0] * len(cols)
+        self.telemetry = Telemetry(
+            out / "telemetry.csv",
+            cols,
+            rate_hz=cfg.record.telemetry_hz,
+            labels={"phase": [p.value for p in Phase]},
+        )
+
+    @property
+    def tap(self) -> Callable[[can.Message, float, bool], None] | None:
+        """What the master hands every frame to (None when nothing records frames)."""
+        return self.trace.record if self.trace is not None else None
+
+    # --- events ------------------------------------------------------------------------------------
+
+    def event(self, t: float, kind: str, *, safety: bool = False, **fields: Any) -> None:
+        """One line of ``events.jsonl``; safety events are fsynced (after the cycle's RPDOs)."""
+        if self.log is None:
+            return
+        try:
+            self.log.write(t, kind, sync=True if safety else None, **fields)
+        except OSError as exc:
+            self._failed(t, exc)
+
+    def hold_sync(self) -> None:
+        """A cycle starts: its safety events wait for :meth:`release_sync` (after the RPDOs)."""
+        if self.log is not None:
+            self.log.hold_sync = True
+
+    def cycle_raised(self) -> None:
+        """A cycle raised: what it held goes out before the next event, or at close."""
+        if self.log is not None:
+            self.log.hold_sync = False
+
+    def _failed(self, t: float, exc: OSError) -> None:
+        if self.log_error is None:
+            self.log_error = exc
+            text = f"event log {self.out}: cannot write ({exc.strerror or exc})"
+            self.faults.append(f"{t:.3f}s all: {text}")
+            self._on_failure(text)
+
+    # --- per cycle ---------------------------------------------------------------------------------
+
+    def end_cycle(
+        self,
+        t: float,
+        phase: Phase,
+        estimate: Estimate,
+        calibrated: bool,
+        feedback: Feedback,
+        commands: Commands,
+        true_gap: float,
+        count_stale: bool,
+    ) -> None:
+        """The cycle's RPDOs are out: fsync its safety events, account, sample telemetry."""
+        self._t = t
+        if self.log is not None:
+            try:
+                self.log.release_sync()
+                self.log.poll(t)
+            except OSError as exc:
+                self._failed(t, exc)
+        if self.trace is not None:
+            self.trace.end_cycle()
+        gap = estimate.gap
+        if calibrated and math.isfinite(gap):
+            self.min_gap = min(self.min_gap, gap)
+            self.max_gap = max(self.max_gap, gap)
+        max_force = self.max_force
+        for axis, af in feedback.axes.items():
+            f = abs(af.force)
+            max_force[axis] = max(max_force[axis], f)
+            if count_stale and af.age_cycles > 0:
+                self.stale_cycles += 1
+        tel = self.telemetry
+        if tel is None or not tel.due(t):
+            return
+        row = self._row
+        row[0] = self._phase_index[phase]
+        row[1] = gap
+        row[2] = estimate.coupling
+        row[3] = true_gap
+        i = 4
+        tips = estimate.tips
+        for a in LINEAR_AXES:
+            row[i] = tips.get(a, math.nan)
+            i += 1
+        fb = feedback.axes
+        cmd = commands.axes
+        for a in self.axes:
+            row[i] = fb[a].force
+            i += 1
+        for a in self.axes:
+            row[i] = cmd[a].target
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].position
+            i += 1
+        tel.sample(t, row)
+
+    # --- the end -----------------------------------------------------------------------------------
+
+    def result(
+        self,
+        *,
+        outcome: str,
+        crossed: bool,
+        t: float,
+        wall_seconds: float,
+        cycles: int,
+        overruns: int,
+        reason: str,
+        loop: Mapping[str, float | int],
+    ) -> RunResult:
+        """The run's result as of now."""
+        return RunResult(
+            outcome=outcome,
+            crossed=crossed,
+            sim_seconds=t,
+            wall_seconds=wall_seconds,
+            cycles=cycles,
+            overruns=overruns,
+            stale_cycles=self.stale_cycles,
+            min_gap=self.min_gap if math.isfinite(self.min_gap) else math.nan,
+            max_gap=self.max_gap if math.isfinite(self.max_gap) else math.nan,
+            max_force=dict(self.max_force),
+            faults=tuple(self.faults),
+            reason=reason,
+            loop=loop,
+            trace_dropped=self.trace.dropped if self.trace is not None else 0,
+            out=str(self.out) if self.out is not None else None,
+        )
+
+    def write_summary(self, result: RunResult, *, seed: int, injected: Sequence[str]) -> None:
+        """``summary.json``, atomically; ``plot.png`` follows at :meth:`close`, once the telemetry
+        is complete."""
+        if self.out is None:
+            return
+        cfg = self.cfg
+        summary = result.as_dict()
+        summary["axes"] = {
+            axis: {
+                "node_id": d.node_id,
+                "kind": d.kind,
+                "counts_per_unit": d.counts_per_unit,
+                "max_speed": d.max_speed,
+                "max_accel": d.max_accel,
+                "travel": [d.travel_min, d.travel_max],
+                "force_alarm": d.force_alarm,
+                "force_stop": d.force_stop,
+                "eds": Path(d.eds).name,
+            }
+            for axis, d in cfg.drives.items()
+        }
+        summary["lesion_length"] = cfg.procedure.lesion_length
+        summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
+        summary["seed"] = seed
+        summary["injected"] = list(injected)
+        summary["config"] = cfg.to_dict()
+        write_json_atomic(self.out / "summary.json", summary)
+        self.result_written = result
+
+    def _plot(self) -> None:
+        result = self.result_written
+        if self.out is None or result is None or self.telemetry is None or not self.cfg.record.plot:
+            return
+        cfg = self.cfg
+        p = cfg.procedure
+        plot_run(
+            self.out / "telemetry.csv",
+            self.out / "plot.png",
+            lesion_length=p.lesion_length,
+            gap_window=(p.gap_min, p.gap_target, p.gap_max),
+            force_limits={a: (d.force_alarm, d.force_stop) for a, d in cfg.drives.items()},
+            crossing_at=p.lesion_length + p.distal_margin,
+            title=f"whih: {result.outcome}, crossed={result.crossed}, L={p.lesion_length:g} mm",
+        )
+
+    def close(self) -> None:
+        """Close the telemetry (then draw the plot), the trace and (last, with its closing line)
+        the event log; every step is tried, the first error raised."""
+        errors: list[BaseException] = []
+        steps: list[Callable[[], None]] = []
+        if self.telemetry is not None:
+            steps += [self.telemetry.close, self._plot]
+        if self.trace is not None:
+            steps.append(self.trace.close)
+        if self.log is not None:
+            log = self.log
+            steps.append(lambda: log.close(self._t))
+        for step in steps:
+            try:
+                step()
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
