@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -29,6 +31,7 @@ from whih_control.trials import (
     ABLATIONS,
     RESULT_COLUMNS,
     TrialsError,
+    TrialsLostError,
     Variant,
     load_cases,
     parse_seeds,
@@ -249,11 +252,44 @@ def test_a_trial_that_raises_is_an_error_row(tmp_path: Path) -> None:
     assert df.set_index("case_id").loc["OK", "outcome"] != "error"
 
 
+class _DyingWorker(Executor):
+    """Runs trials inline, but the worker of seed 1 dies (its future fails, not the trial)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        if args[0].seed == 1:
+            fut.set_exception(BrokenProcessPool("a worker died"))
+        else:
+            fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def test_a_trial_lost_with_its_worker_is_not_journaled_and_runs_on_the_rerun(tmp_path: Path) -> None:
+    kwargs = {"variants": [{SHORT: 1}], "seeds": [0, 1], "progress": False, "out": tmp_path}
+    with pytest.raises(TrialsLostError, match="1 trial"):
+        wc.trials(_cases(1), executor=_DyingWorker(), **kwargs)
+    assert [k[2] for k in _journal_keys(tmp_path / "results.jsonl")] == [0]
+    ran: list[int] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        df = wc.trials(_cases(1), executor=pool, on_row=lambda r: ran.append(r["seed"]), **kwargs)
+    assert ran == [1]
+    assert list(df["seed"]) == [0, 1]
+
+
 def test_record_writes_a_run_folder_per_trial(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         wc.trials(_cases(1), variants=[{SHORT: 1}], executor=pool, out=tmp_path, record=True, progress=False)
     runs = list((tmp_path / "runs").rglob("summary.json"))
     assert len(runs) == 1
+    assert json.loads(runs[0].read_text())["sim_seconds"] > 0
+    # a run folder left by an attempt that never reached the journal is started anew
+    (tmp_path / "results.jsonl").write_bytes(b"")
+    runs[0].write_text("{}")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        df = wc.trials(
+            _cases(1), variants=[{SHORT: 1}], executor=pool, out=tmp_path, record=True, progress=False
+        )
+    assert df.loc[0, "outcome"] != "error", df.loc[0, "reason"]
     assert json.loads(runs[0].read_text())["sim_seconds"] > 0
 
 

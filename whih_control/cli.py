@@ -92,6 +92,7 @@ def _trials(args: argparse.Namespace) -> int:
     # imported here: the other commands never pay for pandas
     from whih_control.trials import (  # noqa: PLC0415
         TrialsError,
+        TrialsLostError,
         format_summary,
         parse_seeds,
         parse_set,
@@ -162,6 +163,9 @@ def _trials(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nwhih trials: stopped (Ctrl-C); rerun the same command to resume", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    except TrialsLostError as exc:  # the rows that ended are kept; a rerun runs the rest
+        print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_NOT_CROSSED
     except TrialsError as exc:
         print(f"whih trials: {exc}", file=sys.stderr)

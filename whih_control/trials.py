@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 import tomllib
@@ -60,6 +61,7 @@ __all__ = [
     "CASE_COLUMNS",
     "RESULT_COLUMNS",
     "TrialsError",
+    "TrialsLostError",
     "Variant",
     "load_cases",
     "parse_seeds",
@@ -121,7 +123,12 @@ _LOCK = ".lock"
 
 class TrialsError(WhihError):
     """A sweep cannot start or finish: the trials folder holds another sweep's results, is in use,
-    or trials were lost with their worker (rerun the same sweep to run them)."""
+    or trials were lost with their worker (:class:`TrialsLostError`)."""
+
+
+class TrialsLostError(TrialsError):
+    """Trials were lost with a worker that died (not a trial that raised): rerun the same sweep
+    with the same ``out`` and only they run."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +452,9 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
         config_hash="",
     )
     try:
+        if task.record is not None and Path(task.record).exists():
+            # left by an attempt that never reached the journal (a killed sweep): start it anew
+            shutil.rmtree(task.record)
         base = load_config(task.base, base_dir=Path(task.base_dir) if task.base_dir else None)
         cfg = task.variant.apply(task.case.apply(base))
         cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=sim_seed))
@@ -880,7 +890,7 @@ def trials(
             summary.to_csv(folder.out / "summary.csv", index=False)
             plot(everything, summary, folder.out / "plots")
         if lost:
-            raise TrialsError(
+            raise TrialsLostError(
                 f"{lost} trial(s) were lost with their worker: rerun the same sweep to run them"
             )
         return frame
@@ -920,7 +930,11 @@ def _run_all(
             tasks = iter(todo)
             while True:
                 for task in itertools.islice(tasks, max(0, window - len(pending))):
-                    pending[pool.submit(run_trial, task)] = task
+                    try:
+                        pending[pool.submit(run_trial, task)] = task
+                    except cf.BrokenExecutor:  # a worker died and took the pool with it
+                        lost += 1 + sum(1 for _ in tasks)
+                        break
                 if not pending:
                     break
                 finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
