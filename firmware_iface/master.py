@@ -19,6 +19,7 @@ the stop takes an explicit master action (through SWITCH ON DISABLED, see
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -69,6 +70,14 @@ _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
 _FAULTY: Final = frozenset({DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE})
 _TORQUE_OFF: Final = frozenset({DriveState.SWITCH_ON_DISABLED, DriveState.FAULT})
 """States in which shutdown counts a drive as safely off (FAULT is latched and torque-free)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_od(path: str, mtime_ns: int, node_id: int) -> canopen.ObjectDictionary:
+    """A drive's parsed EDS/DCF, shared by every set-up in this process (nothing here writes to
+    it): a sweep of simulated trials parses each file once per worker, not once per trial."""
+    del mtime_ns  # part of the cache key only: an edited file is parsed again
+    return canopen.import_od(path, node_id)
 
 
 @dataclass(slots=True)
@@ -218,7 +227,8 @@ class Master:
         objects: dict[int, canopen.ObjectDictionary] = {}
         for axis, drive in zip(self.axes, self._drives, strict=True):
             try:
-                od = canopen.import_od(str(resolve_eds(drive.eds, Path.cwd())), drive.node_id)
+                eds = resolve_eds(drive.eds, Path.cwd())
+                od = _parsed_od(str(eds), eds.stat().st_mtime_ns, drive.node_id)
             except (OSError, ValueError, KeyError) as exc:
                 raise DriveSetupError(
                     f"node {drive.node_id} ({axis}): cannot load object dictionary {drive.eds!r}: {exc}"
