@@ -78,13 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
-    head = f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'>2T':>5} {'stale':>6} enabled"
-    print(f"{'load':8} {'switch':8} {head}")
+    print(
+        f"{'load':8} {'switch':8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'>2T':>5} {'stale':>6} enabled"
+    )
     for kind in ("idle", "python", "numpy"):
         for default_switch in (False, True):
             runs = [one(kind, args.seconds, default_switch) for _ in range(args.repeat)]
-            keys = ("p50", "p99", "max", "late", "stale")
-            med = {k: statistics.median(float(r[k]) for r in runs) for k in keys}
+            med = {
+                k: statistics.median(float(r[k]) for r in runs)
+                for k in ("p50", "p99", "max", "late", "stale")
+            }
             ok = all(bool(r["enabled"]) for r in runs)
             label = "5 ms" if default_switch else "T/10"
             print(

@@ -35,6 +35,7 @@ from canopen.sdo.base import SdoVariable
 from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
 from firmware_iface import pdo
+from firmware_iface.bus import kernel_of
 from firmware_iface.check import check_drive
 from firmware_iface.cia402 import (
     CW_DISABLE_VOLTAGE,
@@ -46,7 +47,7 @@ from firmware_iface.cia402 import (
     next_controlword,
 )
 from firmware_iface.errors import BusError, DriveError, DriveSetupError, DriveTimeoutError, SdoError
-from firmware_iface.simbus import SimTimeBus
+from firmware_iface.simbus import SimKernel
 from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
 from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal, Feedback
 
@@ -135,8 +136,8 @@ class Master:
     def __init__(self, system: DriveSystem, bus: can.BusABC) -> None:
         self._system = system
         self._bus = bus
-        self._simbus = bus if isinstance(bus, SimTimeBus) else None
-        """The simulated-time bus (synchronous listener hook, simulated clock), else None."""
+        self._kernel = kernel_of(bus)
+        """The simulated-time bus's kernel (synchronous listener hook, simulated clock), else None."""
         self._bus_cfg = system.bus
         self._cycle_cfg = system.cycle
         self.axes: tuple[str, ...] = tuple(system.drives)
@@ -264,7 +265,7 @@ class Master:
     def _setup_listener(self) -> _SetupScope:
         assert self._network is not None
         listener = _SetupListener(self._network, self._note_heartbeat)
-        return _SetupScope(self._bus, listener, self._simbus)
+        return _SetupScope(self._bus, listener, self._kernel)
 
     def _note_heartbeat(self, node_id: int, state: int) -> None:
         i = self._node_index.get(node_id)
@@ -278,7 +279,7 @@ class Master:
     def _wait_for_nodes(self) -> None:
         """Block until every drive sent a boot-up or heartbeat, or ``bus.boot_timeout_s`` passes."""
         timeout = self._bus_cfg.boot_timeout_s
-        if self._simbus is not None:
+        if self._kernel is not None:
             # Frames the drives produced before set-up are queued: show them to the listener.
             self._feed_queued()
         else:
@@ -291,12 +292,12 @@ class Master:
             for i, nid in enumerate(self.nodes):
                 if not self._seen[i]:
                     self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
-        if self._simbus is not None:
+        if self._kernel is not None:
             # Simulated time only passes on SYNC: let boot_timeout_s of it pass at most.
-            for _ in range(math.ceil(timeout / self._simbus.period)):
+            for _ in range(math.ceil(timeout / self._kernel.period)):
                 if all(self._seen):
                     break
-                self._simbus.send(self._sync)
+                self._bus.send(self._sync)
         else:
             self._seen_event.wait(timeout)
         missing = [
@@ -439,8 +440,8 @@ class Master:
             bus.send(sync)
             if tap is not None:
                 tap(sync, t, False)
-        elif self._simbus is not None:
-            self._simbus.advance(1)
+        elif self._kernel is not None:
+            self._kernel.advance(1)
         missing = n
         recv = bus.recv
         if deadline is None:
@@ -474,7 +475,7 @@ class Master:
     def _stamp(self) -> float:
         """Now in cycle time, for the tap: the cycle's time plus what has passed since its SYNC
         (real time); the cycle's time itself on the simulated-time bus."""
-        if self._simbus is not None:
+        if self._kernel is not None:
             return self.feedback.t
         return self.feedback.t + (time.perf_counter() - self._read_perf)
 
@@ -728,8 +729,8 @@ class Master:
 
     def _shutdown_cycle(self, period: float, errors: list[str]) -> None:
         try:
-            if self._simbus is not None:
-                self.read(self._simbus.time + period, None)
+            if self._kernel is not None:
+                self.read(self._kernel.time + period, None)
             else:
                 start = time.perf_counter()
                 # cycle time runs on from the last cycle (frames of the stop are stamped in it)
@@ -747,7 +748,7 @@ class Master:
                     self.tap(msg, self._stamp(), False)
             except (can.CanError, OSError) as exc:
                 errors.append(f"node {self.nodes[i]} ({self.axes[i]}): RPDO1 not sent: {exc}")
-        if self._simbus is None:
+        if self._kernel is None:
             try:
                 self.wait_until(time.perf_counter() + period * (1.0 - self._cycle_cfg.tpdo_deadline))
             except (can.CanError, OSError) as exc:
@@ -761,7 +762,7 @@ class Master:
         of blocking, because an OS wake-up from a blocking receive is late by up to a scheduler tick.
         On the simulated-time bus nothing is queued between cycles and this returns at once.
         """
-        if self._simbus is not None:
+        if self._kernel is not None:
             return
         perf = time.perf_counter
         recv = self._bus.recv
@@ -783,16 +784,16 @@ class Master:
 class _SetupScope:
     """Feeds set-up frames to the listener: a Notifier thread on a real bus, the hook on the sim bus."""
 
-    def __init__(self, bus: can.BusABC, listener: _SetupListener, simbus: SimTimeBus | None) -> None:
+    def __init__(self, bus: can.BusABC, listener: _SetupListener, kernel: SimKernel | None) -> None:
         self._bus = bus
         self._listener = listener
-        self._simbus = simbus
+        self._kernel = kernel
         self._notifier: can.Notifier | None = None
         self._fn = listener.on_message_received  # one bound method, so remove_listener finds it
 
     def __enter__(self) -> _SetupScope:
-        if self._simbus is not None:
-            self._simbus.add_listener(self._fn)
+        if self._kernel is not None:
+            self._kernel.add_listener(self._fn)
         else:
             try:
                 self._notifier = can.Notifier(self._bus, [self._listener], timeout=0.05)
@@ -801,7 +802,7 @@ class _SetupScope:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._simbus is not None:
-            self._simbus.remove_listener(self._fn)
+        if self._kernel is not None:
+            self._kernel.remove_listener(self._fn)
         elif self._notifier is not None:
             self._notifier.stop()

@@ -1,10 +1,12 @@
-"""The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing,
-2 usage or configuration error. Bad input never produces a traceback."""
+"""The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing (for
+``inspect``: a run folder that does not verify), 2 usage or configuration error. Bad input never
+produces a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -17,10 +19,11 @@ from firmware_iface.check import DriveReport, check_drive
 from whih_control.api import Robot, simulate
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
+from whih_control.inspect_run import inspect_run
 from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
-from whih_control.runtime import Progress, RunResult, check_fault_spec
+from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
@@ -55,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("file", type=Path)
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
+    dbc = sub.add_parser(
+        "dbc", help="write a DBC of the configured cyclic frames (cantools, SavvyCAN, Vector)"
+    )
+    dbc.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    dbc.add_argument("-o", "--output", type=Path, help="DBC file to write (default: standard output)")
+    ins = sub.add_parser("inspect", help="verify a run folder: event chain, trace, summary; redraw the plot")
+    ins.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    ins.add_argument("--no-plot", action="store_true", help="do not redraw plot.png")
     _add_trials_parser(sub)
     return p
 
@@ -248,6 +260,40 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
+def _dbc(path: Path, output: Path | None) -> int:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    from whih_control.dbc import dbc_text  # noqa: PLC0415 (cantools: only this command pays its import)
+
+    text = dbc_text(cfg)
+    if output is None:
+        _emit(sys.stdout, text)
+        return EXIT_OK
+    try:
+        output.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        print(f"whih dbc: -o (={str(output)!r}): cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _emit(sys.stdout, f"{output}: {len(cfg.drives)} drives, {text.count(chr(10) + 'BO_ ')} messages\n")
+    return EXIT_OK
+
+
+def _inspect(run_dir: Path, *, as_json: bool, plot: bool) -> int:
+    try:
+        report = inspect_run(run_dir, plot=plot)
+    except RunFolderError as exc:
+        print(f"whih inspect: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    text = json.dumps(report.as_dict(), indent=2, allow_nan=False) if as_json else report.text()
+    _emit(sys.stdout, text + "\n")
+    return EXIT_OK if report.ok else EXIT_NOT_CROSSED
+
+
 def _progress_printer(stream: TextIO, extra: Callable[[], str] | None = None) -> Callable[[Progress], None]:
     """Live progress: one rewritten line on a terminal, a line per phase change otherwise;
     ``extra()`` is appended on a terminal (the operator keys' last answer)."""
@@ -299,9 +345,8 @@ def _print_result(result: RunResult, stream: TextIO) -> None:
             f"CPU {lp['cpu_percent']:.0f} %"
         )
     if result.out:
-        lines.append(
-            f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)"
-        )
+        files = ", ".join(name for name in RUN_FILES if (Path(result.out) / name).exists())
+        lines.append(f"run folder: {result.out}  ({files})")
     _emit(stream, "\n".join(lines) + "\n")
 
 
@@ -372,6 +417,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     if args.command == "trials":
         return _trials(args)
+    if args.command == "dbc":
+        return _dbc(args.config, args.output)
+    if args.command == "inspect":
+        return _inspect(args.run_dir, as_json=args.json, plot=not args.no_plot)
     try:
         if args.command == "demo":
             _emit(sys.stdout, f"whih demo: simulated WHIH procedure, {default_config_path()}\n")

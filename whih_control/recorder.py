@@ -19,6 +19,7 @@ from typing import Any
 
 import can
 
+from firmware_iface.cia402 import DriveState
 from firmware_iface.types import Commands, Feedback
 from whih_control.config import Config
 from whih_control.errors import RunFolderError
@@ -29,7 +30,15 @@ from whih_control.types import LINEAR_AXES, Estimate
 
 __all__ = ["RUN_FILES", "RunRecorder", "RunResult", "make_run_folder"]
 
-RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
+RUN_FILES = (
+    "summary.json",
+    "events.jsonl",
+    "trace.asc",
+    "trace.log",
+    "telemetry.csv",
+    "telemetry.mcap",
+    "plot.png",
+)
 """The files of a run folder (docs/DESIGN.md section 3)."""
 
 
@@ -114,7 +123,10 @@ class RunRecorder:
         if cfg.record.trace:
             # simulated time waits for the writer and never drops; real time never blocks the cycle
             self.trace = TraceRecorder(
-                out / "trace.asc", maxsize=cfg.record.trace_queue, blocking=blocking_trace
+                out / f"trace.{cfg.record.trace_format}",
+                maxsize=cfg.record.trace_queue,
+                blocking=blocking_trace,
+                channel=cfg.bus.channel,
             )
         self._phase_index = {p: i for i, p in enumerate(Phase)}
         cols: list[str] = ["phase", "gap", "coupling", "gap_true"]
@@ -122,12 +134,17 @@ class RunRecorder:
         cols += [f"force_{a}" for a in self.axes]
         cols += [f"target_{a}" for a in self.axes]
         cols += [f"actual_{a}" for a in self.axes]
+        cols += [f"state_{a}" for a in self.axes]
+        cols += [f"statusword_{a}" for a in self.axes]
         self._row = [0.0] * len(cols)
+        states = [s.name for s in DriveState]
         self.telemetry = Telemetry(
             out / "telemetry.csv",
             cols,
             rate_hz=cfg.record.telemetry_hz,
-            labels={"phase": [p.value for p in Phase]},
+            labels={"phase": [p.value for p in Phase]} | {f"state_{a}": states for a in self.axes},
+            mcap=out / "telemetry.mcap" if cfg.record.mcap else None,
+            events=self.log.path,
         )
 
     @property
@@ -219,6 +236,12 @@ class RunRecorder:
             i += 1
         for a in self.axes:
             row[i] = fb[a].position
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].state
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].statusword
             i += 1
         tel.sample(t, row)
 
