@@ -98,6 +98,7 @@ class TraceRecorder:
         self._sent = 0
         self._frames = 0
         self._broken: OSError | None = None
+        self._closed = False
         self.pipe_bytes = 0
         self._proc = subprocess.Popen(
             # -P: the writer's folder is not put on its import path; own session: the terminal's
@@ -121,6 +122,11 @@ class TraceRecorder:
             if self._proc.returncode is None:
                 self._stop_writer()
             raise
+
+    @property
+    def broken(self) -> OSError | None:
+        """Why the writer cannot be fed any more (it died), or None; frames are counted as dropped."""
+        return None if self._closed else self._broken
 
     def record(self, msg: can.Message, t: float, rx: bool) -> None:
         """Pack one frame stamped ``t`` (``msg`` may be reused by the caller right after)."""
@@ -184,8 +190,9 @@ class TraceRecorder:
     def close(self) -> None:
         """Flush, let the writer finish the file, and raise if it failed. Safe to call twice;
         frames recorded afterwards are counted as dropped."""
-        if self._proc.returncode is not None:
+        if self._closed:
             return
+        self._closed = True
         stdin = self._proc.stdin
         if stdin is not None and not stdin.closed:
             if self._broken is None:

@@ -104,6 +104,7 @@ class RunRecorder:
         self.axes = tuple(cfg.drives)
         self._on_failure = on_failure
         self.log_error: OSError | None = None
+        self._writer_failed = False
         self.min_gap = math.inf
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
@@ -173,6 +174,19 @@ class RunRecorder:
         if self.log is not None:
             self.log.hold_sync = False
 
+    def _check_writers(self, t: float) -> None:
+        """A telemetry writer thread or trace writer process that died is a recording failure."""
+        tel, trace = self.telemetry, self.trace
+        error: BaseException | None = tel.error if tel is not None else None
+        what = "telemetry writer"
+        if error is None and trace is not None:
+            error, what = trace.broken, "trace writer"
+        if error is not None:
+            self._writer_failed = True
+            text = f"{what} {self.out}: {error}"
+            self.faults.append(f"{t:.3f}s all: {text}")
+            self._on_failure(text)
+
     def _failed(self, t: float, exc: OSError) -> None:
         if self.log_error is None:
             self.log_error = exc
@@ -203,6 +217,8 @@ class RunRecorder:
                 self._failed(t, exc)
         if self.trace is not None:
             self.trace.end_cycle()
+        if not self._writer_failed:
+            self._check_writers(t)
         gap = estimate.gap
         if calibrated and math.isfinite(gap):
             self.min_gap = min(self.min_gap, gap)
