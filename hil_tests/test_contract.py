@@ -96,11 +96,13 @@ def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated:
                 (t, msg.arbitration_id - 0x180, int.from_bytes(msg.data[2:6], "little", signed=True))
             )
 
-    with bench_robot(cfg, inject=[f"{kind}@1.5"], auto_confirm=True) as robot:
+    # the go and crossing confirmed from here: a procedure confirming its own gates passes ready
+    # before enable() on the cycle thread sees it
+    with bench_robot(cfg, inject=[f"{kind}@1.5"]) as robot:
         rt = robot.runtime
         rt.master.tap = tap
         robot.enable()
-        result = robot.run_procedure(max_time=10.0)
+        result = robot.run_procedure(max_time=10.0, confirm=lambda gate: True)
         t_latch = rt._latch_t
     assert result.outcome == "fault", (result.outcome, result.reason)
     assert result.faults and t_latch is not None
@@ -108,7 +110,10 @@ def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated:
     for axis in LINEAR_AXES:
         d = cfg.drives[axis]
         mine = [(t, c) for t, n, c in frames if n == d.node_id]
-        at_latch = [c for t, c in mine if t <= t_latch][-1]
+        # the reading the latching cycle took (for an encoder jump, the jumped one): what the
+        # drive does after it is the stop
+        # (with SYNC lost nothing answers after the latch: the last reading before it, then)
+        at_latch = next((c for t, c in mine if t >= t_latch), [c for t, c in mine if t < t_latch][-1])
         # the last report: after close, once every drive answered again (a SYNC loss ends there)
         stop[axis] = abs(mine[-1][1] - at_latch) / d.counts_per_unit
     print(f"\n{kind}: stop distance from the drives' position actual (mm): {stop}")
