@@ -44,7 +44,7 @@ class _Echo:
 
     def on_sync(self, t: float, dt: float) -> None:
         pdo.TPDO1.pack_into(self._tpdo.data, 0, 0x0237, self._target, 0)
-        self._bus.device_send(self._tpdo)
+        self._bus.kernel.device_send(self._tpdo)
 
     def on_frame(self, msg: can.Message) -> None:
         if msg.arbitration_id == self._rpdo:
@@ -56,7 +56,7 @@ def _frames_only(cycles: int, period: float, drives: int) -> float:
     bus = SimTimeBus(period=period)
     try:
         for node in range(1, drives + 1):
-            bus.attach(_Echo(bus, node))
+            bus.kernel.attach(_Echo(bus, node))
         sync = can.Message(arbitration_id=pdo.SYNC_COB, data=b"", is_extended_id=False)
         rpdos = [
             can.Message(arbitration_id=pdo.rpdo1_cob(n), data=bytearray(6), is_extended_id=False)

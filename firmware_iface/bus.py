@@ -10,9 +10,9 @@ from firmware_iface.errors import BusError
 from firmware_iface.spec import BusConfig
 
 if TYPE_CHECKING:
-    from firmware_iface.simbus import SimTimeBus
+    from firmware_iface.simbus import SimKernel, SimTimeBus
 
-__all__ = ["SIM_INTERFACE", "open_bus", "simulated_time_bus"]
+__all__ = ["SIM_INTERFACE", "kernel_of", "open_bus", "simulated_time_bus"]
 
 SIM_INTERFACE = "whih-sim"
 """Interface name of :class:`firmware_iface.simbus.SimTimeBus` (also a python-can entry point)."""
@@ -81,3 +81,14 @@ def simulated_time_bus(bus: can.BusABC | None, *, period: float) -> SimTimeBus:
             f"bus (={bus!r}) must be the simulated-time bus ({SIM_INTERFACE!r}) for simulated time"
         )
     return bus
+
+
+def kernel_of(bus: can.BusABC) -> SimKernel | None:
+    """The stepping kernel behind ``bus`` when it is the simulated-time bus, else None.
+
+    What runs in simulated time (the master's set-up listener, a silent SYNC producer, simulated
+    drives) is handed the kernel from here; nothing else tells bus kinds apart.
+    """
+    from firmware_iface.simbus import SimTimeBus  # noqa: PLC0415  (only when chosen)
+
+    return bus.kernel if isinstance(bus, SimTimeBus) else None

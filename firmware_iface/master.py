@@ -31,8 +31,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import can
@@ -41,27 +41,24 @@ from canopen.sdo.base import SdoVariable
 from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
 from firmware_iface import pdo
-from firmware_iface.check import check_drive
+from firmware_iface.bus import kernel_of
 from firmware_iface.cia402 import (
     CW_DISABLE_VOLTAGE,
     CW_FAULT_RESET_BIT,
-    MODE_CSP,
     DriveState,
     decode_statusword,
     emcy_name,
     next_controlword,
 )
 from firmware_iface.errors import BusError, DriveError, DriveSetupError, DriveTimeoutError, SdoError
-from firmware_iface.simbus import SimTimeBus
-from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
+from firmware_iface.od import Identity
+from firmware_iface.plan import PDO_INVALID, QUICK_STOP_OPTION, SetupPlan, plan_system
+from firmware_iface.simbus import SimKernel
+from firmware_iface.spec import DriveConfig, DriveSystem
 from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal, Feedback
 
 __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
 
-QUICK_STOP_OPTION: Final = 2
-"""0x605A written to every drive (see the module docstring for why)."""
-ABORT_CONNECTION_QUICK_STOP: Final = 3
-"""0x6007 = 3: quick stop when the connection to the master is lost."""
 SERVICE_QUEUE_LEN: Final = 256
 """Frames (EMCY, heartbeat, ...) kept between two ``service`` calls; more are dropped and counted."""
 PLAUSIBLE_SPEED_FACTOR: Final = 2.0
@@ -74,8 +71,16 @@ SYNC_COUNTER_MAX: Final = 240
 
 _NMT_START: Final = 0x01
 _NMT_STOP: Final = 0x02
-_NMT_ENTER_PRE_OPERATIONAL: Final = 0x80
 _NMT_RESET_COMMUNICATION: Final = 0x82
+_NMT_NAMES: Final = {
+    -1: "never heard",
+    pdo.NMT_BOOTUP: "boot-up",
+    pdo.NMT_STOPPED: "stopped",
+    pdo.NMT_OPERATIONAL: "operational",
+    pdo.NMT_PRE_OPERATIONAL: "pre-operational",
+}
+SHUTDOWN_DISABLE_CYCLES: Final = 8
+"""Disable-voltage cycles shutdown gives the drives to report SWITCH ON DISABLED."""
 
 # Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
 _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
@@ -108,14 +113,6 @@ class MasterStats:
     """EMCY frames with error code 0x0000 ("error reset or no error"): counted, not a fault."""
 
 
-def _pdo_map(index: int, sub: int, bits: int) -> int:
-    return (index << 16) | (sub << 8) | bits
-
-
-def _counts(value: float, counts_per_unit: float) -> int:
-    return round(value * counts_per_unit)
-
-
 class _SetupListener(can.Listener):
     """During set-up only: feeds canopen's SDO client and notes boot-ups/heartbeats."""
 
@@ -142,8 +139,8 @@ class Master:
     def __init__(self, system: DriveSystem, bus: can.BusABC) -> None:
         self._system = system
         self._bus = bus
-        self._simbus = bus if isinstance(bus, SimTimeBus) else None
-        """The simulated-time bus (synchronous listener hook, simulated clock), else None."""
+        self._kernel = kernel_of(bus)
+        """The simulated-time bus's kernel (synchronous listener hook, simulated clock), else None."""
         self._bus_cfg = system.bus
         self._cycle_cfg = system.cycle
         self.axes: tuple[str, ...] = tuple(system.drives)
@@ -240,6 +237,11 @@ class Master:
         self._running = False
         self._network: canopen.Network | None = None
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
+        self.plans: dict[str, SetupPlan] = {}
+        """Per axis: the checked set-up plan of the last :meth:`setup` (its ``notes`` say what
+        was accepted and switched off)."""
+        self.identities: dict[str, Identity] = {}
+        """Per axis: identity 0x1018 as read from the drive at set-up."""
         self._seen = [False] * n
         self._seen_event = threading.Event()
         self.tap: Callable[[can.Message, float, bool], None] | None = None
@@ -255,38 +257,41 @@ class Master:
     def setup(self) -> None:
         """Check, configure and start every drive; raise rather than enable a doubtful one.
 
-        Order per drive: capability check of its EDS/DCF, wait for its boot-up or heartbeat, NMT
-        pre-operational, PDO mapping and safety objects by SDO, read every value back, NMT start.
+        First, offline for every drive: the capability check of its EDS/DCF and every SDO value
+        set-up will write (:func:`~firmware_iface.plan.plan_setup`); every problem of every drive
+        is raised at once, before anything is sent. Then, whatever state the drives are in:
+        NMT reset communication and a boot-up from each, identity 0x1018 (compared with the
+        file), the CiA 402 state brought to SWITCH ON DISABLED (a fault reset edge if in FAULT),
+        PDO hygiene and mapping and the safety objects by SDO, every value read back, NMT start.
         Drives are then OPERATIONAL and SWITCH ON DISABLED; enabling happens through the cycle.
+        Problems on the wire are collected per drive and raised together as well.
         """
-        objects: dict[int, canopen.ObjectDictionary] = {}
-        for axis, drive in zip(self.axes, self._drives, strict=True):
-            try:
-                od = canopen.import_od(str(resolve_eds(drive.eds, Path.cwd())), drive.node_id)
-            except (OSError, ValueError, KeyError) as exc:
-                raise DriveSetupError(
-                    f"node {drive.node_id} ({axis}): cannot load object dictionary {drive.eds!r}: {exc}"
-                ) from exc
-            report = check_drive(od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer)
-            if not report.ok:
-                raise DriveSetupError(
-                    f"node {drive.node_id} ({axis}, {report.node_name}) cannot run the whih cycle: "
-                    + "; ".join(report.problems)
-                )
-            objects[drive.node_id] = od
+        by_axis, problems = plan_system(self._system)
+        if problems:
+            raise DriveSetupError("\n".join(problems))
+        self.plans = by_axis
+        plans = {plan.node_id: plan for plan in by_axis.values()}
 
         network = canopen.Network(self._bus)
         self._network = network
-        for nid, od in objects.items():
-            node = canopen.RemoteNode(nid, od)
+        for nid, plan in plans.items():
+            node = canopen.RemoteNode(nid, plan.dictionary.od)
             network.add_node(node)
             node.sdo.RESPONSE_TIMEOUT = self._bus_cfg.sdo_timeout_s
             self._sdo_nodes[nid] = node
+        failures: list[DriveError] = []
         with self._setup_listener():
             self._wait_for_nodes()
             for i, nid in enumerate(self.nodes):
-                network.send_message(pdo.NMT_COB, bytes([_NMT_ENTER_PRE_OPERATIONAL, nid]))
-                self._configure(self.axes[i], self._drives[i], self._sdo_nodes[nid])
+                axis, node = self.axes[i], self._sdo_nodes[nid]
+                try:
+                    self.identities[axis] = self._identify(axis, self._drives[i], plans[nid], node)
+                    self._to_switch_on_disabled(axis, node)
+                    self._configure(axis, plans[nid], node)
+                except DriveError as exc:
+                    failures.append(exc)
+            if failures:
+                raise _joined(failures)
             for nid in self.nodes:
                 network.send_message(pdo.NMT_COB, bytes([_NMT_START, nid]))
         self._drain()
@@ -302,39 +307,43 @@ class Master:
     def _setup_listener(self) -> _SetupScope:
         assert self._network is not None
         listener = _SetupListener(self._network, self._note_heartbeat)
-        return _SetupScope(self._bus, listener, self._simbus)
+        return _SetupScope(self._bus, listener, self._kernel)
 
     def _note_heartbeat(self, node_id: int, state: int) -> None:
         i = self._node_index.get(node_id)
         if i is None:
             return
         self.nmt_state[i] = state & 0x7F
+        if state & 0x7F != pdo.NMT_BOOTUP:
+            return
         self._seen[i] = True
         if all(self._seen):
             self._seen_event.set()
 
     def _wait_for_nodes(self) -> None:
-        """Block until every drive sent a boot-up or heartbeat, or ``bus.boot_timeout_s`` passes."""
+        """NMT reset communication to every drive, then block until each sent its boot-up, or
+        ``bus.boot_timeout_s`` passes.
+
+        Whatever NMT state a drive was found in (operational, stopped, pre-operational, just
+        powered), it is then pre-operational with its communication parameters (PDOs, heartbeat
+        consumer) at their power-on values, and the configuration below starts from there.
+        """
         timeout = self._bus_cfg.boot_timeout_s
-        if self._simbus is not None:
-            # Frames the drives produced before set-up are queued: show them to the listener.
+        assert self._network is not None
+        if self._kernel is not None:
+            # what the drives sent before set-up is old news: show it to the listener first
             self._feed_queued()
-        else:
-            # Give the notifier a moment for boot-ups already queued before it started.
-            self._seen_event.wait(min(timeout, 0.1))
-        if not all(self._seen):
-            # A node that booted before we listened only talks again after a reset; its
-            # communication parameters are configured below anyway.
-            assert self._network is not None
-            for i, nid in enumerate(self.nodes):
-                if not self._seen[i]:
-                    self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
-        if self._simbus is not None:
+        for i in range(len(self._seen)):
+            self._seen[i] = False
+        self._seen_event.clear()
+        for nid in self.nodes:
+            self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
+        if self._kernel is not None:
             # Simulated time only passes on SYNC: let boot_timeout_s of it pass at most.
-            for _ in range(math.ceil(timeout / self._simbus.period)):
+            for _ in range(math.ceil(timeout / self._kernel.period)):
                 if all(self._seen):
                     break
-                self._simbus.send(self._sync)
+                self._bus.send(self._sync)
         else:
             self._seen_event.wait(timeout)
         missing = [
@@ -342,7 +351,9 @@ class Master:
         ]
         if missing:
             raise DriveTimeoutError(
-                f"{', '.join(missing)} sent no boot-up or heartbeat within bus.boot_timeout_s (={timeout} s)"
+                f"{', '.join(missing)} sent no boot-up after NMT reset communication within "
+                f"bus.boot_timeout_s (={timeout} s): not on the bus, wrong node id or bitrate, or "
+                "powered off"
             )
 
     def _feed_queued(self) -> None:
@@ -351,54 +362,86 @@ class Master:
         while (msg := self._bus.recv(0.0)) is not None:
             listener.on_message_received(msg)
 
-    def _configure(self, axis: str, drive: DriveConfig, node: canopen.RemoteNode) -> None:
-        nid = drive.node_id
-        cpu = drive.counts_per_unit
-        rpdo_cob, tpdo_cob = pdo.rpdo1_cob(nid), pdo.tpdo1_cob(nid)
-        invalid = 0x8000_0000
-        writes: list[tuple[int, int, int]] = [
-            # RPDO1: invalidate, set type and mapping, validate (CiA 301 7.5.2.35 procedure).
-            (0x1400, 1, rpdo_cob | invalid),
-            (0x1400, 2, 1),
-            (0x1600, 0, 0),
-            (0x1600, 1, _pdo_map(0x6040, 0, 16)),
-            (0x1600, 2, _pdo_map(0x607A, 0, 32)),
-            (0x1600, 0, 2),
-            (0x1400, 1, rpdo_cob),
-            (0x1800, 1, tpdo_cob | invalid),
-            (0x1800, 2, 1),
-            (0x1A00, 0, 0),
-            (0x1A00, 1, _pdo_map(0x6041, 0, 16)),
-            (0x1A00, 2, _pdo_map(0x6064, 0, 32)),
-            (0x1A00, 3, _pdo_map(0x6077, 0, 16)),
-            (0x1A00, 0, 3),
-            (0x1800, 1, tpdo_cob),
-            (0x6060, 0, MODE_CSP),
-            (0x1017, 0, drive.heartbeat_ms),
-            (0x6007, 0, ABORT_CONNECTION_QUICK_STOP),
-            (0x605A, 0, QUICK_STOP_OPTION),
-            (0x607D, 1, _counts(drive.travel_min, cpu)),
-            (0x607D, 2, _counts(drive.travel_max, cpu)),
-            (0x6065, 0, _counts(drive.following_error_window, cpu)),
-            (0x6066, 0, drive.following_error_timeout_ms),
-            (0x6085, 0, _counts(drive.quick_stop_decel, cpu)),
-        ]
-        if not drive.accept_no_heartbeat_consumer or 0x1016 in node.object_dictionary:
-            consumer = (self._bus_cfg.master_node_id << 16) | self._bus_cfg.master_heartbeat_timeout_ms
-            writes.append((0x1016, 1, consumer))
-        for index, sub, value in writes:
-            self._sdo_write(axis, node, index, sub, value)
-        # Read every final value back; 0x6060 may be write-only, 0x6061 shows the active mode.
-        final: dict[tuple[int, int], int] = {}
-        for index, sub, value in writes:
-            final[(index, sub)] = value
-        final.pop((0x6060, 0))
-        final[(0x6061, 0)] = MODE_CSP
-        for (index, sub), expected in final.items():
-            actual = self._sdo_read(axis, node, index, sub)
-            if actual != expected:
+    def _identify(self, axis: str, drive: DriveConfig, plan: SetupPlan, node: canopen.RemoteNode) -> Identity:
+        """Read 0x1018 and compare vendor and product with the drive's EDS/DCF."""
+        values: list[int | None] = []
+        for sub in (1, 2, 3, 4):
+            try:
+                values.append(self._sdo_read(axis, node, 0x1018, sub))
+            except SdoError:
+                if sub <= 2:
+                    raise
+                values.append(None)  # revision and serial are optional (CiA 301)
+        ident = Identity(*values)
+        expected = plan.identity
+        if expected is not None:
+            wrong = [
+                f"{what} 0x{got:08X} (file: 0x{want:08X})"
+                for what, got, want in (
+                    ("vendor", ident.vendor, expected.vendor),
+                    ("product", ident.product, expected.product),
+                )
+                if want is not None and got is not None and got != want
+            ]
+            if wrong:
+                text = (
+                    f"node {drive.node_id} ({axis}): identity 0x1018 does not match "
+                    f"{plan.dictionary.source}: {', '.join(wrong)}"
+                )
+                if not drive.accept_identity_mismatch:
+                    raise DriveSetupError(
+                        text + "; the file's ranges and units may not be this drive's: refusing to "
+                        f"enable (set drives.{axis}.accept_identity_mismatch = true to run anyway)"
+                    )
+                plan.notes.append(text + " (accepted by accept_identity_mismatch)")
+        return ident
+
+    def _to_switch_on_disabled(self, axis: str, node: canopen.RemoteNode) -> None:
+        """Bring the drive's CiA 402 state to SWITCH ON DISABLED by SDO, whatever it was.
+
+        From FAULT: controlword 0 then 0x80 (the rising edge of bit 7 resets the fault); from
+        any other state: disable voltage. Nothing moves: no state on the way holds torque.
+        """
+        deadline = time.monotonic() + self._bus_cfg.boot_timeout_s
+        for attempt in range(1000):
+            sw = self._sdo_read(axis, node, 0x6041, 0)
+            state = decode_statusword(sw)
+            if state is DriveState.SWITCH_ON_DISABLED:
+                return
+            if attempt and (time.monotonic() > deadline or attempt >= 100):
+                reason = ""
+                if state in _FAULTY:
+                    with suppress(DriveError):
+                        reason = f", error code 0x{self._sdo_read(axis, node, 0x603F, 0):04X}"
                 raise DriveSetupError(
-                    f"node {nid} ({axis}): read-back of 0x{index:04X}:{sub} gave {actual} "
+                    f"node {node.id} ({axis}): stays in {state.name} (statusword 0x{sw:04X}{reason}) "
+                    "after a fault reset / disable voltage; refusing to enable"
+                )
+            if state is DriveState.FAULT:
+                self._sdo_write(axis, node, 0x6040, 0, CW_DISABLE_VOLTAGE)
+                self._sdo_write(axis, node, 0x6040, 0, CW_FAULT_RESET_BIT)
+            else:
+                self._sdo_write(axis, node, 0x6040, 0, CW_DISABLE_VOLTAGE)
+            if self._kernel is not None:
+                self._bus.send(self._sync)  # let a cycle of simulated time pass
+            else:
+                time.sleep(0.002)  # the drive acts within its own cycle
+
+    def _configure(self, axis: str, plan: SetupPlan, node: canopen.RemoteNode) -> None:
+        """Write the checked plan (PDO hygiene first), then read every value back."""
+        for w in plan.writes:
+            value = w.value
+            if w.keep_cob:
+                current = self._sdo_read(axis, node, w.index, w.sub)
+                if current & PDO_INVALID:
+                    continue  # already off
+                value = current | PDO_INVALID
+            self._sdo_write(axis, node, w.index, w.sub, value)
+        for (index, sub), (expected, mask) in plan.readback.items():
+            actual = self._sdo_read(axis, node, index, sub)
+            if actual & mask != expected & mask:
+                raise DriveSetupError(
+                    f"node {node.id} ({axis}): read-back of 0x{index:04X}:{sub} gave {actual} "
                     f"(0x{actual & 0xFFFFFFFF:X}), expected {expected} (0x{expected & 0xFFFFFFFF:X}); "
                     "refusing to enable"
                 )
@@ -485,8 +528,8 @@ class Master:
                     tap(sync, t, False)
             except (can.CanError, OSError) as exc:
                 self._io_failed(exc)
-        elif self._simbus is not None:
-            self._simbus.advance(1)
+        elif self._kernel is not None:
+            self._kernel.advance(1)
         missing = n
         recv = bus.recv
         try:
@@ -522,7 +565,7 @@ class Master:
     def _stamp(self) -> float:
         """Now in cycle time, for the tap: the cycle's time plus what has passed since its SYNC
         (real time); the cycle's time itself on the simulated-time bus."""
-        if self._simbus is not None:
+        if self._kernel is not None:
             return self.feedback.t
         return self.feedback.t + (time.perf_counter() - self._read_perf)
 
@@ -863,38 +906,70 @@ class Master:
         return all(fb.state is DriveState.OPERATION_ENABLED and fb.age_cycles == 0 for fb in self._fb)
 
     def shutdown(self, *, cycles: int | None = None) -> None:
-        """Quick-stop every drive, then disable voltage; errors are raised after all were tried.
+        """Quick-stop every drive, then bring each to SWITCH ON DISABLED, or raise naming each
+        drive that did not get there and why (after all were tried).
 
         Runs the cyclic exchange itself (never call it between ``read`` and ``write`` of a running
-        cycle): ``cycles`` quick-stop cycles (default: long enough for the slowest axis' ramp from
-        max speed, at least 3), then up to 5 disable cycles until every drive reports SWITCH ON
-        DISABLED (or a latched FAULT, also torque-free). A drive that does not confirm is reported
-        in the raised :class:`DriveError`.
+        cycle). A drive found pre-operational, stopped or rebooted is started first (NMT start:
+        its CiA 402 state does not change, but it takes RPDOs again). Then ``cycles`` quick-stop cycles
+        (default: long enough for the slowest axis' ramp from max speed, at least 3), then up to
+        ``SHUTDOWN_DISABLE_CYCLES`` disable-voltage cycles until every drive reports SWITCH ON
+        DISABLED in a TPDO1. A drive in FAULT counts as off too (torque-free; its fault stays
+        latched for the record: shutdown never resets a fault).
+        Before set-up completed, a drive that sends no TPDO1 and is pre-operational counts as off
+        (it was never started).
         """
         period = 1.0 / self._cycle_cfg.rate_hz
         if cycles is None:
             ramp = max(d.max_speed / d.quick_stop_decel for d in self._drives)
             cycles = max(3, math.ceil(ramp / period) + 2)
         errors: list[str] = []
-        for goal, n in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, 5)):
+        started = self._running
+        if started:
+            for i, nid in enumerate(self.nodes):
+                # a drive that rebooted (boot-up) is pre-operational too
+                if self.nmt_state[i] in (pdo.NMT_PRE_OPERATIONAL, pdo.NMT_STOPPED, pdo.NMT_BOOTUP):
+                    try:
+                        self._bus.send(
+                            can.Message(
+                                arbitration_id=pdo.NMT_COB,
+                                data=bytes([_NMT_START, nid]),
+                                is_extended_id=False,
+                            )
+                        )
+                    except (can.CanError, OSError) as exc:
+                        errors.append(f"node {nid} ({self.axes[i]}): NMT start not sent: {exc}")
+        n = len(self._fb)
+        confirmed = [False] * n
+        for goal, count in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, SHUTDOWN_DISABLE_CYCLES)):
             for cmd in self._cmd:
                 cmd.goal = goal
-            for _ in range(n):
+            for _ in range(count):
                 self._shutdown_cycle(period, errors)
-                if goal is DriveGoal.DISABLED and all(self._torque_off(i) for i in range(len(self._fb))):
+                if goal is not DriveGoal.DISABLED:
+                    continue
+                for i, fb in enumerate(self._fb):
+                    if fb.age_cycles == 0:
+                        confirmed[i] = fb.state in _TORQUE_OFF
+                    elif not started and self._torque_off(i):
+                        confirmed[i] = True
+                if all(confirmed):
                     break
         for i, (axis, nid, fb) in enumerate(zip(self.axes, self.nodes, self._fb, strict=True)):
-            if not self._torque_off(i):
-                errors.append(
-                    f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED (last state {fb.state.name}, "
-                    f"{fb.age_cycles} cycles old)"
-                )
+            if confirmed[i]:
+                continue
+            nmt = _NMT_NAMES.get(self.nmt_state[i], f"0x{self.nmt_state[i]:02X}")
+            if fb.age_cycles > 0:
+                why = f"no TPDO1 for {fb.age_cycles} cycles (last state {fb.state.name}, NMT {nmt})"
+            else:
+                why = f"reports {fb.state.name} (statusword 0x{fb.statusword:04X}, NMT {nmt})"
+            errors.append(f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED: {why}")
         self._running = False
         if errors:
             raise DriveError("shutdown incomplete: " + "; ".join(dict.fromkeys(errors)))
 
     def _torque_off(self, i: int) -> bool:
-        """Drive ``i`` holds no torque: disabled, faulted, or reset (boot-up/pre-operational:
+        """Before set-up completed: drive ``i`` holds no torque (disabled, faulted, or reset:
         a CiA 402 drive leaves reset in SWITCH ON DISABLED and sends no PDO)."""
         return self._fb[i].state in _TORQUE_OFF or self.nmt_state[i] in (
             pdo.NMT_BOOTUP,
@@ -904,8 +979,8 @@ class Master:
 
     def _shutdown_cycle(self, period: float, errors: list[str]) -> None:
         try:
-            if self._simbus is not None:
-                self.read(self._simbus.time + period, None)
+            if self._kernel is not None:
+                self.read(self._kernel.time + period, None)
             else:
                 start = time.perf_counter()
                 # cycle time runs on from the last cycle (frames of the stop are stamped in it)
@@ -923,7 +998,7 @@ class Master:
                     self.tap(msg, self._stamp(), False)
             except (can.CanError, OSError) as exc:
                 errors.append(f"node {self.nodes[i]} ({self.axes[i]}): RPDO1 not sent: {exc}")
-        if self._simbus is None:
+        if self._kernel is None:
             try:
                 self.wait_until(time.perf_counter() + period * (1.0 - self._cycle_cfg.tpdo_deadline))
             except (can.CanError, OSError) as exc:
@@ -937,7 +1012,7 @@ class Master:
         of blocking, because an OS wake-up from a blocking receive is late by up to a scheduler tick.
         On the simulated-time bus nothing is queued between cycles and this returns at once.
         """
-        if self._simbus is not None:
+        if self._kernel is not None:
             return
         perf = time.perf_counter
         recv = self._bus.recv
@@ -956,19 +1031,28 @@ class Master:
                     self.tap(msg, self._stamp(), True)
 
 
+def _joined(failures: Sequence[DriveError]) -> DriveError:
+    """One exception for every drive's failure: their common class, else DriveSetupError."""
+    if len(failures) == 1:
+        return failures[0]
+    kinds = {type(f) for f in failures}
+    cls = kinds.pop() if len(kinds) == 1 else DriveSetupError
+    return cls("\n".join(str(f) for f in failures))
+
+
 class _SetupScope:
     """Feeds set-up frames to the listener: a Notifier thread on a real bus, the hook on the sim bus."""
 
-    def __init__(self, bus: can.BusABC, listener: _SetupListener, simbus: SimTimeBus | None) -> None:
+    def __init__(self, bus: can.BusABC, listener: _SetupListener, kernel: SimKernel | None) -> None:
         self._bus = bus
         self._listener = listener
-        self._simbus = simbus
+        self._kernel = kernel
         self._notifier: can.Notifier | None = None
         self._fn = listener.on_message_received  # one bound method, so remove_listener finds it
 
     def __enter__(self) -> _SetupScope:
-        if self._simbus is not None:
-            self._simbus.add_listener(self._fn)
+        if self._kernel is not None:
+            self._kernel.add_listener(self._fn)
         else:
             try:
                 self._notifier = can.Notifier(self._bus, [self._listener], timeout=0.05)
@@ -977,7 +1061,7 @@ class _SetupScope:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._simbus is not None:
-            self._simbus.remove_listener(self._fn)
+        if self._kernel is not None:
+            self._kernel.remove_listener(self._fn)
         elif self._notifier is not None:
             self._notifier.stop()

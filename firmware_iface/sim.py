@@ -18,8 +18,9 @@ the rest itself, in *drive time* (SYNC count x nominal period since start):
 * An optional plant (:class:`~firmware_iface.types.PlantLoad`) stepped once per SYNC turns
   insertion into axial force; torque actual (0x6077) = force / ``force_per_torque``.
 
-On a :class:`~firmware_iface.simbus.SimTimeBus` the drives are attached as one device and stepped
-synchronously on SYNC (no thread); periods without SYNC (``SimTimeBus.advance``) run their timers.
+On a :class:`~firmware_iface.simbus.SimTimeBus` the drives are attached to its kernel as one device
+and stepped synchronously on SYNC (no thread); periods without SYNC (``SimKernel.advance``) run
+their timers.
 On any other bus (e.g. a ``virtual`` handle on the master's channel) all drives run in one thread
 that receives with a timeout and steps on SYNC; when SYNC stops, drive time follows the wall clock
 so heartbeats and the heartbeat consumer keep working.
@@ -45,6 +46,7 @@ from canopen.objectdictionary import ODArray, ODRecord
 from canopen.sdo.exceptions import SdoAbortedError
 
 from firmware_iface import pdo
+from firmware_iface.bus import kernel_of
 from firmware_iface.cia402 import (
     MODE_CSP,
     SW_FOLLOWING_ERROR,
@@ -55,7 +57,6 @@ from firmware_iface.cia402 import (
     encode_statusword,
 )
 from firmware_iface.faults import DRIVE_FAULT_KINDS, FaultKind, FaultSpec, parse_fault
-from firmware_iface.simbus import SimTimeBus
 from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
 from firmware_iface.types import PlantLoad
 
@@ -974,8 +975,11 @@ class SimulatedDrives:
         self._seq = 0
         self._lock = threading.Lock()
         self._deferred: list[Any] = []
-        self._sim = isinstance(bus, SimTimeBus)
-        self._tx: Callable[[can.Message], None] = bus.device_send if isinstance(bus, SimTimeBus) else bus.send
+        self._kernel = kernel_of(bus)
+        self._sim = self._kernel is not None
+        self._tx: Callable[[can.Message], None] = (
+            self._kernel.device_send if self._kernel is not None else bus.send
+        )
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -988,9 +992,8 @@ class SimulatedDrives:
         if self._running:
             raise RuntimeError("simulated drives are already running")
         self._running = True
-        if self._sim:
-            assert isinstance(self.bus, SimTimeBus)
-            self.bus.attach(self)
+        if self._kernel is not None:
+            self._kernel.attach(self)
             for d in self._order:
                 d._boot()
             return
@@ -1003,9 +1006,8 @@ class SimulatedDrives:
         if not self._running:
             return
         self._running = False
-        if self._sim:
-            assert isinstance(self.bus, SimTimeBus)
-            self.bus.detach(self)
+        if self._kernel is not None:
+            self._kernel.detach(self)
         elif self._thread is not None:
             self._stop.set()
             self._thread.join()
@@ -1029,7 +1031,7 @@ class SimulatedDrives:
     # ---- introspection ----------------------------------------------------------------------
     @property
     def time(self) -> float:
-        """Drive time since start: SYNC count x period, plus time without SYNC (``SimTimeBus.advance``
+        """Drive time since start: SYNC count x period, plus time without SYNC (``SimKernel.advance``
         periods, or wall time in thread mode)."""
         return self._syncs * self.period + self._idle
 

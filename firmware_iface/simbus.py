@@ -1,11 +1,18 @@
 """A python-can backend in simulated time: SYNC advances the clock and steps attached devices.
 
-:class:`SimTimeBus` is a real :class:`can.BusABC` backend (interface name ``whih-sim``), shaped like
-``can/interfaces/virtual.py``, with one difference: there is no wall clock. The master's frames are
-delivered synchronously to every attached device; a SYNC (COB-ID 0x080) first advances
-:attr:`SimTimeBus.time` by one period and steps every device. Frames the devices produce are
-timestamped in simulated seconds and queued for :meth:`~can.BusABC.recv`, which never blocks.
-No threads, no sleeps: the same frames in give the same frames out, with the same timestamps.
+Two objects, like a real bus and the world behind it:
+
+- :class:`SimTimeBus` is a real :class:`can.BusABC` backend (interface name ``whih-sim``), shaped
+  like ``can/interfaces/virtual.py``: it overrides what a backend overrides (``send``, ``recv`` /
+  ``_recv_internal``, ``shutdown``) and nothing else;
+- :class:`SimKernel` (``bus.kernel``) is the stepping kernel behind it: the simulated clock, the
+  attached devices (simulated drives), synchronous listeners and the receive FIFO.
+
+There is no wall clock. The master's frames are delivered synchronously to every attached device;
+a SYNC (COB-ID 0x080) first advances :attr:`SimKernel.time` by one period and steps every device.
+Frames the devices produce are timestamped in simulated seconds and queued for
+:meth:`~can.BusABC.recv`, which never blocks. No threads, no sleeps: the same frames in give the
+same frames out, with the same timestamps.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ from typing import Any, Protocol
 
 import can
 
-__all__ = ["SYNC_COB_ID", "SimDevice", "SimTimeBus"]
+__all__ = ["SYNC_COB_ID", "SimDevice", "SimKernel", "SimTimeBus"]
 
 SYNC_COB_ID = 0x080
 
 
 class SimDevice(Protocol):
-    """Something attached to a :class:`SimTimeBus`; it sends through ``bus.device_send``."""
+    """Something attached to a :class:`SimKernel`; it sends through ``kernel.device_send``."""
 
     def on_frame(self, msg: can.Message) -> None:
         """A frame sent by the master (not SYNC), delivered synchronously."""
@@ -33,41 +40,33 @@ class SimDevice(Protocol):
         """A SYNC at simulated time ``t`` (already advanced by ``dt``)."""
         ...
 
-    # Optional: ``on_tick(t, dt)``, called by :meth:`SimTimeBus.advance` for a period without SYNC.
+    # Optional: ``on_tick(t, dt)``, called by :meth:`SimKernel.advance` for a period without SYNC.
 
 
 Listener = Callable[[can.Message], None]
 
 
-class SimTimeBus(can.BusABC):
-    """Simulated-time CAN bus; see the module docstring.
+class SimKernel:
+    """The stepping kernel behind a :class:`SimTimeBus` (see the module docstring).
 
-    :param channel: a name only (shown in ``channel_info``).
+    :param channel: a name only (stamped on device frames).
     :param period: seconds each SYNC advances :attr:`time` (> 0, finite).
     :param rx_queue_size: capacity of the receive FIFO; frames beyond it are dropped and counted
         in :attr:`dropped`.
     """
 
-    def __init__(
-        self,
-        channel: Any = "whih-sim",
-        *,
-        period: float,
-        rx_queue_size: int = 65_536,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, channel: Any = "whih-sim", *, period: float, rx_queue_size: int = 65_536) -> None:
         if not (isinstance(period, int | float) and math.isfinite(period) and period > 0.0):
             raise ValueError(f"period (={period!r}) must be a finite number of seconds > 0")
         if not (isinstance(rx_queue_size, int) and rx_queue_size >= 1):
             raise ValueError(f"rx_queue_size (={rx_queue_size!r}) must be an integer >= 1")
-        super().__init__(channel=channel, **kwargs)
-        self.channel_info = f"whih simulated-time bus {channel!r}"
-        self._channel = channel
+        self.channel = channel
         self.period = float(period)
         self._syncs = 0
         self._ticks = 0
         self._time = 0.0
-        self._rx: deque[can.Message] = deque()
+        self.rx: deque[can.Message] = deque()
+        """Device frames waiting for the bus's ``recv``."""
         self._rx_size = rx_queue_size
         self.dropped = 0
         """Device frames dropped because the receive FIFO was full."""
@@ -78,7 +77,7 @@ class SimTimeBus(can.BusABC):
         self._listeners: list[Listener] = []
         self._pending: deque[can.Message] = deque()
         self._delivering = False
-        self._open = True
+        self.open = True
 
     @property
     def time(self) -> float:
@@ -130,12 +129,12 @@ class SimTimeBus(can.BusABC):
 
     def device_send(self, msg: can.Message) -> None:
         """A device puts ``msg`` on the bus: timestamped now, queued for recv, shown to listeners."""
-        if not self._open:
+        if not self.open:
             self._check_open()
         msg.timestamp = self._time
-        msg.channel = self._channel
+        msg.channel = self.channel
         msg.is_rx = True
-        rx = self._rx
+        rx = self.rx
         if len(rx) >= self._rx_size:
             self.dropped += 1
         else:
@@ -144,12 +143,12 @@ class SimTimeBus(can.BusABC):
             for fn in self._listeners:
                 fn(msg)
 
-    def send(self, msg: can.Message, timeout: float | None = None) -> None:
-        """Deliver a master frame to every device now; a SYNC first advances time and steps them.
+    def deliver(self, msg: can.Message) -> None:
+        """A master frame reaches every device now; a SYNC first advances time and steps them.
 
         A frame sent from inside a device or listener callback is delivered after the current one.
         """
-        if not self._open:
+        if not self.open:
             self._check_open()
         pending = self._pending
         if self._delivering:
@@ -181,13 +180,57 @@ class SimTimeBus(can.BusABC):
         for dev in self._device_tuple:
             dev.on_frame(msg)
 
+    def pending(self) -> int:
+        """Number of device frames waiting to be received."""
+        return len(self.rx)
+
+    def _check_open(self) -> None:
+        if not self.open:
+            raise can.CanOperationError("the simulated-time bus is shut down")
+
+    def close(self) -> None:
+        """Detach everything and refuse further use."""
+        self.open = False
+        self._devices.clear()
+        self._device_tuple = ()
+        self._listeners.clear()
+        self.rx.clear()
+
+
+class SimTimeBus(can.BusABC):
+    """Simulated-time CAN bus; its stepping kernel is :attr:`kernel` (see the module docstring).
+
+    :param channel: a name only (shown in ``channel_info``).
+    :param period: seconds each SYNC advances ``kernel.time`` (> 0, finite).
+    :param rx_queue_size: capacity of the receive FIFO (see :class:`SimKernel`).
+    """
+
+    def __init__(
+        self,
+        channel: Any = "whih-sim",
+        *,
+        period: float,
+        rx_queue_size: int = 65_536,
+        **kwargs: Any,
+    ) -> None:
+        kernel = SimKernel(channel, period=period, rx_queue_size=rx_queue_size)
+        super().__init__(channel=channel, **kwargs)
+        self.channel_info = f"whih simulated-time bus {channel!r}"
+        self.kernel = kernel
+        """The simulated clock, devices and listeners behind this bus."""
+        self._rx = kernel.rx
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Deliver a master frame to every device now; a SYNC first advances time and steps them."""
+        self.kernel.deliver(msg)
+
     def recv(self, timeout: float | None = None) -> can.Message | None:
         """Next queued device frame that passes the filters, or None at once (never waits).
 
         Simulated time only moves on SYNC, so waiting could never produce a frame.
         """
-        if not self._open:
-            self._check_open()
+        if not self.kernel.open:
+            self.kernel._check_open()
         rx = self._rx
         if self._filters is None:
             return rx.popleft() if rx else None
@@ -198,26 +241,14 @@ class SimTimeBus(can.BusABC):
         return None
 
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
-        self._check_open()
+        self.kernel._check_open()
         if self._rx:
             return self._rx.popleft(), False
         return None, False
-
-    def pending(self) -> int:
-        """Number of device frames waiting to be received."""
-        return len(self._rx)
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise can.CanOperationError("the simulated-time bus is shut down")
 
     def shutdown(self) -> None:
         """Detach everything and close; further use raises ``can.CanOperationError``."""
         if self._is_shutdown:
             return
-        self._open = False
-        self._devices.clear()
-        self._device_tuple = ()
-        self._listeners.clear()
-        self._rx.clear()
+        self.kernel.close()
         super().shutdown()

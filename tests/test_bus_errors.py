@@ -38,7 +38,10 @@ class RefusingBus(SimTimeBus):
         self.refused = 0
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
-        if msg.arbitration_id != pdo.SYNC_COB and self.fail_at <= self.time < self.fail_at + self.fail_for:
+        if (
+            msg.arbitration_id != pdo.SYNC_COB
+            and self.fail_at <= self.kernel.time < self.fail_at + self.fail_for
+        ):
             self.refused += 1
             raise can.CanOperationError("Transmit buffer full")
         super().send(msg, timeout)
@@ -53,9 +56,9 @@ class PassiveBus(SimTimeBus):
 
     @property
     def state(self) -> can.BusState:
-        if self.time < self.after:
+        if self.kernel.time < self.after:
             return can.BusState.ACTIVE
-        return can.BusState.PASSIVE if self.time < self.after + 0.2 else can.BusState.ERROR
+        return can.BusState.PASSIVE if self.kernel.time < self.after + 0.2 else can.BusState.ERROR
 
 
 def test_a_refused_send_in_the_cycle_is_a_fault_and_the_run_folder_is_completed(tmp_path: Path) -> None:

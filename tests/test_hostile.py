@@ -60,7 +60,7 @@ class Attacker:
         for cob, data in frames:
             frame = can.Message(arbitration_id=cob, data=data, is_extended_id=False)
             self.drives.on_frame(frame)  # the drives hear it ...
-            self.bus.device_send(frame)  # ... and so does the master
+            self.bus.kernel.device_send(frame)  # ... and so does the master
             self.sent += 1
 
     def on_sync(self, t: float, dt: float) -> None:
@@ -100,7 +100,7 @@ def _attack_after_estop(
     assert rt.drives is not None and isinstance(rt.bus, SimTimeBus)
     node = rt.cfg.drives[axis].node_id
     attacker = Attacker(rt.bus, rt.drives, node)
-    rt.bus.attach(attacker)
+    rt.bus.kernel.attach(attacker)
     drive = rt.drives.drive(axis)
     rt.operator.estop = True
     rt._cycle()
@@ -204,7 +204,7 @@ class _AfterALatchedFault(RuleBasedStateMachine):
         self.sup = SafetySupervisor(cfg)
         self.node = cfg.drives[axis].node_id
         self.attacker = Attacker(self.bus, self.drives, self.node)
-        self.bus.attach(self.attacker)
+        self.bus.kernel.attach(self.attacker)
         self.sent: list[tuple[int, bytes]] = []
         self.armed = False
         self.master.tap = lambda msg, t, rx: (
@@ -234,19 +234,19 @@ class _AfterALatchedFault(RuleBasedStateMachine):
 
     def _raw_cycle(self) -> None:
         assert self.bus is not None
-        self.master.read(self.bus.time, None)
+        self.master.read(self.bus.kernel.time, None)
         self.master.write()
-        self.master.service(self.bus.time)
+        self.master.service(self.bus.kernel.time)
 
     def _cycle(self) -> None:
         assert self.bus is not None
-        fb = self.master.read(self.bus.time, None)
+        fb = self.master.read(self.bus.kernel.time, None)
         self.sent.clear()
         self.sup.enforce(
             fb.t, self.cfg.period, self.master.commands, fb, Estimate(), Objective(), OperatorInput()
         )
         self.master.write()
-        self.master.service(self.bus.time)
+        self.master.service(self.bus.kernel.time)
         i = self.master.axes.index(self.axis)
         af = fb.axes[self.axis]
         if (

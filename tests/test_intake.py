@@ -44,7 +44,7 @@ def _tpdo(node: int, counts: int, *, dlc: int = 8, sw: int = ENABLED) -> can.Mes
 def _answered_cycle(m: Master, bus: SimTimeBus, t: float, counts: int = 0) -> None:
     """Every drive answers; node 1 (ante_wire) reports ``counts``, the others 0."""
     for node in m.nodes:
-        bus.device_send(_tpdo(node, counts if node == 1 else 0))
+        bus.kernel.device_send(_tpdo(node, counts if node == 1 else 0))
     assert m.read(t, None).bus_ok
     m.service(t)
 
@@ -55,8 +55,8 @@ def test_a_second_tpdo1_in_one_cycle_is_a_collision_naming_its_cob_id(
     m = Master(cfg, simbus)
     _answered_cycle(m, simbus, 0.0025)
     for node in m.nodes:
-        simbus.device_send(_tpdo(node, 10))
-    simbus.device_send(_tpdo(3, 4_000))  # someone else's ante_mc: the gap would be 4 mm wrong
+        simbus.kernel.device_send(_tpdo(node, 10))
+    simbus.kernel.device_send(_tpdo(3, 4_000))  # someone else's ante_mc: the gap would be 4 mm wrong
     fb = m.read(0.005, None)
     assert not fb.bus_ok
     assert fb.axes["ante_mc"].position == pytest.approx(0.010)  # the first is kept
@@ -71,29 +71,29 @@ def test_a_drive_running_late_is_not_a_collision(cfg: Config, simbus: SimTimeBus
     m = Master(cfg, simbus)
     _answered_cycle(m, simbus, 0.0025)
     for node in m.nodes[1:]:
-        simbus.device_send(_tpdo(node, 0))
+        simbus.kernel.device_send(_tpdo(node, 0))
     assert m.read(0.005, None).bus_ok  # ante_wire missed this one
-    simbus.device_send(_tpdo(1, 20))  # ... and answers it now, with the next one
+    simbus.kernel.device_send(_tpdo(1, 20))  # ... and answers it now, with the next one
     assert m.read(0.0075, None).bus_ok
     for t in (0.01, 0.0125, 0.015):  # then always one late: one answer each cycle
         for node in m.nodes[1:]:
-            simbus.device_send(_tpdo(node, 0))
-        simbus.device_send(_tpdo(1, 25))
+            simbus.kernel.device_send(_tpdo(node, 0))
+        simbus.kernel.device_send(_tpdo(1, 25))
         assert m.read(t, None).bus_ok
     for node in m.nodes:
-        simbus.device_send(_tpdo(node, 30))
-    simbus.device_send(_tpdo(1, 35))  # caught up (the late one) ...
+        simbus.kernel.device_send(_tpdo(node, 30))
+    simbus.kernel.device_send(_tpdo(1, 35))  # caught up (the late one) ...
     assert m.read(0.0175, None).bus_ok
     assert m.feedback.axes["ante_wire"].position == pytest.approx(0.035)
-    simbus.device_send(_tpdo(1, 40))
-    simbus.device_send(_tpdo(1, 45))  # ... so one more than the SYNCs sent is a second sender
+    simbus.kernel.device_send(_tpdo(1, 40))
+    simbus.kernel.device_send(_tpdo(1, 45))  # ... so one more than the SYNCs sent is a second sender
     assert not m.read(0.02, None).bus_ok
 
 
 @pytest.mark.parametrize("dlc", [0, 6, 7])
 def test_a_tpdo1_of_the_wrong_length_is_a_collision(cfg: Config, simbus: SimTimeBus, dlc: int) -> None:
     m = Master(cfg, simbus)
-    simbus.device_send(_tpdo(4, 0, dlc=dlc))
+    simbus.kernel.device_send(_tpdo(4, 0, dlc=dlc))
     assert not m.read(0.0025, None).bus_ok
     (event,) = m.service(0.0025)
     assert event.kind is DriveEventKind.COLLISION and event.axis == "retro_wire" and event.code == 0x184
@@ -110,7 +110,7 @@ def test_a_position_jump_beyond_physics_is_a_fault_in_the_cycle_it_arrives(
     step = int(per_cycle * d.counts_per_unit)  # the most one cycle allows: taken
     _answered_cycle(m, simbus, 0.005, counts=step)
     for node in m.nodes:
-        simbus.device_send(_tpdo(node, 2 * step + 2 if node == 1 else 0))
+        simbus.kernel.device_send(_tpdo(node, 2 * step + 2 if node == 1 else 0))
     assert not m.read(0.0075, None).bus_ok
     (event,) = m.service(0.0075)
     assert event.kind is DriveEventKind.IMPLAUSIBLE and event.axis == "ante_wire"
@@ -123,7 +123,7 @@ def test_a_position_jump_beyond_physics_is_a_fault_in_the_cycle_it_arrives(
             (3 * PLAUSIBLE_SPEED_FACTOR * d.max_speed * cfg.period + d.position_jump_tolerance)
             * d.counts_per_unit
         )
-        simbus.device_send(_tpdo(node, 2 * step + 2 + further if node == 1 else 0))
+        simbus.kernel.device_send(_tpdo(node, 2 * step + 2 + further if node == 1 else 0))
     assert m.read(0.015, None).bus_ok
 
 
@@ -133,9 +133,9 @@ def test_feedback_age_counts_from_the_start_of_the_exchange(cfg: Config, simbus:
         m = Master(cfg, simbus)
         m.setup()
         assert all(a.age_cycles == 0 for a in m.feedback.axes.values())
-        simbus.advance(0)
+        simbus.kernel.advance(0)
         m.sync_enabled = False  # no SYNC, no TPDO1 this cycle
-        fb = m.read(simbus.time, None)
+        fb = m.read(simbus.kernel.time, None)
         assert all(a.age_cycles == 1 for a in fb.axes.values())
 
 
@@ -163,7 +163,7 @@ def test_frames_of_another_node_stop_a_running_robot(cfg: Config) -> None:
         for _ in range(40):
             rt._cycle()
         assert not rt.core.supervisor.latched
-        rt.bus.device_send(_tpdo(3, 0))  # queued before the drive's own answer to the next SYNC
+        rt.bus.kernel.device_send(_tpdo(3, 0))  # queued before the drive's own answer to the next SYNC
         rt._cycle()
         assert rt.core.supervisor.latched
         assert "0x183" in rt.core.supervisor.latched_verdict.text or any("0x183" in f for f in rt.faults)

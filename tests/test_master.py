@@ -24,7 +24,7 @@ from firmware_iface.master import QUICK_STOP_OPTION, Master
 from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEventKind, DriveGoal
-from tests.conftest import CONFIGS, SHARED_EDS
+from tests.conftest import CONFIGS, EDS_DIR
 from whih_control import load_config
 from whih_control.config import Config
 
@@ -68,9 +68,9 @@ class Recorder:
 
 
 def _cycle(m: Master, bus: SimTimeBus) -> list[Any]:
-    m.read(bus.time, None)
+    m.read(bus.kernel.time, None)
     m.write()
-    return list(m.service(bus.time))
+    return list(m.service(bus.kernel.time))
 
 
 def _enable(m: Master, bus: SimTimeBus, cycles: int = 6) -> None:
@@ -178,7 +178,7 @@ def test_boot_timeout_names_the_missing_node(simbus: SimTimeBus) -> None:
 
 def test_incapable_drive_refused_before_talking(simbus: SimTimeBus) -> None:
     data = _data()
-    data["drives"]["ante_mc"]["eds"] = str(SHARED_EDS / "faulhaber_mcbl300x_co.eds")
+    data["drives"]["ante_mc"]["eds"] = str(EDS_DIR / "faulhaber_mcbl300x_co.eds")
     cfg = load_config(data, base_dir=CONFIGS)
     with pytest.raises(DriveSetupError, match=r"node 3 \(ante_mc.*0x6502.*CSP"):
         Master(cfg, simbus).setup()
@@ -196,9 +196,9 @@ def _tpdo(node: int, sw: int, counts: int, torque: int, dlc: int = 8) -> can.Mes
 def test_read_decodes_and_counts(cfg: Config, simbus: SimTimeBus) -> None:
     m = Master(cfg, simbus)
     enabled = encode_statusword(DriveState.OPERATION_ENABLED)
-    simbus.device_send(_tpdo(1, enabled, 12_345, -150))
-    simbus.device_send(_tpdo(2, enabled, 1, 1, dlc=6))  # wrong DLC
-    simbus.device_send(can.Message(arbitration_id=0x3AB, data=b"\x00", is_extended_id=False))
+    simbus.kernel.device_send(_tpdo(1, enabled, 12_345, -150))
+    simbus.kernel.device_send(_tpdo(2, enabled, 1, 1, dlc=6))  # wrong DLC
+    simbus.kernel.device_send(can.Message(arbitration_id=0x3AB, data=b"\x00", is_extended_id=False))
     fb = m.read(0.0025, None)
     a = fb.axes["ante_wire"]
     dc = cfg.drives["ante_wire"]
@@ -228,7 +228,7 @@ def test_read_decodes_and_counts(cfg: Config, simbus: SimTimeBus) -> None:
 )
 def test_collision_on_a_master_cob_id(cfg: Config, simbus: SimTimeBus, cob: int, axis: str) -> None:
     m = Master(cfg, simbus)
-    simbus.device_send(can.Message(arbitration_id=cob, data=b"\x0f\x00", is_extended_id=False))
+    simbus.kernel.device_send(can.Message(arbitration_id=cob, data=b"\x0f\x00", is_extended_id=False))
     fb = m.read(0.0025, None)
     assert not fb.bus_ok
     assert m.stats.collisions == 1
@@ -252,7 +252,7 @@ def test_extended_id_and_fd_frames_are_not_drive_frames(
     m = Master(cfg, simbus)
     buf = bytearray(8)
     pdo.encode_tpdo1(buf, encode_statusword(DriveState.OPERATION_ENABLED), 123_456, 0)
-    simbus.device_send(can.Message(arbitration_id=cob, data=buf, is_extended_id=extended, is_fd=fd))
+    simbus.kernel.device_send(can.Message(arbitration_id=cob, data=buf, is_extended_id=extended, is_fd=fd))
     fb = m.read(0.0025, None)
     assert all(a.age_cycles > 0 for a in fb.axes.values())
     assert fb.axes["ante_wire"].state is not DriveState.OPERATION_ENABLED
@@ -261,8 +261,8 @@ def test_extended_id_and_fd_frames_are_not_drive_frames(
 
 def test_error_frames_reported(cfg: Config, simbus: SimTimeBus) -> None:
     m = Master(cfg, simbus)
-    simbus.device_send(can.Message(is_error_frame=True))
-    simbus.device_send(can.Message(is_error_frame=True))
+    simbus.kernel.device_send(can.Message(is_error_frame=True))
+    simbus.kernel.device_send(can.Message(is_error_frame=True))
     assert not m.read(0.0025, None).bus_ok
     events = [e for e in m.service(0.0025) if e.kind is DriveEventKind.BUS_ERROR]
     assert [e.code for e in events] == [2]
@@ -272,14 +272,14 @@ def test_error_frames_reported(cfg: Config, simbus: SimTimeBus) -> None:
 
 def test_emcy_decoded_with_name(cfg: Config, simbus: SimTimeBus) -> None:
     m = Master(cfg, simbus)
-    simbus.device_send(
+    simbus.kernel.device_send(
         can.Message(
             arbitration_id=pdo.emcy_cob(3),
             data=bytes([0x11, 0x86, 0x20, 0, 0, 0, 0, 0]),
             is_extended_id=False,
         )
     )
-    simbus.device_send(
+    simbus.kernel.device_send(
         can.Message(
             arbitration_id=pdo.emcy_cob(4),
             data=bytes([0x42, 0x23, 0x03, 0, 0, 0, 0, 0]),
@@ -300,7 +300,7 @@ def test_heartbeat_loss_from_supplied_time(cfg: Config, simbus: SimTimeBus) -> N
 
     def beat(t: float, nodes: tuple[int, ...]) -> list[Any]:
         for n in nodes:
-            simbus.device_send(
+            simbus.kernel.device_send(
                 can.Message(arbitration_id=pdo.heartbeat_cob(n), data=b"\x05", is_extended_id=False)
             )
         m.read(t, None)
@@ -407,7 +407,7 @@ def test_master_heartbeat_period(cfg: Config, simbus: SimTimeBus) -> None:
     with SimulatedDrives(cfg, simbus):
         m = Master(cfg, simbus)
         m.setup()
-        simbus.attach(rec)
+        simbus.kernel.attach(rec)
         for _ in range(80):  # 200 ms
             _cycle(m, simbus)
     beats = [f for f in rec.frames if f[0] == 0x77F]
@@ -435,7 +435,7 @@ def _scenario(cfg: Config, seed: int) -> list[tuple[int, bytes]]:
     rec = Recorder()
     try:
         with SimulatedDrives(cfg, bus, seed=seed) as sims:
-            bus.attach(rec)
+            bus.kernel.attach(rec)
             m = Master(cfg, bus)
             m.setup()
             for c in m.commands.axes.values():
@@ -443,14 +443,14 @@ def _scenario(cfg: Config, seed: int) -> list[tuple[int, bytes]]:
             sims.inject("force-spike:retro_wire:2.0@0.2")
             sims.inject("tpdo-drop:ante_mc:3@0.3")
             for k in range(400):
-                fb = m.read(bus.time, None)
+                fb = m.read(bus.kernel.time, None)
                 for i, axis in enumerate(AXES):
                     if fb.axes[axis].state is DriveState.OPERATION_ENABLED:
                         # closed loop on feedback, so any divergence in feedback shows up in commands
                         step = 0.004 * math.sin(0.05 * k + i)
                         m.commands.axes[axis].target = fb.axes[axis].position + step
                 m.write()
-                m.service(bus.time)
+                m.service(bus.kernel.time)
             m.shutdown()
     finally:
         bus.shutdown()
@@ -591,15 +591,18 @@ def test_quick_stop_goal_stops_every_drive(cfg: Config, simbus: SimTimeBus) -> N
 
 
 def test_setup_frames_follow_cia301(cfg: Config, simbus: SimTimeBus) -> None:
-    """The set-up as frames: NMT pre-operational, PDO re-mapping with the COB-ID invalid first,
-    expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC before the start."""
+    """The set-up as frames: NMT reset communication, identity read, PDO re-mapping with the
+    COB-ID invalid first, expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC
+    before the start."""
     rec = Recorder()
     with SimulatedDrives(cfg, simbus):
-        simbus.attach(rec)
+        simbus.kernel.attach(rec)
         Master(cfg, simbus).setup()
     frames = rec.frames
     node1 = [(cob, data) for cob, data in frames if cob in (0x000, 0x601) and (cob != 0 or data[1] == 1)]
-    assert node1[0] == (0x000, bytes([0x80, 1]))  # enter pre-operational
+    assert node1[0] == (0x000, bytes([0x82, 1]))  # reset communication: pre-operational, PDOs reset
+    uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]
+    assert [(d[2] << 8 | d[1], d[3]) for d in uploads[:2]] == [(0x1018, 1), (0x1018, 2)]
     assert node1[-1] == (0x000, bytes([0x01, 1]))  # start, last
     downloads = [d for c, d in node1 if c == 0x601 and d[0] & 0xE0 == 0x20]
     uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]
@@ -636,11 +639,11 @@ def test_any_frames_are_counted_never_motion(frames: list[tuple[int, bytes]]) ->
     cfg = _CFG
     bus = SimTimeBus(period=1.0 / cfg.cycle.rate_hz)
     rec = Recorder()
-    bus.attach(rec)
+    bus.kernel.attach(rec)
     try:
         m = Master(cfg, bus)
         for cob, data in frames:
-            bus.device_send(can.Message(arbitration_id=cob, data=data, is_extended_id=False))
+            bus.kernel.device_send(can.Message(arbitration_id=cob, data=data, is_extended_id=False))
         fb = m.read(0.0025, None)
         m.write()
         m.service(0.0025)

@@ -81,6 +81,7 @@ def test_run_folder_explains_itself(demo: Run) -> None:
         "plot.png",
         "summary.json",
         "telemetry.csv",
+        "telemetry.mcap",
         "trace.asc",
     ]
     report = verify_log(out / "events.jsonl")

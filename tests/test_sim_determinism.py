@@ -41,11 +41,11 @@ class _Recorder:
     def __init__(self, bus: SimTimeBus) -> None:
         self.bus = bus
         self.frames: list[Frame] = []
-        bus.attach(self)
-        bus.add_listener(self._device)
+        bus.kernel.attach(self)
+        bus.kernel.add_listener(self._device)
 
     def on_frame(self, msg: can.Message) -> None:
-        self.frames.append(("master", self.bus.time, msg.arbitration_id, bytes(msg.data)))
+        self.frames.append(("master", self.bus.kernel.time, msg.arbitration_id, bytes(msg.data)))
 
     def on_sync(self, t: float, dt: float) -> None:
         self.frames.append(("sync", t, SYNC_COB_ID, b""))

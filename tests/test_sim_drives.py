@@ -151,7 +151,7 @@ class Rig:
         for n, cw in self.cw.items():
             if self.master_rpdo:
                 self.send(0x200 + n, pdo.RPDO1.pack(cw, self.target[n]))
-        if self.master_hb and self.bus.sync_count % self._hb_every == 0:
+        if self.master_hb and self.bus.kernel.sync_count % self._hb_every == 0:
             self.send(0x700 + MASTER, [0x05])
         return out
 
@@ -320,7 +320,7 @@ def test_without_sync_drive_timers_run_on_bus_advance() -> None:
         rig.enable()
         rig.run(10)
         t0 = rig.sim.time
-        rig.bus.advance(60)  # SYNC and the master's heartbeat stop: 150 ms pass
+        rig.bus.kernel.advance(60)  # SYNC and the master's heartbeat stop: 150 ms pass
         frames = rig.drain()
         assert rig.sim.time == pytest.approx(t0 + 0.15)
         for n in rig.nodes():

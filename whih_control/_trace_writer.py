@@ -1,9 +1,14 @@
-"""The trace writer process: packed frames on stdin -> ``trace.asc``.
+"""The trace writer process: packed frames on stdin -> ``trace.asc`` or ``trace.log``.
 
-Run as a script (``python _trace_writer.py PATH``) by :class:`whih_control.record.TraceRecorder`,
+Run as a script (``python _trace_writer.py PATH [CHANNEL]``) by
+:class:`whih_control.record.TraceRecorder`,
 so it imports python-can only, not the package. It formats in its own interpreter, so the cycle
 never waits for it on the interpreter lock; when its input closes (the run ended, or the process
 that fed it died) it writes what it has and ends the file properly.
+
+The format follows the suffix, as python-can's ``Logger`` does: ``.asc`` (Vector ASC,
+``can.ASCWriter``) or ``.log`` (``candump -L`` as ``can.CanutilsLogWriter`` writes it, the file
+``canplayer`` replays; CHANNEL names the interface in it).
 
 Record layout (little endian): ``<dIBBB`` time (s), arbitration id, flags, DLC, data length,
 then the data bytes. Flags: see ``RX``, ``EXTENDED``, ``REMOTE``, ``ERROR``, ``FD``.
@@ -22,6 +27,8 @@ import select
 import struct
 import sys
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import can
 
@@ -31,6 +38,8 @@ FLUSH_INTERVAL_S = 0.5
 CHANNEL = "whih"
 READY = b"R"
 """Written to stdout once the file is open."""
+FORMATS = (".asc", ".log")
+"""File suffixes the writer knows."""
 
 
 def write_records(writer: can.ASCWriter, data: bytes | memoryview, pos: int = 0) -> int:
@@ -41,6 +50,21 @@ def write_records(writer: can.ASCWriter, data: bytes | memoryview, pos: int = 0)
     """
     write = writer.file.write
     channel = writer.channel
+    for t, cob, flags, dlc, payload, stop in _records(data, pos):
+        pos = stop
+        if writer.header_written and not flags & (EXTENDED | REMOTE | ERROR | FD):
+            rel = t - writer.started if t >= writer.started else t
+            write(
+                f"{rel: 9.6f} {channel}  {cob:<15X} {'Rx' if flags & RX else 'Tx':<4} d {dlc:x} "
+                f"{payload.hex(' ').upper()}\n"
+            )
+        else:
+            writer.on_message_received(_message(t, cob, flags, dlc, payload, CHANNEL))
+    return pos
+
+
+def _records(data: bytes | memoryview, pos: int) -> Iterator[tuple[float, int, int, int, bytes, int]]:
+    """``(t, cob, flags, dlc, payload, next_pos)`` of every complete record from ``pos``."""
     end = len(data)
     size = HEADER.size
     unpack = HEADER.unpack_from
@@ -48,37 +72,54 @@ def write_records(writer: can.ASCWriter, data: bytes | memoryview, pos: int = 0)
         t, cob, flags, dlc, n = unpack(data, pos)
         stop = pos + size + n
         if stop > end:
-            break
-        payload = bytes(data[pos + size : stop])
+            return
+        yield t, cob, flags, dlc, bytes(data[pos + size : stop]), stop
         pos = stop
-        if writer.header_written and not flags & (EXTENDED | REMOTE | ERROR | FD):
-            if t >= writer.started:
-                t -= writer.started
-            write(
-                f"{t: 9.6f} {channel}  {cob:<15X} {'Rx' if flags & RX else 'Tx':<4} d {dlc:x} "
-                f"{payload.hex(' ').upper()}\n"
-            )
+
+
+def write_log_records(writer: can.CanutilsLogWriter, data: bytes | memoryview, pos: int = 0) -> int:
+    """Like :func:`write_records`, for the ``candump -L`` format of ``can.CanutilsLogWriter``."""
+    write = writer.file.write
+    channel = writer.channel
+    for t, cob, flags, dlc, payload, stop in _records(data, pos):
+        pos = stop
+        if writer.last_timestamp is not None and not flags & (EXTENDED | REMOTE | ERROR | FD):
+            stamp = max(t, writer.last_timestamp)  # as the writer does: never back in time
+            write(f"({stamp:f}) {channel} {cob:03X}#{payload.hex().upper()} {'R' if flags & RX else 'T'}\n")
         else:
-            writer.on_message_received(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=cob,
-                    is_extended_id=bool(flags & EXTENDED),
-                    is_remote_frame=bool(flags & REMOTE),
-                    is_error_frame=bool(flags & ERROR),
-                    is_fd=bool(flags & FD),
-                    is_rx=bool(flags & RX),
-                    dlc=dlc,
-                    data=payload,
-                    channel=CHANNEL,
-                )
-            )
+            writer.on_message_received(_message(t, cob, flags, dlc, payload, channel))
     return pos
 
 
+def _message(t: float, cob: int, flags: int, dlc: int, payload: bytes, channel: str) -> can.Message:
+    return can.Message(
+        timestamp=t,
+        arbitration_id=cob,
+        is_extended_id=bool(flags & EXTENDED),
+        is_remote_frame=bool(flags & REMOTE),
+        is_error_frame=bool(flags & ERROR),
+        is_fd=bool(flags & FD),
+        is_rx=bool(flags & RX),
+        dlc=dlc,
+        data=payload,
+        channel=channel,
+    )
+
+
 def main(argv: list[str]) -> int:
-    """Copy stdin's records into the ASC file ``argv[1]`` until stdin closes."""
-    writer = can.ASCWriter(argv[1])
+    """Copy stdin's records into the trace file ``argv[1]`` until stdin closes."""
+    path = argv[1]
+    writer: Any
+    write: Callable[[Any, bytes | memoryview], int]
+    if path.endswith(".log"):
+        writer = can.CanutilsLogWriter(path, channel=argv[2] if len(argv) > 2 else CHANNEL)
+        write = write_log_records
+    elif path.endswith(".asc"):
+        writer = can.ASCWriter(path)
+        write = write_records
+    else:
+        print(f"trace file {path!r}: the suffix must be one of {FORMATS}", file=sys.stderr)
+        return 2
     os.write(1, READY)
     pending = b""
     last_flush = time.monotonic()
@@ -91,7 +132,7 @@ def main(argv: list[str]) -> int:
                 if not chunk:
                     break
                 data = pending + chunk if pending else chunk
-                pending = data[write_records(writer, data) :]
+                pending = data[write(writer, data) :]
                 dirty = True
             now = time.monotonic()
             if dirty and now - last_flush >= FLUSH_INTERVAL_S:

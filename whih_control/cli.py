@@ -1,5 +1,6 @@
-"""The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing,
-2 usage or configuration error. Bad input never produces a traceback."""
+"""The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing (for
+``inspect``: a run folder that does not verify; ``probe``: a configured drive missing or not ready,
+or no node answered), 2 usage or configuration error. Bad input never produces a traceback."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from firmware_iface.bus import SIM_INTERFACE, open_bus
-from firmware_iface.check import DriveReport, check_drive
+from firmware_iface.plan import plan_system
 from firmware_iface.sim import SimulatedDrives
 from whih_control.api import Robot
 from whih_control.bench import BenchImaging
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
+from whih_control.inspect_run import inspect_run
 from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
-from whih_control.runtime import Progress, RunResult, check_fault_spec
+from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
 from whih_control.sim import Plant
 
 EXIT_OK = 0
@@ -76,8 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     drv.add_argument(
         "--channel", help="python-can channel (udp_multicast: GROUP or GROUP@PORT; default: bus.channel)"
     )
+    prb = sub.add_parser(
+        "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
+    )
+    prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
+    dbc = sub.add_parser(
+        "dbc", help="write a DBC of the configured cyclic frames (cantools, SavvyCAN, Vector)"
+    )
+    dbc.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    dbc.add_argument("-o", "--output", type=Path, help="DBC file to write (default: standard output)")
+    ins = sub.add_parser("inspect", help="verify a run folder: event chain, trace, summary; redraw the plot")
+    ins.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    ins.add_argument("--no-plot", action="store_true", help="do not redraw plot.png")
     return p
 
 
@@ -106,7 +122,7 @@ def summary_lines(cfg: Config) -> list[str]:
         f"bus: {cfg.bus.interface} {cfg.bus.channel!r} at {cfg.bus.bitrate / 1e3:g} kbit/s, "
         f"master node {cfg.bus.master_node_id}",
         f"cycle: {cfg.cycle.rate_hz:g} Hz ({cfg.period * 1e3:.3g} ms)",
-        f"bus load: {cfg.bus_load().describe()}",
+        f"bus load: {cfg.bus_load().describe()}; set-up switches every other PDO off",
         f"drives ({len(cfg.drives)}):",
     ]
     for axis, d in cfg.drives.items():
@@ -120,22 +136,18 @@ def summary_lines(cfg: Config) -> list[str]:
     return lines
 
 
-def drive_problems(cfg: Config) -> list[str]:
-    """Capability problems of every configured drive's object dictionary, by key path."""
-    problems: list[str] = []
-    reports: dict[tuple[str, bool], DriveReport] = {}
-    for axis, d in cfg.drives.items():
-        key = (d.eds, d.accept_no_heartbeat_consumer)
-        if key not in reports:
-            reports[key] = check_drive(d.eds, accept_no_heartbeat_consumer=d.accept_no_heartbeat_consumer)
-        problems += [f"drives.{axis}.eds: {p}" for p in reports[key].problems]
-    return problems
+def drive_check(cfg: Config) -> tuple[list[str], list[str]]:
+    """Every SDO value set-up would write, checked against each drive's EDS/DCF: (problems by
+    key path, notes: what set-up accepts or switches off, with the consequence)."""
+    plans, problems = plan_system(cfg)
+    notes = [n for plan in plans.values() for n in plan.notes]
+    return problems, notes
 
 
 def _check_config(path: Path) -> int:
     try:
         cfg = load_config(path)
-        problems = drive_problems(cfg)
+        problems, notes = drive_check(cfg)
         if problems:
             raise ConfigError(problems)
     except ConfigError as exc:
@@ -143,8 +155,77 @@ def _check_config(path: Path) -> int:
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    _emit(sys.stdout, "\n".join([f"{path}: ok", *summary_lines(cfg)]) + "\n")
+    lines = [f"{path}: ok", *summary_lines(cfg)]
+    if notes:
+        lines.append("drive set-up notes:")
+        lines += [f"  {n}" for n in notes]
+    _emit(sys.stdout, "\n".join(lines) + "\n")
     return EXIT_OK
+
+
+def _dbc(path: Path, output: Path | None) -> int:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    from whih_control.dbc import dbc_text  # noqa: PLC0415 (cantools: only this command pays its import)
+
+    text = dbc_text(cfg)
+    if output is None:
+        _emit(sys.stdout, text)
+        return EXIT_OK
+    try:
+        output.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        print(f"whih dbc: -o (={str(output)!r}): cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _emit(sys.stdout, f"{output}: {len(cfg.drives)} drives, {text.count(chr(10) + 'BO_ ')} messages\n")
+    return EXIT_OK
+
+
+def _inspect(run_dir: Path, *, as_json: bool, plot: bool) -> int:
+    try:
+        report = inspect_run(run_dir, plot=plot)
+    except RunFolderError as exc:
+        print(f"whih inspect: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    text = json.dumps(report.as_dict(), indent=2, allow_nan=False) if as_json else report.text()
+    _emit(sys.stdout, text + "\n")
+    return EXIT_OK if report.ok else EXIT_NOT_CROSSED
+
+
+def _probe(path: Path, *, all_nodes: bool) -> int:
+    from whih_control.probe import probe  # noqa: PLC0415  (only this command needs it)
+
+    try:
+        cfg = load_config(path)
+        result = probe(cfg, all_nodes=all_nodes)
+    except ConfigError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except WhihError as exc:  # the bus cannot be opened
+        print(f"whih probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    where = f"{cfg.bus.interface} {cfg.bus.channel!r}" + (" (simulated drives)" if cfg.sim.enabled else "")
+    if not result.answered:
+        scanned = (
+            "node ids 1..127" if all_nodes else f"node ids {sorted(d.node_id for d in cfg.drives.values())}"
+        )
+        _emit(sys.stdout, f"whih probe: no node answered on {where} ({scanned})\n")
+        return EXIT_NOT_CROSSED
+    lines = [f"whih probe on {where}: {len(result.answered)} node(s) answered"]
+    for node in result.nodes:
+        lines += node.lines()
+    lines.append(
+        "all configured drives ok" if result.ok else "some configured drives are missing or not ready"
+    )
+    _emit(sys.stdout, "\n".join(lines) + "\n")
+    return EXIT_OK if result.ok else EXIT_NOT_CROSSED
 
 
 def _progress_printer(stream: TextIO, extra: Callable[[], str] | None = None) -> Callable[[Progress], None]:
@@ -198,9 +279,8 @@ def _print_result(result: RunResult, stream: TextIO) -> None:
             f"CPU {lp['cpu_percent']:.0f} %"
         )
     if result.out:
-        lines.append(
-            f"run folder: {result.out}  (summary.json, events.jsonl, trace.asc, telemetry.csv, plot.png)"
-        )
+        files = ", ".join(name for name in RUN_FILES if (Path(result.out) / name).exists())
+        lines.append(f"run folder: {result.out}  ({files})")
     _emit(stream, "\n".join(lines) + "\n")
 
 
@@ -357,9 +437,15 @@ def _main(argv: Sequence[str] | None) -> int:
         return _check_config(args.file)
     if args.command == "sim-drives":
         return _sim_drives(args.config, args.interface, args.channel)
+    if args.command == "probe":
+        return _probe(args.config, all_nodes=args.all)
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK
+    if args.command == "dbc":
+        return _dbc(args.config, args.output)
+    if args.command == "inspect":
+        return _inspect(args.run_dir, as_json=args.json, plot=not args.no_plot)
     try:
         if args.command == "demo":
             _emit(sys.stdout, f"whih demo: simulated WHIH procedure, {default_config_path()}\n")

@@ -5,8 +5,10 @@ writer process turns into ``trace.asc``, and copies telemetry rows into a block 
 thread turns into CSV. In real time a full pipe or queue drops and counts (reported in the
 summary); nothing blocks the cycle.
 
-Files (docs/DESIGN.md section 3): ``trace.asc`` (python-can's ASC format, flushed at least every 0.5 s),
-``telemetry.csv`` (at most 100 Hz), ``summary.json`` (written atomically), ``plot.png``.
+Files (docs/DESIGN.md section 3): ``trace.asc`` (python-can's ASC format) or ``trace.log``
+(``candump -L``), flushed at least every 0.5 s; ``telemetry.csv`` (at most 100 Hz) and
+``telemetry.mcap`` (the same rows as JSON channels, for Foxglove), flushed at least every 0.5 s of
+run time; ``summary.json`` (written atomically), ``plot.png``.
 ``events.jsonl`` is written by :class:`whih_control.events.EventLog`.
 """
 
@@ -30,6 +32,7 @@ import can
 import numpy as np
 
 from whih_control import _trace_writer
+from whih_control.telemetry_mcap import McapTelemetry
 
 try:
     import fcntl
@@ -48,7 +51,11 @@ __all__ = [
 
 
 class TraceRecorder:
-    """Writes every CAN frame it is handed to ``trace.asc`` through a writer process.
+    """Writes every CAN frame it is handed to ``trace.asc`` (or ``trace.log``) through a writer process.
+
+    The file's suffix picks the format, as python-can's ``Logger`` does: ``.asc`` is Vector ASC
+    (``can.ASCWriter``), ``.log`` is ``candump -L`` (``can.CanutilsLogWriter``, what ``canplayer``
+    replays), its frames on interface ``channel``.
 
     The cycle packs each frame into a fixed buffer (:meth:`record`, no objects kept) and hands a
     cycle's frames to the writer in one pipe write (:meth:`end_cycle`). The writer formats and
@@ -69,12 +76,24 @@ class TraceRecorder:
     START_TIMEOUT_S = 30.0
     """How long the writer may take to start and open the file (or to finish it at close)."""
 
-    def __init__(self, path: Path, *, maxsize: int = 65_536, blocking: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        maxsize: int = 65_536,
+        blocking: bool = False,
+        channel: str = _trace_writer.CHANNEL,
+    ) -> None:
         """Start the writer and wait until it has opened ``path`` (``OSError`` naming it if not).
 
         ``maxsize``: frames the pipe should hold; the OS caps it (Linux: ``pipe-max-size``,
-        1 MiB by default), :attr:`pipe_bytes` says what it got.
+        1 MiB by default), :attr:`pipe_bytes` says what it got. ``ValueError`` for a suffix that
+        is not ``.asc`` or ``.log``.
         """
+        if path.suffix not in _trace_writer.FORMATS:
+            raise ValueError(
+                f"trace path (={str(path)!r}): the suffix must be one of {_trace_writer.FORMATS}"
+            )
         self.path = path
         self.dropped = 0
         self.written = 0
@@ -92,7 +111,7 @@ class TraceRecorder:
         self._proc = subprocess.Popen(
             # -P: the writer's folder is not put on its import path; own session: the terminal's
             # Ctrl-C is for this process, which ends the trace when it is done
-            [sys.executable, "-P", "-u", str(Path(_trace_writer.__file__)), str(path)],
+            [sys.executable, "-P", "-u", str(Path(_trace_writer.__file__)), str(path), channel],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -248,16 +267,22 @@ _RX, _EXTENDED, _REMOTE, _ERROR, _FD = (
 
 
 class Telemetry:
-    """Fixed-column telemetry at a bounded rate into ``telemetry.csv``.
+    """Fixed-column telemetry at a bounded rate into ``telemetry.csv`` (and ``telemetry.mcap``).
 
-    ``sample(t, values)`` copies one row into a preallocated block; full blocks go to a writer
-    thread. Rows closer than ``1/rate_hz`` to the previous row are skipped.
+    ``sample(t, values)`` copies one row into a preallocated block; rows go to a writer thread
+    when a block is full and at least every :attr:`FLUSH_INTERVAL_S` of run time, and the
+    writer flushes the files after each hand-over. Rows closer than ``1/rate_hz`` to the
+    previous row are skipped. With ``mcap``, the writer also writes each row as one message per
+    signal group (:mod:`whih_control.telemetry_mcap`) and follows ``events`` (the run's
+    ``events.jsonl``) into its ``/events`` channel.
     """
 
     BLOCK_ROWS = 1024
-    HANDOFF_S = 0.25
-    """Rows are handed to the writer (which flushes them) at least this often in wall time, so a
-    killed run keeps every row older than about twice this."""
+    FLUSH_INTERVAL_S = 0.25
+    """Rows reach the files at least this often, in run time and in wall time (so a killed run
+    keeps every row older than 0.5 s, however fast or slow its time runs)."""
+    PRECISE = ("t", "target_", "actual_")
+    """Columns written with 10 significant digits (time, and positions to well below a count)."""
 
     def __init__(
         self,
@@ -266,24 +291,39 @@ class Telemetry:
         *,
         rate_hz: float,
         labels: Mapping[str, Sequence[str]] | None = None,
+        mcap: Path | None = None,
+        events: Path | None = None,
     ) -> None:
         """``labels`` maps a column to names for its integer codes (e.g. phase names)."""
         self.path = path
         self.columns = ("t", *columns)
         self._period = 1.0 / rate_hz
         self._next_t = -np.inf
-        self._labels = {self.columns.index(k): list(v) for k, v in (labels or {}).items()}
-        self._block = np.empty((self.BLOCK_ROWS, len(self.columns)))
-        self._row = 0
-        self.rows = 0
-        self.dropped = 0
-        """Rows not written because the writer had failed."""
-        self._error: BaseException | None = None
+        self._handover_t = -np.inf
+        self._handover_wall = -np.inf
         self._closed = False
-        self._handoff = time.monotonic()
-        self._queue: queue.Queue[np.ndarray[Any, Any] | None] = queue.Queue()
+        self._labels = {self.columns.index(k): list(v) for k, v in (labels or {}).items()}
+        self._formats = [".10g" if c.startswith(self.PRECISE) else ".6g" for c in self.columns]
+        self._block = np.empty((self.BLOCK_ROWS, len(self.columns)))
+        self._free: queue.SimpleQueue[np.ndarray[Any, Any]] = queue.SimpleQueue()
+        for _ in range(3):  # blocks the writer hands back; the cycle allocates only if it lags
+            self._free.put(np.empty_like(self._block))
+        self._row = 0
+        self._start = 0
+        self.rows = 0
+        self._queue: queue.Queue[tuple[np.ndarray[Any, Any], int, int] | None] = queue.Queue()
         self._file = path.open("w", newline="", encoding="utf-8")
         csv.writer(self._file).writerow(self.columns)
+        self._file.flush()
+        self.mcap: McapTelemetry | None = None
+        if mcap is not None:
+            try:
+                self.mcap = McapTelemetry(mcap, self.columns, labels=self._labels, events=events)
+            except BaseException:
+                self._file.close()
+                raise
+        self.error: BaseException | None = None
+        """What stopped the writer thread, if anything did (raised again by :meth:`close`)."""
         self._thread = threading.Thread(target=self._run, name="whih-telemetry", daemon=True)
         self._thread.start()
 
@@ -296,23 +336,26 @@ class Telemetry:
         if t < self._next_t:
             return
         self._next_t = t + self._period * 0.999
-        if self._error is not None:
-            self.dropped += 1  # nobody writes them: do not pile them up in memory
-            return
         row = self._block[self._row]
         row[0] = t
         row[1:] = values
         self._row += 1
         self.rows += 1
+        if self._row == self.BLOCK_ROWS or t >= self._handover_t or time.monotonic() >= self._handover_wall:
+            self._hand_over(t)
+
+    def _hand_over(self, t: float) -> None:
+        """Give the rows not handed over yet to the writer (it reads rows the cycle is done with)."""
+        self._queue.put((self._block, self._start, self._row))
+        self._handover_t = t + self.FLUSH_INTERVAL_S
+        self._handover_wall = time.monotonic() + self.FLUSH_INTERVAL_S
         if self._row == self.BLOCK_ROWS:
-            self._queue.put(self._block)
-            self._block = np.empty_like(self._block)
+            try:
+                self._block = self._free.get_nowait()
+            except queue.Empty:
+                self._block = np.empty_like(self._block)
             self._row = 0
-            self._handoff = time.monotonic()
-        elif (now := time.monotonic()) - self._handoff >= self.HANDOFF_S:
-            self._queue.put(self._block[: self._row].copy())
-            self._row = 0
-            self._handoff = now
+        self._start = self._row
 
     @property
     def failure(self) -> str | None:
@@ -320,85 +363,106 @@ class Telemetry:
         a full disk, or died), or None while they are."""
         if self._closed:
             return None
-        if self._error is not None:
-            return f"telemetry writer on {self.path} failed ({self._error})"
+        if self.error is not None:
+            return f"telemetry writer on {self.path} failed ({self.error})"
         if not self._thread.is_alive():
             return f"telemetry writer on {self.path} is not running"
         return None
 
     def _run(self) -> None:
         try:
-            self._write_blocks()
-        except BaseException as exc:  # reported through ``failure``: a RECORDING fault
-            self._error = exc
-            while self._queue.get() is not None:  # let close() find its end
-                pass
+            self._write_all()
+        except BaseException as exc:  # kept for close(), which raises it
+            self.error = exc
+            while self._queue.get() is not None:  # let the cycle's hand-overs go nowhere
+                self._queue.task_done()
+            self._queue.task_done()
 
-    def _write_blocks(self) -> None:
+    def _write_all(self) -> None:
         writer = csv.writer(self._file)
         labels = self._labels
-        while (block := self._queue.get()) is not None:
-            for k, row in enumerate(block.tolist()):
-                writer.writerow([labels[i][int(v)] if i in labels else f"{v:.6g}" for i, v in enumerate(row)])
-                if k % 16 == 15:
-                    # hand the interpreter lock over between short stretches: a block is tens of
-                    # ms of formatting, which must not stand between a SYNC and the drives' answer
-                    time.sleep(0)
-            self._file.flush()
+        formats = self._formats
+        mcap = self.mcap
+        while (item := self._queue.get()) is not None:
+            try:
+                self._write_rows(item, writer, labels, formats, mcap)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _write_rows(
+        self,
+        item: tuple[np.ndarray[Any, Any], int, int],
+        writer: Any,
+        labels: Mapping[int, Sequence[str]],
+        formats: Sequence[str],
+        mcap: McapTelemetry | None,
+    ) -> None:
+        """Write one hand-over: CSV rows, MCAP messages, new events; then flush both files."""
+        block, start, stop = item
+        rows = block[start:stop].tolist()
+        for k, row in enumerate(rows):
+            writer.writerow(
+                [labels[i][int(v)] if i in labels else format(v, formats[i]) for i, v in enumerate(row)]
+            )
+            if mcap is not None:
+                mcap.write_rows((row,))
+            if k % 8 == 7:
+                # hand the interpreter lock over between short stretches: a block is tens of
+                # ms of formatting, which must not stand between a SYNC and the drives' answer
+                time.sleep(0)
+        if stop == self.BLOCK_ROWS:
+            self._free.put(block)  # the cycle has moved on to another block
+        self._file.flush()
+        if mcap is not None:
+            mcap.poll_events()
+            mcap.flush()
+
+    def wait_written(self) -> None:
+        """Block until the writer has written and flushed every row handed over so far."""
+        if self._thread.is_alive():
+            self._queue.join()
 
     def close(self) -> None:
-        """Write the remaining rows and close the file; raise ``OSError`` if the writer failed.
-        Safe to call twice."""
+        """Write the remaining rows and close the files; raises what stopped the writer."""
+        self._next_t = np.inf  # rows sampled after close (the closing cycles) are not kept
         self._closed = True
         if self._thread.is_alive():
-            if self._row:
-                self._queue.put(self._block[: self._row].copy())
-                self._row = 0
+            if self._row > self._start:
+                self._queue.put((self._block, self._start, self._row))
+                self._start = self._row
             self._queue.put(None)
             self._thread.join()
-        error, self._error = self._error, None
         try:
+            if self.mcap is not None:
+                self.mcap.close(finish=self.error is None)
+        finally:
             self._file.close()
-        except OSError as exc:
-            error = error or exc
-        if error is not None:
-            raise OSError(f"telemetry writer failed on {self.path}: {error}") from error
-
-
-def recording_failure(*recorders: TraceRecorder | Telemetry | None) -> str | None:
-    """The first failure of the given recorders (None ones skipped), or None: polled by the
-    cycle, which makes it a RECORDING fault."""
-    for r in recorders:
-        if r is not None and (why := r.failure) is not None:
-            return why
-    return None
-
-
-def recording_losses(
-    trace: TraceRecorder | None, telemetry: Telemetry | None, failures: Sequence[str]
-) -> dict[str, Any]:
-    """What the run folder is missing, for ``summary.json``: each recorder's failure and the
-    frames/rows it dropped."""
-    lost: dict[str, Any] = {"failures": list(failures)}
-    if trace is not None:
-        lost["trace_frames_dropped"] = trace.dropped
-    if telemetry is not None:
-        lost["telemetry_rows_dropped"] = telemetry.dropped
-    return lost
+        if self.error is not None:
+            raise OSError(f"telemetry writer failed on {self.path}: {self.error}") from self.error
 
 
 def read_telemetry(path: Path) -> dict[str, list[Any]]:
-    """Columns of a ``telemetry.csv`` (numbers as float, labelled columns as str)."""
+    """Columns of a ``telemetry.csv`` (numbers as float, labelled columns as str).
+
+    An unfinished last row (a run cut short) is left out; a short row anywhere else is a
+    ``ValueError`` naming its line."""
     with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        cols: dict[str, list[Any]] = {h: [] for h in header}
-        for row in reader:
-            for h, v in zip(header, row, strict=True):
-                try:
-                    cols[h].append(float(v))
-                except ValueError:
-                    cols[h].append(v)
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path.name}: empty (no header)")
+    header = rows[0]
+    cols: dict[str, list[Any]] = {h: [] for h in header}
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            if number == len(rows):
+                break
+            raise ValueError(f"{path.name} line {number}: {len(row)} fields, the header has {len(header)}")
+        for h, v in zip(header, row, strict=True):
+            try:
+                cols[h].append(float(v))
+            except ValueError:
+                cols[h].append(v)
     return cols
 
 
@@ -417,13 +481,16 @@ def plot_run(
     telemetry_csv: Path,
     out_png: Path,
     *,
-    lesion_length: float,
-    gap_window: tuple[float, float, float],
-    force_limits: Mapping[str, tuple[float, float]],
+    lesion_length: float | None,
+    gap_window: tuple[float, float, float] | None,
+    force_limits: Mapping[str, tuple[float, float]] | None,
     crossing_at: float | None = None,
     title: str = "",
 ) -> None:
-    """Plot a run: MC gap against its window, tips against the lesion, forces, phases shaded."""
+    """Plot a run: MC gap against its window, tips against the lesion, forces, phases shaded.
+
+    ``None`` for the lesion, the gap window or the force limits leaves that overlay out (a run
+    folder without its summary); forces are then drawn for every ``force_`` column."""
     # imported here: only runs that write a plot pay for matplotlib's import time
     import matplotlib  # noqa: PLC0415
 
@@ -443,20 +510,24 @@ def plot_run(
             col[unknown] = np.nan
         cols[key] = list(col)
 
-    g_min, g_target, g_max = gap_window
     ax = axes[0]
-    ax.axhspan(g_min, g_max, color="tab:green", alpha=0.06, label="hard window")
-    ax.axhspan(g_target - 1.0, g_target + 1.0, color="tab:green", alpha=0.15, label="target ± 1 mm")
-    ax.axhline(g_target, color="tab:green", lw=0.8, ls="--")
+    g_max = 0.0
+    if gap_window is not None:
+        g_min, g_target, g_max = gap_window
+        ax.axhspan(g_min, g_max, color="tab:green", alpha=0.06, label="hard window")
+        ax.axhspan(g_target - 1.0, g_target + 1.0, color="tab:green", alpha=0.15, label="target ± 1 mm")
+        ax.axhline(g_target, color="tab:green", lw=0.8, ls="--")
     ax.plot(t, cols["gap"], color="k", lw=1.2, label="MC gap (estimate)")
     if "gap_true" in cols:
         ax.plot(t, cols["gap_true"], color="tab:gray", lw=0.8, ls=":", label="MC gap (true)")
     ax.set_ylabel("gap (mm)")
-    ax.set_ylim(0, max(g_max * 1.1, float(np.nanmax(np.asarray(cols["gap"], dtype=float))) + 1))
+    gaps = np.asarray(cols["gap"], dtype=float)
+    ax.set_ylim(0, max(g_max * 1.1, (float(np.nanmax(gaps)) if np.isfinite(gaps).any() else 0.0) + 1))
     ax.legend(loc="upper right", fontsize=8)
 
     ax = axes[1]
-    ax.axhspan(0.0, lesion_length, color="tab:red", alpha=0.08, label=f"CTO (L = {lesion_length:g} mm)")
+    if lesion_length is not None:
+        ax.axhspan(0.0, lesion_length, color="tab:red", alpha=0.08, label=f"CTO (L = {lesion_length:g} mm)")
     styles = {
         "ante_wire": ("tab:blue", "-"),
         "ante_mc": ("tab:blue", "--"),
@@ -473,11 +544,18 @@ def plot_run(
     ax.legend(loc="upper left", fontsize=8, ncols=3)
 
     ax = axes[2]
-    for axis, (alarm, _stop) in force_limits.items():
+    if force_limits is None:
+        limits: Mapping[str, tuple[float, float] | None] = {
+            k.removeprefix("force_"): None for k in cols if k.startswith("force_")
+        }
+    else:
+        limits = force_limits
+    for axis, limit in limits.items():
         key = f"force_{axis}"
         if key in cols:
             (line,) = ax.plot(t, cols[key], lw=1.0, label=axis)
-            ax.axhline(alarm, color=line.get_color(), lw=0.6, ls=":")
+            if limit is not None:
+                ax.axhline(limit[0], color=line.get_color(), lw=0.6, ls=":")
     ax.set_ylabel("axial force (N)")
     ax.set_xlabel("time (s)")
     ax.legend(loc="upper right", fontsize=8, ncols=3)
@@ -526,3 +604,25 @@ def _shade_phases(axes: Any, t: np.ndarray[Any, Any], phases: Sequence[Any]) -> 
                 transform=ax.get_xaxis_transform(),
                 lw=0,
             )
+
+
+def recording_failure(*recorders: TraceRecorder | Telemetry | None) -> str | None:
+    """The first failure of the given recorders (None ones skipped), or None: polled by the
+    cycle, which makes it a RECORDING fault."""
+    for r in recorders:
+        if r is not None and (why := r.failure) is not None:
+            return why
+    return None
+
+
+def recording_losses(
+    trace: TraceRecorder | None, telemetry: Telemetry | None, failures: Sequence[str]
+) -> dict[str, Any]:
+    """What the run folder is missing, for ``summary.json``: what failed, and the frames the
+    trace dropped and the rows the telemetry holds."""
+    lost: dict[str, Any] = {"failures": list(failures)}
+    if trace is not None:
+        lost["trace_frames_dropped"] = trace.dropped
+    if telemetry is not None:
+        lost["telemetry_failed"] = telemetry.error is not None
+    return lost

@@ -20,6 +20,7 @@ from typing import Any
 
 import can
 
+from firmware_iface.cia402 import DriveState
 from firmware_iface.types import Commands, Feedback
 from whih_control.config import Config
 from whih_control.errors import RunFolderError
@@ -37,7 +38,15 @@ from whih_control.types import LINEAR_AXES, Estimate
 
 __all__ = ["RUN_FILES", "RunRecorder", "RunResult", "make_run_folder"]
 
-RUN_FILES = ("summary.json", "events.jsonl", "trace.asc", "telemetry.csv", "plot.png")
+RUN_FILES = (
+    "summary.json",
+    "events.jsonl",
+    "trace.asc",
+    "trace.log",
+    "telemetry.csv",
+    "telemetry.mcap",
+    "plot.png",
+)
 RUN_MARKER = "events.jsonl"
 """The first file of a run, created exclusively: of two runs into one folder, one gets it."""
 """The files of a run folder (docs/DESIGN.md section 3)."""
@@ -124,6 +133,8 @@ class RunRecorder:
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
         self.stale_cycles = 0
+        self.identities: dict[str, dict[str, int | None]] = {}
+        """Per axis: identity 0x1018 the drive gave at set-up (into ``summary.json``)."""
         self.faults: list[str] = []
         """One line per fault seen, ``'<t>s <axis>: <text>'``."""
         self.log: EventLog | None = None
@@ -139,7 +150,10 @@ class RunRecorder:
         if cfg.record.trace:
             # simulated time waits for the writer and never drops; real time never blocks the cycle
             self.trace = TraceRecorder(
-                out / "trace.asc", maxsize=cfg.record.trace_queue, blocking=blocking_trace
+                out / f"trace.{cfg.record.trace_format}",
+                maxsize=cfg.record.trace_queue,
+                blocking=blocking_trace,
+                channel=cfg.bus.channel,
             )
         self._phase_index = {p: i for i, p in enumerate(Phase)}
         cols: list[str] = ["phase", "gap", "coupling", "gap_true"]
@@ -147,12 +161,17 @@ class RunRecorder:
         cols += [f"force_{a}" for a in self.axes]
         cols += [f"target_{a}" for a in self.axes]
         cols += [f"actual_{a}" for a in self.axes]
+        cols += [f"state_{a}" for a in self.axes]
+        cols += [f"statusword_{a}" for a in self.axes]
         self._row = [0.0] * len(cols)
+        states = [s.name for s in DriveState]
         self.telemetry = Telemetry(
             out / "telemetry.csv",
             cols,
             rate_hz=cfg.record.telemetry_hz,
-            labels={"phase": [p.value for p in Phase]},
+            labels={"phase": [p.value for p in Phase]} | {f"state_{a}": states for a in self.axes},
+            mcap=out / "telemetry.mcap" if cfg.record.mcap else None,
+            events=self.log.path,
         )
 
     @property
@@ -254,6 +273,12 @@ class RunRecorder:
         for a in self.axes:
             row[i] = fb[a].position
             i += 1
+        for a in self.axes:
+            row[i] = fb[a].state
+            i += 1
+        for a in self.axes:
+            row[i] = fb[a].statusword
+            i += 1
         tel.sample(t, row)
 
     # --- the end -----------------------------------------------------------------------------------
@@ -310,6 +335,8 @@ class RunRecorder:
             }
             for axis, d in cfg.drives.items()
         }
+        for axis, identity in self.identities.items():
+            summary["axes"][axis]["identity"] = identity
         summary["lesion_length"] = cfg.procedure.lesion_length
         summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
         summary["seed"] = seed

@@ -57,7 +57,7 @@ from whih_control.status import DriveStatus, Status
 from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
 
 if TYPE_CHECKING:
-    from firmware_iface.simbus import SimTimeBus
+    from firmware_iface.simbus import SimKernel
 
 __all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime"]
 
@@ -289,9 +289,11 @@ class Runtime:
             )
             self._closers.append(self.recorder.close)
             bus = self._given_bus
-            self._simbus: SimTimeBus | None = None
+            self._kernel: SimKernel | None = None
             if self.simulated_time:
-                bus = self._simbus = simulated_time_bus(bus, period=cfg.period)
+                simbus = simulated_time_bus(bus, period=cfg.period)
+                self._kernel = simbus.kernel
+                bus = simbus
                 if self._given_bus is None:
                     self._closers.append(bus.shutdown)
             elif bus is None:
@@ -318,10 +320,10 @@ class Runtime:
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
             self.procedure = Procedure(cfg, log=self.recorder.log, auto_confirm=self.auto_confirm)
-            simbus = self._simbus
-            if simbus is not None:
+            kernel = self._kernel
+            if kernel is not None:
                 self.pacer: SimPacer | RealTimePacer = SimPacer(
-                    cfg.period, clock=lambda: simbus.time + cfg.period
+                    cfg.period, clock=lambda: kernel.time + cfg.period
                 )
             else:
                 self.pacer = RealTimePacer(
@@ -523,9 +525,9 @@ class Runtime:
     def _idle_cycle(self) -> None:
         """Simulated time before set-up: answer verbs, let one period pass."""
         self._take_commands()
-        if self._simbus is not None:
-            self._simbus.advance(1)
-            self._t = self._simbus.time
+        if self._kernel is not None:
+            self._kernel.advance(1)
+            self._t = self._kernel.time
 
     def enable(self) -> None:
         """Set up every drive over SDO (cycle stopped: nothing is enabled yet), then walk them to
@@ -537,14 +539,24 @@ class Runtime:
             with self._exclusive():
                 self.master.setup()
                 self.set_up = True
+                for axis, ident in self.master.identities.items():
+                    self.recorder.identities[axis] = ident.as_dict()
+                    self.recorder.event(
+                        self._t,
+                        "drive",
+                        axis=axis,
+                        identity=ident.as_dict(),
+                        notes=self.master.plans[axis].notes,
+                    )
         self.command("enable", self._do_enable)
         limit = self.cfg.bus.boot_timeout_s + 5.0
+        # with auto_confirm, ready lasts one cycle: a wait in real time may first see approach
         self._wait_for(
-            lambda: self.procedure.phase in (Phase.READY, Phase.FAULT, Phase.ABORTED),
+            lambda: self.procedure.phase not in (Phase.IDLE, Phase.PREFLIGHT, Phase.CALIBRATE),
             timeout=limit,
             what="enable: drives did not reach OPERATION ENABLED and calibration",
         )
-        if self.procedure.phase is not Phase.READY:
+        if self.procedure.phase in (Phase.FAULT, Phase.ABORTED):
             raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
 
     def _do_enable(self) -> None:
@@ -1096,8 +1108,8 @@ class Runtime:
 
     def _freeze(self, seconds: float) -> None:
         """The master stops for ``seconds``: no SYNC, no heartbeat, no RPDO."""
-        if self._simbus is not None:
-            self._simbus.advance(round(seconds / self.cfg.period))
+        if self._kernel is not None:
+            self._kernel.advance(round(seconds / self.cfg.period))
         else:
             time.sleep(seconds)  # the injected fault itself: the cycle really stalls
         late = seconds / self.cfg.period

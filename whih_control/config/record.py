@@ -16,7 +16,13 @@ class RecordConfig:
     telemetry_hz: float = setting(
         100.0, unit="Hz", lo=1.0, hi=100.0, doc="telemetry.csv row rate (at most 100)"
     )
-    trace: bool = setting(True, doc="write every CAN frame to trace.asc")
+    trace: bool = setting(True, doc="write every CAN frame to the trace (trace.asc or trace.log)")
+    trace_format: str = setting(
+        "asc",
+        choices=("asc", "log"),
+        doc="'asc': Vector ASC (trace.asc); 'log': candump -L (trace.log, replays with canplayer)",
+    )
+    mcap: bool = setting(True, doc="write telemetry.mcap beside telemetry.csv (JSON channels, for Foxglove)")
     plot: bool = setting(True, doc="write plot.png at the end of the run")
     trace_queue: int = setting(
         65_536,
