@@ -38,10 +38,8 @@ class RefusingBus(SimTimeBus):
         self.refused = 0
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
-        if (
-            msg.arbitration_id != pdo.SYNC_COB
-            and self.fail_at <= self.kernel.time < self.fail_at + self.fail_for
-        ):
+        t = self.kernel.time
+        if msg.arbitration_id != pdo.SYNC_COB and self.fail_at <= t < self.fail_at + self.fail_for:
             self.refused += 1
             raise can.CanOperationError("Transmit buffer full")
         super().send(msg, timeout)

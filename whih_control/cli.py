@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-time", type=float, help="stop after this many seconds")
     chk = sub.add_parser("check-config", help="validate a configuration and print its summary")
     chk.add_argument("file", type=Path)
+    prb = sub.add_parser(
+        "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
+    )
+    prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
     drv = sub.add_parser(
         "sim-drives", help="serve the configured simulated drives on a CAN bus until Ctrl-C or SIGTERM"
     )
@@ -78,11 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     drv.add_argument(
         "--channel", help="python-can channel (udp_multicast: GROUP or GROUP@PORT; default: bus.channel)"
     )
-    prb = sub.add_parser(
-        "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
-    )
-    prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
-    prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
     dbc = sub.add_parser(
@@ -435,10 +435,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
-    if args.command == "sim-drives":
-        return _sim_drives(args.config, args.interface, args.channel)
     if args.command == "probe":
         return _probe(args.config, all_nodes=args.all)
+    if args.command == "sim-drives":
+        return _sim_drives(args.config, args.interface, args.channel)
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK

@@ -278,9 +278,11 @@ class Telemetry:
     """
 
     BLOCK_ROWS = 1024
-    FLUSH_INTERVAL_S = 0.25
-    """Rows reach the files at least this often, in run time and in wall time (so a killed run
-    keeps every row older than 0.5 s, however fast or slow its time runs)."""
+    FLUSH_INTERVAL_S = 0.5
+    """Rows reach the files at least this often in run time (simulated time runs faster)..."""
+    HANDOFF_S = 0.25
+    """...and at least this often in wall time, so a killed run keeps every row older than about
+    twice this."""
     PRECISE = ("t", "target_", "actual_")
     """Columns written with 10 significant digits (time, and positions to well below a count)."""
 
@@ -300,8 +302,6 @@ class Telemetry:
         self._period = 1.0 / rate_hz
         self._next_t = -np.inf
         self._handover_t = -np.inf
-        self._handover_wall = -np.inf
-        self._closed = False
         self._labels = {self.columns.index(k): list(v) for k, v in (labels or {}).items()}
         self._formats = [".10g" if c.startswith(self.PRECISE) else ".6g" for c in self.columns]
         self._block = np.empty((self.BLOCK_ROWS, len(self.columns)))
@@ -324,6 +324,10 @@ class Telemetry:
                 raise
         self.error: BaseException | None = None
         """What stopped the writer thread, if anything did (raised again by :meth:`close`)."""
+        self.dropped = 0
+        """Rows not written because the writer had failed."""
+        self._closed = False
+        self._handoff = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="whih-telemetry", daemon=True)
         self._thread.start()
 
@@ -336,19 +340,26 @@ class Telemetry:
         if t < self._next_t:
             return
         self._next_t = t + self._period * 0.999
+        if self.error is not None:
+            self.dropped += 1  # nobody writes them: a RECORDING fault says so (see failure)
+            return
         row = self._block[self._row]
         row[0] = t
         row[1:] = values
         self._row += 1
         self.rows += 1
-        if self._row == self.BLOCK_ROWS or t >= self._handover_t or time.monotonic() >= self._handover_wall:
+        if (
+            self._row == self.BLOCK_ROWS
+            or t >= self._handover_t
+            or time.monotonic() - self._handoff >= self.HANDOFF_S
+        ):
             self._hand_over(t)
 
     def _hand_over(self, t: float) -> None:
         """Give the rows not handed over yet to the writer (it reads rows the cycle is done with)."""
         self._queue.put((self._block, self._start, self._row))
         self._handover_t = t + self.FLUSH_INTERVAL_S
-        self._handover_wall = time.monotonic() + self.FLUSH_INTERVAL_S
+        self._handoff = time.monotonic()
         if self._row == self.BLOCK_ROWS:
             try:
                 self._block = self._free.get_nowait()
@@ -424,9 +435,12 @@ class Telemetry:
             self._queue.join()
 
     def close(self) -> None:
-        """Write the remaining rows and close the files; raises what stopped the writer."""
-        self._next_t = np.inf  # rows sampled after close (the closing cycles) are not kept
+        """Write the remaining rows and close the files; raises what stopped the writer. Safe to
+        call twice."""
+        if self._closed:
+            return
         self._closed = True
+        self._next_t = np.inf  # rows sampled after close (the closing cycles) are not kept
         if self._thread.is_alive():
             if self._row > self._start:
                 self._queue.put((self._block, self._start, self._row))
@@ -440,6 +454,28 @@ class Telemetry:
             self._file.close()
         if self.error is not None:
             raise OSError(f"telemetry writer failed on {self.path}: {self.error}") from self.error
+
+
+def recording_failure(*recorders: TraceRecorder | Telemetry | None) -> str | None:
+    """The first failure of the given recorders (None ones skipped), or None: polled by the
+    cycle, which makes it a RECORDING fault."""
+    for r in recorders:
+        if r is not None and (why := r.failure) is not None:
+            return why
+    return None
+
+
+def recording_losses(
+    trace: TraceRecorder | None, telemetry: Telemetry | None, failures: Sequence[str]
+) -> dict[str, Any]:
+    """What the run folder is missing, for ``summary.json``: each recorder's failure and the
+    frames/rows it dropped."""
+    lost: dict[str, Any] = {"failures": list(failures)}
+    if trace is not None:
+        lost["trace_frames_dropped"] = trace.dropped
+    if telemetry is not None:
+        lost["telemetry_rows_dropped"] = telemetry.dropped
+    return lost
 
 
 def read_telemetry(path: Path) -> dict[str, list[Any]]:
@@ -604,25 +640,3 @@ def _shade_phases(axes: Any, t: np.ndarray[Any, Any], phases: Sequence[Any]) -> 
                 transform=ax.get_xaxis_transform(),
                 lw=0,
             )
-
-
-def recording_failure(*recorders: TraceRecorder | Telemetry | None) -> str | None:
-    """The first failure of the given recorders (None ones skipped), or None: polled by the
-    cycle, which makes it a RECORDING fault."""
-    for r in recorders:
-        if r is not None and (why := r.failure) is not None:
-            return why
-    return None
-
-
-def recording_losses(
-    trace: TraceRecorder | None, telemetry: Telemetry | None, failures: Sequence[str]
-) -> dict[str, Any]:
-    """What the run folder is missing, for ``summary.json``: what failed, and the frames the
-    trace dropped and the rows the telemetry holds."""
-    lost: dict[str, Any] = {"failures": list(failures)}
-    if trace is not None:
-        lost["trace_frames_dropped"] = trace.dropped
-    if telemetry is not None:
-        lost["telemetry_failed"] = telemetry.error is not None
-    return lost

@@ -47,9 +47,9 @@ RUN_FILES = (
     "telemetry.mcap",
     "plot.png",
 )
+"""The files of a run folder (docs/DESIGN.md section 3)."""
 RUN_MARKER = "events.jsonl"
 """The first file of a run, created exclusively: of two runs into one folder, one gets it."""
-"""The files of a run folder (docs/DESIGN.md section 3)."""
 
 
 @dataclass(frozen=True)

@@ -543,7 +543,7 @@ class Runtime:
                     self.recorder.identities[axis] = ident.as_dict()
                     self.recorder.event(
                         self._t,
-                        "drive",
+                        "identity",
                         axis=axis,
                         identity=ident.as_dict(),
                         notes=self.master.plans[axis].notes,
