@@ -128,10 +128,10 @@ def test_a_failing_telemetry_writer_is_a_recording_fault(tmp_path: Path) -> None
         result = rt.run_procedure(max_time=5.0)
     assert result.outcome == "fault"
     assert "telemetry writer" in result.reason and "No space left" in result.reason
+    assert rt.recorder.telemetry.dropped > 0
     # the summary (on a disk that works) says what was lost; closing says the rest
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["recording"]["telemetry_failed"] is True
-    assert summary["recording"]["failures"] == [result.reason]
+    assert summary["recording"]["telemetry_rows_dropped"] > 0
 
 
 # --------------------------------------------------------------------------- SIGKILL at random
