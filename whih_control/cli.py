@@ -443,7 +443,9 @@ def _run(
             sim=dataclasses.replace(cfg.sim, enabled=False),
             imaging=dataclasses.replace(cfg.imaging, source="external"),
         )
-        auto_confirm = True  # simulated drives all the same: the procedure confirms its gates
+        # the go and crossing are confirmed from here (the procedure confirming its own gates
+        # would pass ready before enable() on the cycle thread sees it)
+        auto_confirm = False
         bench = imaging = BenchImaging(cfg)
 
         def progress(p: Progress) -> None:
@@ -466,12 +468,13 @@ def _run(
     try:
         with robot:
             robot.enable()
+            confirm = (lambda gate: True) if external_drives else None
             if not use_keys:
-                result = robot.run_procedure(max_time=max_time)
+                result = robot.run_procedure(max_time=max_time, confirm=confirm)
             else:
                 with OperatorKeys(robot) as k:
                     keys.append(k)
-                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True)
+                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True, confirm=confirm)
     except OSError as exc:  # the run folder's disk; the drives were stopped before this
         failure = exc
     if result is not None:
