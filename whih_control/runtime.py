@@ -539,7 +539,7 @@ class Runtime:
                     self.recorder.identities[axis] = ident.as_dict()
                     self.recorder.event(
                         self._t,
-                        "drive",
+                        "drive_identity",
                         axis=axis,
                         identity=ident.as_dict(),
                         notes=self.master.plans[axis].notes,
