@@ -10,11 +10,18 @@ The same code runs on any python-can bus in real time and on the simulated-time 
 ``read``/``write`` are the hot path: precompiled structs, preallocated messages and records, no
 SDO, no logging, nothing that grows. ``setup``/``shutdown`` never run inside the cycle.
 
-Drive-side reaction chosen for 0x605A (quick stop option code): **6**, "slow down on the
-quick-stop ramp and stay in QUICK STOP ACTIVE". The drive keeps holding position under servo
-control after the ramp, so an elastically loaded wire or catheter cannot creep back, and leaving
-the stop takes an explicit master action (through SWITCH ON DISABLED, see
-:func:`~firmware_iface.cia402.next_controlword`). Option 2 would drop torque after the ramp.
+Drive-side reaction chosen for 0x605A (quick stop option code): **2**, "slow down on the
+quick-stop ramp, then SWITCH ON DISABLED". After the ramp the drive holds no torque and sits where
+no single controlword brings it back to motion: it needs shutdown, switch on and enable operation
+in turn (transitions 2, 3, 4), where option 6 leaves it in QUICK STOP ACTIVE, from which one
+"enable operation" from any node on the bus re-enables it (transition 16). The price is that an
+elastically loaded wire is no longer servo-held after the ramp (the drive train's friction holds
+it).
+
+No return to motion after a fault (DESIGN.md invariant 9): a drive the supervisor sees leaving its
+stop while a fault is latched is *escalated* (``AxisCommand.escalate``): :meth:`Master.write` sends
+it "disable voltage" and then an NMT stop in the same cycle, so it takes no RPDO at all until the
+master starts it again at the next set-up.
 """
 
 from __future__ import annotations
@@ -54,10 +61,13 @@ __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
 
 SERVICE_QUEUE_LEN: Final = 256
 """Frames (EMCY, heartbeat, ...) kept between two ``service`` calls; more are dropped and counted."""
+OWED_MAX: Final = 4
+"""SYNCs a drive may be behind and still answer all of them (more are stale anyway)."""
 SYNC_COUNTER_MAX: Final = 240
 """CiA 301 SYNC counter overflow value used when the counter is enabled."""
 
 _NMT_START: Final = 0x01
+_NMT_STOP: Final = 0x02
 _NMT_RESET_COMMUNICATION: Final = 0x82
 _NMT_NAMES: Final = {
     -1: "never heard",
@@ -85,12 +95,15 @@ class MasterStats:
     """Per axis: cycles in which no valid TPDO1 arrived."""
     unknown_cob_ids: int = 0
     bad_dlc: int = 0
-    """TPDO1s with the wrong length (the drive counts as stale that cycle)."""
+    """TPDO1s (also counted as collisions), EMCYs and heartbeats with the wrong length."""
     collisions: int = 0
-    """Frames seen on a COB-ID only the master sends (SYNC, RPDO1s, master heartbeat)."""
+    """Frames seen on a COB-ID only the master sends (NMT, SYNC, RPDO1s, master heartbeat), a
+    second TPDO1 of a drive for one SYNC and TPDO1s with the wrong length."""
     queue_drops: int = 0
     """Service frames dropped because ``service`` was not called often enough."""
     error_frames: int = 0
+    send_errors: int = 0
+    """Frames the interface refused to send or receive (``can.CanError``/``OSError``) in the cycle."""
     rejected_targets: int = 0
     """Non-finite targets refused (the previous target was sent instead)."""
     emcy_resets: int = 0
@@ -158,10 +171,24 @@ class Master:
             + [pdo.sdo_tx_cob(nid) for nid in self.nodes]
         )
         master_hb = pdo.heartbeat_cob(self._bus_cfg.master_node_id)
-        self._own_cobs = frozenset([pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)])
+        self._own_cobs = frozenset(
+            [pdo.NMT_COB, pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)]
+        )
         self._node_index = {nid: i for i, nid in enumerate(self.nodes)}
 
         self._answered = bytearray(n)
+        self._owed = bytearray(n)
+        """Per drive: SYNCs sent that it has not answered yet (at most ``OWED_MAX``). A drive
+        running late answers several in one cycle; a TPDO1 beyond what is owed has a second
+        sender."""
+        period = 1.0 / self._cycle_cfg.rate_hz
+        self._jump_cycle = tuple(d.max_speed * period * d.counts_per_unit for d in self._drives)
+        self._jump_tol = tuple(d.position_jump_tolerance * d.counts_per_unit for d in self._drives)
+        self._have_pos = bytearray(n)
+        self._jump = [0] * n
+        """Per drive: counts of an implausible position jump not yet reported (0 = none)."""
+        self._jump_allowed = [0.0] * n
+        self._implausible = False
         self._actual_counts = [0] * n
         self._sent_counts = [0] * n
         self._rpdo = tuple(
@@ -178,6 +205,12 @@ class Master:
             data=bytearray(1 if self._cycle_cfg.sync_counter else 0),
             is_extended_id=False,
         )
+        self._nmt_stop = tuple(
+            can.Message(arbitration_id=pdo.NMT_COB, data=bytearray([_NMT_STOP, nid]), is_extended_id=False)
+            for nid in self.nodes
+        )
+        self.escalations = 0
+        """NMT stops sent to escalate a drive seen leaving its stop under a latched fault."""
         self._heartbeat = can.Message(
             arbitration_id=master_hb, data=bytearray([pdo.NMT_OPERATIONAL]), is_extended_id=False
         )
@@ -190,6 +223,9 @@ class Master:
         self._queue: deque[can.Message] = deque(maxlen=SERVICE_QUEUE_LEN)
         self._bus_ok_cycle = True
         self._error_frames_reported = 0
+        self._io_error: BaseException | None = None
+        """The first send/receive failure not yet reported by ``service``."""
+        self._bus_state = can.BusState.ACTIVE
         self._running = False
         self._network: canopen.Network | None = None
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
@@ -254,6 +290,10 @@ class Master:
         for i in range(len(self.axes)):
             self._sent_counts[i] = 0
             self._fault_reported[i] = False
+            self._have_pos[i] = 0
+            self._owed[i] = 0
+            # the cyclic exchange starts now: count missing TPDO1s from here, not from never
+            self._fb[i].age_cycles = 0
         self._running = True
 
     def _setup_listener(self) -> _SetupScope:
@@ -463,36 +503,46 @@ class Master:
             self._sync_counter = self._sync_counter % SYNC_COUNTER_MAX + 1
             sync.data[0] = self._sync_counter
         answered = self._answered
+        fbs = self._fb
         n = len(answered)
         for i in range(n):
             answered[i] = 0
         bus = self._bus
         tap = self.tap
         if self.sync_enabled:
-            bus.send(sync)
-            if tap is not None:
-                tap(sync, t, False)
+            try:
+                bus.send(sync)
+                owed = self._owed
+                for i in range(n):
+                    if owed[i] < OWED_MAX:
+                        owed[i] += 1
+                if tap is not None:
+                    tap(sync, t, False)
+            except (can.CanError, OSError) as exc:
+                self._io_failed(exc)
         elif self._kernel is not None:
             self._kernel.advance(1)
         missing = n
         recv = bus.recv
-        if deadline is None:
-            while (msg := recv(0.0)) is not None:
-                missing -= self._take(msg)
-                if tap is not None:
-                    tap(msg, t, True)
-        else:
-            perf = time.perf_counter
-            self._read_perf = perf()
-            while missing > 0:
-                remaining = deadline - perf()
-                msg = recv(remaining if remaining > 0.0 else 0.0)
-                if msg is None:
-                    break
-                missing -= self._take(msg)
-                if tap is not None:
-                    tap(msg, t + (perf() - self._read_perf), True)
-        fbs = self._fb
+        try:
+            if deadline is None:
+                while (msg := recv(0.0)) is not None:
+                    missing -= self._take(msg)
+                    if tap is not None:
+                        tap(msg, t, True)
+            else:
+                perf = time.perf_counter
+                self._read_perf = perf()
+                while missing > 0:
+                    remaining = deadline - perf()
+                    msg = recv(remaining if remaining > 0.0 else 0.0)
+                    if msg is None:
+                        break
+                    missing -= self._take(msg)
+                    if tap is not None:
+                        tap(msg, t + (perf() - self._read_perf), True)
+        except (can.CanError, OSError) as exc:
+            self._io_failed(exc)
         stale = stats.stale_cycles
         axes = self.axes
         for i in range(n):
@@ -525,28 +575,60 @@ class Master:
         i = self._tpdo_index.get(cob)
         if i is not None and not msg.is_remote_frame:
             if msg.dlc != pdo.TPDO1_DLC:
+                # invariant 7: another node on this COB-ID, or a drive mapped differently
                 self.stats.bad_dlc += 1
+                self._collide(msg)
                 return 0
+            if not self._owed[i]:
+                # invariant 7: more TPDO1s than SYNCs: a second sender; keep what we had
+                self._collide(msg)
+                return 0
+            self._owed[i] -= 1
+            again = self._answered[i]
             sw, counts, torque = pdo.TPDO1.unpack_from(msg.data)
             axis = self._fb[i]
+            if self._have_pos[i]:
+                # invariant 7: no further than the axis can move since its last TPDO1
+                jump = counts - self._actual_counts[i]
+                allowed = self._jump_cycle[i] * (axis.age_cycles + 1) + self._jump_tol[i]
+                if jump > allowed or -jump > allowed:
+                    self._jump[i] = jump
+                    self._jump_allowed[i] = allowed
+                    self._implausible = True
+                    self._bus_ok_cycle = False
+            self._have_pos[i] = 1
             axis.statusword = sw
             axis.state = _STATE_LUT[sw & 0x7F]
             axis.position = counts * self._inv_cpu[i]
             axis.force = torque * self._fpt[i]
             self._actual_counts[i] = counts
-            if self._answered[i]:
+            if again:
                 return 0
             self._answered[i] = 1
             return 1
         if cob in self._own_cobs:
-            self.stats.collisions += 1
-            self._bus_ok_cycle = False
-            self._enqueue(msg)
+            self._collide(msg)
         elif cob in self._service_cobs:
             self._enqueue(msg)
         else:
             self.stats.unknown_cob_ids += 1
         return 0
+
+    def _io_failed(self, exc: BaseException) -> None:
+        """The interface refused a frame (bus-off, full queue, adapter gone): the cycle's bus is
+        not OK and ``service`` reports a BUS_ERROR; the cycle itself goes on (best effort)."""
+        self.stats.send_errors += 1
+        self._bus_ok_cycle = False
+        self.feedback.bus_ok = False
+        if self._io_error is None:
+            self._io_error = exc
+
+    def _collide(self, msg: can.Message) -> None:
+        """A frame that only a second sender explains: the cycle's bus is not OK, ``service``
+        reports it (a COLLISION naming the COB-ID)."""
+        self.stats.collisions += 1
+        self._bus_ok_cycle = False
+        self._enqueue(msg)
 
     def _enqueue(self, msg: can.Message) -> None:
         if len(self._queue) == SERVICE_QUEUE_LEN:
@@ -558,7 +640,8 @@ class Master:
 
         Until a drive is OPERATION ENABLED with goal ENABLED, the target sent is its position
         actual, and ``commands.axes[a].target`` is set to the same value, so enabling never jumps.
-        A non-finite target is refused (counted) and the previous target is sent again.
+        A non-finite target is refused (counted) and the previous target is sent again. An axis
+        whose command says ``escalate`` gets "disable voltage" whatever its goal, then an NMT stop.
         """
         fbs = self._fb
         cmds = self._cmd
@@ -576,8 +659,8 @@ class Master:
                 and goal is DriveGoal.FAULT_RESET
                 and not self.last_controlword[i] & CW_FAULT_RESET_BIT
             )
-            cw = next_controlword(state, goal, reset_phase=phase)
-            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED:
+            cw = CW_DISABLE_VOLTAGE if cmd.escalate else next_controlword(state, goal, reset_phase=phase)
+            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED and not cmd.escalate:
                 target = cmd.target
                 if isfinite(target):
                     counts = round(target * self._cpu[i])
@@ -590,9 +673,20 @@ class Master:
             pdo.encode_rpdo1(msg.data, cw, counts)
             self._sent_counts[i] = counts
             self.last_controlword[i] = cw
-            send(msg)
-            if self.tap is not None:
-                self.tap(msg, self._stamp(), False)
+            try:
+                send(msg)
+                if self.tap is not None:
+                    self.tap(msg, self._stamp(), False)
+                if cmd.escalate:
+                    # after the disable voltage: a stopped node takes no RPDO, whoever sends it
+                    stop = self._nmt_stop[i]
+                    send(stop)
+                    self.escalations += 1
+                    if self.tap is not None:
+                        self.tap(stop, self._stamp(), False)
+            except (can.CanError, OSError) as exc:
+                # the other drives still get their frame (a quick stop, once this is reported)
+                self._io_failed(exc)
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -607,6 +701,38 @@ class Master:
         queue = self._queue
         while queue:
             self._service_frame(queue.popleft(), t, events)
+        if self._io_error is not None:
+            exc, self._io_error = self._io_error, None
+            events.append(
+                DriveEvent(
+                    DriveEventKind.BUS_ERROR,
+                    "",
+                    t,
+                    code=self.stats.send_errors,
+                    text=f"CAN interface {self._bus.channel_info}: {type(exc).__name__}: {exc}",
+                )
+            )
+        if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
+            self._check_bus_state(t, events)
+        if self._implausible:
+            self._implausible = False
+            for i, jump in enumerate(self._jump):
+                if jump:
+                    self._jump[i] = 0
+                    d = self._drives[i]
+                    events.append(
+                        DriveEvent(
+                            DriveEventKind.IMPLAUSIBLE,
+                            self.axes[i],
+                            t,
+                            code=jump,
+                            text=f"node {self.nodes[i]}: position actual jumped "
+                            f"{jump / d.counts_per_unit:+.3f} since its last TPDO1 (allowed "
+                            f"{self._jump_allowed[i] / d.counts_per_unit:.3f}: "
+                            f"max_speed {d.max_speed:g}/s per cycle + position_jump_tolerance "
+                            f"{d.position_jump_tolerance:g})",
+                        )
+                    )
         if self.stats.error_frames != self._error_frames_reported:
             new = self.stats.error_frames - self._error_frames_reported
             self._error_frames_reported = self.stats.error_frames
@@ -647,15 +773,60 @@ class Master:
             elif fb.age_cycles == 0:
                 self._fault_reported[i] = False
         if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
-            self._bus.send(self._heartbeat)
-            if self.tap is not None:
-                self.tap(self._heartbeat, self._stamp(), False)
+            try:
+                self._bus.send(self._heartbeat)
+                if self.tap is not None:
+                    self.tap(self._heartbeat, self._stamp(), False)
+            except (can.CanError, OSError) as exc:
+                self._io_failed(exc)  # reported next cycle; the heartbeat goes on being tried
             nxt = (self._next_heartbeat or t) + self._hb_period
             self._next_heartbeat = nxt if nxt > t else t + self._hb_period
         return events
 
+    def _check_bus_state(self, t: float, events: list[DriveEvent]) -> None:
+        """Error passive or bus-off, where the interface reports its state (python-can
+        ``BusABC.state``; ACTIVE on interfaces that cannot tell): a BUS_ERROR on each change
+        for the worse. Polled at the master heartbeat's period, not every cycle."""
+        try:
+            state = self._bus.state
+        except (can.CanError, OSError, NotImplementedError):
+            return
+        if state == self._bus_state:
+            return
+        self._bus_state = state
+        if state is can.BusState.ACTIVE:
+            return
+        self.feedback.bus_ok = False
+        what = "bus-off" if state is can.BusState.ERROR else "error passive"
+        events.append(
+            DriveEvent(
+                DriveEventKind.BUS_ERROR,
+                "",
+                t,
+                text=f"CAN interface {self._bus.channel_info} is {what} ({state.name})",
+            )
+        )
+
     def _service_frame(self, msg: can.Message, t: float, events: list[DriveEvent]) -> None:
         cob = msg.arbitration_id
+        tpdo = self._tpdo_index.get(cob)
+        if tpdo is not None:
+            nid = self.nodes[tpdo]
+            why = (
+                f"with DLC {msg.dlc} (expected {pdo.TPDO1_DLC})"
+                if msg.dlc != pdo.TPDO1_DLC
+                else "a second time for one SYNC"
+            )
+            events.append(
+                DriveEvent(
+                    DriveEventKind.COLLISION,
+                    self.axes[tpdo],
+                    t,
+                    code=cob,
+                    text=f"TPDO1 COB-ID 0x{cob:03X} of node {nid} arrived {why}: another node sends on it",
+                )
+            )
+            return
         if cob in self._own_cobs:
             axis = ""
             if 0x201 <= cob <= 0x27F:
@@ -789,6 +960,7 @@ class Master:
         return self._fb[i].state in _TORQUE_OFF or self.nmt_state[i] in (
             pdo.NMT_BOOTUP,
             pdo.NMT_PRE_OPERATIONAL,
+            pdo.NMT_STOPPED,  # only ever by an escalation, which disabled its voltage first
         )
 
     def _shutdown_cycle(self, period: float, errors: list[str]) -> None:

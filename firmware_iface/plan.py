@@ -33,7 +33,7 @@ __all__ = [
     "plan_system",
 ]
 
-QUICK_STOP_OPTION: Final = 6
+QUICK_STOP_OPTION: Final = 2
 """0x605A written to every drive (see :mod:`firmware_iface.master` for why)."""
 ABORT_CONNECTION_QUICK_STOP: Final = 3
 """0x6007 = 3: quick stop when the connection to the master is lost."""

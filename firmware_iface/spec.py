@@ -180,6 +180,14 @@ class DriveConfig:
     following_error_timeout_ms: int = setting(
         20, unit="ms", lo=0, hi=65_535, doc="following-error time-out, 0x6066"
     )
+    position_jump_tolerance: float = setting(
+        0.05,
+        unit="unit",
+        lo=0.0,
+        hi=1000.0,
+        doc="plausibility: position actual may change by max_speed x period per cycle since the "
+        "last TPDO1 plus this (the drive's own overshoot and quantisation); more is a fault",
+    )
     accept_no_heartbeat_consumer: bool = setting(
         False,
         doc="accept a drive without 0x1016 (it cannot stop itself when the master dies)",

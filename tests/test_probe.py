@@ -60,7 +60,7 @@ def test_identities_go_into_events_and_summary(tmp_path: Path) -> None:
     with Robot(cfg, clock="simulated", out=out) as robot:
         robot.enable()
     events = [json.loads(line) for line in (out / "events.jsonl").read_text(encoding="utf-8").splitlines()]
-    drives = {e["axis"]: e for e in events if e["kind"] == "drive_identity"}
+    drives = {e["axis"]: e for e in events if e["kind"] == "identity"}
     assert sorted(drives) == sorted(cfg.drives)
     expected = {"vendor": 0, "product": 0x402, "revision": 0x10000, "serial": 0}  # whih_sim_drive.eds
     assert all(e["identity"] == expected and e["notes"] == [] for e in drives.values())

@@ -9,14 +9,19 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
+from firmware_iface.bus import SIM_INTERFACE, open_bus
 from firmware_iface.plan import plan_system
-from whih_control.api import Robot, simulate
+from firmware_iface.sim import SimulatedDrives
+from whih_control.api import Robot
+from whih_control.bench import BenchImaging
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.inspect_run import inspect_run
@@ -24,10 +29,13 @@ from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
 from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
+from whih_control.sim import Plant
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
 EXIT_USAGE = 2
+MAX_TIME_S = 86_400.0
+"""--max-time above a day is a typo, not a procedure (each phase has its own bound anyway)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the simulated WHIH procedure on the default configuration")
     run = sub.add_parser("run", help="run the procedure from a configuration file")
     run.add_argument("--config", required=True, type=Path, help="TOML configuration")
-    run.add_argument("--out", type=Path, help="run folder to write")
+    run.add_argument("--out", help="run folder to write (new, or empty)")
     run.add_argument("--seed", type=int, help="override sim.seed")
     run.add_argument("--realtime", action="store_true", help="wall-clock cycle instead of simulated time")
+    run.add_argument(
+        "--external-drives",
+        action="store_true",
+        help="with --realtime: the drives are served by another process (whih sim-drives) on the "
+        "configured bus; tips from bench imaging (the plant lives with the drives)",
+    )
     run.add_argument(
         "--inject",
         action="append",
@@ -61,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
     prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
+    drv = sub.add_parser(
+        "sim-drives", help="serve the configured simulated drives on a CAN bus until Ctrl-C or SIGTERM"
+    )
+    drv.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    drv.add_argument("--interface", help="python-can interface (default: the config's bus.interface)")
+    drv.add_argument(
+        "--channel", help="python-can channel (udp_multicast: GROUP or GROUP@PORT; default: bus.channel)"
+    )
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
     dbc = sub.add_parser(
@@ -268,27 +290,57 @@ def _run(
     out: Path | None,
     seed: int | None,
     realtime: bool,
+    external_drives: bool,
     inject: list[str],
     max_time: float | None,
 ) -> int:
     seed = cfg.sim.seed if seed is None else seed
+    keys: list[OperatorKeys] = []
+    use_keys = False
+    clock: Literal["real", "simulated"]
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
             cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
         use_keys = OperatorKeys.available() and sys.stdout.isatty()
-        keys: list[OperatorKeys] = []
-        progress = _progress_printer(
+        printer = _progress_printer(
             sys.stdout, (lambda: keys[0].line if keys else KEYS_HELP) if use_keys else None
         )
-        with Robot(
-            cfg,
-            clock="real",
-            seed=seed,
-            out=out,
-            inject=inject,
-            progress=progress,
-            auto_confirm=cfg.sim.enabled,
-        ) as robot:
+        clock = "real"
+        auto_confirm = cfg.sim.enabled
+    else:  # what simulate() does, with the robot kept so a failed run folder can be reported
+        printer = _progress_printer(sys.stdout)
+        cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed))
+        clock = "simulated"
+        auto_confirm = True
+    progress = printer
+    imaging: BenchImaging | None = None
+    if external_drives:
+        cfg = cfg.replace(
+            sim=dataclasses.replace(cfg.sim, enabled=False),
+            imaging=dataclasses.replace(cfg.imaging, source="external"),
+        )
+        auto_confirm = True  # simulated drives all the same: the procedure confirms its gates
+        bench = imaging = BenchImaging(cfg)
+
+        def progress(p: Progress) -> None:
+            bench(p)
+            printer(p)
+
+    robot = Robot(
+        cfg,
+        clock=clock,
+        seed=seed,
+        out=out,
+        inject=inject,
+        progress=progress,
+        auto_confirm=auto_confirm,
+    )
+    if imaging is not None:
+        imaging.robot = robot
+    result: RunResult | None = None
+    failure: OSError | None = None
+    try:
+        with robot:
             robot.enable()
             if not use_keys:
                 result = robot.run_procedure(max_time=max_time)
@@ -296,11 +348,67 @@ def _run(
                 with OperatorKeys(robot) as k:
                     keys.append(k)
                     result = robot.run_procedure(max_time=max_time, hold_on_fault=True)
-    else:
-        progress = _progress_printer(sys.stdout)
-        result = simulate(cfg, seed=seed, inject=inject, out=out, max_time=max_time, progress=progress)
-    _print_result(result, sys.stdout)
+    except OSError as exc:  # the run folder's disk; the drives were stopped before this
+        failure = exc
+    if result is not None:
+        _print_result(result, sys.stdout)
+    rec = robot.runtime.recorder
+    if rec.summary_error is not None:
+        print(
+            f"whih run: the run folder is incomplete ({rec.summary_error}); the summary it should hold:",
+            file=sys.stderr,
+        )
+        print(json.dumps(rec.summary, indent=1, default=str), file=sys.stderr)
+    if failure is not None:
+        print(f"whih run: recording failed: {failure}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    assert result is not None
     return EXIT_OK if result.crossed and result.outcome == "complete" else EXIT_NOT_CROSSED
+
+
+def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
+    """Serve the configured drives (and the plant they move) in this process until Ctrl-C or
+    SIGTERM: a master in another process can then die while the drives live on."""
+    try:
+        cfg = load_config(path)
+        bus_cfg = dataclasses.replace(
+            cfg.bus, interface=interface or cfg.bus.interface, channel=channel or cfg.bus.channel
+        )
+        if bus_cfg.interface == SIM_INTERFACE:
+            raise ValueError(
+                "the simulated-time bus cannot reach another process: give --interface (e.g. "
+                "udp_multicast, socketcan)"
+            )
+        bus = open_bus(bus_cfg, period=cfg.period)
+    except ConfigError as exc:
+        print("whih sim-drives: invalid configuration", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, WhihError) as exc:
+        print(f"whih sim-drives: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        with SimulatedDrives(cfg, bus, load=Plant(cfg, seed=cfg.sim.seed), seed=cfg.sim.seed) as drives:
+            nodes = ", ".join(f"{a} {d.node_id}" for a, d in cfg.drives.items())
+            _emit(
+                sys.stdout,
+                f"whih sim-drives: serving {len(drives.axes)} drives ({nodes}) on {bus.channel_info}; "
+                "Ctrl-C or SIGTERM stops them\n",
+                flush=True,
+            )
+            while not stop.wait(0.2):
+                pass
+    except (RuntimeError, ValueError, WhihError) as exc:
+        print(f"whih sim-drives: {exc}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    finally:
+        bus.shutdown()
+    _emit(sys.stdout, "whih sim-drives: stopped\n")
+    return EXIT_OK
 
 
 def _default_out(name: str) -> Path:
@@ -326,6 +434,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _check_config(args.file)
     if args.command == "probe":
         return _probe(args.config, all_nodes=args.all)
+    if args.command == "sim-drives":
+        return _sim_drives(args.config, args.interface, args.channel)
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK
@@ -341,6 +451,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 "out": _default_out("demo"),
                 "seed": None,
                 "realtime": False,
+                "external_drives": False,
                 "inject": [],
                 "max_time": None,
             }
@@ -350,12 +461,19 @@ def _main(argv: Sequence[str] | None) -> int:
                 check_fault_spec(cfg, spec)
             if args.seed is not None and args.seed < 0:
                 raise ValueError(f"--seed (={args.seed}) must be an integer >= 0")
-            if args.max_time is not None and not 0.0 < args.max_time < math.inf:
-                raise ValueError(f"--max-time (={args.max_time:g}) must be a finite number of seconds > 0")
+            if args.max_time is not None and not 0.0 < args.max_time <= MAX_TIME_S:
+                raise ValueError(f"--max-time (={args.max_time:g}) must be in (0...{MAX_TIME_S:g}] seconds")
+            if args.external_drives and not args.realtime:
+                raise ValueError(
+                    "--external-drives needs --realtime (another process cannot share simulated time)"
+                )
+            if args.out is not None and not args.out.strip():
+                raise ValueError(f"--out (={args.out!r}) must name a folder")
             options = {
-                "out": args.out,
+                "out": None if args.out is None else Path(args.out),
                 "seed": args.seed,
                 "realtime": args.realtime,
+                "external_drives": args.external_drives,
                 "inject": list(args.inject),
                 "max_time": args.max_time,
             }

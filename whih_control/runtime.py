@@ -73,6 +73,7 @@ _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.DRIVE_FAULT: Reason.DRIVE_FAULT,
     DriveEventKind.SYNC_LOSS: Reason.BUS_FAULT,
     DriveEventKind.BUS_ERROR: Reason.BUS_FAULT,
+    DriveEventKind.IMPLAUSIBLE: Reason.DRIVE_FAULT,
 }
 
 STOP_SETTLE_S = 0.5
@@ -235,6 +236,8 @@ class Runtime:
         """The drives have been set up (SDO) and the cycle runs."""
         self._want_enabled = False
         self._t = 0.0
+        self._stall_s = cfg.bus.master_heartbeat_timeout_ms / 2000.0
+        """Real time: a gap between two cycles beyond this is the master's own stall (a fault)."""
         self._t_start_wall = 0.0
         self._measurements: list[TipMeasurement] = []
         # appended by the application's thread, taken one at a time by the cycle (both atomic)
@@ -539,7 +542,7 @@ class Runtime:
                     self.recorder.identities[axis] = ident.as_dict()
                     self.recorder.event(
                         self._t,
-                        "drive_identity",
+                        "identity",
                         axis=axis,
                         identity=ident.as_dict(),
                         notes=self.master.plans[axis].notes,
@@ -969,12 +972,17 @@ class Runtime:
             self._apply_scheduled_faults()
         t = self.pacer.next()  # real time: sleeps until the cycle's slot, the lock free meanwhile
         with self._lock:
+            if not self.simulated_time and t - self._t > self._stall_s and self.pacer.cycles > 1:
+                # measured on our own clock, before anything the drives say about it is read: a
+                # stopped or starved master is the cause, their heartbeat EMCYs the consequence
+                self._master_stalled(t - self._t)
             self._t = t
             # 2. read: SYNC out, one TPDO1 per drive in
             fb = self.master.read(t, self.pacer.deadline())
             # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
             for event in self.master.service(t):
                 self._drive_event(event)
+            rec.poll(t)  # a dead trace or telemetry writer -> supervisor
             # 4. supervise: what the supervisor latches from feedback and operator inputs
             if self._want_enabled and not self.core.supervisor.latched:
                 self._check_drives()
@@ -1012,6 +1020,7 @@ class Runtime:
                 dst = cmds[axis]
                 dst.target = src.target
                 dst.goal = src.goal if override is None else override
+                dst.escalate = src.escalate
             # 7. write: one RPDO1 per drive
             self.master.write()
             # 8. record: the commands are out (a quick stop included); only now is anything logged
@@ -1104,6 +1113,14 @@ class Runtime:
             self.core.supervisor.raise_fault(
                 Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
             )
+
+    def _master_stalled(self, gap: float) -> None:
+        text = (
+            f"master stalled: {gap * 1e3:.0f} ms between two cycles on its own clock (allowed "
+            f"{self._stall_s * 1e3:.0f} ms, half the drives' master heartbeat timeout)"
+        )
+        self.recorder.faults.append(f"{self._t + gap:.3f}s all: {text}")
+        self.core.supervisor.raise_fault(Reason.STALE_FEEDBACK, text)
 
     def _drives_ready(self) -> bool:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""

@@ -11,6 +11,11 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   force_stop``; wire coupling outside ``[0, coupling_max]`` during hand-in-hand for more than
   ``safety.coupling_fault_cycles`` cycles; :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat
   loss, bus errors from the runtime).
+- **Escalation** (invariant 9): while a fault is latched, a drive seen back in a powered state
+  (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
+  reporting one after the quick-stop ramp, or silent (feedback older than
+  ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable voltage, then NMT
+  stop) in that same cycle and every cycle after, until an acknowledge.
 - **Rejected input** (invariant 7; counted in ``rejected``, every axis holds): non-finite or
   out-of-range ``dt``, feedback position/force, estimate; a non-finite requested target holds
   that axis.
@@ -56,6 +61,17 @@ _isnan = math.isnan
 _ENABLED = DriveState.OPERATION_ENABLED
 _STOPPED_STATES = frozenset(
     {DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE, DriveState.QUICK_STOP_ACTIVE}
+)
+_AT_STOP = frozenset(
+    {
+        DriveState.FAULT,
+        DriveState.FAULT_REACTION_ACTIVE,
+        DriveState.QUICK_STOP_ACTIVE,
+        DriveState.SWITCH_ON_DISABLED,
+    }
+)
+_LEAVING_STOP = frozenset(
+    {DriveState.READY_TO_SWITCH_ON, DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED}
 )
 _GOAL_ENABLED = DriveGoal.ENABLED
 _QUICK_STOP = DriveGoal.QUICK_STOP
@@ -115,6 +131,14 @@ class SafetySupervisor:
         self._pmax = s.position_abs_max
         self._fmax = s.force_abs_max
         n = len(names)
+        # invariant 9: a drive still reporting (fresh) a powered state this many cycles into a
+        # latch has not stopped on its own: the ramp from max speed, plus the frames' two cycles
+        self._stop_cycles = max(math.ceil(d.max_speed / d.quick_stop_decel / cfg.period) + 2 for d in drives)
+        self._latched_cycles = 0
+        self._stop_seen = [False] * n
+        self.escalated: list[bool] = [False] * n
+        """Per axis (``axes`` order): seen leaving its stop under the present latch, so the
+        master disables its voltage and NMT-stops it every cycle until an acknowledge."""
         self.target: list[float] = [math.nan] * n
         """Last target sent per axis (in ``axes`` order)."""
         self.velocity: list[float] = [0.0] * n
@@ -163,6 +187,9 @@ class SafetySupervisor:
             self.latched = True
             self.latched_verdict = verdict
             self._reset_pending = False
+            self._latched_cycles = 0
+            for i in range(len(self.axes)):
+                self._stop_seen[i] = self.escalated[i] = False
 
     def acknowledge(self, feedback: Feedback) -> bool:
         """Clear the latch if every cause is gone; never moves anything.
@@ -250,6 +277,7 @@ class SafetySupervisor:
             for i, af in enumerate(fbs):
                 cmd = cmds[i]
                 cmd.goal = DriveGoal.FAULT_RESET
+                cmd.escalate = False
                 pos = af.position
                 if _isfinite(pos):
                     target[i] = pos
@@ -480,7 +508,22 @@ class SafetySupervisor:
 
     def _hold_latched(self, fbs: list[AxisFeedback], cmds: list[AxisCommand]) -> Verdict:
         target = self.target
+        self._latched_cycles += 1
+        late = self._latched_cycles > self._stop_cycles
+        seen, escalated = self._stop_seen, self.escalated
         for i, af in enumerate(fbs):
+            st = af.state
+            if af.age_cycles > self._max_age:
+                # silent (e.g. put in pre-operational by another node): its stop cannot be seen
+                if late:
+                    escalated[i] = True
+            elif st in _AT_STOP:
+                seen[i] = True
+            elif st in _LEAVING_STOP and (seen[i] or late):
+                # invariant 9: back out of its stop (another node's controlwords), or never
+                # stopped: escalate within this cycle and for as long as the latch lasts
+                escalated[i] = True
+            cmds[i].escalate = escalated[i]
             pos = af.position
             if _isfinite(pos):
                 target[i] = pos
