@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -52,6 +52,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    phases=[Phase.explicit, Phase.generate],
+    database=None,
+)
+"""The ci examples without shrinking: tools/mutate.py only needs to know that a test fails."""
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from whih_control.types import (
     Objective,
     OperatorInput,
     Reason,
+    Verdict,
 )
 
 from .conftest import CONFIGS
@@ -248,6 +250,15 @@ class CoreMachine(RuleBasedStateMachine):
         self.drive_fault: set[str] = set()
         self.nan_axis = ""
         self.cycles = 0
+        self.requested: dict[str, float] = {}
+        enforce = self.core.supervisor.enforce
+
+        def recording(*args: Any) -> Verdict:
+            # what the controller asked for, as the supervisor receives it
+            self.requested = {a: c.target for a, c in args[2].axes.items()}
+            return enforce(*args)
+
+        self.core.supervisor.enforce = recording  # type: ignore[method-assign]
 
     def _run(self, n: int, jitter: float = 1.0) -> None:
         for _ in range(n):
@@ -270,7 +281,7 @@ class CoreMachine(RuleBasedStateMachine):
             rejected0 = sup.rejected
             verdict = self.core.update(self.t, fb, self.objective, self.op, meas)
             check_cycle(sup, self.hist, CFG, dt, self.core.commands, fb, self.core.estimator.estimate,
-                        self.objective, self.op, verdict, rejected0)  # fmt: skip
+                        self.objective, self.op, verdict, rejected0, self.requested)  # fmt: skip
             self.cycles += 1
             # the plant double only knows insertion; a NaN we injected is gone next cycle
             for a in AXES:

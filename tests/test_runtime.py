@@ -188,9 +188,15 @@ def test_fault_during_hand_in_hand_quick_stops_every_axis(
     assert t_latch >= at
 
     period = demo.cfg.period
-    stop_max = demo.cfg.safety.stop_distance_max
     for node, frames in _rpdos(out / "trace.asc").items():
-        cpu = next(d.counts_per_unit for d in demo.cfg.drives.values() if d.node_id == node)
+        drive = next(d for d in demo.cfg.drives.values() if d.node_id == node)
+        cpu = drive.counts_per_unit
+        if drive.kind == "rotary":
+            # a turning wire stops on its own quick-stop ramp (degrees; the mm bound is linear)
+            v = drive.max_speed
+            stop_max = v * v / (2.0 * drive.quick_stop_decel) + 2.0 * v * period
+        else:
+            stop_max = demo.cfg.safety.stop_distance_max
         after = [f for f in frames if f[0] >= t_latch - 1e-9]
         assert after, f"node {node}: no RPDO after the fault"
         # quick stop within one cycle of the fault, then never anything that moves
@@ -512,18 +518,19 @@ def test_ctrl_c_inside_a_cycle_is_raised_when_the_cycle_ends(monkeypatch: pytest
 def _ctrl_c_in_first_cycle(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch, stopping: list[DriveGoal | None] | None = None
 ) -> list[DriveGoal | None]:
-    """From now on the runtime's cycles are listed (in ``stopping``) by their goal override; the
-    first one gets a Ctrl-C (the operator presses it again as the safe stop begins)."""
+    """From now on the runtime's cycles are listed (in ``stopping``) by the stop goal they give
+    the supervisor; the first one gets a Ctrl-C (the operator presses it again as the safe stop
+    begins)."""
     cycle = rt._cycle
     seen: list[DriveGoal | None] = [] if stopping is None else stopping
 
-    def cycle_with_ctrl_c(override: DriveGoal | None = None) -> None:
+    def cycle_with_ctrl_c() -> None:
         if not seen:
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(1000):  # bytecodes for the handler to run at, as a real Ctrl-C would
                 pass
-        seen.append(override)
-        cycle(override)
+        seen.append(rt._cycle_in.stop_goal)
+        cycle()
 
     monkeypatch.setattr(rt, "_cycle", cycle_with_ctrl_c)
     return seen
@@ -602,10 +609,10 @@ def test_a_second_ctrl_c_while_the_first_unwinds_is_held(
         monkeypatch.setattr(rt, "_finish", finish_with_second_ctrl_c)
         cycle_body = rt._cycle_body
 
-        def first_ctrl_c(override: DriveGoal | None) -> None:
+        def first_ctrl_c() -> None:
             if rt.procedure.phase.value.startswith("hand_in_hand") and rt.interrupts.mode is Mode.IN_CYCLE:
                 _press_ctrl_c()
-            cycle_body(override)
+            cycle_body()
 
         monkeypatch.setattr(rt, "_cycle_body", first_ctrl_c)
         robot.run_procedure()
@@ -641,7 +648,7 @@ def test_an_error_and_a_ctrl_c_in_one_cycle_give_one_interrupt(monkeypatch: pyte
         rt = robot.runtime
         cycle_body = rt._cycle_body
 
-        def broken(override: DriveGoal | None) -> None:
+        def broken() -> None:
             _press_ctrl_c()
             raise RuntimeError("a cycle that fails")
 

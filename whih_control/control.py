@@ -29,6 +29,7 @@ from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control.config import Config
 from whih_control.errors import SafetyError
 from whih_control.estimate import Estimator
+from whih_control.limits import approach_speed
 from whih_control.types import (
     ALL_AXES,
     AXIS_DIRECTION,
@@ -243,6 +244,15 @@ class Controller:
                         v_des = 0.0
                 if i == i_amc and motion != _GAP:
                     self.integral = 0.0
+            # brake for the travel limits exactly as the supervisor will (limits.approach_speed)
+            room = tmax_t[i] - x
+            if v_des > 0.0 and v_des * dt + v_des * v_des / (2.0 * amax) > room:
+                cap = approach_speed(room, dt, amax)
+                v_des = cap if v_des > cap else v_des
+            room = x - tmin_t[i]
+            if v_des < 0.0 and -v_des * dt + v_des * v_des / (2.0 * amax) > room:
+                cap = -approach_speed(room, dt, amax)
+                v_des = cap if v_des < cap else v_des
             # acceleration limit (braking included: the controller itself never stops abruptly)
             dv = amax * dt
             v = v0 + dv if v_des > v0 + dv else v0 - dv if v_des < v0 - dv else v_des

@@ -15,7 +15,7 @@ from whih_control.control import Controller
 from whih_control.errors import SafetyError
 from whih_control.estimate import Estimator
 from whih_control.safety import SafetySupervisor
-from whih_control.types import Objective, OperatorInput, TipMeasurement, Verdict
+from whih_control.types import CycleInputs, Objective, OperatorInput, TipMeasurement, Verdict
 
 __all__ = ["ControlCore"]
 
@@ -65,8 +65,13 @@ class ControlCore:
         objective: Objective,
         operator: OperatorInput,
         measurements: Sequence[TipMeasurement] = (),
+        inputs: CycleInputs | None = None,
     ) -> Verdict:
-        """One cycle: estimate, trajectories/regulators, supervisor; ``commands`` holds the result."""
+        """One cycle: estimate, trajectories/regulators, supervisor; ``commands`` holds the result.
+
+        ``inputs`` carries the cycle's other fault conditions to the supervisor. Nothing after
+        the supervisor changes a goal or a target: the controller only takes them back.
+        """
         t_prev = self._t_prev
         dt = self._period if math.isnan(t_prev) else t - t_prev
         if math.isfinite(t):
@@ -80,10 +85,14 @@ class ControlCore:
             ctl.reset(feedback)
             ctl.goal = DriveGoal.SWITCHED_ON
         ctl.compute(dt, feedback, objective, self.commands)
-        verdict = sup.enforce(t, dt, self.commands, feedback, self.estimator.estimate, objective, operator)
+        verdict = sup.enforce(
+            t, dt, self.commands, feedback, self.estimator.estimate, objective, operator, inputs
+        )
         ctl.accept(dt, self.commands)
         if sup.latched:
-            ctl.jog_target[:] = [math.nan] * len(ctl.jog_target)
+            jog = ctl.jog_target
+            for i in range(len(jog)):
+                jog[i] = math.nan
         return verdict
 
     def jog(self, axis: str, delta: float) -> None:

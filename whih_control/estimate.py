@@ -77,6 +77,7 @@ class Estimator:
         n = max(8, math.ceil(est.max_latency_s * cfg.cycle.rate_hz) + 4)
         self._hist_t: list[float] = [-math.inf] * n
         self._hist_x: list[list[float]] = [[math.nan] * 4 for _ in range(n)]
+        self._speeds: list[float] = [0.0] * 4
         self._head = 0
         self._last_fused: list[float] = [-math.inf] * 4
         self._t_last = math.nan
@@ -158,7 +159,8 @@ class Estimator:
         var = self.variance
         q0 = self._q0 * dt
         qv = self._qv * dt
-        speeds = [0.0, 0.0, 0.0, 0.0]
+        speeds = self._speeds  # preallocated: nothing built per cycle
+        speeds[0] = speeds[1] = speeds[2] = speeds[3] = 0.0
         for i, a in enumerate(LINEAR_AXES):
             pos = axes[a].position
             if not -_TIP_ABS_MAX <= pos <= _TIP_ABS_MAX:  # False for NaN/inf too

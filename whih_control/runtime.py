@@ -49,12 +49,13 @@ from whih_control.config import Config
 from whih_control.core import ControlCore
 from whih_control.errors import CommandTimeoutError, ProcedureError, SafetyError, WhihError
 from whih_control.interrupts import HOLD_CODES, InterruptGuard, Mode, sigint_held
+from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
 from whih_control.recorder import RUN_FILES, RunRecorder, RunResult
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
 from whih_control.sim import ImagingSource, Plant
 from whih_control.status import DriveStatus, Status
-from whih_control.types import LINEAR_AXES, Objective, OperatorInput, Reason, TipMeasurement
+from whih_control.types import LINEAR_AXES, CycleInputs, Objective, OperatorInput, Reason, TipMeasurement
 
 if TYPE_CHECKING:
     from firmware_iface.simbus import SimKernel
@@ -246,9 +247,9 @@ class Runtime:
         self._fault_stop_t: float | None = None
         self._imaging_lost = False
         self._inputs = ProcedureInputs(operator=self.operator)
+        self._cycle_in = CycleInputs()
+        """The cycle's fault conditions for the supervisor (the one owner of faults)."""
         self._switch_interval: float | None = None
-        self._was_enabled: set[str] = set()
-        """Axes seen in OPERATION ENABLED since the last fault latch."""
         self._jogging = False
         self._jog_objective = {
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
@@ -432,10 +433,14 @@ class Runtime:
         """
         self._want_enabled = False
         self.core.request_goal(DriveGoal.SWITCHED_ON)
-        for _ in range(max(1, int(0.2 / self.cfg.period))):
-            self._cycle(override=DriveGoal.QUICK_STOP)
+        stop_cycles = max(1, int(0.2 / self.cfg.period))
+        self._cycle_in.stop_goal = DriveGoal.QUICK_STOP  # applied by the supervisor
+        for _ in range(stop_cycles):
+            self._cycle()
+        self._cycle_in.stop_goal = DriveGoal.DISABLED
         for _ in range(max(1, int(0.05 / self.cfg.period))):
-            self._cycle(override=DriveGoal.DISABLED)
+            self._cycle()
+        self._cycle_in.stop_goal = None
         self.core.request_goal(DriveGoal.DISABLED)  # cycles that follow (real time) keep them so
         self._stopped = True  # until the application acts again (_require_open)
 
@@ -948,12 +953,12 @@ class Runtime:
 
     # --- the cycle -------------------------------------------------------------------------------
 
-    def _cycle(self, override: DriveGoal | None = None) -> None:
+    def _cycle(self) -> None:
         """One cycle, a Ctrl-C held until its end."""
         guard = self.interrupts
         guard.enter_cycle()
         try:
-            self._cycle_body(override)
+            self._cycle_body()
         except BaseException as exc:
             self.recorder.cycle_raised()
             if guard.leave_cycle():
@@ -962,7 +967,7 @@ class Runtime:
         if guard.leave_cycle():
             raise KeyboardInterrupt
 
-    def _cycle_body(self, override: DriveGoal | None) -> None:
+    def _cycle_body(self) -> None:
         """commands -> read -> service -> supervise -> procedure -> update -> write -> record."""
         rec = self.recorder
         with self._lock:  # status() and waits read between the cycle's two halves, never inside
@@ -983,30 +988,25 @@ class Runtime:
             for event in self.master.service(t):
                 self._drive_event(event)
             rec.poll(t)  # a dead trace or telemetry writer -> supervisor
-            # 4. supervise: what the supervisor latches from feedback and operator inputs
-            if self._want_enabled and not self.core.supervisor.latched:
-                self._check_drives()
-            elif self.core.supervisor.latched:
-                self._was_enabled.clear()
+            # 4. supervise: the cycle's fault conditions are inputs of the supervisor (step 6)
             self._expire_teleop(t)
             self._gather_measurements(t)
             # 5. procedure: decides on the previous cycle's estimate (one cycle old)
             est = self.core.estimator.estimate
             if not self.core.estimator.calibrated:
                 self._calibrate()
-            verdict = self.core.supervisor.latched_verdict
+            verdict = self.core.supervisor.fault_verdict
             inputs = self._inputs  # one record, refreshed in place every cycle
             inputs.estimate = est
             inputs.verdict = verdict
             inputs.drives_ready = self._drives_ready()
-            inputs.fault_active = self.core.supervisor.latched
+            inputs.fault_active = self.core.supervisor.fault_pending
             inputs.fault_text = verdict.text
             inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
             before = self.procedure.phase
             objective = self.procedure.tick(t, inputs)
             if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
                 objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
-            self._watch_operator(before)
             if (
                 self._want_enabled
                 and not self.core.supervisor.latched
@@ -1014,12 +1014,18 @@ class Runtime:
             ):
                 self.core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
             # 6. update: estimate, regulators, then the supervisor makes the commands safe
-            self.core.update(t, fb, objective, self.operator, self._measurements)
+            cyc = self._cycle_in
+            cyc.drives_wanted_enabled = self._want_enabled
+            cyc.motion_phase = before in MOTION_PHASES
+            cyc.imaging_watched = before in MOTION_PHASES or before is Phase.PAUSED
+            cyc.calibrated = self.core.estimator.calibrated
+            self.core.update(t, fb, objective, self.operator, self._measurements, cyc)
+            cyc.stall_s = 0.0
             cmds = self.master.commands.axes
             for axis, src in self.core.commands.axes.items():
                 dst = cmds[axis]
                 dst.target = src.target
-                dst.goal = src.goal if override is None else override
+                dst.goal = src.goal  # the supervisor's: nothing after it changes a goal
                 dst.escalate = src.escalate
             # 7. write: one RPDO1 per drive
             self.master.write()
@@ -1108,11 +1114,7 @@ class Runtime:
             self._kernel.advance(round(seconds / self.cfg.period))
         else:
             time.sleep(seconds)  # the injected fault itself: the cycle really stalls
-        late = seconds / self.cfg.period
-        if late > self.cfg.safety.feedback_max_age_cycles:
-            self.core.supervisor.raise_fault(
-                Reason.STALE_FEEDBACK, f"master froze for {seconds * 1e3:.0f} ms ({late:.0f} cycles)"
-            )
+        self._cycle_in.stall_s = seconds  # the supervisor judges it
 
     def _master_stalled(self, gap: float) -> None:
         text = (
@@ -1126,50 +1128,9 @@ class Runtime:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""
         limit = self.cfg.safety.feedback_max_age_cycles
         return all(
-            a.state is DriveState.OPERATION_ENABLED and a.age_cycles <= limit and a.heartbeat_ok
+            a.state is DriveState.OPERATION_ENABLED and not stale(a.age_cycles, limit) and a.heartbeat_ok
             for a in self.master.feedback.axes.values()
         )
-
-    def _check_drives(self) -> None:
-        """Faults, not holds: feedback missing for longer than the supervisor tolerates, and a
-        drive that left OPERATION ENABLED on its own (e.g. safe torque off) after it was there."""
-        limit = self.cfg.safety.feedback_max_age_cycles
-        was = self._was_enabled
-        for axis, a in self.master.feedback.axes.items():
-            if a.state is DriveState.OPERATION_ENABLED:
-                was.add(axis)
-            elif axis in was:
-                self.core.supervisor.raise_fault(
-                    Reason.DRIVE_FAULT, f"{axis}: left OPERATION ENABLED (now {a.state.name})", axis
-                )
-                return
-            if a.age_cycles > limit:
-                self.core.supervisor.raise_fault(
-                    Reason.STALE_FEEDBACK,
-                    f"{axis}: no TPDO1 for {a.age_cycles} cycles (allowed {limit})",
-                    axis,
-                )
-                return
-
-    def _watch_operator(self, phase: Phase) -> None:
-        """Operator-side faults: e-stop; dead-man released while moving (a protective stop, not
-        a pause); imaging gone for twice its allowed age while moving or paused for it."""
-        sup = self.core.supervisor
-        if sup.latched:
-            return
-        if self.operator.estop:
-            sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
-        elif phase in MOTION_PHASES and not self.operator.enable_held:
-            sup.raise_fault(Reason.ENABLE_RELEASED, "dead-man released during motion")
-        elif (
-            (phase in MOTION_PHASES or phase is Phase.PAUSED)
-            and self.core.estimator.calibrated
-            and self.core.estimator.estimate.imaging_age > 2 * self.cfg.safety.imaging_max_age_s
-        ):
-            self.core.supervisor.raise_fault(
-                Reason.STALE_FEEDBACK,
-                f"imaging lost for {self.core.estimator.estimate.imaging_age:.1f} s during motion",
-            )
 
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name

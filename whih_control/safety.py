@@ -5,42 +5,53 @@ insertion targets and rewrites them in place into safe ones, given feedback, est
 and operator state, and returns a :class:`~whih_control.types.Verdict` (built only when something
 happened). Invariants (docs/DESIGN.md section 4), in the order they are applied each cycle:
 
-- **Faults** (latched; every axis ``QUICK_STOP`` in the same cycle, targets track the actual
-  positions): e-stop pressed; ``feedback.bus_ok`` false; a drive that was running under an
-  ``ENABLED`` goal reports FAULT, FAULT REACTION ACTIVE or QUICK STOP ACTIVE; ``|force| >=
-  force_stop``; wire coupling outside ``[0, coupling_max]`` during hand-in-hand for more than
-  ``safety.coupling_fault_cycles`` cycles; :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat
-  loss, bus errors from the runtime).
+- **Faults** (latched only here; every axis ``QUICK_STOP`` in the same cycle, targets track the
+  actual positions), every one an input of the cycle: e-stop pressed; ``feedback.bus_ok``
+  false; a fault reported through :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat loss,
+  recording failure; latched by the next ``enforce``); the master stalled for longer than
+  feedback may be stale (``CycleInputs.stall_s``); a drive that left OPERATION ENABLED under an
+  ``ENABLED`` goal (:func:`~whih_control.limits.left_enabled`); stale feedback while the drives
+  are wanted enabled; ``|force| >= force_stop``; the dead-man released in a motion phase;
+  imaging lost for twice its allowed age while moving or paused for it; wire coupling outside
+  ``[0, coupling_max]`` during hand-in-hand for more than ``safety.coupling_fault_cycles``.
 - **Escalation** (invariant 9): while a fault is latched, a drive seen back in a powered state
   (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
   reporting one after the quick-stop ramp, or silent (feedback older than
-  ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable voltage, then NMT
-  stop) in that same cycle and every cycle after, until an acknowledge.
+  ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable
+  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge.
 - **Rejected input** (invariant 7; counted in ``rejected``, every axis holds): non-finite or
-  out-of-range ``dt``, feedback position/force, estimate; a non-finite requested target holds
-  that axis.
+  out-of-range ``dt`` (then braking runs on the nominal period), feedback position/force,
+  estimate; a non-finite requested target holds that axis.
 - **Motion permission** (invariant 1; every axis holds): ``objective.motion_allowed``,
-  ``operator.enable_held``, every drive OPERATION ENABLED, feedback age <=
-  ``safety.feedback_max_age_cycles``, heartbeat OK. Linear axes also need a valid (calibrated)
+  ``operator.enable_held``, every drive OPERATION ENABLED, feedback not stale
+  (:func:`~whih_control.limits.stale`), heartbeat OK. Linear axes also need a valid (calibrated)
   estimate, since the geometry cannot be checked without one. A drive that is not enabled has
   its target track its actual position.
-- **Per-axis limits** (invariant 3): ``|v| <= max_speed``; ``|v - v_prev| <= max_accel * dt``;
-  travel ``[travel_min, travel_max]`` (outside it only motion back toward it). A *hold* (the
-  target kept where it was) is a stop and always allowed, like a quick stop; the acceleration
-  limit bounds every cycle in which the axis keeps moving.
-- **Force alarm** (invariant 4): ``|force| >= force_alarm`` -> no advance (insertion increase);
-  retreat allowed.
-- **Gap** (invariant 2): with ``x`` the actual insertion and ``n`` the new target, the tip can
-  move at most ``|n - x|`` toward ``n`` (slack only shortens that), so the worst-case commanded
-  gap is ``gap - max(0, n_ante_mc - x) - max(0, n_retro_mc - x)`` (and the symmetric upper
-  bound). An MC change that would take the worst case out of ``[gap_min, gap_max]`` is held.
-  When the estimated gap is already outside the window (e.g. before the approach closes it),
-  MC motions that move it further out are held and motions back toward the window are allowed;
-  the wires do not change the gap and are not held by this rule. While the MCs part after
-  crossing (``Objective.part_mcs``, set only by the procedure's withdraw) the ceiling is raised by
-  ``procedure.withdraw_distance``; the floor applies always.
-- **Coupling** (invariant 5): during any ``hand_in_hand*`` phase the same worst-case rule keeps
-  the wire coupling within ``[0, coupling_max]``; a persistent violation faults (above).
+- **Holds brake** (invariant 3): a held axis ramps down at its ``max_accel``
+  (:func:`~whih_control.limits.hold`), so a drive at speed is never asked to stop in one cycle;
+  a fault's quick stop is the one exception.
+- **Per-axis limits** (invariants 3 and 4, :func:`~whih_control.limits.enforce_axis`): speed,
+  force alarm (no acceleration forward, only the braking ramp), travel looked ahead by the
+  stopping distance, acceleration; see :mod:`whih_control.limits` for how they combine.
+- **Gap and coupling** (invariants 2 and 5, :func:`~whih_control.limits.geometry`): with ``x``
+  the actual insertion and ``n`` the new target, the tip can move at most from ``x`` to where
+  ``n`` comes to rest (slack only shortens that), so the worst-case commanded gap is ``gap -
+  max(0, n_ante_mc + s_ante_mc - x) - max(0, n_retro_mc + s_retro_mc - x)`` with ``s`` the
+  stopping distances (and the symmetric upper bound). An MC that would take the worst case out
+  of ``[gap_min, gap_max]`` brakes; if even the worst case without stopping distances leaves the
+  window it holds. When the estimated gap is already outside the window (e.g. before the approach
+  closes it), MC motions that move it further out are stopped and motions back toward the window
+  are allowed; the wires do not change the gap. The floor applies always; the ceiling bounds the
+  MCs only outside hand-in-hand and withdraw (``Objective.part_mcs``): there the retrograde MC may
+  withdraw past it while the support rule holds. During any ``hand_in_hand*`` phase (unless the
+  ``no-coupling`` ablation clears ``Objective.coupled``) the same rule keeps the wire coupling
+  within ``[0, coupling_max]``.
+- **Support** (invariant 5, :mod:`whih_control.support`): a change that would take a wire's
+  worst-case unsupported length past ``procedure.unsupported_max`` (or, already past it,
+  further) brakes: ante wire advance, ante MC retreat, retro MC withdrawal, retro wire advance,
+  in that order until the bound holds. Pulling a wire back is never held.
+- **Closing** (``CycleInputs.stop_goal``): QUICK_STOP, then DISABLED on every axis, targets at
+  the actual positions; nothing after the supervisor changes a goal.
 
 Watchdogs count cycles of the supplied time, never the wall clock. Same inputs, same outputs.
 """
@@ -51,17 +62,30 @@ import math
 
 from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import AxisCommand, AxisFeedback, Commands, DriveGoal, Feedback
+from whih_control import limits, support
 from whih_control.config import Config
-from whih_control.types import ALL_AXES, LINEAR_AXES, Estimate, Objective, OperatorInput, Reason, Verdict
+from whih_control.types import (
+    ALL_AXES,
+    LINEAR_AXES,
+    CycleInputs,
+    Estimate,
+    Objective,
+    OperatorInput,
+    Reason,
+    Verdict,
+)
 
 __all__ = ["SafetySupervisor"]
 
 _isfinite = math.isfinite
-_isnan = math.isnan
+_enforce_axis = limits.enforce_axis
+_hold = limits.hold
+_geometry = limits.geometry
+_stale = limits.stale
+_left_enabled = limits.left_enabled
+_stalled = limits.stalled
+_imaging_lost = limits.imaging_lost
 _ENABLED = DriveState.OPERATION_ENABLED
-_STOPPED_STATES = frozenset(
-    {DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE, DriveState.QUICK_STOP_ACTIVE}
-)
 _AT_STOP = frozenset(
     {
         DriveState.FAULT,
@@ -75,10 +99,18 @@ _LEAVING_STOP = frozenset(
 )
 _GOAL_ENABLED = DriveGoal.ENABLED
 _QUICK_STOP = DriveGoal.QUICK_STOP
+_DISABLED = DriveGoal.DISABLED
 _OK = Verdict()
 _RESET = Verdict(Reason.OK, "fault reset sent; targets = actual positions")
+_CLOSING = Verdict(Reason.OK, "closing: every axis stopped, targets = actual positions")
+_NO_INPUTS = CycleInputs()
 _EPS = 1e-9
 _BIG = math.inf
+_DIR4 = (1.0, 1.0, -1.0, -1.0)
+"""d(tip s)/d(insertion) of ante_wire, ante_mc, retro_wire, retro_mc."""
+_SUPPORT_CANDIDATES = ((0, 1.0), (1, -1.0), (3, 1.0), (2, -1.0))
+"""Tip motions that can lengthen a free wire segment: ante wire advancing, ante MC retreating,
+retro MC withdrawing, retro wire advancing (it may pass the ante wire tip and end the coupling)."""
 
 # how much a reason matters when several happen in one cycle (higher wins the verdict)
 _RANK: dict[int, int] = {
@@ -86,6 +118,7 @@ _RANK: dict[int, int] = {
     Reason.SPEED_LIMIT: 2,
     Reason.TRAVEL_LIMIT: 3,
     Reason.COUPLING: 4,
+    Reason.SUPPORT: 5,
     Reason.GAP_WINDOW: 5,
     Reason.GAP_FLOOR: 6,
     Reason.FORCE_ALARM: 7,
@@ -119,13 +152,16 @@ class SafetySupervisor:
         self._i_rw = names.index("retro_wire")
         p = cfg.procedure
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
-        self._part_extra = p.withdraw_distance
+        self._u_max = p.unsupported_max
+        self._lin4 = (self._i_aw, self._i_amc, self._i_rw, self._i_rmc)
         self._pairs = (
             (self._i_amc, self._i_rmc, p.gap_min, p.gap_max, False),
             (self._i_aw, self._i_rw, 0.0, p.coupling_max, True),
         )
         s = cfg.safety
         self._max_age = s.feedback_max_age_cycles
+        self._img_max = s.imaging_max_age_s
+        self._period = cfg.period
         self._cpl_cycles = s.coupling_fault_cycles
         self._dt_max = s.max_dt_cycles * cfg.period
         self._pmax = s.position_abs_max
@@ -145,7 +181,11 @@ class SafetySupervisor:
         """Velocity of the last target change per axis."""
         self._was_enabled = [False] * n
         self._new: list[float] = [0.0] * n
-        self._cmds: list[AxisCommand] = []
+        # this cycle's inputs in axis order, refilled in place (no list built per cycle)
+        self._fbs: list[AxisFeedback] = [AxisFeedback() for _ in names]
+        self._cmds: list[AxisCommand] = [AxisCommand() for _ in names]
+        self._pos: list[float] = [math.nan] * n
+        self._reported: Verdict | None = None
         self._cpl_bad = 0
         self._cpl_recheck = False
         """A coupling fault was acknowledged and the coupling not seen back in range since."""
@@ -176,10 +216,29 @@ class SafetySupervisor:
     # ------------------------------------------------------------------ faults
 
     def raise_fault(self, reason: Reason, text: str, axis: str = "") -> None:
-        """Latch an external fault (EMCY, heartbeat loss, bus error); the first cause is kept."""
+        """Report an external fault (EMCY, heartbeat loss, bus or recording error).
+
+        An input of the next :meth:`enforce`, which latches it (quick stop in that cycle); the
+        first cause reported is kept, and reports while a fault is latched are only counted.
+        """
         if not isinstance(reason, Reason) or reason == Reason.OK:
             raise ValueError(f"raise_fault: reason (={reason!r}) must be a Reason other than OK")
-        self._latch(Verdict(reason, text, True, axis))
+        if not self.latched and self._reported is None:
+            self._reported = Verdict(reason, text, True, axis)  # counted when latched
+        else:
+            self.faults += 1
+
+    @property
+    def fault_pending(self) -> bool:
+        """A fault is latched, or reported and latched by the next cycle."""
+        return self.latched or self._reported is not None
+
+    @property
+    def fault_verdict(self) -> Verdict:
+        """The latched fault, else the one reported for the next cycle, else OK."""
+        if self.latched or self._reported is None:
+            return self.latched_verdict
+        return self._reported
 
     def _latch(self, verdict: Verdict) -> None:
         self.faults += 1
@@ -222,7 +281,7 @@ class SafetySupervisor:
                     why = f"{name}: still stopping ({st.name})"
                 elif not af.heartbeat_ok:
                     why = f"{name}: no heartbeat"
-                elif af.age_cycles > self._max_age:
+                elif _stale(af.age_cycles, self._max_age):
                     why = f"{name}: feedback stale (age {af.age_cycles} cycles)"
                 elif not (_isfinite(af.position) and _isfinite(af.force)):
                     why = f"{name}: feedback not finite (position {af.position}, force {af.force})"
@@ -256,51 +315,67 @@ class SafetySupervisor:
         estimate: Estimate,
         objective: Objective,
         operator: OperatorInput,
+        inputs: CycleInputs | None = None,
     ) -> Verdict:
         """Rewrite ``commands`` in place into safe ones; return what happened (OK if nothing)."""
+        cyc = _NO_INPUTS if inputs is None else inputs
         names = self.axes
         fb_axes = feedback.axes
         cmd_axes = commands.axes
-        fbs = [fb_axes[a] for a in names]
-        cmds = [cmd_axes[a] for a in names]
-        self._estop = estop = operator.estop
+        fbs = self._fbs
+        cmds = self._cmds
+        pos = self._pos
+        for i, a in enumerate(names):
+            af = fbs[i] = fb_axes[a]
+            cmds[i] = cmd_axes[a]
+            pos[i] = af.position
+        self._estop = operator.estop
+        stop_goal = cyc.stop_goal
+        if not self.latched:
+            fault = self._detect_fault(estimate, objective, operator, feedback.bus_ok, cyc)
+            if fault is not None:
+                self._latch(fault)
         if self.latched:
-            return self._hold_latched(fbs, cmds)
-        fault = self._detect_fault(fbs, cmds, estimate, objective, estop, feedback.bus_ok)
-        if fault is not None:
-            self._latch(fault)
-            return self._hold_latched(fbs, cmds)
+            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP)
+            return self.latched_verdict
+        if stop_goal is not None:
+            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP)
+            return _CLOSING
         target = self.target
         vel = self.velocity
         if self._reset_pending:
             self._reset_pending = False
-            for i, af in enumerate(fbs):
+            for i in range(len(names)):
                 cmd = cmds[i]
                 cmd.goal = DriveGoal.FAULT_RESET
                 cmd.escalate = False
-                pos = af.position
-                if _isfinite(pos):
-                    target[i] = pos
+                x = pos[i]
+                if _isfinite(x):
+                    target[i] = x
                 cmd.target = target[i] if _isfinite(target[i]) else 0.0
                 vel[i] = 0.0
             return _RESET
 
         # invariant 7: inputs; invariant 1: permission to move at all
         hold_all = Reason.OK
+        h = dt
         if not 0.0 < dt <= self._dt_max:
             hold_all = Reason.NON_FINITE
+            h = self._period  # the drives still get one target per SYNC: brake on that clock
         pmax, fmax, max_age = self._pmax, self._fmax, self._max_age
+        pos_ok = True
         all_enabled = True
         fresh = True
         beats = True
         for af in fbs:
-            pos, f = af.position, af.force
+            x, f = af.position, af.force
             # range tests are False for NaN and +/-inf: no isfinite calls on the hot path
-            if not (-pmax <= pos <= pmax and -fmax <= f <= fmax):
+            if not (-pmax <= x <= pmax and -fmax <= f <= fmax):
                 hold_all = Reason.NON_FINITE
+                pos_ok = False
             if af.state != _ENABLED:
                 all_enabled = False
-            if af.age_cycles > max_age:
+            if _stale(af.age_cycles, max_age):
                 fresh = False
             if not af.heartbeat_ok:
                 beats = False
@@ -308,8 +383,10 @@ class SafetySupervisor:
         gap = estimate.gap
         cpl = estimate.coupling
         # gap and coupling are differences of the four tips: both finite <=> every tip finite
+        geometry_ok = est_valid and pos_ok
         if est_valid and not (-_BIG < gap < _BIG and -_BIG < cpl < _BIG):
             hold_all = Reason.NON_FINITE
+            geometry_ok = False
         if hold_all:
             self.rejected += 1
         elif not objective.motion_allowed:
@@ -329,74 +406,86 @@ class SafetySupervisor:
         new = self._new
         vmax_t, amax_t, tmin_t, tmax_t = self._vmax, self._amax, self._tmin, self._tmax
         falarm_t, linear_t = self._falarm, self._linear
-        for i, af in enumerate(fbs):
-            cmd = cmds[i]
+        for i in range(len(names)):
+            af = fbs[i]
             p = target[i]
-            pos = af.position
             if af.state != _ENABLED or p != p:  # noqa: PLR0124 (NaN test without a call)
-                if _isfinite(pos):
-                    p = target[i] = pos
+                x = pos[i]
+                if _isfinite(x):
+                    p = target[i] = x
                 vel[i] = 0.0
                 new[i] = p
                 continue
-            n = cmd.target
-            if n != p:
-                r: int = 0
-                if not -_BIG < n < _BIG:
-                    self.rejected += 1
-                    n = p
-                    r = Reason.NON_FINITE
-                elif hold_all:
-                    n = p
-                    r = hold_all
-                elif linear_t[i] and not est_valid:
-                    n = p
-                    r = Reason.ESTIMATE_INVALID
-                else:
-                    v = (n - p) / dt
-                    vmax = vmax_t[i]
-                    if v > vmax + _EPS:
-                        v, r = vmax, Reason.SPEED_LIMIT
-                    elif v < -vmax - _EPS:
-                        v, r = -vmax, Reason.SPEED_LIMIT
-                    v0 = vel[i]
-                    dv = amax_t[i] * dt
-                    if v > v0 + dv + _EPS:
-                        v, r = v0 + dv, Reason.ACCEL_LIMIT
-                    elif v < v0 - dv - _EPS:
-                        v, r = v0 - dv, Reason.ACCEL_LIMIT
-                    if r:
-                        n = p + v * dt  # a request within the limits passes bit for bit
-                    if n > p and abs(af.force) >= falarm_t[i]:
-                        n, r = p, Reason.FORCE_ALARM
-                    hi = tmax_t[i]
-                    lo = tmin_t[i]
-                    if n > hi and n > p:
-                        n, r = (hi if hi > p else p), Reason.TRAVEL_LIMIT
-                    elif n < lo and n < p:
-                        n, r = (lo if lo < p else p), Reason.TRAVEL_LIMIT
-                if r and _RANK[r] > rank:
-                    reason, rank, axis_i = r, _RANK[r], i
+            req = cmds[i].target
+            v0 = vel[i]
+            if req == p and v0 == 0.0:
+                new[i] = p  # at rest and asked to stay: nothing to limit
+                continue
+            r: int = 0
+            if not -_BIG < req < _BIG:
+                self.rejected += 1
+                r = Reason.NON_FINITE
+            elif hold_all:
+                r = hold_all
+            elif linear_t[i] and not est_valid:
+                r = Reason.ESTIMATE_INVALID
+            if r:
+                n = _hold(p, v0, h, amax_t[i], tmin_t[i], tmax_t[i])
+            else:
+                f = af.force
+                n, r = _enforce_axis(
+                    p,
+                    v0,
+                    req,
+                    h,
+                    vmax_t[i],
+                    amax_t[i],
+                    tmin_t[i],
+                    tmax_t[i],
+                    f >= falarm_t[i] or -f >= falarm_t[i],
+                )
+            if r and n != req and _RANK[r] > rank:
+                reason, rank, axis_i = r, _RANK[r], i
             new[i] = n
 
-        if est_valid and not hold_all:
-            phase = objective.phase
-            r, i = self._geometry(new, fbs, gap, cpl, phase.startswith("hand_in_hand"), objective.part_mcs)
-            if r and _RANK[r] > rank:
-                reason, rank, axis_i = r, _RANK[r], i
+        if geometry_ok:
+            # wire support first (invariant 5): what it brakes, the gap and coupling rules account for
+            tp = estimate.tips
+            tips = (tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"])
+            k, i = self._support(new, target, vel, pos, amax_t, h, tips)
+            if k and _RANK[Reason.SUPPORT] > rank:
+                reason, rank, axis_i = Reason.SUPPORT, _RANK[Reason.SUPPORT], i
+            # the gap (invariant 2): the floor always; the ceiling only while the MCs close -- in
+            # hand-in-hand and withdraw the support rule bounds the retrograde MC instead
+            hih = objective.phase.startswith("hand_in_hand")
+            ceiling = _BIG if hih or objective.part_mcs else self._gmax
+            k, i = _geometry(
+                new, target, vel, pos, amax_t, h, self._i_amc, self._i_rmc, gap, self._gmin, ceiling
+            )
+            if k:
+                r = Reason.GAP_FLOOR if k == 1 and gap >= self._gmin else Reason.GAP_WINDOW
+                if _RANK[r] > rank:
+                    reason, rank, axis_i = r, _RANK[r], i
+            if hih and objective.coupled:
+                k, i = _geometry(
+                    new, target, vel, pos, amax_t, h, self._i_aw, self._i_rw, cpl, 0.0, self._cmax
+                )
+                if k and _RANK[Reason.COUPLING] > rank:
+                    reason, rank, axis_i = Reason.COUPLING, _RANK[Reason.COUPLING], i
 
         for i in range(len(names)):
             n = new[i]
             p = target[i]
+            cmd = cmds[i]
             if n != n:  # noqa: PLR0124
                 # a drive whose position was never known: nothing to track, keep the target finite
-                c = cmds[i].target
-                cmds[i].target = c if _isfinite(c) else 0.0
+                c = cmd.target
+                cmd.target = c if _isfinite(c) else 0.0
                 vel[i] = 0.0
                 continue
-            cmds[i].target = n
+            cmd.target = n
             if n != p:
-                vel[i] = (n - p) / dt
+                vel[i] = (n - p) / h
                 target[i] = n
             else:
                 vel[i] = 0.0
@@ -405,81 +494,60 @@ class SafetySupervisor:
         hold_verdict = self._hold_verdicts.get(Reason(reason))
         if hold_verdict is not None:
             return hold_verdict
-        return self._verdict(Reason(reason), axis_i, fbs, estimate)
-
-    def _geometry(
-        self,
-        new: list[float],
-        fbs: list[AxisFeedback],
-        gap: float,
-        cpl: float,
-        hih: bool,
-        parting: bool,
-    ) -> tuple[Reason, int]:
-        """Invariants 2 and 5 on the worst-case tip motion; holds offending changes in ``new``.
-
-        While the MCs part after crossing (``Objective.part_mcs``) the gap ceiling is raised by
-        ``procedure.withdraw_distance``; the floor is unchanged.
-        """
-        target = self.target
-        reason: Reason = Reason.OK
-        axis_i = -1
-        for ia, ir, lo, hi, is_coupling in self._pairs:
-            if is_coupling and not hih:
-                continue
-            value = cpl if is_coupling else gap
-            ceiling = hi + self._part_extra if parting and not is_coupling else hi
-            pa, pr = target[ia], target[ir]
-            xa, xr = fbs[ia].position, fbs[ir].position
-            # for both pairs an insertion increase of either axis decreases the distance; holding
-            # one change can worsen the other bound, so repeat until nothing more is held
-            for _ in range(3):
-                na, nr = new[ia], new[ir]
-                low = value - max(0.0, na - xa) - max(0.0, nr - xr)
-                high = value + max(0.0, xa - na) + max(0.0, xr - nr)
-                block_adv = value < lo or low < lo
-                block_ret = value > ceiling or high > ceiling
-                held = False
-                for i, n, p in ((ia, na, pa), (ir, nr, pr)):
-                    if (block_adv and n > p) or (block_ret and n < p):
-                        new[i] = p
-                        held = True
-                        axis_i = i
-                        if is_coupling:
-                            reason = Reason.COUPLING
-                        elif block_adv and n > p and value >= lo:
-                            reason = Reason.GAP_FLOOR
-                        else:
-                            reason = Reason.GAP_WINDOW
-                if not held:
-                    break
-        return reason, axis_i
+        return self._verdict(Reason(reason), axis_i, estimate)
 
     def _detect_fault(
         self,
-        fbs: list[AxisFeedback],
-        cmds: list[AxisCommand],
         estimate: Estimate,
         objective: Objective,
-        estop: bool,
+        operator: OperatorInput,
         bus_ok: bool,
+        cyc: CycleInputs,
     ) -> Verdict | None:
-        if estop:
+        """Every fault condition of the cycle, in order of precedence; None if there is none.
+
+        A reported fault comes first: it happened before this cycle, and its text is the
+        specific one (the bus check below only knows that the bus was not OK).
+        """
+        reported = self._reported
+        if reported is not None:
+            self._reported = None
+            return reported
+        if operator.estop:
             return Verdict(Reason.ESTOP, "emergency stop pressed", True)
         if not bus_ok:
             return Verdict(Reason.BUS_FAULT, "bus fault (collision, bus error or SYNC loss)", True)
+        if _stalled(cyc.stall_s, self._period, self._max_age):
+            late = cyc.stall_s / self._period
+            return Verdict(
+                Reason.STALE_FEEDBACK,
+                f"master froze for {cyc.stall_s * 1e3:.0f} ms ({late:.0f} cycles)",
+                True,
+            )
         was = self._was_enabled
         fstop = self._fstop
-        for i, af in enumerate(fbs):
+        cmds = self._cmds
+        max_age = self._max_age
+        watch_age = cyc.drives_wanted_enabled
+        for i, af in enumerate(self._fbs):
             st = af.state
+            enabled = st == _ENABLED
             if cmds[i].goal != _GOAL_ENABLED:
                 was[i] = False
-            elif st == _ENABLED:
-                was[i] = True
-            elif was[i] and st in _STOPPED_STATES:
+            elif _left_enabled(was[i], enabled):
                 name = self.axes[i]
                 return Verdict(
-                    Reason.DRIVE_FAULT, f"{name}: drive left OPERATION ENABLED into {st.name}", True, name
+                    Reason.DRIVE_FAULT, f"{name}: left OPERATION ENABLED (now {st.name})", True, name
+                )
+            elif enabled:
+                was[i] = True
+            if watch_age and _stale(af.age_cycles, max_age):
+                name = self.axes[i]
+                return Verdict(
+                    Reason.STALE_FEEDBACK,
+                    f"{name}: no TPDO1 for {af.age_cycles} cycles (allowed {max_age})",
+                    True,
+                    name,
                 )
             f = af.force
             if (f >= fstop[i] or -f >= fstop[i]) and f < _BIG and -f < _BIG:
@@ -490,9 +558,16 @@ class SafetySupervisor:
                     True,
                     name,
                 )
+        if cyc.motion_phase and not operator.enable_held:
+            return Verdict(Reason.ENABLE_RELEASED, "dead-man released during motion", True)
+        if cyc.imaging_watched and cyc.calibrated and _imaging_lost(estimate.imaging_age, self._img_max):
+            return Verdict(
+                Reason.STALE_FEEDBACK, f"imaging lost for {estimate.imaging_age:.1f} s during motion", True
+            )
         cpl = estimate.coupling
         in_range = 0.0 <= cpl <= self._cmax
-        if estimate.valid and objective.phase.startswith("hand_in_hand") and not in_range:
+        coupling_phase = objective.coupled and objective.phase.startswith("hand_in_hand")
+        if estimate.valid and coupling_phase and not in_range:
             self._cpl_bad += 1
             if self._cpl_bad > self._cpl_cycles or self._cpl_recheck:
                 return Verdict(
@@ -506,41 +581,102 @@ class SafetySupervisor:
                 self._cpl_recheck = False
         return None
 
-    def _hold_latched(self, fbs: list[AxisFeedback], cmds: list[AxisCommand]) -> Verdict:
+    def _stop_all(self, goal: DriveGoal) -> None:
+        """Every axis gets ``goal`` (a quick stop or disable) and a target at its actual position;
+        while a fault is latched, a drive seen leaving its stop is escalated (invariant 9)."""
         target = self.target
-        self._latched_cycles += 1
+        vel = self.velocity
+        pos = self._pos
+        fbs = self._fbs
+        latched = self.latched
+        if latched:
+            self._latched_cycles += 1
         late = self._latched_cycles > self._stop_cycles
         seen, escalated = self._stop_seen, self.escalated
-        for i, af in enumerate(fbs):
-            st = af.state
-            if af.age_cycles > self._max_age:
-                # silent (e.g. put in pre-operational by another node): its stop cannot be seen
-                if late:
+        for i, cmd in enumerate(self._cmds):
+            if latched:
+                af = fbs[i]
+                st = af.state
+                if af.age_cycles > self._max_age:
+                    # silent (e.g. put in pre-operational by another node): its stop cannot be seen
+                    if late:
+                        escalated[i] = True
+                elif st in _AT_STOP:
+                    seen[i] = True
+                elif st in _LEAVING_STOP and (seen[i] or late):
+                    # invariant 9: back out of its stop (another node's controlwords), or never
+                    # stopped: escalate within this cycle and for as long as the latch lasts
                     escalated[i] = True
-            elif st in _AT_STOP:
-                seen[i] = True
-            elif st in _LEAVING_STOP and (seen[i] or late):
-                # invariant 9: back out of its stop (another node's controlwords), or never
-                # stopped: escalate within this cycle and for as long as the latch lasts
-                escalated[i] = True
-            cmds[i].escalate = escalated[i]
-            pos = af.position
-            if _isfinite(pos):
-                target[i] = pos
-            cmd = cmds[i]
-            cmd.goal = _QUICK_STOP
+                cmd.escalate = escalated[i]
+            else:
+                cmd.escalate = False
+            x = pos[i]
+            if _isfinite(x):
+                target[i] = x
+            cmd.goal = goal
             cmd.target = target[i] if _isfinite(target[i]) else 0.0
-            self.velocity[i] = 0.0
-        return self.latched_verdict
+            vel[i] = 0.0
 
-    def _verdict(self, reason: Reason, i: int, fbs: list[AxisFeedback], estimate: Estimate) -> Verdict:
+    def _support(
+        self,
+        new: list[float],
+        target: list[float],
+        vel: list[float],
+        pos: list[float],
+        amax: tuple[float, ...],
+        h: float,
+        tips: tuple[float, float, float, float],
+    ) -> tuple[int, int]:
+        """Invariant 5: no command takes a wire's worst-case unsupported length past
+        ``unsupported_max`` (or, already past it, further than braking would leave it); pulling a
+        wire back is never held. Only changes that lengthen a free segment brake (at a_max)."""
+        order = self._lin4
+        reach = self._cmax
+        moves = [_DIR4[k] * (new[i] - pos[i]) for k, i in enumerate(order)]
+        held = list(moves)
+        braked = [0.0, 0.0, 0.0, 0.0]
+        lengthening = [False, False, False, False]
+        for k, sign in _SUPPORT_CANDIDATES:
+            i = order[k]
+            if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
+                lengthening[k] = True
+                braked[k] = target[i] + limits.brake_velocity(vel[i], amax[i] * h) * h
+                held[k] = _DIR4[k] * (braked[k] - pos[i])
+        if not any(lengthening):
+            return 0, -1
+        best = support.worst_unsupported(tips, (held[0], held[1], held[2], held[3]), reach)
+        bound_a = max(self._u_max, best[0]) + _EPS
+        bound_r = max(self._u_max, best[1]) + _EPS
+        kind, axis_i = 0, -1
+        ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), reach)
+        for k, _sign in _SUPPORT_CANDIDATES:
+            if ua <= bound_a and ur <= bound_r:
+                break
+            if not lengthening[k]:
+                continue
+            trial = list(moves)
+            trial[k] = held[k]
+            ta, tr = support.worst_unsupported(tips, (trial[0], trial[1], trial[2], trial[3]), reach)
+            if ta < ua or tr < ur:
+                moves = trial
+                ua, ur = ta, tr
+                i = order[k]
+                new[i] = braked[k]
+                kind, axis_i = 1, i
+        return kind, axis_i
+
+    def _verdict(self, reason: Reason, i: int, estimate: Estimate) -> Verdict:
         name = self.axes[i] if i >= 0 else ""
         if reason in (Reason.GAP_FLOOR, Reason.GAP_WINDOW):
             text = f"MC gap {estimate.gap:.3f} mm: {name} held to stay in [{self._gmin:g}...{self._gmax:g}]"
+        elif reason == Reason.SUPPORT:
+            text = f"{name} held: a wire's unsupported length would exceed {self._u_max:g} mm"
         elif reason == Reason.COUPLING:
             text = f"wire coupling {estimate.coupling:.3f} mm: {name} held to stay in [0...{self._cmax:g}]"
         elif reason == Reason.FORCE_ALARM:
-            text = f"{name}: force {fbs[i].force:.3g} N >= force_alarm {self._falarm[i]:g} N: no advance"
+            text = (
+                f"{name}: force {self._fbs[i].force:.3g} N >= force_alarm {self._falarm[i]:g} N: no advance"
+            )
         elif reason == Reason.TRAVEL_LIMIT:
             text = f"{name}: target limited to travel [{self._tmin[i]:g}...{self._tmax[i]:g}]"
         elif reason == Reason.SPEED_LIMIT:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
 
+from firmware_iface.types import DriveGoal
+
 __all__ = [
     "ALL_AXES",
     "AXIS_DIRECTION",
@@ -24,6 +26,7 @@ __all__ = [
     "ROTARY_AXES",
     "AxisMotion",
     "AxisObjective",
+    "CycleInputs",
     "Estimate",
     "Objective",
     "OperatorInput",
@@ -116,8 +119,11 @@ class Objective:
     """The phase allows motion at all (invariant 1); False = every axis holds."""
     axes: Mapping[str, AxisObjective] = field(default_factory=lambda: MappingProxyType({}))
     part_mcs: bool = False
-    """After crossing, the MCs part on purpose: the supervisor raises the gap ceiling by
-    ``procedure.withdraw_distance`` (the floor stays). Only the procedure's withdraw sets it."""
+    """After crossing, the MCs part on purpose: the gap ceiling gives way to the support limit
+    (the floor stays). Only the procedure's withdraw sets it."""
+    coupled: bool = True
+    """Hand-in-hand holds the wire coupling (False only for the ``no-coupling`` ablation, where
+    the antegrade wire advances alone): the supervisor checks the coupling only when True."""
 
     def axis(self, name: str) -> AxisObjective:
         """The objective of ``name`` (HOLD when the phase does not mention it)."""
@@ -133,6 +139,29 @@ class OperatorInput:
 
     enable_held: bool = False
     estop: bool = False
+
+
+@dataclass(slots=True)
+class CycleInputs:
+    """What the runtime knows of a cycle beyond feedback, estimate, objective and operator.
+
+    Each field is a fault condition's input: :class:`~whih_control.safety.SafetySupervisor`
+    judges them all (it alone latches). One record, refreshed in place every cycle.
+    """
+
+    drives_wanted_enabled: bool = False
+    """The application enabled the robot: stale feedback is then a fault, not only a hold."""
+    motion_phase: bool = False
+    """The procedure's phase (as this cycle found it) moves axes: a released dead-man faults."""
+    imaging_watched: bool = False
+    """Moving, or paused for imaging: imaging older than twice its allowed age faults."""
+    calibrated: bool = False
+    """The estimator has tied encoders to tips (imaging age means something only then)."""
+    stall_s: float = 0.0
+    """Seconds the master did not cycle before this one (e.g. a frozen process)."""
+    stop_goal: DriveGoal | None = None
+    """The robot is closing: QUICK_STOP, then DISABLED on every axis (targets track the actual
+    positions). Applied by the supervisor after its own rules; never a goal that moves."""
 
 
 class Reason(IntEnum):
@@ -163,6 +192,8 @@ class Reason(IntEnum):
     RECORDING = 20
     """The run's event log cannot be written (e.g. disk full): the run stops rather than go on
     without its record."""
+    SUPPORT = 21
+    """A command would take a wire's unsupported length past ``procedure.unsupported_max``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,113 @@
+"""The master's frame intake (read, service) on what the other tests leave alone: the SYNC
+counter, the tap's timestamps and the real-time deadline with a silent drive."""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from typing import Any
+
+import can
+import pytest
+
+from firmware_iface import pdo
+from firmware_iface.cia402 import DriveState, encode_statusword
+from firmware_iface.master import SYNC_COUNTER_MAX, Master
+from firmware_iface.simbus import SimTimeBus
+from tests.conftest import CONFIGS
+from whih_control import load_config
+from whih_control.config import Config
+
+
+def _config(**cycle: Any) -> Config:
+    data = tomllib.loads((CONFIGS / "sim.toml").read_text())
+    data["cycle"].update(cycle)
+    return load_config(data, base_dir=CONFIGS)
+
+
+def _tpdo(node: int, counts: int) -> can.Message:
+    buf = bytearray(8)
+    pdo.encode_tpdo1(buf, encode_statusword(DriveState.OPERATION_ENABLED), counts, 0)
+    return can.Message(arbitration_id=pdo.tpdo1_cob(node), data=buf, is_extended_id=False)
+
+
+def test_sync_counter_counts_1_to_max_and_wraps_to_1() -> None:
+    cfg = _config(sync_counter=True)
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        seen: list[int] = []
+        m.tap = lambda msg, t, rx: seen.append(msg.data[0]) if msg.arbitration_id == pdo.SYNC_COB else None
+        for k in range(SYNC_COUNTER_MAX + 2):
+            m.read(k * cfg.period, None)
+        assert seen == [*range(1, SYNC_COUNTER_MAX + 1), 1, 2]
+    finally:
+        bus.shutdown()
+
+
+def test_the_tap_sees_the_sync_sent_and_every_frame_taken_at_the_cycle_time() -> None:
+    cfg = _config()
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        frames: list[tuple[int, float, bool]] = []
+        m.tap = lambda msg, t, rx: frames.append((msg.arbitration_id, t, rx))
+        bus.kernel.device_send(_tpdo(1, 100))
+        m.read(0.0025, None)
+        assert frames == [(pdo.SYNC_COB, 0.0025, False), (pdo.tpdo1_cob(1), 0.0025, True)]
+        m.tap = None
+        bus.kernel.device_send(_tpdo(1, 200))
+        assert m.read(0.005, None).axes["ante_wire"].position == pytest.approx(200 / 1000.0)
+    finally:
+        bus.shutdown()
+
+
+def test_real_time_read_waits_for_the_deadline_only_while_a_drive_is_silent() -> None:
+    """Five drives answer, one is silent: read returns at the deadline (not later), the five are
+    fresh and the silent one ages; the tap stamps frames within [t, t + time spent]."""
+    cfg = _config()
+    channel = f"intake-{time.monotonic_ns()}"
+    master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    drives_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    try:
+        m = Master(cfg, master_bus)
+        stamps: list[float] = []
+        m.tap = lambda msg, t, rx: stamps.append(t) if rx else None
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for node in nodes[:-1]:
+            drives_bus.send(_tpdo(node, 5))
+        t0 = time.perf_counter()
+        budget = 0.05
+        fb = m.read(1.0, t0 + budget)
+        spent = time.perf_counter() - t0
+        assert budget <= spent < budget + 0.5
+        ages = [a.age_cycles for a in fb.axes.values()]
+        assert ages[:-1] == [0] * (len(nodes) - 1) and ages[-1] > 0
+        assert len(stamps) == len(nodes) - 1
+        assert all(1.0 <= s <= 1.0 + spent for s in stamps)
+        # every drive answers: read returns as soon as the last frame is in, long before the deadline
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 6))
+        t0 = time.perf_counter()
+        fb = m.read(2.0, t0 + 5.0)
+        assert time.perf_counter() - t0 < 2.5
+        assert all(a.age_cycles == 0 for a in fb.axes.values())
+    finally:
+        master_bus.shutdown()
+        drives_bus.shutdown()
+
+
+def test_without_sync_simulated_time_still_advances_one_period_per_cycle() -> None:
+    """An injected SYNC loss sends nothing, but the simulated-time bus must still step its drives'
+    clock (their heartbeat consumers are what notice the silence)."""
+    cfg = _config()
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        m.sync_enabled = False
+        t0 = bus.kernel.time
+        for k in range(3):
+            m.read((k + 1) * cfg.period, None)
+        assert bus.kernel.time == pytest.approx(t0 + 3 * cfg.period)
+    finally:
+        bus.shutdown()

@@ -1,0 +1,415 @@
+"""Mutation testing of the safety-critical code: does the test suite notice a changed operator?
+
+Each mutant changes one thing in one function (a comparison, an arithmetic or boolean operator,
+a unary minus or ``not``, a number, True/False); the module is rewritten with it in a scratch
+copy of the repository and the chosen test files run against it (``pytest -x``, hypothesis
+profile ``mutation``: the ``ci`` examples without shrinking, unless ``HYPOTHESIS_PROFILE`` says
+otherwise). A mutant is *killed* when a test
+fails or the run exceeds its time limit, *survived* otherwise. Mutants judged equivalent (no
+observable change of behaviour) are listed, with the reason, in ``tools/mutate_equivalent.txt``
+and left out of the score.
+
+    python tools/mutate.py [--target NAME]... [--jobs N] [--list] [--limit N]
+
+Prints, per target: mutants, killed, survived, equivalent-marked and the score
+killed / (mutants - equivalent), then every survivor with its location and change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT_FILE = ROOT / "tools" / "mutate_equivalent.txt"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A module, the functions in it to mutate (``Class.method`` or ``function``), the tests
+    (pytest arguments)."""
+
+    name: str
+    path: str
+    functions: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+TARGETS = (
+    # each module against its own tests: the limits are property-tested alone
+    Target("limits", "whih_control/limits.py", ("*",), ("tests/test_limits.py",)),
+    Target("safety", "whih_control/safety.py", ("SafetySupervisor.*",), ("tests/test_safety.py",)),
+    Target(
+        "master-intake",
+        "firmware_iface/master.py",
+        ("Master.read", "Master._take", "Master.service", "Master._service_frame"),
+        # the set-up test reads a vendor EDS outside the repository (and is not frame intake)
+        (
+            "tests/test_master_intake.py",
+            "tests/test_master.py",
+            "--deselect=tests/test_master.py::test_incapable_drive_refused_before_talking",
+        ),
+    ),
+)
+
+_CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+_BIN_SWAP: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.FloorDiv,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One change: where (function, line, column), what (a short description), its site index."""
+
+    target: str
+    function: str
+    line: int
+    col: int
+    change: str
+    index: int
+
+    @property
+    def key(self) -> str:
+        """Stable name used in the equivalent list: target:function:line:col:change."""
+        return f"{self.target}:{self.function}:{self.line}:{self.col}:{self.change}"
+
+
+def _wanted(qualname: str, patterns: tuple[str, ...]) -> bool:
+    for pat in patterns:
+        if pat in ("*", qualname):
+            return True
+        if pat.endswith(".*") and qualname.startswith(pat[:-1]):
+            return True
+    return False
+
+
+def _functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef]]:
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    yield f"{node.name}.{item.name}", item
+
+
+def _skip_nodes(func: ast.FunctionDef) -> set[int]:
+    """Node ids not to mutate: docstrings, f-strings, messages of raise, annotations."""
+    skip: set[int] = set()
+    body = func.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        skip.add(id(body[0].value))
+    for node in ast.walk(func):
+        if isinstance(node, ast.JoinedStr | ast.Raise):
+            skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, ast.AnnAssign) and node.annotation is not None:
+            skip.update(id(n) for n in ast.walk(node.annotation))
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            skip.update(id(n) for n in ast.walk(node.annotation))
+    if func.returns is not None:
+        skip.update(id(n) for n in ast.walk(func.returns))
+    return skip
+
+
+def _sites(node: ast.AST) -> list[str]:
+    """The changes possible at one node (descriptions; applied by :func:`_apply`)."""
+    out: list[str] = []
+    if isinstance(node, ast.Compare):
+        for k, op in enumerate(node.ops):
+            new = _CMP_SWAP.get(type(op))
+            if new is not None:
+                out.append(f"cmp{k}:{type(op).__name__}->{new.__name__}")
+    elif isinstance(node, ast.BinOp | ast.AugAssign):
+        new_op = _BIN_SWAP.get(type(node.op))
+        if new_op is not None:
+            out.append(f"op:{type(node.op).__name__}->{new_op.__name__}")
+    elif isinstance(node, ast.BoolOp):
+        out.append("bool:And->Or" if isinstance(node.op, ast.And) else "bool:Or->And")
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.Not):
+        out.append(f"unary:drop-{type(node.op).__name__}")
+    elif isinstance(node, ast.Constant):
+        v = node.value
+        if isinstance(v, bool):
+            out.append(f"const:{v}->{not v}")
+        elif isinstance(v, int | float):
+            out.append(f"const:{v!r}->{(v + 1)!r}")
+            if v != 0:
+                out.append(f"const:{v!r}->0")
+    return out
+
+
+def _apply(node: ast.AST, change: str) -> ast.AST:
+    kind, _, rest = change.partition(":")
+    if kind.startswith("cmp"):
+        assert isinstance(node, ast.Compare)
+        k = int(kind[3:])
+        node.ops[k] = _CMP_SWAP[type(node.ops[k])]()
+        return node
+    if kind == "op":
+        assert isinstance(node, ast.BinOp | ast.AugAssign)
+        node.op = _BIN_SWAP[type(node.op)]()
+        return node
+    if kind == "bool":
+        assert isinstance(node, ast.BoolOp)
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+        return node
+    if kind == "unary":
+        assert isinstance(node, ast.UnaryOp)
+        return node.operand
+    assert isinstance(node, ast.Constant)
+    new_text = rest.split("->", 1)[1]
+    return ast.Constant(ast.literal_eval(new_text))
+
+
+class _Rewriter(ast.NodeTransformer):
+    def __init__(self, wanted: int, change: str, nodes: dict[int, int]) -> None:
+        self.wanted = wanted
+        self.change = change
+        self.nodes = nodes
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        node = self.generic_visit(node)
+        if self.nodes.get(id(node)) == self.wanted:
+            return _apply(node, self.change)
+        return node
+
+
+_SOURCES: dict[str, str] = {}
+
+
+def _source(target: Target) -> str:
+    """The target's source as it was when first read (edits during a campaign do not count)."""
+    if target.path not in _SOURCES:
+        _SOURCES[target.path] = (ROOT / target.path).read_text(encoding="utf-8")
+    return _SOURCES[target.path]
+
+
+def enumerate_mutants(target: Target) -> list[Mutant]:
+    """Every mutant of ``target``, in source order."""
+    tree = ast.parse(_source(target))
+    out: list[Mutant] = []
+    for qualname, func in _functions(tree):
+        if not _wanted(qualname, target.functions):
+            continue
+        skip = _skip_nodes(func)
+        for node in ast.walk(func):
+            if id(node) in skip:
+                continue
+            for change in _sites(node):
+                line = getattr(node, "lineno", func.lineno)
+                col = getattr(node, "col_offset", 0)
+                out.append(Mutant(target.name, qualname, line, col, change, len(out)))
+    return out
+
+
+def mutated_source(target: Target, mutant: Mutant) -> str:
+    """The module's source with ``mutant`` applied."""
+    tree = ast.parse(_source(target))
+    nodes: dict[int, int] = {}
+    k = 0
+    for qualname, func in _functions(tree):
+        if not _wanted(qualname, target.functions):
+            continue
+        skip = _skip_nodes(func)
+        for node in ast.walk(func):
+            if id(node) in skip:
+                continue
+            for change in _sites(node):
+                if k == mutant.index:
+                    assert change == mutant.change
+                    nodes[id(node)] = k
+                k += 1
+    new_tree = _Rewriter(mutant.index, mutant.change, nodes).visit(tree)
+    return ast.unparse(ast.fix_missing_locations(new_tree))
+
+
+def _scratch_copy(dest: Path) -> None:
+    for name in ("whih_control", "firmware_iface", "tests", "configs", "pyproject.toml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def _preload() -> None:
+    """Import the heavy third-party modules once; each test run is a fork of this process, so
+    it starts with them loaded but imports the project (mutated or not) from its scratch copy."""
+    for name in ("can", "canopen", "pytest"):  # not plugins (hypothesis): pytest rewrites them
+        importlib.import_module(name)
+
+
+def _start(workdir: Path, tests: tuple[str, ...]) -> int:
+    """Fork a child that runs ``pytest -x`` on ``tests`` in ``workdir``; returns its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: never returns
+        os.chdir(workdir)
+        sys.path.insert(0, str(workdir))
+        if not os.environ.get("MUTATE_SHOW_OUTPUT"):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+        rc = importlib.import_module("pytest").main(["-x", "-q", "-p", "no:cacheprovider", *tests])
+        os._exit(int(rc))
+    except BaseException:
+        if os.environ.get("MUTATE_SHOW_OUTPUT"):
+            traceback.print_exc()
+        os._exit(99)
+
+
+def _wait(pids: dict[int, float]) -> tuple[int, bool]:
+    """Wait for one child of ``pids`` (pid -> deadline); (pid, passed). Over its deadline: killed."""
+    while True:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, os.waitstatus_to_exitcode(status) == 0
+        now = time.monotonic()
+        for p, deadline in pids.items():
+            if now > deadline:
+                os.kill(p, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _run_tests(workdir: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, float]:
+    """(passed, seconds) for the tests in ``workdir``; a time-out counts as a failure."""
+    t0 = time.perf_counter()
+    pid = _start(workdir, tests)
+    _, passed = _wait({pid: time.monotonic() + timeout})
+    return passed, time.perf_counter() - t0
+
+
+def load_equivalent() -> dict[str, str]:
+    """Mutant key -> why it is equivalent (from tools/mutate_equivalent.txt; '#' comments)."""
+    out: dict[str, str] = {}
+    if EQUIVALENT_FILE.exists():
+        for raw in EQUIVALENT_FILE.read_text(encoding="utf-8").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, why = line.partition("  ")
+            out[key.strip()] = why.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the mutation campaign and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--target", action="append", choices=[t.name for t in TARGETS])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument("--limit", type=int, default=0, help="run only the first N mutants per target")
+    parser.add_argument("--keys", type=Path, help="run only the mutants whose keys this file lists")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs (={args.jobs}) must be >= 1")
+    targets = [t for t in TARGETS if not args.target or t.name in args.target]
+    equivalent = load_equivalent()
+    plans = {t.name: enumerate_mutants(t) for t in targets}
+    if args.limit:
+        plans = {k: v[: args.limit] for k, v in plans.items()}
+    if args.keys is not None:
+        keys = {
+            line.split()[-1] for line in args.keys.read_text(encoding="utf-8").splitlines() if line.strip()
+        }
+        plans = {k: [m for m in v if m.key in keys] for k, v in plans.items()}
+    if args.list:
+        for t in targets:
+            for m in plans[t.name]:
+                print(m.key)
+        return 0
+    results: dict[str, list[tuple[Mutant, str]]] = {t.name: [] for t in targets}
+    os.environ.setdefault("HYPOTHESIS_PROFILE", "mutation")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    _preload()
+    with tempfile.TemporaryDirectory(prefix="whih-mutate-") as tmp:
+        workdirs = [Path(tmp) / f"w{j}" for j in range(args.jobs)]
+        for w in workdirs:
+            w.mkdir()
+            _scratch_copy(w)
+        for t in targets:
+            ok, base = _run_tests(workdirs[0], t.tests, timeout=1800)
+            if not ok:
+                print(f"{t.name}: the tests fail without any mutant; fix them first", file=sys.stderr)
+                return 1
+            limit = 3 * base + 30
+            todo = [m for m in plans[t.name] if m.key not in equivalent]
+            marked = [m for m in plans[t.name] if m.key in equivalent]
+            results[t.name] += [(m, "equivalent") for m in marked]
+            print(f"{t.name}: {len(todo)} to run, {len(marked)} marked equivalent; tests {base:.0f} s")
+            free = list(workdirs)
+            running: dict[int, tuple[Mutant, Path, float]] = {}
+            queue = list(todo)
+            done = 0
+            while queue or running:
+                while queue and free:
+                    m = queue.pop(0)
+                    w = free.pop()
+                    (w / t.path).write_text(mutated_source(t, m), encoding="utf-8")
+                    running[_start(w, t.tests)] = (m, w, time.monotonic() + limit)
+                pid, passed = _wait({p: d for p, (_, _, d) in running.items()})
+                m, w, _ = running.pop(pid)
+                (w / t.path).write_text(_source(t), encoding="utf-8")
+                free.append(w)
+                done += 1
+                results[t.name].append((m, "survived" if passed else "killed"))
+                if passed:
+                    print(f"  [{done}/{len(todo)}] SURVIVED {m.key}", flush=True)
+                elif done % 25 == 0:
+                    print(f"  [{done}/{len(todo)}]", flush=True)
+    print()
+    print(f"{'target':<15}{'mutants':>8}{'killed':>8}{'survived':>9}{'equiv':>7}{'score':>8}")
+    for t in targets:
+        rows = results[t.name]
+        n = len(rows)
+        killed = sum(1 for _, o in rows if o == "killed")
+        survived = sum(1 for _, o in rows if o == "survived")
+        eq = sum(1 for _, o in rows if o == "equivalent")
+        score = killed / (n - eq) if n > eq else 1.0
+        print(f"{t.name:<15}{n:>8}{killed:>8}{survived:>9}{eq:>7}{score:>8.1%}")
+    for t in targets:
+        for m, o in results[t.name]:
+            if o == "survived":
+                print(f"survivor: {m.key}")
+            elif o == "equivalent":
+                print(f"equivalent: {m.key}  ({equivalent[m.key]})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
