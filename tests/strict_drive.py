@@ -327,6 +327,7 @@ class StrictDrive:
         consumer = self.raw(0x1016, 1) if 0x1016 in self.od else 0
         if consumer and cob == 0x700 + ((consumer >> 16) & 0x7F):
             self._consumer_seen = now
+            self.heartbeat_lost = False  # monitoring goes on: the next silence is an event again
             return
         if self.nmt != NMT_OP:
             return
