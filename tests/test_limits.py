@@ -71,10 +71,9 @@ def test_hold_ramps_to_rest_within_the_stopping_distance(
 
 
 def test_hold_moves_at_the_braked_speed() -> None:
-    dv = 10.0 * PERIOD
+    # binary-exact numbers: a_max * dt = 0.5, so the braked speed is exactly 1.0, -1.0, 0.5
     for v in (1.0, -1.0, 0.5):
-        n = limits.hold(2.0, v + math.copysign(dv, v), PERIOD, 10.0, -5.0, 5.0)
-        assert n == pytest.approx(2.0 + v * PERIOD)
+        assert limits.hold(2.0, v + math.copysign(0.5, v), 0.25, 2.0, -5.0, 5.0) == 2.0 + v * 0.25
 
 
 def test_hold_never_leaves_travel() -> None:
