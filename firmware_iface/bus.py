@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import can
 
@@ -25,6 +25,8 @@ def open_bus(
 
     ``period`` (s) is required for the simulated-time bus ('whih-sim'): each SYNC advances its
     clock by that much. Any failure raises :class:`BusError` naming interface and channel.
+    ``udp_multicast`` (channel ``GROUP`` or ``GROUP@PORT``) is wrapped in an
+    :class:`~firmware_iface.echo.EchoFilter`, since it echoes every frame to its sender.
     """
     where = f"interface {bus_config.interface!r}, channel {bus_config.channel!r}"
     if bus_config.interface == SIM_INTERFACE:
@@ -36,16 +38,32 @@ def open_bus(
             return SimTimeBus(bus_config.channel, period=period)
         except (ValueError, TypeError, can.CanError) as exc:
             raise BusError(f"cannot open CAN bus ({where}): {exc}") from exc
+    extra: dict[str, Any] = {}
+    channel = bus_config.channel
+    multicast = bus_config.interface == "udp_multicast"
+    if multicast:
+        # "GROUP@PORT": python-can takes the port apart from the group (the channel)
+        group, sep, port = channel.rpartition("@")
+        if sep:
+            if not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise BusError(f"cannot open CAN bus ({where}): port (={port!r}) must be in [1...65535]")
+            channel, extra["port"] = group, int(port)
     try:
-        return can.Bus(
+        bus = can.Bus(
             interface=bus_config.interface,
-            channel=bus_config.channel,
+            channel=channel,
             bitrate=bus_config.bitrate,
             receive_own_messages=receive_own_messages,
             ignore_config=True,
+            **extra,
         )
     except (can.CanError, ImportError, OSError, ValueError, TypeError, NotImplementedError) as exc:
         raise BusError(f"cannot open CAN bus ({where}): {exc}") from exc
+    if multicast and not receive_own_messages:
+        from firmware_iface.echo import EchoFilter  # noqa: PLC0415  (only when chosen)
+
+        return EchoFilter(bus)
+    return bus
 
 
 def simulated_time_bus(bus: can.BusABC | None, *, period: float) -> SimTimeBus:

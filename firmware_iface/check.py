@@ -7,6 +7,7 @@ leaves open (e.g. 0x6502 without a value) is checked again on the wire at set-up
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -72,11 +73,14 @@ def check_drive(
     eds_path_or_od: str | Path | canopen.ObjectDictionary,
     *,
     accept_no_heartbeat_consumer: bool = False,
+    accept_missing: Collection[str] = (),
 ) -> DriveReport:
     """Check that a drive supports CSP, the cyclic PDO objects and the drive-side safety objects.
 
     Each problem names the object and why it matters. A drive without a heartbeat consumer
-    (0x1016) is accepted only with ``accept_no_heartbeat_consumer`` (it is then listed in ``notes``).
+    (0x1016) is accepted only with ``accept_no_heartbeat_consumer``, a missing safety object only
+    when ``accept_missing`` names it (e.g. ``"0x6066"``, a drive's ``accept_fixed``); either is
+    then listed in ``notes`` with its consequence.
     """
     if isinstance(eds_path_or_od, canopen.ObjectDictionary):
         od = eds_path_or_od
@@ -125,6 +129,10 @@ def check_drive(
 
     for index, what, why in _SAFETY_OBJECTS:
         if od.get(index) is None:
-            problems.append(f"0x{index:04X} {what} is missing: {why}")
+            msg = f"0x{index:04X} {what} is missing: {why}"
+            if f"0x{index:04X}" in accept_missing:
+                notes.append(msg + " (accepted by configuration)")
+            else:
+                problems.append(msg)
 
     return DriveReport(name, tuple(problems), tuple(notes))

@@ -89,11 +89,11 @@ _ARG_KIND: dict[FaultKind, str] = {
     FaultKind.MASTER_FREEZE: "ms",
 }
 _ARG_HELP = {
-    "frames": "an integer number of frames >= 1",
+    "frames": "an integer number of frames in [1...1000000]",
     "code": "a hex EMCY code in [0x0001...0xFFFF], e.g. 0x8611",
     "mm": "a finite non-zero distance in axis units",
     "newtons": "a finite force > 0 in N",
-    "ms": "a finite duration > 0 in ms",
+    "ms": "a duration in ms in (0...60000] (beyond a minute every drive has long stopped itself)",
 }
 _AXIS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KINDS_TEXT = ", ".join(k.value for k in FaultKind)
@@ -147,13 +147,15 @@ def _parse_arg(spec: str, kind: FaultKind, text: str) -> int | float:
             return code
         if what == "frames":
             frames = int(text, 10)
-            if frames < 1:
+            if not 1 <= frames <= 1_000_000:
                 raise ValueError(text)
             return frames
         value = float(text)
     except ValueError:
         raise _bad(spec, f"ARG (={text!r}) of {kind.value} must be {allowed}") from None
     ok = math.isfinite(value) and (value != 0.0 if what == "mm" else value > 0.0)
+    if what == "ms":
+        ok = ok and value <= 60_000.0  # a longer freeze would hold simulated time for good
     if not ok:
         raise _bad(spec, f"ARG (={text!r}) of {kind.value} must be {allowed}")
     return value

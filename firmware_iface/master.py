@@ -10,11 +10,18 @@ The same code runs on any python-can bus in real time and on the simulated-time 
 ``read``/``write`` are the hot path: precompiled structs, preallocated messages and records, no
 SDO, no logging, nothing that grows. ``setup``/``shutdown`` never run inside the cycle.
 
-Drive-side reaction chosen for 0x605A (quick stop option code): **6**, "slow down on the
-quick-stop ramp and stay in QUICK STOP ACTIVE". The drive keeps holding position under servo
-control after the ramp, so an elastically loaded wire or catheter cannot creep back, and leaving
-the stop takes an explicit master action (through SWITCH ON DISABLED, see
-:func:`~firmware_iface.cia402.next_controlword`). Option 2 would drop torque after the ramp.
+Drive-side reaction chosen for 0x605A (quick stop option code): **2**, "slow down on the
+quick-stop ramp, then SWITCH ON DISABLED". After the ramp the drive holds no torque and sits where
+no single controlword brings it back to motion: it needs shutdown, switch on and enable operation
+in turn (transitions 2, 3, 4), where option 6 leaves it in QUICK STOP ACTIVE, from which one
+"enable operation" from any node on the bus re-enables it (transition 16). The price is that an
+elastically loaded wire is no longer servo-held after the ramp (the drive train's friction holds
+it).
+
+No return to motion after a fault (DESIGN.md invariant 9): a drive the supervisor sees leaving its
+stop while a fault is latched is *escalated* (``AxisCommand.escalate``): :meth:`Master.write` sends
+it "disable voltage" and then an NMT stop in the same cycle, so it takes no RPDO at all until the
+master starts it again at the next set-up.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import can
@@ -35,35 +42,42 @@ from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
 from firmware_iface import pdo
 from firmware_iface.bus import kernel_of
-from firmware_iface.check import check_drive
 from firmware_iface.cia402 import (
     CW_DISABLE_VOLTAGE,
     CW_FAULT_RESET_BIT,
-    MODE_CSP,
     DriveState,
     decode_statusword,
     emcy_name,
     next_controlword,
 )
 from firmware_iface.errors import BusError, DriveError, DriveSetupError, DriveTimeoutError, SdoError
+from firmware_iface.od import Identity
+from firmware_iface.plan import PDO_INVALID, QUICK_STOP_OPTION, SetupPlan, plan_system
 from firmware_iface.simbus import SimKernel
-from firmware_iface.spec import DriveConfig, DriveSystem, resolve_eds
+from firmware_iface.spec import DriveConfig, DriveSystem
 from firmware_iface.types import Commands, DriveEvent, DriveEventKind, DriveGoal, Feedback
 
 __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
 
-QUICK_STOP_OPTION: Final = 6
-"""0x605A written to every drive (see the module docstring for why)."""
-ABORT_CONNECTION_QUICK_STOP: Final = 3
-"""0x6007 = 3: quick stop when the connection to the master is lost."""
 SERVICE_QUEUE_LEN: Final = 256
 """Frames (EMCY, heartbeat, ...) kept between two ``service`` calls; more are dropped and counted."""
+OWED_MAX: Final = 4
+"""SYNCs a drive may be behind and still answer all of them (more are stale anyway)."""
 SYNC_COUNTER_MAX: Final = 240
 """CiA 301 SYNC counter overflow value used when the counter is enabled."""
 
 _NMT_START: Final = 0x01
-_NMT_ENTER_PRE_OPERATIONAL: Final = 0x80
+_NMT_STOP: Final = 0x02
 _NMT_RESET_COMMUNICATION: Final = 0x82
+_NMT_NAMES: Final = {
+    -1: "never heard",
+    pdo.NMT_BOOTUP: "boot-up",
+    pdo.NMT_STOPPED: "stopped",
+    pdo.NMT_OPERATIONAL: "operational",
+    pdo.NMT_PRE_OPERATIONAL: "pre-operational",
+}
+SHUTDOWN_DISABLE_CYCLES: Final = 8
+"""Disable-voltage cycles shutdown gives the drives to report SWITCH ON DISABLED."""
 
 # Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
 _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
@@ -81,24 +95,19 @@ class MasterStats:
     """Per axis: cycles in which no valid TPDO1 arrived."""
     unknown_cob_ids: int = 0
     bad_dlc: int = 0
-    """TPDO1s with the wrong length (the drive counts as stale that cycle)."""
+    """TPDO1s (also counted as collisions), EMCYs and heartbeats with the wrong length."""
     collisions: int = 0
-    """Frames seen on a COB-ID only the master sends (SYNC, RPDO1s, master heartbeat)."""
+    """Frames seen on a COB-ID only the master sends (NMT, SYNC, RPDO1s, master heartbeat), a
+    second TPDO1 of a drive for one SYNC and TPDO1s with the wrong length."""
     queue_drops: int = 0
     """Service frames dropped because ``service`` was not called often enough."""
     error_frames: int = 0
+    send_errors: int = 0
+    """Frames the interface refused to send or receive (``can.CanError``/``OSError``) in the cycle."""
     rejected_targets: int = 0
     """Non-finite targets refused (the previous target was sent instead)."""
     emcy_resets: int = 0
     """EMCY frames with error code 0x0000 ("error reset or no error"): counted, not a fault."""
-
-
-def _pdo_map(index: int, sub: int, bits: int) -> int:
-    return (index << 16) | (sub << 8) | bits
-
-
-def _counts(value: float, counts_per_unit: float) -> int:
-    return round(value * counts_per_unit)
 
 
 class _SetupListener(can.Listener):
@@ -162,10 +171,24 @@ class Master:
             + [pdo.sdo_tx_cob(nid) for nid in self.nodes]
         )
         master_hb = pdo.heartbeat_cob(self._bus_cfg.master_node_id)
-        self._own_cobs = frozenset([pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)])
+        self._own_cobs = frozenset(
+            [pdo.NMT_COB, pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)]
+        )
         self._node_index = {nid: i for i, nid in enumerate(self.nodes)}
 
         self._answered = bytearray(n)
+        self._owed = bytearray(n)
+        """Per drive: SYNCs sent that it has not answered yet (at most ``OWED_MAX``). A drive
+        running late answers several in one cycle; a TPDO1 beyond what is owed has a second
+        sender."""
+        period = 1.0 / self._cycle_cfg.rate_hz
+        self._jump_cycle = tuple(d.max_speed * period * d.counts_per_unit for d in self._drives)
+        self._jump_tol = tuple(d.position_jump_tolerance * d.counts_per_unit for d in self._drives)
+        self._have_pos = bytearray(n)
+        self._jump = [0] * n
+        """Per drive: counts of an implausible position jump not yet reported (0 = none)."""
+        self._jump_allowed = [0.0] * n
+        self._implausible = False
         self._actual_counts = [0] * n
         self._sent_counts = [0] * n
         self._rpdo = tuple(
@@ -182,6 +205,12 @@ class Master:
             data=bytearray(1 if self._cycle_cfg.sync_counter else 0),
             is_extended_id=False,
         )
+        self._nmt_stop = tuple(
+            can.Message(arbitration_id=pdo.NMT_COB, data=bytearray([_NMT_STOP, nid]), is_extended_id=False)
+            for nid in self.nodes
+        )
+        self.escalations = 0
+        """NMT stops sent to escalate a drive seen leaving its stop under a latched fault."""
         self._heartbeat = can.Message(
             arbitration_id=master_hb, data=bytearray([pdo.NMT_OPERATIONAL]), is_extended_id=False
         )
@@ -194,9 +223,17 @@ class Master:
         self._queue: deque[can.Message] = deque(maxlen=SERVICE_QUEUE_LEN)
         self._bus_ok_cycle = True
         self._error_frames_reported = 0
+        self._io_error: BaseException | None = None
+        """The first send/receive failure not yet reported by ``service``."""
+        self._bus_state = can.BusState.ACTIVE
         self._running = False
         self._network: canopen.Network | None = None
         self._sdo_nodes: dict[int, canopen.RemoteNode] = {}
+        self.plans: dict[str, SetupPlan] = {}
+        """Per axis: the checked set-up plan of the last :meth:`setup` (its ``notes`` say what
+        was accepted and switched off)."""
+        self.identities: dict[str, Identity] = {}
+        """Per axis: identity 0x1018 as read from the drive at set-up."""
         self._seen = [False] * n
         self._seen_event = threading.Event()
         self.tap: Callable[[can.Message, float, bool], None] | None = None
@@ -212,44 +249,51 @@ class Master:
     def setup(self) -> None:
         """Check, configure and start every drive; raise rather than enable a doubtful one.
 
-        Order per drive: capability check of its EDS/DCF, wait for its boot-up or heartbeat, NMT
-        pre-operational, PDO mapping and safety objects by SDO, read every value back, NMT start.
+        First, offline for every drive: the capability check of its EDS/DCF and every SDO value
+        set-up will write (:func:`~firmware_iface.plan.plan_setup`); every problem of every drive
+        is raised at once, before anything is sent. Then, whatever state the drives are in:
+        NMT reset communication and a boot-up from each, identity 0x1018 (compared with the
+        file), the CiA 402 state brought to SWITCH ON DISABLED (a fault reset edge if in FAULT),
+        PDO hygiene and mapping and the safety objects by SDO, every value read back, NMT start.
         Drives are then OPERATIONAL and SWITCH ON DISABLED; enabling happens through the cycle.
+        Problems on the wire are collected per drive and raised together as well.
         """
-        objects: dict[int, canopen.ObjectDictionary] = {}
-        for axis, drive in zip(self.axes, self._drives, strict=True):
-            try:
-                od = canopen.import_od(str(resolve_eds(drive.eds, Path.cwd())), drive.node_id)
-            except (OSError, ValueError, KeyError) as exc:
-                raise DriveSetupError(
-                    f"node {drive.node_id} ({axis}): cannot load object dictionary {drive.eds!r}: {exc}"
-                ) from exc
-            report = check_drive(od, accept_no_heartbeat_consumer=drive.accept_no_heartbeat_consumer)
-            if not report.ok:
-                raise DriveSetupError(
-                    f"node {drive.node_id} ({axis}, {report.node_name}) cannot run the whih cycle: "
-                    + "; ".join(report.problems)
-                )
-            objects[drive.node_id] = od
+        by_axis, problems = plan_system(self._system)
+        if problems:
+            raise DriveSetupError("\n".join(problems))
+        self.plans = by_axis
+        plans = {plan.node_id: plan for plan in by_axis.values()}
 
         network = canopen.Network(self._bus)
         self._network = network
-        for nid, od in objects.items():
-            node = canopen.RemoteNode(nid, od)
+        for nid, plan in plans.items():
+            node = canopen.RemoteNode(nid, plan.dictionary.od)
             network.add_node(node)
             node.sdo.RESPONSE_TIMEOUT = self._bus_cfg.sdo_timeout_s
             self._sdo_nodes[nid] = node
+        failures: list[DriveError] = []
         with self._setup_listener():
             self._wait_for_nodes()
             for i, nid in enumerate(self.nodes):
-                network.send_message(pdo.NMT_COB, bytes([_NMT_ENTER_PRE_OPERATIONAL, nid]))
-                self._configure(self.axes[i], self._drives[i], self._sdo_nodes[nid])
+                axis, node = self.axes[i], self._sdo_nodes[nid]
+                try:
+                    self.identities[axis] = self._identify(axis, self._drives[i], plans[nid], node)
+                    self._to_switch_on_disabled(axis, node)
+                    self._configure(axis, plans[nid], node)
+                except DriveError as exc:
+                    failures.append(exc)
+            if failures:
+                raise _joined(failures)
             for nid in self.nodes:
                 network.send_message(pdo.NMT_COB, bytes([_NMT_START, nid]))
         self._drain()
         for i in range(len(self.axes)):
             self._sent_counts[i] = 0
             self._fault_reported[i] = False
+            self._have_pos[i] = 0
+            self._owed[i] = 0
+            # the cyclic exchange starts now: count missing TPDO1s from here, not from never
+            self._fb[i].age_cycles = 0
         self._running = True
 
     def _setup_listener(self) -> _SetupScope:
@@ -262,26 +306,30 @@ class Master:
         if i is None:
             return
         self.nmt_state[i] = state & 0x7F
+        if state & 0x7F != pdo.NMT_BOOTUP:
+            return
         self._seen[i] = True
         if all(self._seen):
             self._seen_event.set()
 
     def _wait_for_nodes(self) -> None:
-        """Block until every drive sent a boot-up or heartbeat, or ``bus.boot_timeout_s`` passes."""
+        """NMT reset communication to every drive, then block until each sent its boot-up, or
+        ``bus.boot_timeout_s`` passes.
+
+        Whatever NMT state a drive was found in (operational, stopped, pre-operational, just
+        powered), it is then pre-operational with its communication parameters (PDOs, heartbeat
+        consumer) at their power-on values, and the configuration below starts from there.
+        """
         timeout = self._bus_cfg.boot_timeout_s
+        assert self._network is not None
         if self._kernel is not None:
-            # Frames the drives produced before set-up are queued: show them to the listener.
+            # what the drives sent before set-up is old news: show it to the listener first
             self._feed_queued()
-        else:
-            # Give the notifier a moment for boot-ups already queued before it started.
-            self._seen_event.wait(min(timeout, 0.1))
-        if not all(self._seen):
-            # A node that booted before we listened only talks again after a reset; its
-            # communication parameters are configured below anyway.
-            assert self._network is not None
-            for i, nid in enumerate(self.nodes):
-                if not self._seen[i]:
-                    self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
+        for i in range(len(self._seen)):
+            self._seen[i] = False
+        self._seen_event.clear()
+        for nid in self.nodes:
+            self._network.send_message(pdo.NMT_COB, bytes([_NMT_RESET_COMMUNICATION, nid]))
         if self._kernel is not None:
             # Simulated time only passes on SYNC: let boot_timeout_s of it pass at most.
             for _ in range(math.ceil(timeout / self._kernel.period)):
@@ -295,7 +343,9 @@ class Master:
         ]
         if missing:
             raise DriveTimeoutError(
-                f"{', '.join(missing)} sent no boot-up or heartbeat within bus.boot_timeout_s (={timeout} s)"
+                f"{', '.join(missing)} sent no boot-up after NMT reset communication within "
+                f"bus.boot_timeout_s (={timeout} s): not on the bus, wrong node id or bitrate, or "
+                "powered off"
             )
 
     def _feed_queued(self) -> None:
@@ -304,54 +354,86 @@ class Master:
         while (msg := self._bus.recv(0.0)) is not None:
             listener.on_message_received(msg)
 
-    def _configure(self, axis: str, drive: DriveConfig, node: canopen.RemoteNode) -> None:
-        nid = drive.node_id
-        cpu = drive.counts_per_unit
-        rpdo_cob, tpdo_cob = pdo.rpdo1_cob(nid), pdo.tpdo1_cob(nid)
-        invalid = 0x8000_0000
-        writes: list[tuple[int, int, int]] = [
-            # RPDO1: invalidate, set type and mapping, validate (CiA 301 7.5.2.35 procedure).
-            (0x1400, 1, rpdo_cob | invalid),
-            (0x1400, 2, 1),
-            (0x1600, 0, 0),
-            (0x1600, 1, _pdo_map(0x6040, 0, 16)),
-            (0x1600, 2, _pdo_map(0x607A, 0, 32)),
-            (0x1600, 0, 2),
-            (0x1400, 1, rpdo_cob),
-            (0x1800, 1, tpdo_cob | invalid),
-            (0x1800, 2, 1),
-            (0x1A00, 0, 0),
-            (0x1A00, 1, _pdo_map(0x6041, 0, 16)),
-            (0x1A00, 2, _pdo_map(0x6064, 0, 32)),
-            (0x1A00, 3, _pdo_map(0x6077, 0, 16)),
-            (0x1A00, 0, 3),
-            (0x1800, 1, tpdo_cob),
-            (0x6060, 0, MODE_CSP),
-            (0x1017, 0, drive.heartbeat_ms),
-            (0x6007, 0, ABORT_CONNECTION_QUICK_STOP),
-            (0x605A, 0, QUICK_STOP_OPTION),
-            (0x607D, 1, _counts(drive.travel_min, cpu)),
-            (0x607D, 2, _counts(drive.travel_max, cpu)),
-            (0x6065, 0, _counts(drive.following_error_window, cpu)),
-            (0x6066, 0, drive.following_error_timeout_ms),
-            (0x6085, 0, _counts(drive.quick_stop_decel, cpu)),
-        ]
-        if not drive.accept_no_heartbeat_consumer or 0x1016 in node.object_dictionary:
-            consumer = (self._bus_cfg.master_node_id << 16) | self._bus_cfg.master_heartbeat_timeout_ms
-            writes.append((0x1016, 1, consumer))
-        for index, sub, value in writes:
-            self._sdo_write(axis, node, index, sub, value)
-        # Read every final value back; 0x6060 may be write-only, 0x6061 shows the active mode.
-        final: dict[tuple[int, int], int] = {}
-        for index, sub, value in writes:
-            final[(index, sub)] = value
-        final.pop((0x6060, 0))
-        final[(0x6061, 0)] = MODE_CSP
-        for (index, sub), expected in final.items():
-            actual = self._sdo_read(axis, node, index, sub)
-            if actual != expected:
+    def _identify(self, axis: str, drive: DriveConfig, plan: SetupPlan, node: canopen.RemoteNode) -> Identity:
+        """Read 0x1018 and compare vendor and product with the drive's EDS/DCF."""
+        values: list[int | None] = []
+        for sub in (1, 2, 3, 4):
+            try:
+                values.append(self._sdo_read(axis, node, 0x1018, sub))
+            except SdoError:
+                if sub <= 2:
+                    raise
+                values.append(None)  # revision and serial are optional (CiA 301)
+        ident = Identity(*values)
+        expected = plan.identity
+        if expected is not None:
+            wrong = [
+                f"{what} 0x{got:08X} (file: 0x{want:08X})"
+                for what, got, want in (
+                    ("vendor", ident.vendor, expected.vendor),
+                    ("product", ident.product, expected.product),
+                )
+                if want is not None and got is not None and got != want
+            ]
+            if wrong:
+                text = (
+                    f"node {drive.node_id} ({axis}): identity 0x1018 does not match "
+                    f"{plan.dictionary.source}: {', '.join(wrong)}"
+                )
+                if not drive.accept_identity_mismatch:
+                    raise DriveSetupError(
+                        text + "; the file's ranges and units may not be this drive's: refusing to "
+                        f"enable (set drives.{axis}.accept_identity_mismatch = true to run anyway)"
+                    )
+                plan.notes.append(text + " (accepted by accept_identity_mismatch)")
+        return ident
+
+    def _to_switch_on_disabled(self, axis: str, node: canopen.RemoteNode) -> None:
+        """Bring the drive's CiA 402 state to SWITCH ON DISABLED by SDO, whatever it was.
+
+        From FAULT: controlword 0 then 0x80 (the rising edge of bit 7 resets the fault); from
+        any other state: disable voltage. Nothing moves: no state on the way holds torque.
+        """
+        deadline = time.monotonic() + self._bus_cfg.boot_timeout_s
+        for attempt in range(1000):
+            sw = self._sdo_read(axis, node, 0x6041, 0)
+            state = decode_statusword(sw)
+            if state is DriveState.SWITCH_ON_DISABLED:
+                return
+            if attempt and (time.monotonic() > deadline or attempt >= 100):
+                reason = ""
+                if state in _FAULTY:
+                    with suppress(DriveError):
+                        reason = f", error code 0x{self._sdo_read(axis, node, 0x603F, 0):04X}"
                 raise DriveSetupError(
-                    f"node {nid} ({axis}): read-back of 0x{index:04X}:{sub} gave {actual} "
+                    f"node {node.id} ({axis}): stays in {state.name} (statusword 0x{sw:04X}{reason}) "
+                    "after a fault reset / disable voltage; refusing to enable"
+                )
+            if state is DriveState.FAULT:
+                self._sdo_write(axis, node, 0x6040, 0, CW_DISABLE_VOLTAGE)
+                self._sdo_write(axis, node, 0x6040, 0, CW_FAULT_RESET_BIT)
+            else:
+                self._sdo_write(axis, node, 0x6040, 0, CW_DISABLE_VOLTAGE)
+            if self._kernel is not None:
+                self._bus.send(self._sync)  # let a cycle of simulated time pass
+            else:
+                time.sleep(0.002)  # the drive acts within its own cycle
+
+    def _configure(self, axis: str, plan: SetupPlan, node: canopen.RemoteNode) -> None:
+        """Write the checked plan (PDO hygiene first), then read every value back."""
+        for w in plan.writes:
+            value = w.value
+            if w.keep_cob:
+                current = self._sdo_read(axis, node, w.index, w.sub)
+                if current & PDO_INVALID:
+                    continue  # already off
+                value = current | PDO_INVALID
+            self._sdo_write(axis, node, w.index, w.sub, value)
+        for (index, sub), (expected, mask) in plan.readback.items():
+            actual = self._sdo_read(axis, node, index, sub)
+            if actual & mask != expected & mask:
+                raise DriveSetupError(
+                    f"node {node.id} ({axis}): read-back of 0x{index:04X}:{sub} gave {actual} "
                     f"(0x{actual & 0xFFFFFFFF:X}), expected {expected} (0x{expected & 0xFFFFFFFF:X}); "
                     "refusing to enable"
                 )
@@ -421,36 +503,46 @@ class Master:
             self._sync_counter = self._sync_counter % SYNC_COUNTER_MAX + 1
             sync.data[0] = self._sync_counter
         answered = self._answered
+        fbs = self._fb
         n = len(answered)
         for i in range(n):
             answered[i] = 0
         bus = self._bus
         tap = self.tap
         if self.sync_enabled:
-            bus.send(sync)
-            if tap is not None:
-                tap(sync, t, False)
+            try:
+                bus.send(sync)
+                owed = self._owed
+                for i in range(n):
+                    if owed[i] < OWED_MAX:
+                        owed[i] += 1
+                if tap is not None:
+                    tap(sync, t, False)
+            except (can.CanError, OSError) as exc:
+                self._io_failed(exc)
         elif self._kernel is not None:
             self._kernel.advance(1)
         missing = n
         recv = bus.recv
-        if deadline is None:
-            while (msg := recv(0.0)) is not None:
-                missing -= self._take(msg)
-                if tap is not None:
-                    tap(msg, t, True)
-        else:
-            perf = time.perf_counter
-            self._read_perf = perf()
-            while missing > 0:
-                remaining = deadline - perf()
-                msg = recv(remaining if remaining > 0.0 else 0.0)
-                if msg is None:
-                    break
-                missing -= self._take(msg)
-                if tap is not None:
-                    tap(msg, t + (perf() - self._read_perf), True)
-        fbs = self._fb
+        try:
+            if deadline is None:
+                while (msg := recv(0.0)) is not None:
+                    missing -= self._take(msg)
+                    if tap is not None:
+                        tap(msg, t, True)
+            else:
+                perf = time.perf_counter
+                self._read_perf = perf()
+                while missing > 0:
+                    remaining = deadline - perf()
+                    msg = recv(remaining if remaining > 0.0 else 0.0)
+                    if msg is None:
+                        break
+                    missing -= self._take(msg)
+                    if tap is not None:
+                        tap(msg, t + (perf() - self._read_perf), True)
+        except (can.CanError, OSError) as exc:
+            self._io_failed(exc)
         stale = stats.stale_cycles
         axes = self.axes
         for i in range(n):
@@ -483,28 +575,60 @@ class Master:
         i = self._tpdo_index.get(cob)
         if i is not None and not msg.is_remote_frame:
             if msg.dlc != pdo.TPDO1_DLC:
+                # invariant 7: another node on this COB-ID, or a drive mapped differently
                 self.stats.bad_dlc += 1
+                self._collide(msg)
                 return 0
+            if not self._owed[i]:
+                # invariant 7: more TPDO1s than SYNCs: a second sender; keep what we had
+                self._collide(msg)
+                return 0
+            self._owed[i] -= 1
+            again = self._answered[i]
             sw, counts, torque = pdo.TPDO1.unpack_from(msg.data)
             axis = self._fb[i]
+            if self._have_pos[i]:
+                # invariant 7: no further than the axis can move since its last TPDO1
+                jump = counts - self._actual_counts[i]
+                allowed = self._jump_cycle[i] * (axis.age_cycles + 1) + self._jump_tol[i]
+                if jump > allowed or -jump > allowed:
+                    self._jump[i] = jump
+                    self._jump_allowed[i] = allowed
+                    self._implausible = True
+                    self._bus_ok_cycle = False
+            self._have_pos[i] = 1
             axis.statusword = sw
             axis.state = _STATE_LUT[sw & 0x7F]
             axis.position = counts * self._inv_cpu[i]
             axis.force = torque * self._fpt[i]
             self._actual_counts[i] = counts
-            if self._answered[i]:
+            if again:
                 return 0
             self._answered[i] = 1
             return 1
         if cob in self._own_cobs:
-            self.stats.collisions += 1
-            self._bus_ok_cycle = False
-            self._enqueue(msg)
+            self._collide(msg)
         elif cob in self._service_cobs:
             self._enqueue(msg)
         else:
             self.stats.unknown_cob_ids += 1
         return 0
+
+    def _io_failed(self, exc: BaseException) -> None:
+        """The interface refused a frame (bus-off, full queue, adapter gone): the cycle's bus is
+        not OK and ``service`` reports a BUS_ERROR; the cycle itself goes on (best effort)."""
+        self.stats.send_errors += 1
+        self._bus_ok_cycle = False
+        self.feedback.bus_ok = False
+        if self._io_error is None:
+            self._io_error = exc
+
+    def _collide(self, msg: can.Message) -> None:
+        """A frame that only a second sender explains: the cycle's bus is not OK, ``service``
+        reports it (a COLLISION naming the COB-ID)."""
+        self.stats.collisions += 1
+        self._bus_ok_cycle = False
+        self._enqueue(msg)
 
     def _enqueue(self, msg: can.Message) -> None:
         if len(self._queue) == SERVICE_QUEUE_LEN:
@@ -516,7 +640,8 @@ class Master:
 
         Until a drive is OPERATION ENABLED with goal ENABLED, the target sent is its position
         actual, and ``commands.axes[a].target`` is set to the same value, so enabling never jumps.
-        A non-finite target is refused (counted) and the previous target is sent again.
+        A non-finite target is refused (counted) and the previous target is sent again. An axis
+        whose command says ``escalate`` gets "disable voltage" whatever its goal, then an NMT stop.
         """
         fbs = self._fb
         cmds = self._cmd
@@ -534,8 +659,8 @@ class Master:
                 and goal is DriveGoal.FAULT_RESET
                 and not self.last_controlword[i] & CW_FAULT_RESET_BIT
             )
-            cw = next_controlword(state, goal, reset_phase=phase)
-            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED:
+            cw = CW_DISABLE_VOLTAGE if cmd.escalate else next_controlword(state, goal, reset_phase=phase)
+            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED and not cmd.escalate:
                 target = cmd.target
                 if isfinite(target):
                     counts = round(target * self._cpu[i])
@@ -548,9 +673,20 @@ class Master:
             pdo.encode_rpdo1(msg.data, cw, counts)
             self._sent_counts[i] = counts
             self.last_controlword[i] = cw
-            send(msg)
-            if self.tap is not None:
-                self.tap(msg, self._stamp(), False)
+            try:
+                send(msg)
+                if self.tap is not None:
+                    self.tap(msg, self._stamp(), False)
+                if cmd.escalate:
+                    # after the disable voltage: a stopped node takes no RPDO, whoever sends it
+                    stop = self._nmt_stop[i]
+                    send(stop)
+                    self.escalations += 1
+                    if self.tap is not None:
+                        self.tap(stop, self._stamp(), False)
+            except (can.CanError, OSError) as exc:
+                # the other drives still get their frame (a quick stop, once this is reported)
+                self._io_failed(exc)
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -565,6 +701,38 @@ class Master:
         queue = self._queue
         while queue:
             self._service_frame(queue.popleft(), t, events)
+        if self._io_error is not None:
+            exc, self._io_error = self._io_error, None
+            events.append(
+                DriveEvent(
+                    DriveEventKind.BUS_ERROR,
+                    "",
+                    t,
+                    code=self.stats.send_errors,
+                    text=f"CAN interface {self._bus.channel_info}: {type(exc).__name__}: {exc}",
+                )
+            )
+        if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
+            self._check_bus_state(t, events)
+        if self._implausible:
+            self._implausible = False
+            for i, jump in enumerate(self._jump):
+                if jump:
+                    self._jump[i] = 0
+                    d = self._drives[i]
+                    events.append(
+                        DriveEvent(
+                            DriveEventKind.IMPLAUSIBLE,
+                            self.axes[i],
+                            t,
+                            code=jump,
+                            text=f"node {self.nodes[i]}: position actual jumped "
+                            f"{jump / d.counts_per_unit:+.3f} since its last TPDO1 (allowed "
+                            f"{self._jump_allowed[i] / d.counts_per_unit:.3f}: "
+                            f"max_speed {d.max_speed:g}/s per cycle + position_jump_tolerance "
+                            f"{d.position_jump_tolerance:g})",
+                        )
+                    )
         if self.stats.error_frames != self._error_frames_reported:
             new = self.stats.error_frames - self._error_frames_reported
             self._error_frames_reported = self.stats.error_frames
@@ -605,15 +773,60 @@ class Master:
             elif fb.age_cycles == 0:
                 self._fault_reported[i] = False
         if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
-            self._bus.send(self._heartbeat)
-            if self.tap is not None:
-                self.tap(self._heartbeat, self._stamp(), False)
+            try:
+                self._bus.send(self._heartbeat)
+                if self.tap is not None:
+                    self.tap(self._heartbeat, self._stamp(), False)
+            except (can.CanError, OSError) as exc:
+                self._io_failed(exc)  # reported next cycle; the heartbeat goes on being tried
             nxt = (self._next_heartbeat or t) + self._hb_period
             self._next_heartbeat = nxt if nxt > t else t + self._hb_period
         return events
 
+    def _check_bus_state(self, t: float, events: list[DriveEvent]) -> None:
+        """Error passive or bus-off, where the interface reports its state (python-can
+        ``BusABC.state``; ACTIVE on interfaces that cannot tell): a BUS_ERROR on each change
+        for the worse. Polled at the master heartbeat's period, not every cycle."""
+        try:
+            state = self._bus.state
+        except (can.CanError, OSError, NotImplementedError):
+            return
+        if state == self._bus_state:
+            return
+        self._bus_state = state
+        if state is can.BusState.ACTIVE:
+            return
+        self.feedback.bus_ok = False
+        what = "bus-off" if state is can.BusState.ERROR else "error passive"
+        events.append(
+            DriveEvent(
+                DriveEventKind.BUS_ERROR,
+                "",
+                t,
+                text=f"CAN interface {self._bus.channel_info} is {what} ({state.name})",
+            )
+        )
+
     def _service_frame(self, msg: can.Message, t: float, events: list[DriveEvent]) -> None:
         cob = msg.arbitration_id
+        tpdo = self._tpdo_index.get(cob)
+        if tpdo is not None:
+            nid = self.nodes[tpdo]
+            why = (
+                f"with DLC {msg.dlc} (expected {pdo.TPDO1_DLC})"
+                if msg.dlc != pdo.TPDO1_DLC
+                else "a second time for one SYNC"
+            )
+            events.append(
+                DriveEvent(
+                    DriveEventKind.COLLISION,
+                    self.axes[tpdo],
+                    t,
+                    code=cob,
+                    text=f"TPDO1 COB-ID 0x{cob:03X} of node {nid} arrived {why}: another node sends on it",
+                )
+            )
+            return
         if cob in self._own_cobs:
             axis = ""
             if 0x201 <= cob <= 0x27F:
@@ -679,42 +892,75 @@ class Master:
         return all(fb.state is DriveState.OPERATION_ENABLED and fb.age_cycles == 0 for fb in self._fb)
 
     def shutdown(self, *, cycles: int | None = None) -> None:
-        """Quick-stop every drive, then disable voltage; errors are raised after all were tried.
+        """Quick-stop every drive, then bring each to SWITCH ON DISABLED, or raise naming each
+        drive that did not get there and why (after all were tried).
 
         Runs the cyclic exchange itself (never call it between ``read`` and ``write`` of a running
-        cycle): ``cycles`` quick-stop cycles (default: long enough for the slowest axis' ramp from
-        max speed, at least 3), then up to 5 disable cycles until every drive reports SWITCH ON
-        DISABLED (or a latched FAULT, also torque-free). A drive that does not confirm is reported
-        in the raised :class:`DriveError`.
+        cycle). A drive found pre-operational, stopped or rebooted is started first (NMT start:
+        its CiA 402 state does not change, but it takes RPDOs again). Then ``cycles`` quick-stop cycles
+        (default: long enough for the slowest axis' ramp from max speed, at least 3), then up to
+        ``SHUTDOWN_DISABLE_CYCLES`` disable-voltage cycles until every drive reports SWITCH ON
+        DISABLED in a TPDO1. A drive in FAULT counts as off too (torque-free; its fault stays
+        latched for the record: shutdown never resets a fault).
+        Before set-up completed, a drive that sends no TPDO1 and is pre-operational counts as off
+        (it was never started).
         """
         period = 1.0 / self._cycle_cfg.rate_hz
         if cycles is None:
             ramp = max(d.max_speed / d.quick_stop_decel for d in self._drives)
             cycles = max(3, math.ceil(ramp / period) + 2)
         errors: list[str] = []
-        for goal, n in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, 5)):
+        started = self._running
+        if started:
+            for i, nid in enumerate(self.nodes):
+                # a drive that rebooted (boot-up) is pre-operational too
+                if self.nmt_state[i] in (pdo.NMT_PRE_OPERATIONAL, pdo.NMT_STOPPED, pdo.NMT_BOOTUP):
+                    try:
+                        self._bus.send(
+                            can.Message(
+                                arbitration_id=pdo.NMT_COB,
+                                data=bytes([_NMT_START, nid]),
+                                is_extended_id=False,
+                            )
+                        )
+                    except (can.CanError, OSError) as exc:
+                        errors.append(f"node {nid} ({self.axes[i]}): NMT start not sent: {exc}")
+        n = len(self._fb)
+        confirmed = [False] * n
+        for goal, count in ((DriveGoal.QUICK_STOP, cycles), (DriveGoal.DISABLED, SHUTDOWN_DISABLE_CYCLES)):
             for cmd in self._cmd:
                 cmd.goal = goal
-            for _ in range(n):
+            for _ in range(count):
                 self._shutdown_cycle(period, errors)
-                if goal is DriveGoal.DISABLED and all(self._torque_off(i) for i in range(len(self._fb))):
+                if goal is not DriveGoal.DISABLED:
+                    continue
+                for i, fb in enumerate(self._fb):
+                    if fb.age_cycles == 0:
+                        confirmed[i] = fb.state in _TORQUE_OFF
+                    elif not started and self._torque_off(i):
+                        confirmed[i] = True
+                if all(confirmed):
                     break
         for i, (axis, nid, fb) in enumerate(zip(self.axes, self.nodes, self._fb, strict=True)):
-            if not self._torque_off(i):
-                errors.append(
-                    f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED (last state {fb.state.name}, "
-                    f"{fb.age_cycles} cycles old)"
-                )
+            if confirmed[i]:
+                continue
+            nmt = _NMT_NAMES.get(self.nmt_state[i], f"0x{self.nmt_state[i]:02X}")
+            if fb.age_cycles > 0:
+                why = f"no TPDO1 for {fb.age_cycles} cycles (last state {fb.state.name}, NMT {nmt})"
+            else:
+                why = f"reports {fb.state.name} (statusword 0x{fb.statusword:04X}, NMT {nmt})"
+            errors.append(f"node {nid} ({axis}) did not confirm SWITCH ON DISABLED: {why}")
         self._running = False
         if errors:
             raise DriveError("shutdown incomplete: " + "; ".join(dict.fromkeys(errors)))
 
     def _torque_off(self, i: int) -> bool:
-        """Drive ``i`` holds no torque: disabled, faulted, or reset (boot-up/pre-operational:
+        """Before set-up completed: drive ``i`` holds no torque (disabled, faulted, or reset:
         a CiA 402 drive leaves reset in SWITCH ON DISABLED and sends no PDO)."""
         return self._fb[i].state in _TORQUE_OFF or self.nmt_state[i] in (
             pdo.NMT_BOOTUP,
             pdo.NMT_PRE_OPERATIONAL,
+            pdo.NMT_STOPPED,  # only ever by an escalation, which disabled its voltage first
         )
 
     def _shutdown_cycle(self, period: float, errors: list[str]) -> None:
@@ -769,6 +1015,15 @@ class Master:
                 self._take(msg)
                 if self.tap is not None:
                     self.tap(msg, self._stamp(), True)
+
+
+def _joined(failures: Sequence[DriveError]) -> DriveError:
+    """One exception for every drive's failure: their common class, else DriveSetupError."""
+    if len(failures) == 1:
+        return failures[0]
+    kinds = {type(f) for f in failures}
+    cls = kinds.pop() if len(kinds) == 1 else DriveSetupError
+    return cls("\n".join(str(f) for f in failures))
 
 
 class _SetupScope:

@@ -591,7 +591,9 @@ class SimDrive:
         elif cs == 0x80:
             self._nmt = pdo.NMT_PRE_OPERATIONAL
         elif cs == 0x81:
+            insertion = self.insertion
             self._reset_all(t)
+            self._pos = insertion  # the axis does not move through a reset (as for boot-up faults)
             self._boot()
         elif cs == 0x82:
             self._connection_lost()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "ACCEPTABLE_OBJECTS",
     "BUILTIN_EDS_DIR",
     "BusConfig",
     "BusLoad",
@@ -50,6 +51,10 @@ def setting(
     if default is dataclasses.MISSING:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
+
+
+ACCEPTABLE_OBJECTS = ("0x1017", "0x6007", "0x605A", "0x607D", "0x6065", "0x6066", "0x6085")
+"""Safety objects whose fixed or missing value a drive's ``accept_fixed`` may accept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +180,42 @@ class DriveConfig:
     following_error_timeout_ms: int = setting(
         20, unit="ms", lo=0, hi=65_535, doc="following-error time-out, 0x6066"
     )
+    position_jump_tolerance: float = setting(
+        0.05,
+        unit="unit",
+        lo=0.0,
+        hi=1000.0,
+        doc="plausibility: position actual may change by max_speed x period per cycle since the "
+        "last TPDO1 plus this (the drive's own overshoot and quantisation); more is a fault",
+    )
     accept_no_heartbeat_consumer: bool = setting(
         False,
         doc="accept a drive without 0x1016 (it cannot stop itself when the master dies)",
+    )
+    encoder_counts_per_rev: float = setting(
+        0.0,
+        unit="counts/rev",
+        lo=0.0,
+        hi=1e9,
+        doc="encoder counts per revolution of the shaft it sits on; needed when the drive takes "
+        "speeds or accelerations in rpm (0x60A9/0x60AA); 0 = not given",
+    )
+    gear_ratio: float = setting(
+        1.0,
+        lo=0.0,
+        lo_open=True,
+        hi=1e6,
+        doc="motor revolutions per revolution of the encoder's shaft (1 when the encoder is on the motor)",
+    )
+    accept_fixed: tuple[str, ...] = setting(
+        (),
+        choices=ACCEPTABLE_OBJECTS,
+        doc="safety objects this drive fixes (LowLimit = HighLimit) or lacks that set-up may leave at "
+        "the drive's own value instead of refusing; check-config states the consequence of each",
+    )
+    accept_identity_mismatch: bool = setting(
+        False,
+        doc="enable even when the drive's 0x1018 vendor/product differs from its EDS/DCF",
     )
 
 

@@ -81,6 +81,9 @@ class AxisCommand:
     target: float = 0.0
     """Target position (0x607A) in axis units (insertion)."""
     goal: DriveGoal = DriveGoal.DISABLED
+    escalate: bool = False
+    """Set by the supervisor for a drive seen leaving its stop while a fault is latched: the
+    master sends "disable voltage" whatever the goal, then an NMT stop to the node."""
 
 
 @dataclass(slots=True)
@@ -110,6 +113,8 @@ class DriveEventKind(IntEnum):
     """Statusword reports FAULT."""
     SYNC_LOSS = 7
     BUS_ERROR = 8
+    IMPLAUSIBLE = 9
+    """Position actual jumped further than the axis can move in the time since the last TPDO1."""
 
 
 @dataclass(frozen=True, slots=True)

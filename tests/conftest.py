@@ -16,7 +16,10 @@ from hypothesis import HealthCheck, Phase, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-SHARED_EDS = ROOT.parent / "shared" / "eds"
+EDS_DIR = ROOT / "tests" / "data" / "eds"
+"""Vendor object dictionaries kept as test data (sources and licences in SOURCES.md there)."""
+EPOS4_DCF = ROOT / "firmware_iface" / "eds" / "maxon_epos4_50_15_node1.dcf"
+"""The maxon EPOS4 DCF ships with the package (the rig configs use it); SOURCES.md covers it."""
 
 FAULT_EXAMPLES = [
     "heartbeat-loss:retro_mc",

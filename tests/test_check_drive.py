@@ -9,11 +9,11 @@ from canopen.objectdictionary import import_od
 
 from firmware_iface.check import check_drive
 from firmware_iface.spec import BUILTIN_EDS_DIR
-from tests.conftest import SHARED_EDS
+from tests.conftest import EDS_DIR, EPOS4_DCF
 
-EPOS4 = SHARED_EDS / "maxon_epos4_50_15_node1.dcf"
-SAMPLE = SHARED_EDS / "cia402_sample.eds"
-FAULHABER = SHARED_EDS / "faulhaber_mcbl300x_co.eds"
+EPOS4 = EPOS4_DCF
+SAMPLE = EDS_DIR / "cia402_sample.eds"
+FAULHABER = EDS_DIR / "faulhaber_mcbl300x_co.eds"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import whih_control as wc
 from whih_control.cli import main
 from whih_control.config import Config, ConfigError, load_config
 
-from .conftest import CONFIGS, SHARED_EDS
+from .conftest import CONFIGS, EDS_DIR, EPOS4_DCF
 
 
 def _base() -> dict[str, Any]:
@@ -165,9 +165,9 @@ def test_virtual_bus_may_be_faster_than_classical_can() -> None:
     assert cfg.bus_load().ratio < 0.8
 
 
-def test_vendor_file_from_shared_folder_is_accepted_by_path() -> None:
+def test_vendor_file_is_accepted_by_path() -> None:
     data = _base()
-    data["drives"]["ante_mc"]["eds"] = str(SHARED_EDS / "maxon_epos4_50_15_node1.dcf")
+    data["drives"]["ante_mc"]["eds"] = str(EPOS4_DCF)
     assert Path(load_config(data).drives["ante_mc"].eds).name == "maxon_epos4_50_15_node1.dcf"
 
 
@@ -272,7 +272,7 @@ def test_check_config_refuses_a_drive_that_cannot_run_the_cycle(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = (CONFIGS / "sim.toml").read_text()
-    faulhaber = SHARED_EDS / "faulhaber_mcbl300x_co.eds"
+    faulhaber = EDS_DIR / "faulhaber_mcbl300x_co.eds"
     text = text.replace('eds = "builtin:whih_sim_drive.eds"', f'eds = "{faulhaber}"', 1)
     bad = tmp_path / "faulhaber.toml"
     bad.write_text(text)

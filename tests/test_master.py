@@ -24,7 +24,7 @@ from firmware_iface.master import QUICK_STOP_OPTION, Master
 from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEventKind, DriveGoal
-from tests.conftest import CONFIGS, SHARED_EDS
+from tests.conftest import CONFIGS, EDS_DIR
 from whih_control import load_config
 from whih_control.config import Config
 
@@ -134,7 +134,7 @@ def test_readback_mismatch_refused(cfg: Config, simbus: SimTimeBus) -> None:
         node = sims.drive("retro_mc").node
 
         def lie(index: int, subindex: int, od: Any) -> int | None:
-            return 2 if index == 0x605A else None
+            return 6 if index == 0x605A else None
 
         node.add_read_callback(lie)
         m = Master(cfg, simbus)
@@ -143,8 +143,8 @@ def test_readback_mismatch_refused(cfg: Config, simbus: SimTimeBus) -> None:
         msg = str(err.value)
         assert "node 6 (retro_mc)" in msg
         assert "0x605A:0" in msg
-        assert "gave 2" in msg
-        assert "expected 6" in msg
+        assert "gave 6" in msg
+        assert "expected 2" in msg
         # The drive was never started, let alone enabled.
         assert sims.drive("retro_mc").nmt_state != pdo.NMT_OPERATIONAL
 
@@ -178,7 +178,7 @@ def test_boot_timeout_names_the_missing_node(simbus: SimTimeBus) -> None:
 
 def test_incapable_drive_refused_before_talking(simbus: SimTimeBus) -> None:
     data = _data()
-    data["drives"]["ante_mc"]["eds"] = str(SHARED_EDS / "faulhaber_mcbl300x_co.eds")
+    data["drives"]["ante_mc"]["eds"] = str(EDS_DIR / "faulhaber_mcbl300x_co.eds")
     cfg = load_config(data, base_dir=CONFIGS)
     with pytest.raises(DriveSetupError, match=r"node 3 \(ante_mc.*0x6502.*CSP"):
         Master(cfg, simbus).setup()
@@ -212,7 +212,8 @@ def test_read_decodes_and_counts(cfg: Config, simbus: SimTimeBus) -> None:
     assert m.stats.unknown_cob_ids == 1
     assert m.stats.stale_cycles["ante_wire"] == 0
     assert m.stats.stale_cycles["ante_wire_rot"] == 1
-    assert fb.bus_ok
+    assert not fb.bus_ok  # a TPDO1 of the wrong length is a collision (invariant 7)
+    assert m.stats.collisions == 1
     assert fb.t == 0.0025
     assert fb.cycle == 1
     # Next cycle nothing arrives: every drive ages by one.
@@ -221,7 +222,10 @@ def test_read_decodes_and_counts(cfg: Config, simbus: SimTimeBus) -> None:
     assert {k: v.age_cycles for k, v in fb.axes.items()} == {k: v + 1 for k, v in ages.items()}
 
 
-@pytest.mark.parametrize(("cob", "axis"), [(pdo.SYNC_COB, ""), (pdo.rpdo1_cob(4), "retro_wire"), (0x77F, "")])
+@pytest.mark.parametrize(
+    ("cob", "axis"),
+    [(pdo.SYNC_COB, ""), (pdo.rpdo1_cob(4), "retro_wire"), (0x77F, ""), (pdo.NMT_COB, "")],
+)
 def test_collision_on_a_master_cob_id(cfg: Config, simbus: SimTimeBus, cob: int, axis: str) -> None:
     m = Master(cfg, simbus)
     simbus.kernel.device_send(can.Message(arbitration_id=cob, data=b"\x0f\x00", is_extended_id=False))
@@ -462,6 +466,7 @@ def test_simulated_time_is_replayable(cfg: Config) -> None:
     assert a == b
 
 
+@pytest.mark.realtime
 def test_realtime_400hz_six_drives_keep_up(cfg: Config) -> None:
     """6 simulated drives on the virtual bus keep up in real time at 400 Hz for 5 s.
 
@@ -578,19 +583,26 @@ def test_quick_stop_goal_stops_every_drive(cfg: Config, simbus: SimTimeBus) -> N
         _cycle(m, simbus)
         assert m.last_controlword == [CW_QUICK_STOP] * 6
         _cycle(m, simbus)
-        assert all(d.state is DriveState.QUICK_STOP_ACTIVE for d in sims)
+        # quick-stop option 2: the ramp (none at rest), then SWITCH ON DISABLED, where the
+        # controlword that the master keeps sending cannot re-enable anything
+        assert all(d.state is DriveState.SWITCH_ON_DISABLED for d in sims)
+        _enable(m, simbus)  # only the whole walk brings them back: shutdown, switch on, enable
+        assert all(d.state is DriveState.OPERATION_ENABLED for d in sims)
 
 
 def test_setup_frames_follow_cia301(cfg: Config, simbus: SimTimeBus) -> None:
-    """The set-up as frames: NMT pre-operational, PDO re-mapping with the COB-ID invalid first,
-    expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC before the start."""
+    """The set-up as frames: NMT reset communication, identity read, PDO re-mapping with the
+    COB-ID invalid first, expedited SDO downloads, read-backs, then NMT start; no RPDO or SYNC
+    before the start."""
     rec = Recorder()
     with SimulatedDrives(cfg, simbus):
         simbus.kernel.attach(rec)
         Master(cfg, simbus).setup()
     frames = rec.frames
     node1 = [(cob, data) for cob, data in frames if cob in (0x000, 0x601) and (cob != 0 or data[1] == 1)]
-    assert node1[0] == (0x000, bytes([0x80, 1]))  # enter pre-operational
+    assert node1[0] == (0x000, bytes([0x82, 1]))  # reset communication: pre-operational, PDOs reset
+    uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]
+    assert [(d[2] << 8 | d[1], d[3]) for d in uploads[:2]] == [(0x1018, 1), (0x1018, 2)]
     assert node1[-1] == (0x000, bytes([0x01, 1]))  # start, last
     downloads = [d for c, d in node1 if c == 0x601 and d[0] & 0xE0 == 0x20]
     uploads = [d for c, d in node1 if c == 0x601 and d[0] == 0x40]
@@ -636,10 +648,15 @@ def test_any_frames_are_counted_never_motion(frames: list[tuple[int, bytes]]) ->
         m.write()
         m.service(0.0025)
         tpdo = {pdo.tpdo1_cob(n) for n in range(1, 7)}
-        own = {0x080, 0x77F} | {pdo.rpdo1_cob(n) for n in range(1, 7)}
+        own = {0x000, 0x080, 0x77F} | {pdo.rpdo1_cob(n) for n in range(1, 7)}
         service = {base + n for base in (0x080, 0x580, 0x700) for n in range(1, 7)}
         assert m.stats.unknown_cob_ids == sum(c not in tpdo | own | service for c, _ in frames)
-        assert m.stats.collisions == sum(c in own for c, _ in frames)
+        # collisions: the master's own COB-IDs, TPDO1s of the wrong length, and more TPDO1s of
+        # a drive than SYNCs sent (one here)
+        valid = {c: sum(cc == c and len(d) == 8 for cc, d in frames) for c in tpdo}
+        expected = sum(c in own or (c in tpdo and len(d) != 8) for c, d in frames)
+        expected += sum(max(0, v - 1) for v in valid.values())
+        assert m.stats.collisions == expected
         assert fb.bus_ok is (m.stats.collisions == 0)
         good = {c for c, d in frames if c in tpdo and len(d) == 8}
         for i, axis in enumerate(AXES, start=1):

@@ -1,6 +1,6 @@
 """The ``whih`` command line. Exit codes: 0 success, 1 procedure ended without crossing (for
-``inspect``: a run folder that does not verify), 2 usage or configuration error. Bad input never
-produces a traceback."""
+``inspect``: a run folder that does not verify; ``probe``: a configured drive missing or not ready,
+or no node answered), 2 usage or configuration error. Bad input never produces a traceback."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-from firmware_iface.check import DriveReport, check_drive
-from whih_control.api import Robot, simulate
+from firmware_iface.bus import SIM_INTERFACE, open_bus
+from firmware_iface.plan import plan_system
+from firmware_iface.sim import SimulatedDrives
+from whih_control.api import Robot
+from whih_control.bench import BenchImaging
 from whih_control.config import Config, default_config_path, load_config
 from whih_control.errors import ConfigError, RunFolderError, WhihError
 from whih_control.inspect_run import inspect_run
@@ -24,10 +29,13 @@ from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
 from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
+from whih_control.sim import Plant
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
 EXIT_USAGE = 2
+MAX_TIME_S = 86_400.0
+"""--max-time above a day is a typo, not a procedure (each phase has its own bound anyway)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the simulated WHIH procedure on the default configuration")
     run = sub.add_parser("run", help="run the procedure from a configuration file")
     run.add_argument("--config", required=True, type=Path, help="TOML configuration")
-    run.add_argument("--out", type=Path, help="run folder to write")
+    run.add_argument("--out", help="run folder to write (new, or empty)")
     run.add_argument("--seed", type=int, help="override sim.seed")
     run.add_argument("--realtime", action="store_true", help="wall-clock cycle instead of simulated time")
+    run.add_argument(
+        "--external-drives",
+        action="store_true",
+        help="with --realtime: the drives are served by another process (whih sim-drives) on the "
+        "configured bus; tips from bench imaging (the plant lives with the drives)",
+    )
     run.add_argument(
         "--inject",
         action="append",
@@ -56,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-time", type=float, help="stop after this many seconds")
     chk = sub.add_parser("check-config", help="validate a configuration and print its summary")
     chk.add_argument("file", type=Path)
+    prb = sub.add_parser(
+        "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
+    )
+    prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
+    drv = sub.add_parser(
+        "sim-drives", help="serve the configured simulated drives on a CAN bus until Ctrl-C or SIGTERM"
+    )
+    drv.add_argument("--config", required=True, type=Path, help="TOML configuration")
+    drv.add_argument("--interface", help="python-can interface (default: the config's bus.interface)")
+    drv.add_argument(
+        "--channel", help="python-can channel (udp_multicast: GROUP or GROUP@PORT; default: bus.channel)"
+    )
     dia = sub.add_parser("diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
     dbc = sub.add_parser(
@@ -95,7 +122,7 @@ def summary_lines(cfg: Config) -> list[str]:
         f"bus: {cfg.bus.interface} {cfg.bus.channel!r} at {cfg.bus.bitrate / 1e3:g} kbit/s, "
         f"master node {cfg.bus.master_node_id}",
         f"cycle: {cfg.cycle.rate_hz:g} Hz ({cfg.period * 1e3:.3g} ms)",
-        f"bus load: {cfg.bus_load().describe()}",
+        f"bus load: {cfg.bus_load().describe()}; set-up switches every other PDO off",
         f"drives ({len(cfg.drives)}):",
     ]
     for axis, d in cfg.drives.items():
@@ -109,22 +136,18 @@ def summary_lines(cfg: Config) -> list[str]:
     return lines
 
 
-def drive_problems(cfg: Config) -> list[str]:
-    """Capability problems of every configured drive's object dictionary, by key path."""
-    problems: list[str] = []
-    reports: dict[tuple[str, bool], DriveReport] = {}
-    for axis, d in cfg.drives.items():
-        key = (d.eds, d.accept_no_heartbeat_consumer)
-        if key not in reports:
-            reports[key] = check_drive(d.eds, accept_no_heartbeat_consumer=d.accept_no_heartbeat_consumer)
-        problems += [f"drives.{axis}.eds: {p}" for p in reports[key].problems]
-    return problems
+def drive_check(cfg: Config) -> tuple[list[str], list[str]]:
+    """Every SDO value set-up would write, checked against each drive's EDS/DCF: (problems by
+    key path, notes: what set-up accepts or switches off, with the consequence)."""
+    plans, problems = plan_system(cfg)
+    notes = [n for plan in plans.values() for n in plan.notes]
+    return problems, notes
 
 
 def _check_config(path: Path) -> int:
     try:
         cfg = load_config(path)
-        problems = drive_problems(cfg)
+        problems, notes = drive_check(cfg)
         if problems:
             raise ConfigError(problems)
     except ConfigError as exc:
@@ -132,7 +155,11 @@ def _check_config(path: Path) -> int:
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    _emit(sys.stdout, "\n".join([f"{path}: ok", *summary_lines(cfg)]) + "\n")
+    lines = [f"{path}: ok", *summary_lines(cfg)]
+    if notes:
+        lines.append("drive set-up notes:")
+        lines += [f"  {n}" for n in notes]
+    _emit(sys.stdout, "\n".join(lines) + "\n")
     return EXIT_OK
 
 
@@ -168,6 +195,37 @@ def _inspect(run_dir: Path, *, as_json: bool, plot: bool) -> int:
     text = json.dumps(report.as_dict(), indent=2, allow_nan=False) if as_json else report.text()
     _emit(sys.stdout, text + "\n")
     return EXIT_OK if report.ok else EXIT_NOT_CROSSED
+
+
+def _probe(path: Path, *, all_nodes: bool) -> int:
+    from whih_control.probe import probe  # noqa: PLC0415  (only this command needs it)
+
+    try:
+        cfg = load_config(path)
+        result = probe(cfg, all_nodes=all_nodes)
+    except ConfigError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except WhihError as exc:  # the bus cannot be opened
+        print(f"whih probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    where = f"{cfg.bus.interface} {cfg.bus.channel!r}" + (" (simulated drives)" if cfg.sim.enabled else "")
+    if not result.answered:
+        scanned = (
+            "node ids 1..127" if all_nodes else f"node ids {sorted(d.node_id for d in cfg.drives.values())}"
+        )
+        _emit(sys.stdout, f"whih probe: no node answered on {where} ({scanned})\n")
+        return EXIT_NOT_CROSSED
+    lines = [f"whih probe on {where}: {len(result.answered)} node(s) answered"]
+    for node in result.nodes:
+        lines += node.lines()
+    lines.append(
+        "all configured drives ok" if result.ok else "some configured drives are missing or not ready"
+    )
+    _emit(sys.stdout, "\n".join(lines) + "\n")
+    return EXIT_OK if result.ok else EXIT_NOT_CROSSED
 
 
 def _progress_printer(stream: TextIO, extra: Callable[[], str] | None = None) -> Callable[[Progress], None]:
@@ -232,27 +290,57 @@ def _run(
     out: Path | None,
     seed: int | None,
     realtime: bool,
+    external_drives: bool,
     inject: list[str],
     max_time: float | None,
 ) -> int:
     seed = cfg.sim.seed if seed is None else seed
+    keys: list[OperatorKeys] = []
+    use_keys = False
+    clock: Literal["real", "simulated"]
     if realtime or not cfg.sim.enabled:
         if cfg.bus.interface == "whih-sim":
             cfg = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual"))
         use_keys = OperatorKeys.available() and sys.stdout.isatty()
-        keys: list[OperatorKeys] = []
-        progress = _progress_printer(
+        printer = _progress_printer(
             sys.stdout, (lambda: keys[0].line if keys else KEYS_HELP) if use_keys else None
         )
-        with Robot(
-            cfg,
-            clock="real",
-            seed=seed,
-            out=out,
-            inject=inject,
-            progress=progress,
-            auto_confirm=cfg.sim.enabled,
-        ) as robot:
+        clock = "real"
+        auto_confirm = cfg.sim.enabled
+    else:  # what simulate() does, with the robot kept so a failed run folder can be reported
+        printer = _progress_printer(sys.stdout)
+        cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed))
+        clock = "simulated"
+        auto_confirm = True
+    progress = printer
+    imaging: BenchImaging | None = None
+    if external_drives:
+        cfg = cfg.replace(
+            sim=dataclasses.replace(cfg.sim, enabled=False),
+            imaging=dataclasses.replace(cfg.imaging, source="external"),
+        )
+        auto_confirm = True  # simulated drives all the same: the procedure confirms its gates
+        bench = imaging = BenchImaging(cfg)
+
+        def progress(p: Progress) -> None:
+            bench(p)
+            printer(p)
+
+    robot = Robot(
+        cfg,
+        clock=clock,
+        seed=seed,
+        out=out,
+        inject=inject,
+        progress=progress,
+        auto_confirm=auto_confirm,
+    )
+    if imaging is not None:
+        imaging.robot = robot
+    result: RunResult | None = None
+    failure: OSError | None = None
+    try:
+        with robot:
             robot.enable()
             if not use_keys:
                 result = robot.run_procedure(max_time=max_time)
@@ -260,11 +348,67 @@ def _run(
                 with OperatorKeys(robot) as k:
                     keys.append(k)
                     result = robot.run_procedure(max_time=max_time, hold_on_fault=True)
-    else:
-        progress = _progress_printer(sys.stdout)
-        result = simulate(cfg, seed=seed, inject=inject, out=out, max_time=max_time, progress=progress)
-    _print_result(result, sys.stdout)
+    except OSError as exc:  # the run folder's disk; the drives were stopped before this
+        failure = exc
+    if result is not None:
+        _print_result(result, sys.stdout)
+    rec = robot.runtime.recorder
+    if rec.summary_error is not None:
+        print(
+            f"whih run: the run folder is incomplete ({rec.summary_error}); the summary it should hold:",
+            file=sys.stderr,
+        )
+        print(json.dumps(rec.summary, indent=1, default=str), file=sys.stderr)
+    if failure is not None:
+        print(f"whih run: recording failed: {failure}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    assert result is not None
     return EXIT_OK if result.crossed and result.outcome == "complete" else EXIT_NOT_CROSSED
+
+
+def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
+    """Serve the configured drives (and the plant they move) in this process until Ctrl-C or
+    SIGTERM: a master in another process can then die while the drives live on."""
+    try:
+        cfg = load_config(path)
+        bus_cfg = dataclasses.replace(
+            cfg.bus, interface=interface or cfg.bus.interface, channel=channel or cfg.bus.channel
+        )
+        if bus_cfg.interface == SIM_INTERFACE:
+            raise ValueError(
+                "the simulated-time bus cannot reach another process: give --interface (e.g. "
+                "udp_multicast, socketcan)"
+            )
+        bus = open_bus(bus_cfg, period=cfg.period)
+    except ConfigError as exc:
+        print("whih sim-drives: invalid configuration", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, WhihError) as exc:
+        print(f"whih sim-drives: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        with SimulatedDrives(cfg, bus, load=Plant(cfg, seed=cfg.sim.seed), seed=cfg.sim.seed) as drives:
+            nodes = ", ".join(f"{a} {d.node_id}" for a, d in cfg.drives.items())
+            _emit(
+                sys.stdout,
+                f"whih sim-drives: serving {len(drives.axes)} drives ({nodes}) on {bus.channel_info}; "
+                "Ctrl-C or SIGTERM stops them\n",
+                flush=True,
+            )
+            while not stop.wait(0.2):
+                pass
+    except (RuntimeError, ValueError, WhihError) as exc:
+        print(f"whih sim-drives: {exc}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    finally:
+        bus.shutdown()
+    _emit(sys.stdout, "whih sim-drives: stopped\n")
+    return EXIT_OK
 
 
 def _default_out(name: str) -> Path:
@@ -288,6 +432,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "probe":
+        return _probe(args.config, all_nodes=args.all)
+    if args.command == "sim-drives":
+        return _sim_drives(args.config, args.interface, args.channel)
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK
@@ -303,6 +451,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 "out": _default_out("demo"),
                 "seed": None,
                 "realtime": False,
+                "external_drives": False,
                 "inject": [],
                 "max_time": None,
             }
@@ -312,12 +461,19 @@ def _main(argv: Sequence[str] | None) -> int:
                 check_fault_spec(cfg, spec)
             if args.seed is not None and args.seed < 0:
                 raise ValueError(f"--seed (={args.seed}) must be an integer >= 0")
-            if args.max_time is not None and not 0.0 < args.max_time < math.inf:
-                raise ValueError(f"--max-time (={args.max_time:g}) must be a finite number of seconds > 0")
+            if args.max_time is not None and not 0.0 < args.max_time <= MAX_TIME_S:
+                raise ValueError(f"--max-time (={args.max_time:g}) must be in (0...{MAX_TIME_S:g}] seconds")
+            if args.external_drives and not args.realtime:
+                raise ValueError(
+                    "--external-drives needs --realtime (another process cannot share simulated time)"
+                )
+            if args.out is not None and not args.out.strip():
+                raise ValueError(f"--out (={args.out!r}) must name a folder")
             options = {
-                "out": args.out,
+                "out": None if args.out is None else Path(args.out),
                 "seed": args.seed,
                 "realtime": args.realtime,
+                "external_drives": args.external_drives,
                 "inject": list(args.inject),
                 "max_time": args.max_time,
             }

@@ -39,7 +39,15 @@ try:
 except ImportError:  # not POSIX: the pipe keeps the system's size
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Telemetry", "TraceRecorder", "plot_run", "read_telemetry", "write_json_atomic"]
+__all__ = [
+    "Telemetry",
+    "TraceRecorder",
+    "plot_run",
+    "read_telemetry",
+    "recording_failure",
+    "recording_losses",
+    "write_json_atomic",
+]
 
 
 class TraceRecorder:
@@ -98,6 +106,7 @@ class TraceRecorder:
         self._sent = 0
         self._frames = 0
         self._broken: OSError | None = None
+        self._closed = False
         self.pipe_bytes = 0
         self._proc = subprocess.Popen(
             # -P: the writer's folder is not put on its import path; own session: the terminal's
@@ -121,6 +130,20 @@ class TraceRecorder:
             if self._proc.returncode is None:
                 self._stop_writer()
             raise
+
+    @property
+    def failure(self) -> str | None:
+        """Why frames are no longer reaching ``trace.asc`` (the writer died, e.g. on a full
+        disk), or None while they are. One ``waitpid`` without waiting: cheap enough to poll
+        every cycle."""
+        if self._closed:
+            return None
+        if self._broken is not None:
+            return f"trace writer on {self.path} gone ({self._broken})"
+        code = self._proc.poll()
+        if code is not None:
+            return f"trace writer on {self.path} exited (code {code})"
+        return None
 
     def record(self, msg: can.Message, t: float, rx: bool) -> None:
         """Pack one frame stamped ``t`` (``msg`` may be reused by the caller right after)."""
@@ -184,11 +207,12 @@ class TraceRecorder:
     def close(self) -> None:
         """Flush, let the writer finish the file, and raise if it failed. Safe to call twice;
         frames recorded afterwards are counted as dropped."""
-        if self._proc.returncode is not None:
+        if self._closed:
             return
+        self._closed = True
         stdin = self._proc.stdin
         if stdin is not None and not stdin.closed:
-            if self._broken is None:
+            if self._broken is None and self._proc.poll() is None:
                 with contextlib.suppress(OSError):
                     os.set_blocking(self._fd, True)
                 self._blocking = True
@@ -203,7 +227,7 @@ class TraceRecorder:
         except subprocess.TimeoutExpired:
             raise OSError(f"trace writer on {self.path} did not finish: {self._stop_writer()}") from None
         if self._proc.returncode != 0 or broken is not None:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or [str(broken)]
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [str(broken or "killed")]
             raise OSError(f"trace writer failed on {self.path} (exit {self._proc.returncode}): {last[0]}")
 
     def _stop_writer(self) -> str:
@@ -255,7 +279,10 @@ class Telemetry:
 
     BLOCK_ROWS = 1024
     FLUSH_INTERVAL_S = 0.5
-    """Rows reach the files at least this often (in run time: simulated time runs faster)."""
+    """Rows reach the files at least this often in run time (simulated time runs faster)..."""
+    HANDOFF_S = 0.25
+    """...and at least this often in wall time, so a killed run keeps every row older than about
+    twice this."""
     PRECISE = ("t", "target_", "actual_")
     """Columns written with 10 significant digits (time, and positions to well below a count)."""
 
@@ -297,6 +324,10 @@ class Telemetry:
                 raise
         self.error: BaseException | None = None
         """What stopped the writer thread, if anything did (raised again by :meth:`close`)."""
+        self.dropped = 0
+        """Rows not written because the writer had failed."""
+        self._closed = False
+        self._handoff = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="whih-telemetry", daemon=True)
         self._thread.start()
 
@@ -309,18 +340,26 @@ class Telemetry:
         if t < self._next_t:
             return
         self._next_t = t + self._period * 0.999
+        if self.error is not None:
+            self.dropped += 1  # nobody writes them: a RECORDING fault says so (see failure)
+            return
         row = self._block[self._row]
         row[0] = t
         row[1:] = values
         self._row += 1
         self.rows += 1
-        if self._row == self.BLOCK_ROWS or t >= self._handover_t:
+        if (
+            self._row == self.BLOCK_ROWS
+            or t >= self._handover_t
+            or time.monotonic() - self._handoff >= self.HANDOFF_S
+        ):
             self._hand_over(t)
 
     def _hand_over(self, t: float) -> None:
         """Give the rows not handed over yet to the writer (it reads rows the cycle is done with)."""
         self._queue.put((self._block, self._start, self._row))
         self._handover_t = t + self.FLUSH_INTERVAL_S
+        self._handoff = time.monotonic()
         if self._row == self.BLOCK_ROWS:
             try:
                 self._block = self._free.get_nowait()
@@ -328,6 +367,18 @@ class Telemetry:
                 self._block = np.empty_like(self._block)
             self._row = 0
         self._start = self._row
+
+    @property
+    def failure(self) -> str | None:
+        """Why rows are no longer reaching ``telemetry.csv`` (the writer thread failed, e.g. on
+        a full disk, or died), or None while they are."""
+        if self._closed:
+            return None
+        if self.error is not None:
+            return f"telemetry writer on {self.path} failed ({self.error})"
+        if not self._thread.is_alive():
+            return f"telemetry writer on {self.path} is not running"
+        return None
 
     def _run(self) -> None:
         try:
@@ -384,7 +435,11 @@ class Telemetry:
             self._queue.join()
 
     def close(self) -> None:
-        """Write the remaining rows and close the files; raises what stopped the writer."""
+        """Write the remaining rows and close the files; raises what stopped the writer. Safe to
+        call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self._next_t = np.inf  # rows sampled after close (the closing cycles) are not kept
         if self._thread.is_alive():
             if self._row > self._start:
@@ -399,6 +454,28 @@ class Telemetry:
             self._file.close()
         if self.error is not None:
             raise OSError(f"telemetry writer failed on {self.path}: {self.error}") from self.error
+
+
+def recording_failure(*recorders: TraceRecorder | Telemetry | None) -> str | None:
+    """The first failure of the given recorders (None ones skipped), or None: polled by the
+    cycle, which makes it a RECORDING fault."""
+    for r in recorders:
+        if r is not None and (why := r.failure) is not None:
+            return why
+    return None
+
+
+def recording_losses(
+    trace: TraceRecorder | None, telemetry: Telemetry | None, failures: Sequence[str]
+) -> dict[str, Any]:
+    """What the run folder is missing, for ``summary.json``: each recorder's failure and the
+    frames/rows it dropped."""
+    lost: dict[str, Any] = {"failures": list(failures)}
+    if trace is not None:
+        lost["trace_frames_dropped"] = trace.dropped
+    if telemetry is not None:
+        lost["telemetry_rows_dropped"] = telemetry.dropped
+    return lost
 
 
 def read_telemetry(path: Path) -> dict[str, list[Any]]:

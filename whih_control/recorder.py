@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,14 @@ from whih_control.config import Config
 from whih_control.errors import RunFolderError
 from whih_control.events import EventLog
 from whih_control.procedure import Phase
-from whih_control.record import Telemetry, TraceRecorder, plot_run, write_json_atomic
+from whih_control.record import (
+    Telemetry,
+    TraceRecorder,
+    plot_run,
+    recording_failure,
+    recording_losses,
+    write_json_atomic,
+)
 from whih_control.types import LINEAR_AXES, Estimate
 
 __all__ = ["RUN_FILES", "RunRecorder", "RunResult", "make_run_folder"]
@@ -40,6 +48,8 @@ RUN_FILES = (
     "plot.png",
 )
 """The files of a run folder (docs/DESIGN.md section 3)."""
+RUN_MARKER = "events.jsonl"
+"""The first file of a run, created exclusively: of two runs into one folder, one gets it."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,16 @@ def make_run_folder(out: Path) -> None:
         raise RunFolderError(
             f"out (={str(out)!r}) already holds a run ({', '.join(taken)}); give a new folder"
         )
+    try:  # O_EXCL: of two runs started into one folder at once, exactly one gets it
+        os.close(os.open(out / RUN_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        raise RunFolderError(
+            f"out (={str(out)!r}) was just taken by another run; give a new folder"
+        ) from None
+    except OSError as exc:
+        raise RunFolderError(
+            f"out (={str(out)!r}): cannot write in the run folder: {exc.strerror or exc}"
+        ) from exc
 
 
 class RunRecorder:
@@ -104,10 +124,17 @@ class RunRecorder:
         self.axes = tuple(cfg.drives)
         self._on_failure = on_failure
         self.log_error: OSError | None = None
+        self.lost: list[str] = []
+        """What stopped being recorded (event log, trace, telemetry): each a RECORDING fault."""
+        self.summary: dict[str, Any] | None = None
+        self.summary_error: OSError | None = None
+        """Why ``summary.json`` could not be written (the caller can still show :attr:`summary`)."""
         self.min_gap = math.inf
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
         self.stale_cycles = 0
+        self.identities: dict[str, dict[str, int | None]] = {}
+        """Per axis: identity 0x1018 the drive gave at set-up (into ``summary.json``)."""
         self.faults: list[str] = []
         """One line per fault seen, ``'<t>s <axis>: <text>'``."""
         self.log: EventLog | None = None
@@ -176,9 +203,18 @@ class RunRecorder:
     def _failed(self, t: float, exc: OSError) -> None:
         if self.log_error is None:
             self.log_error = exc
-            text = f"event log {self.out}: cannot write ({exc.strerror or exc})"
-            self.faults.append(f"{t:.3f}s all: {text}")
-            self._on_failure(text)
+            self._lost(t, f"event log {self.out}: cannot write ({exc.strerror or exc})")
+
+    def _lost(self, t: float, text: str) -> None:
+        self.lost.append(text)
+        self.faults.append(f"{t:.3f}s all: {text}")
+        self._on_failure(text)
+
+    def poll(self, t: float) -> None:
+        """Once per cycle, before the commands are made: a trace or telemetry writer that has
+        failed (a full disk, a killed writer) is a RECORDING fault, in this very cycle."""
+        if not self.lost and (why := recording_failure(self.trace, self.telemetry)) is not None:
+            self._lost(t, why)
 
     # --- per cycle ---------------------------------------------------------------------------------
 
@@ -299,13 +335,20 @@ class RunRecorder:
             }
             for axis, d in cfg.drives.items()
         }
+        for axis, identity in self.identities.items():
+            summary["axes"][axis]["identity"] = identity
         summary["lesion_length"] = cfg.procedure.lesion_length
         summary["gap_window"] = [cfg.procedure.gap_min, cfg.procedure.gap_target, cfg.procedure.gap_max]
         summary["seed"] = seed
         summary["injected"] = list(injected)
         summary["config"] = cfg.to_dict()
-        write_json_atomic(self.out / "summary.json", summary)
+        summary["recording"] = recording_losses(self.trace, self.telemetry, self.lost)
+        self.summary = summary
         self.result_written = result
+        try:
+            write_json_atomic(self.out / "summary.json", summary)
+        except OSError as exc:  # e.g. a full disk: the caller still has the result to show
+            self.summary_error = exc
 
     def _plot(self) -> None:
         result = self.result_written

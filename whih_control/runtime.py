@@ -74,6 +74,7 @@ _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.DRIVE_FAULT: Reason.DRIVE_FAULT,
     DriveEventKind.SYNC_LOSS: Reason.BUS_FAULT,
     DriveEventKind.BUS_ERROR: Reason.BUS_FAULT,
+    DriveEventKind.IMPLAUSIBLE: Reason.DRIVE_FAULT,
 }
 
 STOP_SETTLE_S = 0.5
@@ -236,6 +237,8 @@ class Runtime:
         """The drives have been set up (SDO) and the cycle runs."""
         self._want_enabled = False
         self._t = 0.0
+        self._stall_s = cfg.bus.master_heartbeat_timeout_ms / 2000.0
+        """Real time: a gap between two cycles beyond this is the master's own stall (a fault)."""
         self._t_start_wall = 0.0
         self._measurements: list[TipMeasurement] = []
         # appended by the application's thread, taken one at a time by the cycle (both atomic)
@@ -540,6 +543,15 @@ class Runtime:
             with self._exclusive():
                 self.master.setup()
                 self.set_up = True
+                for axis, ident in self.master.identities.items():
+                    self.recorder.identities[axis] = ident.as_dict()
+                    self.recorder.event(
+                        self._t,
+                        "identity",
+                        axis=axis,
+                        identity=ident.as_dict(),
+                        notes=self.master.plans[axis].notes,
+                    )
         self.command("enable", self._do_enable)
         limit = self.cfg.bus.boot_timeout_s + 5.0
         # with auto_confirm, ready lasts one cycle: a wait in real time may first see approach
@@ -965,12 +977,17 @@ class Runtime:
             self._apply_scheduled_faults()
         t = self.pacer.next()  # real time: sleeps until the cycle's slot, the lock free meanwhile
         with self._lock:
+            if not self.simulated_time and t - self._t > self._stall_s and self.pacer.cycles > 1:
+                # measured on our own clock, before anything the drives say about it is read: a
+                # stopped or starved master is the cause, their heartbeat EMCYs the consequence
+                self._master_stalled(t - self._t)
             self._t = t
             # 2. read: SYNC out, one TPDO1 per drive in
             fb = self.master.read(t, self.pacer.deadline())
             # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
             for event in self.master.service(t):
                 self._drive_event(event)
+            rec.poll(t)  # a dead trace or telemetry writer -> supervisor
             # 4. supervise: the cycle's fault conditions are inputs of the supervisor (step 6)
             self._expire_teleop(t)
             self._gather_measurements(t)
@@ -1009,6 +1026,7 @@ class Runtime:
                 dst = cmds[axis]
                 dst.target = src.target
                 dst.goal = src.goal  # the supervisor's: nothing after it changes a goal
+                dst.escalate = src.escalate
             # 7. write: one RPDO1 per drive
             self.master.write()
             # 8. record: the commands are out (a quick stop included); only now is anything logged
@@ -1097,6 +1115,14 @@ class Runtime:
         else:
             time.sleep(seconds)  # the injected fault itself: the cycle really stalls
         self._cycle_in.stall_s = seconds  # the supervisor judges it
+
+    def _master_stalled(self, gap: float) -> None:
+        text = (
+            f"master stalled: {gap * 1e3:.0f} ms between two cycles on its own clock (allowed "
+            f"{self._stall_s * 1e3:.0f} ms, half the drives' master heartbeat timeout)"
+        )
+        self.recorder.faults.append(f"{self._t + gap:.3f}s all: {text}")
+        self.core.supervisor.raise_fault(Reason.STALE_FEEDBACK, text)
 
     def _drives_ready(self) -> bool:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""

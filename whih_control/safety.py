@@ -14,6 +14,11 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   are wanted enabled; ``|force| >= force_stop``; the dead-man released in a motion phase;
   imaging lost for twice its allowed age while moving or paused for it; wire coupling outside
   ``[0, coupling_max]`` during hand-in-hand for more than ``safety.coupling_fault_cycles``.
+- **Escalation** (invariant 9): while a fault is latched, a drive seen back in a powered state
+  (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
+  reporting one after the quick-stop ramp, or silent (feedback older than
+  ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable voltage, then NMT
+  stop) in that same cycle and every cycle after, until an acknowledge.
 - **Rejected input** (invariant 7; counted in ``rejected``, every axis holds): non-finite or
   out-of-range ``dt`` (then braking runs on the nominal period), feedback position/force,
   estimate; a non-finite requested target holds that axis.
@@ -76,6 +81,17 @@ _left_enabled = limits.left_enabled
 _stalled = limits.stalled
 _imaging_lost = limits.imaging_lost
 _ENABLED = DriveState.OPERATION_ENABLED
+_AT_STOP = frozenset(
+    {
+        DriveState.FAULT,
+        DriveState.FAULT_REACTION_ACTIVE,
+        DriveState.QUICK_STOP_ACTIVE,
+        DriveState.SWITCH_ON_DISABLED,
+    }
+)
+_LEAVING_STOP = frozenset(
+    {DriveState.READY_TO_SWITCH_ON, DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED}
+)
 _GOAL_ENABLED = DriveGoal.ENABLED
 _QUICK_STOP = DriveGoal.QUICK_STOP
 _DISABLED = DriveGoal.DISABLED
@@ -139,6 +155,14 @@ class SafetySupervisor:
         self._pmax = s.position_abs_max
         self._fmax = s.force_abs_max
         n = len(names)
+        # invariant 9: a drive still reporting (fresh) a powered state this many cycles into a
+        # latch has not stopped on its own: the ramp from max speed, plus the frames' two cycles
+        self._stop_cycles = max(math.ceil(d.max_speed / d.quick_stop_decel / cfg.period) + 2 for d in drives)
+        self._latched_cycles = 0
+        self._stop_seen = [False] * n
+        self.escalated: list[bool] = [False] * n
+        """Per axis (``axes`` order): seen leaving its stop under the present latch, so the
+        master disables its voltage and NMT-stops it every cycle until an acknowledge."""
         self.target: list[float] = [math.nan] * n
         """Last target sent per axis (in ``axes`` order)."""
         self.velocity: list[float] = [0.0] * n
@@ -210,6 +234,9 @@ class SafetySupervisor:
             self.latched = True
             self.latched_verdict = verdict
             self._reset_pending = False
+            self._latched_cycles = 0
+            for i in range(len(self.axes)):
+                self._stop_seen[i] = self.escalated[i] = False
 
     def acknowledge(self, feedback: Feedback) -> bool:
         """Clear the latch if every cause is gone; never moves anything.
@@ -309,6 +336,7 @@ class SafetySupervisor:
             for i in range(len(names)):
                 cmd = cmds[i]
                 cmd.goal = DriveGoal.FAULT_RESET
+                cmd.escalate = False
                 x = pos[i]
                 if _isfinite(x):
                     target[i] = x
@@ -533,7 +561,35 @@ class SafetySupervisor:
         target = self.target
         vel = self.velocity
         pos = self._pos
-        for i, cmd in enumerate(self._cmds):
+        cmds = self._cmds
+        if not self.latched:
+            for i, cmd in enumerate(cmds):
+                x = pos[i]
+                if _isfinite(x):
+                    target[i] = x
+                cmd.goal = goal
+                cmd.escalate = False
+                cmd.target = target[i] if _isfinite(target[i]) else 0.0
+                vel[i] = 0.0
+            return
+        self._latched_cycles += 1
+        late = self._latched_cycles > self._stop_cycles
+        seen, escalated = self._stop_seen, self.escalated
+        max_age = self._max_age
+        for i, af in enumerate(self._fbs):
+            st = af.state
+            if _stale(af.age_cycles, max_age):
+                # silent (e.g. put in pre-operational by another node): its stop cannot be seen
+                if late:
+                    escalated[i] = True
+            elif st in _AT_STOP:
+                seen[i] = True
+            elif st in _LEAVING_STOP and (seen[i] or late):
+                # invariant 9: back out of its stop (another node's controlwords), or never
+                # stopped: escalate within this cycle and for as long as the latch lasts
+                escalated[i] = True
+            cmd = cmds[i]
+            cmd.escalate = escalated[i]
             x = pos[i]
             if _isfinite(x):
                 target[i] = x

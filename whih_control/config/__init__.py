@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,6 +134,32 @@ def default_config_path() -> Path:
     return Path(str(resources.files("whih_control") / "configs" / "sim.toml"))
 
 
+CONFIG_MAX_BYTES = 1 << 20
+"""A configuration file larger than this is refused (the shipped ones are a few kB)."""
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, refusing what is not a regular file (``/dev/zero`` would never end, a
+    FIFO would block) or is larger than :data:`CONFIG_MAX_BYTES`, before reading it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError([f"{path}: not a regular file (a configuration is a TOML file)"])
+        if st.st_size > CONFIG_MAX_BYTES:
+            raise ConfigError(
+                [f"{path}: {st.st_size} bytes (allowed at most {CONFIG_MAX_BYTES}; is this a configuration?)"]
+            )
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > CONFIG_MAX_BYTES:  # it grew while being read
+        raise ConfigError([f"{path}: larger than {CONFIG_MAX_BYTES} bytes"])
+    return data.decode("utf-8")
+
+
 def load_config(
     source: str | os.PathLike[str] | Mapping[str, Any], *, base_dir: Path | None = None
 ) -> Config:
@@ -150,7 +177,7 @@ def load_config(
         path = Path(source)
         origin = str(path.resolve())
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(_read_config_text(path))
         except FileNotFoundError:
             raise ConfigError([f"{path}: no such file"]) from None
         except (OSError, UnicodeDecodeError) as exc:
