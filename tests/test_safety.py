@@ -766,6 +766,19 @@ def test_below_each_fault_threshold_nothing_latches(what: str) -> None:
     assert not v.fault and not sup.latched
 
 
+@pytest.mark.parametrize("periods", [0.0, -1.0, CFG.safety.max_dt_cycles + 0.5, 400.0])
+def test_a_time_step_out_of_range_is_rejected_and_holds(periods: float) -> None:
+    sup, fb, cmds, est = _running()
+    cmds.axes["ante_wire"].target = 0.0005
+    rejected = sup.rejected
+    v = sup.enforce(0.0025, periods * CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and sup.rejected == rejected + 1
+    assert cmds.axes["ante_wire"].target == 0.0
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.005, CFG.safety.max_dt_cycles * CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.OK and cmds.axes["ante_wire"].target == 0.0005  # the largest allowed
+
+
 def test_a_reported_fault_latches_in_the_next_cycle_and_counts_once() -> None:
     sup, fb, cmds, est = _running()
     sup.raise_fault(Reason.HEARTBEAT, "retro_mc heartbeat lost", "retro_mc")
