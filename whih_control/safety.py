@@ -485,14 +485,14 @@ class SafetySupervisor:
         cyc: CycleInputs,
     ) -> Verdict | None:
         """Every fault condition of the cycle, in order of precedence; None if there is none."""
+        reported = self._reported
+        if reported is not None:  # reported first: it names the cause (e.g. which bus error)
+            self._reported = None
+            return reported
         if operator.estop:
             return Verdict(Reason.ESTOP, "emergency stop pressed", True)
         if not bus_ok:
             return Verdict(Reason.BUS_FAULT, "bus fault (collision, bus error or SYNC loss)", True)
-        reported = self._reported
-        if reported is not None:
-            self._reported = None
-            return reported
         if _stalled(cyc.stall_s, self._period, self._max_age):
             late = cyc.stall_s / self._period
             return Verdict(
