@@ -17,8 +17,8 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
 - **Escalation** (invariant 9): while a fault is latched, a drive seen back in a powered state
   (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
   reporting one after the quick-stop ramp, or silent (feedback older than
-  ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable voltage, then NMT
-  stop) in that same cycle and every cycle after, until an acknowledge.
+  ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable
+  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge.
 - **Rejected input** (invariant 7; counted in ``rejected``, every axis holds): non-finite or
   out-of-range ``dt`` (then braking runs on the nominal period), feedback position/force,
   estimate; a non-finite requested target holds that axis.
@@ -484,9 +484,13 @@ class SafetySupervisor:
         bus_ok: bool,
         cyc: CycleInputs,
     ) -> Verdict | None:
-        """Every fault condition of the cycle, in order of precedence; None if there is none."""
+        """Every fault condition of the cycle, in order of precedence; None if there is none.
+
+        A reported fault comes first: it happened before this cycle, and its text is the
+        specific one (the bus check below only knows that the bus was not OK).
+        """
         reported = self._reported
-        if reported is not None:  # reported first: it names the cause (e.g. which bus error)
+        if reported is not None:
             self._reported = None
             return reported
         if operator.estop:
@@ -557,39 +561,34 @@ class SafetySupervisor:
         return None
 
     def _stop_all(self, goal: DriveGoal) -> None:
-        """Every axis gets ``goal`` (a quick stop or disable) and a target at its actual position."""
+        """Every axis gets ``goal`` (a quick stop or disable) and a target at its actual position;
+        while a fault is latched, a drive seen leaving its stop is escalated (invariant 9)."""
         target = self.target
         vel = self.velocity
         pos = self._pos
-        cmds = self._cmds
-        if not self.latched:
-            for i, cmd in enumerate(cmds):
-                x = pos[i]
-                if _isfinite(x):
-                    target[i] = x
-                cmd.goal = goal
-                cmd.escalate = False
-                cmd.target = target[i] if _isfinite(target[i]) else 0.0
-                vel[i] = 0.0
-            return
-        self._latched_cycles += 1
+        fbs = self._fbs
+        latched = self.latched
+        if latched:
+            self._latched_cycles += 1
         late = self._latched_cycles > self._stop_cycles
         seen, escalated = self._stop_seen, self.escalated
-        max_age = self._max_age
-        for i, af in enumerate(self._fbs):
-            st = af.state
-            if _stale(af.age_cycles, max_age):
-                # silent (e.g. put in pre-operational by another node): its stop cannot be seen
-                if late:
+        for i, cmd in enumerate(self._cmds):
+            if latched:
+                af = fbs[i]
+                st = af.state
+                if _stale(af.age_cycles, self._max_age):
+                    # silent (e.g. put in pre-operational by another node): its stop cannot be seen
+                    if late:
+                        escalated[i] = True
+                elif st in _AT_STOP:
+                    seen[i] = True
+                elif st in _LEAVING_STOP and (seen[i] or late):
+                    # invariant 9: back out of its stop (another node's controlwords), or never
+                    # stopped: escalate within this cycle and for as long as the latch lasts
                     escalated[i] = True
-            elif st in _AT_STOP:
-                seen[i] = True
-            elif st in _LEAVING_STOP and (seen[i] or late):
-                # invariant 9: back out of its stop (another node's controlwords), or never
-                # stopped: escalate within this cycle and for as long as the latch lasts
-                escalated[i] = True
-            cmd = cmds[i]
-            cmd.escalate = escalated[i]
+                cmd.escalate = escalated[i]
+            else:
+                cmd.escalate = False
             x = pos[i]
             if _isfinite(x):
                 target[i] = x
