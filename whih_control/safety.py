@@ -142,10 +142,6 @@ class SafetySupervisor:
         p = cfg.procedure
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
         self._part_extra = p.withdraw_distance
-        self._pairs = (
-            (self._i_amc, self._i_rmc, p.gap_min, p.gap_max, False),
-            (self._i_aw, self._i_rw, 0.0, p.coupling_max, True),
-        )
         s = cfg.safety
         self._max_age = s.feedback_max_age_cycles
         self._img_max = s.imaging_max_age_s
