@@ -61,6 +61,9 @@ __all__ = ["QUICK_STOP_OPTION", "Master", "MasterStats"]
 
 SERVICE_QUEUE_LEN: Final = 256
 """Frames (EMCY, heartbeat, ...) kept between two ``service`` calls; more are dropped and counted."""
+PLAUSIBLE_SPEED_FACTOR: Final = 2.0
+"""A drive catching up a lag runs faster than the controller's max_speed (its own motor limit:
+1.5x for the simulated drives); no axis moves at twice its max_speed."""
 OWED_MAX: Final = 4
 """SYNCs a drive may be behind and still answer all of them (more are stale anyway)."""
 SYNC_COUNTER_MAX: Final = 240
@@ -181,8 +184,13 @@ class Master:
         """Per drive: SYNCs sent that it has not answered yet (at most ``OWED_MAX``). A drive
         running late answers several in one cycle; a TPDO1 beyond what is owed has a second
         sender."""
-        period = 1.0 / self._cycle_cfg.rate_hz
-        self._jump_cycle = tuple(d.max_speed * period * d.counts_per_unit for d in self._drives)
+        self._period = 1.0 / self._cycle_cfg.rate_hz
+        self._jump_rate = tuple(
+            PLAUSIBLE_SPEED_FACTOR * d.max_speed * d.counts_per_unit for d in self._drives
+        )
+        """Per drive: counts per second no drive exceeds."""
+        self._tpdo_t = [0.0] * n
+        """Per drive: cycle time of the cycle that took its last TPDO1."""
         self._jump_tol = tuple(d.position_jump_tolerance * d.counts_per_unit for d in self._drives)
         self._have_pos = bytearray(n)
         self._jump = [0] * n
@@ -587,16 +595,21 @@ class Master:
             again = self._answered[i]
             sw, counts, torque = pdo.TPDO1.unpack_from(msg.data)
             axis = self._fb[i]
+            t = self.feedback.t
             if self._have_pos[i]:
-                # invariant 7: no further than the axis can move since its last TPDO1
+                # invariant 7: no further than the axis can move since its last TPDO1, in the
+                # time that passed (on the wall clock a stalled master sees a drive move further)
                 jump = counts - self._actual_counts[i]
-                allowed = self._jump_cycle[i] * (axis.age_cycles + 1) + self._jump_tol[i]
+                elapsed = t - self._tpdo_t[i]
+                allowed = self._jump_rate[i] * (elapsed if elapsed > self._period else self._period)
+                allowed += self._jump_tol[i]
                 if jump > allowed or -jump > allowed:
                     self._jump[i] = jump
                     self._jump_allowed[i] = allowed
                     self._implausible = True
                     self._bus_ok_cycle = False
             self._have_pos[i] = 1
+            self._tpdo_t[i] = t
             axis.statusword = sw
             axis.state = _STATE_LUT[sw & 0x7F]
             axis.position = counts * self._inv_cpu[i]
@@ -729,7 +742,8 @@ class Master:
                             text=f"node {self.nodes[i]}: position actual jumped "
                             f"{jump / d.counts_per_unit:+.3f} since its last TPDO1 (allowed "
                             f"{self._jump_allowed[i] / d.counts_per_unit:.3f}: "
-                            f"max_speed {d.max_speed:g}/s per cycle + position_jump_tolerance "
+                            f"{PLAUSIBLE_SPEED_FACTOR:g} x max_speed {d.max_speed:g}/s x time since + "
+                            f"position_jump_tolerance "
                             f"{d.position_jump_tolerance:g})",
                         )
                     )

@@ -712,7 +712,26 @@ class SimDrive:
             if c[2] >= 0.0 and t - c[2] > c[1] + _EPS_T:
                 self._consumer_timeout(c)
         self._move(dt)
-        self._check_following_error(dt)
+        # Following error, then (below) the predefined TPDO1: both need the reported position,
+        # which nothing in between changes, so it is rounded once per SYNC.
+        stuck = self._stuck
+        reported = round((self._pos if stuck is None else stuck) * self._cpu)
+        if self._state is not _OE or self._mode != MODE_CSP:
+            self._fe_time = 0.0
+        elif self._fe_window != 0xFFFFFFFF:
+            target = self._target
+            lo = self._lim_min
+            hi = self._lim_max
+            if lo < hi:
+                target = lo if lo > target else target
+                target = hi if hi < target else target
+            if abs(target - reported) > self._fe_window:
+                self._fe_time += dt
+                if self._fe_time > self._fe_timeout + _EPS_T:
+                    self._fe_flag = True
+                    self.fault(EMCY_FOLLOWING_ERROR)
+            else:
+                self._fe_time = 0.0
         if self._hb_period > 0.0 and not self._hb_lost and t + _EPS_T >= self._hb_next:
             self.send(self._hb_cob, bytes((self._nmt,)))
             self._hb_next += self._hb_period
@@ -728,7 +747,23 @@ class SimDrive:
             if not sync:
                 return
             self._sync_n = 0
-            data = self._fast_tpdo_payload()
+            s = self._state
+            sw = _SW_BASE[s]
+            if self._vel == 0.0 and (s is _QSA or (s is _OE and abs(reported - self._target) <= 1)):
+                sw |= SW_TARGET_REACHED
+            if self._limit_flag:
+                sw |= SW_INTERNAL_LIMIT
+            if self._fe_flag:
+                sw |= SW_FOLLOWING_ERROR
+            if s in _TORQUE_ON:
+                f = self._force
+                f_max = self._f_max
+                torque = round((f_max if f_max < f else f) / self._fpt)
+                torque = _I16_MIN if torque < _I16_MIN else _I16_MAX if torque > _I16_MAX else torque
+            else:
+                torque = 0
+            pos = _I32_MIN if reported < _I32_MIN else _I32_MAX if reported > _I32_MAX else reported
+            data = _TPDO1_PACK(sw, pos, torque)
             if m.event_ms > 0:
                 self._tpdo_next_evt = t + m.event_ms / 1000.0
             self._tpdo_last = data
@@ -811,29 +846,6 @@ class SimDrive:
             elif s is _FRA:
                 self._state = DriveState.FAULT
 
-    def _check_following_error(self, dt: float) -> None:
-        if self._state is not _OE or self._mode != MODE_CSP:
-            self._fe_time = 0.0
-            return
-        window = self._fe_window
-        if window == 0xFFFFFFFF:
-            return
-        target = self._target
-        lo = self._lim_min
-        hi = self._lim_max
-        if lo < hi:
-            target = lo if lo > target else target
-            target = hi if hi < target else target
-        stuck = self._stuck
-        reported = round((self._pos if stuck is None else stuck) * self._cpu)
-        if abs(target - reported) > window:
-            self._fe_time += dt
-            if self._fe_time > self._fe_timeout + _EPS_T:
-                self._fe_flag = True
-                self.fault(EMCY_FOLLOWING_ERROR)
-        else:
-            self._fe_time = 0.0
-
     def _send_tpdo(self, t: float, sync: bool) -> None:
         if self._pdo_dirty:
             self._compile()
@@ -868,28 +880,6 @@ class SimDrive:
             self._tpdo_drop -= 1
             return
         self.send(m.cob_id, data)
-
-    def _fast_tpdo_payload(self) -> bytes:
-        """TPDO1 as predefined: statusword, position actual, torque actual (inlined getters)."""
-        s = self._state
-        stuck = self._stuck
-        reported = round((self._pos if stuck is None else stuck) * self._cpu)
-        sw = _SW_BASE[s]
-        if self._vel == 0.0 and (s is _QSA or (s is _OE and abs(reported - self._target) <= 1)):
-            sw |= SW_TARGET_REACHED
-        if self._limit_flag:
-            sw |= SW_INTERNAL_LIMIT
-        if self._fe_flag:
-            sw |= SW_FOLLOWING_ERROR
-        if s in _TORQUE_ON:
-            f = self._force
-            f_max = self._f_max
-            torque = round((f_max if f_max < f else f) / self._fpt)
-            torque = _I16_MIN if torque < _I16_MIN else _I16_MAX if torque > _I16_MAX else torque
-        else:
-            torque = 0
-        pos = _I32_MIN if reported < _I32_MIN else _I32_MAX if reported > _I32_MAX else reported
-        return _TPDO1_PACK(sw, pos, torque)
 
     def _tpdo_payload(self, m: _PdoMap) -> bytes:
         if m.fast:

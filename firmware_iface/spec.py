@@ -185,8 +185,9 @@ class DriveConfig:
         unit="unit",
         lo=0.0,
         hi=1000.0,
-        doc="plausibility: position actual may change by max_speed x period per cycle since the "
-        "last TPDO1 plus this (the drive's own overshoot and quantisation); more is a fault",
+        doc="plausibility: position actual may change by 2 x max_speed x the time since the last "
+        "TPDO1 (at least a period) plus this (the drive's own overshoot and quantisation); more is "
+        "a fault",
     )
     accept_no_heartbeat_consumer: bool = setting(
         False,

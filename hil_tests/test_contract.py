@@ -87,20 +87,34 @@ def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated:
     if not simulated and spec.kind not in RUNTIME_FAULT_KINDS:
         pytest.skip("a drive's own fault is injected inside the simulated drives")
     cfg = rig_config.replace(safety=dataclasses.replace(rig_config.safety, imaging_max_age_s=0.5))
-    with bench_robot(cfg, inject=[f"{kind}@1.5"], auto_confirm=True) as robot:
-        robot.enable()
+    # every TPDO1 the master takes: (cycle time, node, position actual in counts)
+    frames: list[tuple[float, int, int]] = []
+
+    def tap(msg: can.Message, t: float, rx: bool) -> None:
+        if rx and 0x181 <= msg.arbitration_id <= 0x1FF and msg.dlc == 8:
+            frames.append(
+                (t, msg.arbitration_id - 0x180, int.from_bytes(msg.data[2:6], "little", signed=True))
+            )
+
+    # the go and crossing confirmed from here: a procedure confirming its own gates passes ready
+    # before enable() on the cycle thread sees it
+    with bench_robot(cfg, inject=[f"{kind}@1.5"]) as robot:
         rt = robot.runtime
-        fb = rt.master.feedback.axes
-        end = rt.time + 10.0
-        while not rt.core.supervisor.latched and rt.time < end:
-            rt._cycle()
-        assert rt.core.supervisor.latched, f"{kind}: no fault within 10 s"
-        at_latch = {a: fb[a].position for a in LINEAR_AXES}
-        stop_at = rt.time + 0.5
-        while rt.time < stop_at:
-            rt._cycle()
-    assert rt.faults
-    # after close every drive has reported again (an injected SYNC loss ends with the run)
-    stop = {a: abs(fb[a].position - at_latch[a]) for a in LINEAR_AXES}
+        rt.master.tap = tap
+        robot.enable()
+        result = robot.run_procedure(max_time=10.0, confirm=lambda gate: True)
+        t_latch = rt._latch_t
+    assert result.outcome == "fault", (result.outcome, result.reason)
+    assert result.faults and t_latch is not None
+    stop = {}
+    for axis in LINEAR_AXES:
+        d = cfg.drives[axis]
+        mine = [(t, c) for t, n, c in frames if n == d.node_id]
+        # the reading the latching cycle took (for an encoder jump, the jumped one): what the
+        # drive does after it is the stop
+        # (with SYNC lost nothing answers after the latch: the last reading before it, then)
+        at_latch = next((c for t, c in mine if t >= t_latch), [c for t, c in mine if t < t_latch][-1])
+        # the last report: after close, once every drive answered again (a SYNC loss ends there)
+        stop[axis] = abs(mine[-1][1] - at_latch) / d.counts_per_unit
     print(f"\n{kind}: stop distance from the drives' position actual (mm): {stop}")
     assert max(stop.values()) <= cfg.safety.stop_distance_max, stop

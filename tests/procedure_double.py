@@ -35,6 +35,8 @@ class Kinematic:
         self.tips = dict(tips or start_tips(cfg.procedure.lesion_length))
         self.force: dict[str, float] = {a: 0.0 for a in self.tips}
         self.blocked: set[str] = set()
+        self.angles: dict[str, float] = {}
+        """Rotary axes (deg), moved like the tips; not part of the estimate."""
 
     def estimate(self) -> Estimate:
         t = self.tips
@@ -60,9 +62,10 @@ class Kinematic:
                 target = self.tips["retro_wire"] - p.coupling_target
             else:
                 target = ax.target
-            d = target - self.tips[axis]
+            pos = self.tips if axis in self.tips else self.angles
+            d = target - pos.setdefault(axis, 0.0)
             lim = ax.speed * dt
-            self.tips[axis] += max(-lim, min(lim, d))
+            pos[axis] += max(-lim, min(lim, d))
 
 
 def inputs(

@@ -10,7 +10,7 @@ import pytest
 
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
-from firmware_iface.master import Master
+from firmware_iface.master import PLAUSIBLE_SPEED_FACTOR, Master
 from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from firmware_iface.types import DriveEventKind
@@ -105,7 +105,7 @@ def test_a_position_jump_beyond_physics_is_a_fault_in_the_cycle_it_arrives(
 ) -> None:
     m = Master(cfg, simbus)
     d = cfg.drives["ante_wire"]
-    per_cycle = d.max_speed * cfg.period + d.position_jump_tolerance
+    per_cycle = PLAUSIBLE_SPEED_FACTOR * d.max_speed * cfg.period + d.position_jump_tolerance
     _answered_cycle(m, simbus, 0.0025)
     step = int(per_cycle * d.counts_per_unit)  # the most one cycle allows: taken
     _answered_cycle(m, simbus, 0.005, counts=step)
@@ -119,7 +119,10 @@ def test_a_position_jump_beyond_physics_is_a_fault_in_the_cycle_it_arrives(
     m.read(0.01, None)
     m.read(0.0125, None)
     for node in m.nodes:
-        further = int((3 * d.max_speed * cfg.period + d.position_jump_tolerance) * d.counts_per_unit)
+        further = int(
+            (3 * PLAUSIBLE_SPEED_FACTOR * d.max_speed * cfg.period + d.position_jump_tolerance)
+            * d.counts_per_unit
+        )
         simbus.kernel.device_send(_tpdo(node, 2 * step + 2 + further if node == 1 else 0))
     assert m.read(0.015, None).bus_ok
 

@@ -30,7 +30,7 @@ import whih_control as wc
 from whih_control import _trace_writer
 from whih_control.cli import main
 from whih_control.config import load_config
-from whih_control.events import EventLog
+from whih_control.events import EventLog, read_events
 from whih_control.inspect_run import CUT_BY_A_CRASH, inspect_run, read_trace
 from whih_control.record import Telemetry, TraceRecorder, read_telemetry
 from whih_control.telemetry_mcap import EVENTS_TOPIC
@@ -251,6 +251,36 @@ def test_a_failing_telemetry_writer_is_raised_at_close_naming_the_file(
     assert isinstance(tel.error, OSError)
     with pytest.raises(OSError, match=r"telemetry writer failed on .*telemetry.csv.*No space left"):
         tel.close()
+
+
+@pytest.mark.parametrize("writer", ["telemetry", "trace"])
+def test_a_recording_writer_that_dies_stops_the_run_with_a_recording_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    cfg = load_config(SIM_TOML)
+    if writer == "telemetry":
+
+        def full_disk(self: Any, rows: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("whih_control.telemetry_mcap.McapTelemetry.write_rows", full_disk)
+    robot = wc.Robot(cfg, clock="simulated", out=tmp_path / "run", auto_confirm=True)
+    # the writer's failure is raised at close too, naming it
+    with pytest.raises(OSError, match=f"{writer} writer failed"), robot:
+        if writer == "trace":
+            trace = robot._runtime.recorder.trace
+            assert trace is not None
+            trace._proc.kill()  # the writer process dies; the next hand-over finds its pipe closed
+            trace._proc.wait()
+        try:  # the first hand-over that fails latches the fault: in enable's cycles, or later
+            robot.enable()
+        except wc.WhihError as exc:
+            reason = str(exc)
+        else:
+            reason = robot.run_procedure(max_time=5.0).reason
+        assert f"{writer} writer" in reason
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    assert any(e["kind"] == "fault" and f"{writer} writer" in e["text"] for e in events)
 
 
 # --- whih inspect ------------------------------------------------------------------------------

@@ -229,9 +229,11 @@ def check_cycle(
 def window_pairs(cfg: Config, est: Estimate, obj: Objective) -> list[tuple[str, str, float, float, float]]:
     """(ante axis, retro axis, distance now, floor, ceiling) of each window in force."""
     p = cfg.procedure
-    ceiling = p.gap_max + (p.withdraw_distance if obj.part_mcs else 0.0)
+    # in hand-in-hand and withdraw the support rule (tests/test_support.py) bounds the MCs instead
+    free = obj.phase.startswith("hand_in_hand") or obj.part_mcs
+    ceiling = math.inf if free else p.gap_max
     pairs = [("ante_mc", "retro_mc", est.gap, p.gap_min, ceiling)]
-    if obj.phase.startswith("hand_in_hand"):
+    if obj.phase.startswith("hand_in_hand") and obj.coupled:
         pairs.append(("ante_wire", "retro_wire", est.coupling, 0.0, p.coupling_max))
     return pairs
 
@@ -600,22 +602,27 @@ def test_objective_axes_do_not_matter_to_the_supervisor() -> None:
     assert v.reason == Reason.NO_MOTION_PHASE and cmds.axes["ante_wire"].target == 0.0
 
 
-@pytest.mark.parametrize("parting", [False, True])
-def test_gap_ceiling_is_raised_only_while_the_mcs_part(parting: bool) -> None:
+@pytest.mark.parametrize(
+    ("phase", "parting", "lifted"),
+    [
+        ("withdraw", False, False),
+        ("withdraw", True, True),
+        ("approach", False, False),
+        ("hand_in_hand.retro_step", False, True),
+    ],
+)
+def test_gap_ceiling_gives_way_only_in_hand_in_hand_and_while_the_mcs_part(
+    phase: str, parting: bool, lifted: bool
+) -> None:
     p = CFG.procedure
-    objective = Objective("withdraw", True, part_mcs=parting)
-    sup, fb, cmds, est = _running()
-    est.gap = p.gap_max - 0.0002
-    cmds.axes["retro_mc"].target = -0.0005  # withdrawing the retro MC opens the gap past gap_max
-    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
-    assert (cmds.axes["retro_mc"].target == 0.0) is not parting
-    assert (v.reason == Reason.GAP_WINDOW) is not parting
-    # past the raised ceiling the parting stops too
-    sup, fb, cmds, est = _running()
-    est.gap = p.gap_max + p.withdraw_distance - 0.0002
-    cmds.axes["retro_mc"].target = -0.0005
-    sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
-    assert cmds.axes["retro_mc"].target == 0.0
+    objective = Objective(phase, True, part_mcs=parting)
+    for gap in (p.gap_max - 0.0002, p.gap_max + 30.0):
+        sup, fb, cmds, est = _running()
+        est.gap = gap
+        cmds.axes["retro_mc"].target = -0.0005  # withdrawing the retro MC opens the gap past gap_max
+        v = sup.enforce(0.0025, CFG.period, cmds, fb, est, objective, HELD)
+        assert (cmds.axes["retro_mc"].target == 0.0) is not lifted
+        assert (v.reason == Reason.GAP_WINDOW) is not lifted
     # the floor holds in every case
     sup, fb, cmds, est = _running()
     est.gap = p.gap_min + 0.0002

@@ -16,6 +16,7 @@ from whih_control.errors import (
     WhihError,
 )
 from whih_control.status import DriveStatus, Status
+from whih_control.trials import trials
 from whih_control.types import TipMeasurement
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "default_config_path",
     "load_config",
     "simulate",
+    "trials",
 ]
 
 __version__ = "0.1.0"

@@ -94,7 +94,131 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.add_argument("--no-plot", action="store_true", help="do not redraw plot.png")
+    _add_trials_parser(sub)
     return p
+
+
+def _add_trials_parser(sub: Any) -> None:
+    tri = sub.add_parser(
+        "trials",
+        help="simulated trials: cohort x variants x seeds on every core or a Dask cluster (resumable)",
+    )
+    tri.add_argument(
+        "--cohort",
+        required=True,
+        metavar="NAME[:N]",
+        help="paper-2025, synthetic:N or a CSV file of cases",
+    )
+    tri.add_argument("--seeds", default="0", metavar="A..B", help="seeds A to B inclusive (default 0)")
+    tri.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep a config key (repeatable; the variants are the cross product)",
+    )
+    tri.add_argument("--ablate", action="append", default=[], metavar="NAME", help="ablation (repeatable)")
+    where = tri.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, help="worker processes (default: the machine's cores)")
+    where.add_argument("--dask", metavar="ADDRESS", help="run on this dask.distributed scheduler")
+    tri.add_argument("--config", type=Path, help="base configuration (default: the shipped sim.toml)")
+    tri.add_argument("--record", action="store_true", help="a run folder per trial under DIR/runs")
+    tri.add_argument("--out", required=True, type=Path, help="trials folder (rerun to resume)")
+
+
+def _trials(args: argparse.Namespace) -> int:
+    # imported here: the other commands never pay for pandas
+    from whih_control.trials import (  # noqa: PLC0415
+        TrialsError,
+        TrialsLostError,
+        format_summary,
+        parse_seeds,
+        parse_set,
+        resolve_cohort,
+        summarize,
+        sweep,
+        trials,
+    )
+
+    try:
+        cfg = load_config(args.config if args.config is not None else default_config_path())
+    except ConfigError as exc:
+        print("whih trials: invalid configuration", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        seeds = parse_seeds(args.seeds)
+        sets = dict(parse_set(text) for text in args.sets)
+        if len(sets) != len(args.sets):
+            raise ValueError("--set: each key may be given once")
+        variants = sweep(sets, ablate=args.ablate)
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError(f"--jobs (={args.jobs}) must be an integer >= 1")
+        cases = resolve_cohort(args.cohort)
+        for v in variants:
+            v.apply(cfg)
+    except ConfigError as exc:
+        print("whih trials: invalid --set", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    total = len(cases) * len(variants) * len(seeds)
+    _emit(
+        sys.stdout,
+        f"whih trials: {len(cases)} cases x {len(variants)} variants x {len(seeds)} seeds = {total} trials "
+        f"-> {args.out}\n",
+        flush=True,
+    )
+    client = None
+    try:
+        if args.dask:
+            from distributed import Client  # noqa: PLC0415
+
+            try:
+                client = Client(args.dask, timeout=10)  # type: ignore[no-untyped-call]
+            except OSError as exc:
+                print(
+                    f"whih trials: --dask (={args.dask!r}): cannot reach the scheduler ({exc})",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+        frame = trials(
+            cases,
+            variants=variants,
+            seeds=seeds,
+            jobs=args.jobs,
+            executor=client,
+            out=args.out,
+            config=cfg,
+            record=args.record,
+        )
+    except ImportError as exc:  # the 'trials' extra is not installed
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nwhih trials: stopped (Ctrl-C); rerun the same command to resume", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    except TrialsLostError as exc:  # the rows that ended are kept; a rerun runs the rest
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
+    except TrialsError as exc:
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if client is not None:
+            client.close()  # type: ignore[no-untyped-call]
+    summary = summarize(frame, [v.name for v in variants])
+    _emit(sys.stdout, format_summary(summary) + "\n")
+    _emit(
+        sys.stdout,
+        f"{len(frame)} rows: {args.out / 'results.parquet'}, results.csv, summary.csv, plots/\n",
+    )
+    return EXIT_OK
 
 
 def _emit(stream: TextIO, text: str, *, flush: bool = False) -> None:
@@ -319,7 +443,9 @@ def _run(
             sim=dataclasses.replace(cfg.sim, enabled=False),
             imaging=dataclasses.replace(cfg.imaging, source="external"),
         )
-        auto_confirm = True  # simulated drives all the same: the procedure confirms its gates
+        # the go and crossing are confirmed from here (the procedure confirming its own gates
+        # would pass ready before enable() on the cycle thread sees it)
+        auto_confirm = False
         bench = imaging = BenchImaging(cfg)
 
         def progress(p: Progress) -> None:
@@ -342,12 +468,13 @@ def _run(
     try:
         with robot:
             robot.enable()
+            confirm = (lambda gate: True) if external_drives else None
             if not use_keys:
-                result = robot.run_procedure(max_time=max_time)
+                result = robot.run_procedure(max_time=max_time, confirm=confirm)
             else:
                 with OperatorKeys(robot) as k:
                     keys.append(k)
-                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True)
+                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True, confirm=confirm)
     except OSError as exc:  # the run folder's disk; the drives were stopped before this
         failure = exc
     if result is not None:
@@ -439,6 +566,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "diagram":
         _emit(sys.stdout, diagram(args.format) + "\n")
         return EXIT_OK
+    if args.command == "trials":
+        return _trials(args)
     if args.command == "dbc":
         return _dbc(args.config, args.output)
     if args.command == "inspect":

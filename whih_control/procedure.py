@@ -37,6 +37,7 @@ from transitions.extensions import HierarchicalMachine
 from transitions.extensions.diagrams import HierarchicalGraphMachine
 from transitions.extensions.nesting import NestedState
 
+from whih_control import support
 from whih_control.config import Config
 from whih_control.errors import ProcedureError
 from whih_control.events import EventLog
@@ -133,6 +134,9 @@ _MOTION_ORDER = (
 _COUPLING_MARGIN = 0.15
 """Share of ``coupling_max`` a retrograde step keeps free for estimate noise."""
 
+_COUPLING_SLIP = 0.3
+"""mm the coupling may grow past what a step planned before the procedure backs off."""
+
 _RESUMABLE = (*_MOTION_ORDER, Phase.CROSSED)
 """Where :meth:`Procedure.resume` may return to: a fault after crossing resumes at crossed."""
 
@@ -222,7 +226,6 @@ def _spec() -> tuple[list[Any], list[dict[str, Any]]]:
     for sub in ("retro_step", "ante_follow", "verify"):
         add("update", hih[sub], Phase.ABORTED, "deviation", "no_rewind_left")
         add("update", hih[sub], hih["rewind"], "deviation")
-    add("update", hih["retro_step"], Phase.ABORTED, "step_blocked")
     add("update", hih["retro_step"], hih["ante_follow"], "step_done")
     add("update", hih["ante_follow"], hih["verify"], "followed")
     add("update", hih["verify"], Phase.CROSSED, "crossing_reached")
@@ -376,6 +379,24 @@ class Procedure:
         }
         self._stall_ref: dict[str, tuple[float, float]] = {}
         self._stalled: dict[str, bool] = {"ante_mc": False, "retro_mc": False}
+        ablate = cfg.procedure.ablations
+        self._approach = "no-mc-approach" not in ablate
+        self._coupling = "no-coupling" not in ablate
+        rotary = {a for a, d in cfg.drives.items() if d.kind == "rotary"}
+        self._rotate = "no-rotation" not in ablate
+        self._rot_ante = self._rotate and "ante_wire_rot" in rotary
+        self._rot_retro = self._rotate and "retro_wire_rot" in rotary
+        self._rewind_bound = cfg.procedure.rewind_bound()
+        self._step = cfg.procedure.step
+        """Length of the next retrograde step: halved by each rewind, doubled back by each
+        verified step (between step_min and step)."""
+        self._wire_ref: tuple[float, float] = (math.nan, math.nan)
+        self._wire_stalled = False
+        self._cpl_plan = math.inf
+        """Largest coupling the present hand-in-hand step plans (mm)."""
+        self._spinning = False
+        self._spin_t0 = 0.0
+        self._turn_sign = 1.0
         self._still = {p: Objective(phase=p.value) for p in Phase}
         self._model = _Guards(self)
         self._machine = _Machine(
@@ -466,6 +487,8 @@ class Procedure:
         self._held = self._api_held and held_in
         if self.phase is Phase.APPROACH or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_stalls()
+        if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
+            self._track_wire()
         checks = self._update_checks.get(self._model.state)
         if checks is not None and self._update_may_fire(checks):
             self._model.update()
@@ -627,6 +650,7 @@ class Procedure:
 
     def _g_count_step(self) -> None:
         self._steps += 1
+        self._step = min(self._p.step, 2.0 * self._step)
 
     def _save_resume(self, phase: Phase) -> None:
         self._resume = phase
@@ -752,6 +776,9 @@ class Procedure:
     def _g_gap_reached(self) -> bool:
         p = self._p
         gap = self._inputs.estimate.gap
+        if not self._approach:
+            self._why = f"ablation no-mc-approach: the MCs stay where they are (gap {gap:.2f} mm)"
+            return True
         if p.gap_min <= gap <= p.gap_target + p.approach_tolerance:
             return True
         if all(self._stalled.values()) and p.gap_min <= gap <= p.gap_max:
@@ -763,6 +790,8 @@ class Procedure:
         return self._tip("retro_wire") >= self._target["retro_wire"] - self._p.position_tolerance
 
     def _g_aligned(self) -> bool:
+        if not self._coupling:
+            return self._tip("ante_wire") >= self._target["ante_wire"] - self._p.position_tolerance
         c = self._inputs.estimate.coupling
         return 0.0 <= c <= self._p.coupling_target + self._p.position_tolerance
 
@@ -776,31 +805,47 @@ class Procedure:
                     f"deviation: {axis} force {f:.2f} N (rewind at >= {ratio * self._alarm[axis]:.2f} N)"
                 )
                 return True
+        c = self._inputs.estimate.coupling
+        # the coupling grows beyond what the step planned (the ante wire falls back: buckled in a
+        # false track, or stuck), or close to its limit: back off while it is still in range
+        late = min(self._cpl_plan + _COUPLING_SLIP, (1.0 - 0.5 * _COUPLING_MARGIN) * self._p.coupling_max)
+        if self._coupling and c > late and self.phase is not Phase.HAND_IN_HAND_REWIND:
+            self._why = f"stall: coupling {c:.2f} mm > {late:.2f} mm, the ante wire does not follow"
+            return True
+        if self._wire_stalled:
+            self._why = (
+                f"stall: {self._stall_axis()} made less than {self._p.stall_progress:g} mm in "
+                f"{self._p.stall_time_s:g} s (unsupported ante wire "
+                f"{self._unsupported()[0]:.1f} mm)"
+            )
+            return True
         return False
 
+    def _stall_axis(self) -> str:
+        """The wire the present hand-in-hand sub-phase advances."""
+        return "ante_wire" if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW else "retro_wire"
+
+    def _unsupported(self) -> tuple[float, float]:
+        """Estimated unsupported length of (ante, retro) wire (mm)."""
+        aw, am, rw, rm = (self._tip(a) for a in ("ante_wire", "ante_mc", "retro_wire", "retro_mc"))
+        reach = self._p.coupling_max
+        return (
+            support.unsupported_ante(aw, am, rw, rm, reach),
+            support.unsupported_retro(aw, am, rw, rm, reach),
+        )
+
     def _g_no_rewind_left(self) -> bool:
-        if self._rewinds >= self._p.max_rewinds:
+        if self._rewinds >= self._rewind_bound:
             self._why = f"max_rewinds: {self._why or 'rewind needed'} after {self._rewinds} rewinds"
             return True
         return False
 
     def _g_coupling_bad(self) -> bool:
+        if not self._coupling:
+            return False
         c = self._inputs.estimate.coupling
         if not 0.0 <= c <= self._p.coupling_max:
             self._why = f"coupling {c:.2f} mm outside [0...{self._p.coupling_max:g}] mm"
-            return True
-        return False
-
-    def _g_step_blocked(self) -> bool:
-        # The ante MC follows the retro MC at the gap target; stalled in the lesion it cannot, the
-        # gap reaches its ceiling and the supervisor holds the retro MC (and with it the step).
-        # Waiting would only end in the phase time-out: say what happened instead.
-        gap = self._inputs.estimate.gap
-        if self._stalled["ante_mc"] and gap >= self._p.gap_max - self._p.approach_tolerance:
-            self._why = (
-                f"uncrossable: ante_mc stalled at {self._tip('ante_mc'):.1f} mm with the gap at "
-                f"{gap:.2f} mm (gap_max {self._p.gap_max:g} mm): the retrograde step cannot go on"
-            )
             return True
         return False
 
@@ -812,6 +857,8 @@ class Procedure:
         )
 
     def _g_followed(self) -> bool:
+        if not self._coupling:
+            return self._tip("ante_wire") >= self._target["ante_wire"] - self._p.position_tolerance
         return self._inputs.estimate.coupling <= self._p.coupling_target + self._p.position_tolerance
 
     def _g_crossing_reached(self) -> bool:
@@ -824,8 +871,9 @@ class Procedure:
         return False
 
     def _g_verified(self) -> bool:
-        p = self._p
-        return p.gap_min <= self._inputs.estimate.gap <= p.gap_max
+        # the gap may exceed gap_max in hand-in-hand while every wire stays supported (the
+        # supervisor holds any command that would break the support limit)
+        return self._p.gap_min <= self._inputs.estimate.gap
 
     def _g_rewound(self) -> bool:
         tol = self._p.position_tolerance
@@ -856,25 +904,69 @@ class Procedure:
         elif phase is Phase.UNTIP:
             tgt["retro_wire"] = amc + p.untip_clearance
         elif phase is Phase.ALIGN:
-            tgt["ante_wire"] = rw - p.coupling_target
+            # without coupling the wire only comes out to its MC tip (it advances alone)
+            tgt["ante_wire"] = rw - p.coupling_target if self._coupling else amc
         elif phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._stall_ref.clear()  # a stall is judged within one step
             self._stalled["ante_mc"] = self._stalled["retro_mc"] = False
-            # a step never takes the coupling past its limit less a margin for estimate noise
-            # (after a rewind the wires may start the step further apart than the target)
-            room = p.coupling_max - _COUPLING_MARGIN * p.coupling_max - (rw - aw)
-            tgt["retro_wire"] = rw + max(0.0, min(p.step, room))
-            # the retro MC withdraws only as needed to keep untip_clearance of wire exposed, so the
-            # gap-following ante MC stays behind the ante wire tip
-            tgt["retro_mc"] = max(rmc, tgt["retro_wire"] + p.untip_clearance)
+            self._wire_ref = (math.nan, math.nan)
+            self._wire_stalled = False
+            self._turn_sign = -self._turn_sign
+            step = self._step
+            if self._coupling:
+                # a step never takes the coupling past its limit less a margin for estimate noise
+                # (after a rewind the wires may start the step further apart than the target)
+                # with a long free segment the ante wire may fall back unseen until the next frame:
+                # keep more of the coupling in reserve then
+                weak = self._unsupported()[0] > 0.5 * p.unsupported_max
+                reserve = 0.4 if weak else _COUPLING_MARGIN
+                room = p.coupling_max - reserve * p.coupling_max - (rw - aw)
+                tgt["retro_wire"] = rw + max(0.0, min(step, room))
+                self._cpl_plan = tgt["retro_wire"] - aw
+                # the retro MC withdraws only as needed to keep untip_clearance of wire exposed, so
+                # the gap-following ante MC stays behind the ante wire tip
+                # (and comes back to it where it can: the retro MC re-approaches its wire)
+                # but never closer than gap_target ahead of the ante wire tip, so the gap-following
+                # ante MC stays behind that tip
+                keep = tgt["retro_wire"] + p.untip_clearance
+                tgt["retro_mc"] = keep if self._approach else max(rmc, keep)
+            else:
+                # the retrograde devices only make way: MC ahead of the next ante step, wire inside it
+                tgt["retro_mc"] = max(rmc, aw + step + p.untip_clearance)
+                tgt["retro_wire"] = max(rw, tgt["retro_mc"] + p.position_tolerance)
+        elif phase is Phase.HAND_IN_HAND_ANTE_FOLLOW:
+            self._wire_ref = (math.nan, math.nan)
+            self._wire_stalled = False
+            self._spinning = False
+            tgt["ante_wire"] = aw + self._step
         elif phase is Phase.HAND_IN_HAND_REWIND:
             self._rewinds += 1
+            self._wire_stalled = False
+            self._turn_sign = -self._turn_sign
+            # what the operator does: back off, turn the wire on the way (rotary axes), shorten the
+            # next step, and bring the ante MC up again for support (re-approach)
+            self._step = max(p.step_min, 0.5 * self._step)
             tgt["ante_wire"] = aw - p.rewind_distance
-            tgt["retro_wire"] = rw - p.rewind_distance
-            tgt["ante_mc"] = min(amc, tgt["ante_wire"])
+            # the retro wire comes back further by what the coupling lost, closing it again
+            lost = max(0.0, (rw - aw) - p.coupling_target)
+            tgt["retro_wire"] = rw - p.rewind_distance - lost if self._coupling else rw
+            reach = rmc - p.gap_target if self._approach else amc
+            tgt["ante_mc"] = min(max(amc, reach), tgt["ante_wire"])
         elif phase is Phase.WITHDRAW:
             tgt["retro_wire"] = rw + p.withdraw_distance
             tgt["retro_mc"] = rmc + p.withdraw_distance
+
+    def _track_wire(self) -> None:
+        """The wire this hand-in-hand sub-phase advances makes no progress: a stall (buckled,
+        held by the support limit, or blocked)."""
+        p = self._p
+        tip = self._tip(self._stall_axis())
+        t_ref, tip_ref = self._wire_ref
+        if math.isnan(t_ref) or abs(tip - tip_ref) >= p.stall_progress:
+            self._wire_ref = (self._t, tip)
+            self._wire_stalled = False
+        elif self._t - t_ref >= p.stall_time_s:
+            self._wire_stalled = True
 
     def _track_stalls(self) -> None:
         p = self._p
@@ -902,7 +994,8 @@ class Procedure:
         gap_follow = AxisObjective(AxisMotion.GAP_FOLLOW, rmc - p.gap_target, mc)
         if phase is Phase.APPROACH:
             excess = est.gap - p.gap_target
-            ante, retro = not self._stalled["ante_mc"], not self._stalled["retro_mc"]
+            ante = self._approach and not self._stalled["ante_mc"]
+            retro = self._approach and not self._stalled["retro_mc"]
             share = excess / 2.0 if ante and retro else excess
             if ante:
                 axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, self._tip("ante_mc") + share, mc)
@@ -915,16 +1008,37 @@ class Procedure:
         elif phase is Phase.HAND_IN_HAND_RETRO_STEP:
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_mc"], mc)
-            axes["ante_mc"] = gap_follow
+            if self._approach:
+                axes["ante_mc"] = gap_follow
+            if self._rot_retro and p.rewind_turn > 0.0:
+                # rotate on retract: the withdrawing retrograde wire slides on dynamic friction
+                axes["retro_wire_rot"] = AxisObjective(
+                    AxisMotion.MOVE_TO, self._turn_sign * p.rewind_turn, p.spin_speed or p.rewind_turn
+                )
         elif phase is Phase.HAND_IN_HAND_ANTE_FOLLOW:
-            axes["ante_wire"] = AxisObjective(AxisMotion.COUPLE_FOLLOW, rw - p.coupling_target, wire)
-            axes["ante_mc"] = gap_follow
+            if self._coupling:
+                axes["ante_wire"] = AxisObjective(AxisMotion.COUPLE_FOLLOW, rw - p.coupling_target, wire)
+            else:
+                axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire)
+            if self._approach:
+                axes["ante_mc"] = gap_follow
+            self._spin(axes)
         elif phase is Phase.HAND_IN_HAND_VERIFY:
-            axes["ante_mc"] = gap_follow
+            if self._approach:
+                axes["ante_mc"] = gap_follow
         elif phase is Phase.HAND_IN_HAND_REWIND:
-            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire)
+            # both wires arrive together: the coupling goes straight from where it was to its
+            # target (the retro wire covers what it ran long), never through zero
+            back = p.rewind_distance
+            ahead = back + max(0.0, (rw - tgt["retro_wire"]) - back)
+            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire * back / ahead)
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_mc"], mc)
+            if self._rot_ante and p.rewind_turn > 0.0:
+                # rotate on retract: turned, the tip does not find its way back into the false track
+                axes["ante_wire_rot"] = AxisObjective(
+                    AxisMotion.MOVE_TO, self._turn_sign * p.rewind_turn, p.spin_speed or p.rewind_turn
+                )
         elif phase is Phase.WITHDRAW:
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_mc"], mc)
@@ -933,7 +1047,25 @@ class Procedure:
             motion_allowed=True,
             axes=MappingProxyType(axes),
             part_mcs=phase is Phase.WITHDRAW,
+            coupled=self._coupling,
         )
+
+    def _spin(self, axes: dict[str, AxisObjective]) -> None:
+        """Spin the advancing antegrade wire once the segment is hard (its force >= spin_force_ratio
+        x alarm), swinging +/- spin_turn so the rotary axis stays well inside its travel."""
+        p = self._p
+        if not self._rot_ante or p.spin_speed <= 0.0 or p.spin_turn <= 0.0:
+            return
+        if not self._spinning:
+            f = abs(self._inputs.estimate.force.get("ante_wire", 0.0))
+            if f < p.spin_force_ratio * self._alarm["ante_wire"]:
+                return
+            self._spinning = True
+            self._spin_t0 = self._t
+        swing = 2.0 * p.spin_turn / p.spin_speed
+        half = int((self._t - self._spin_t0) / swing) % 2
+        sign = self._turn_sign if half == 0 else -self._turn_sign
+        axes["ante_wire_rot"] = AxisObjective(AxisMotion.MOVE_TO, sign * p.spin_turn, p.spin_speed)
 
     # ---------------------------------------------------------------- log
     def _log_event(self, kind: str, **fields: Any) -> None:

@@ -238,6 +238,7 @@ class Runtime:
         self._want_enabled = False
         self._t = 0.0
         self._stall_s = cfg.bus.master_heartbeat_timeout_ms / 2000.0
+        self._last_perf = 0.0
         """Real time: a gap between two cycles beyond this is the master's own stall (a fault)."""
         self._t_start_wall = 0.0
         self._measurements: list[TipMeasurement] = []
@@ -977,10 +978,13 @@ class Runtime:
             self._apply_scheduled_faults()
         t = self.pacer.next()  # real time: sleeps until the cycle's slot, the lock free meanwhile
         with self._lock:
-            if not self.simulated_time and t - self._t > self._stall_s and self.pacer.cycles > 1:
+            if not self.simulated_time:
                 # measured on our own clock, before anything the drives say about it is read: a
                 # stopped or starved master is the cause, their heartbeat EMCYs the consequence
-                self._master_stalled(t - self._t)
+                now = time.perf_counter()
+                if self._last_perf and now - self._last_perf > self._stall_s:
+                    self._master_stalled(now - self._last_perf)
+                self._last_perf = now
             self._t = t
             # 2. read: SYNC out, one TPDO1 per drive in
             fb = self.master.read(t, self.pacer.deadline())
@@ -1121,7 +1125,7 @@ class Runtime:
             f"master stalled: {gap * 1e3:.0f} ms between two cycles on its own clock (allowed "
             f"{self._stall_s * 1e3:.0f} ms, half the drives' master heartbeat timeout)"
         )
-        self.recorder.faults.append(f"{self._t + gap:.3f}s all: {text}")
+        self.recorder.faults.append(f"{self._t:.3f}s all: {text}")
         self.core.supervisor.raise_fault(Reason.STALE_FEEDBACK, text)
 
     def _drives_ready(self) -> bool:

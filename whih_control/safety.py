@@ -41,10 +41,15 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   of ``[gap_min, gap_max]`` brakes; if even the worst case without stopping distances leaves the
   window it holds. When the estimated gap is already outside the window (e.g. before the approach
   closes it), MC motions that move it further out are stopped and motions back toward the window
-  are allowed; the wires do not change the gap. While the MCs part after crossing
-  (``Objective.part_mcs``, set only by the procedure's withdraw) the ceiling is raised by
-  ``procedure.withdraw_distance``; the floor applies always. During any ``hand_in_hand*`` phase
-  the same rule keeps the wire coupling within ``[0, coupling_max]``.
+  are allowed; the wires do not change the gap. The floor applies always; the ceiling bounds the
+  MCs only outside hand-in-hand and withdraw (``Objective.part_mcs``): there the retrograde MC may
+  withdraw past it while the support rule holds. During any ``hand_in_hand*`` phase (unless the
+  ``no-coupling`` ablation clears ``Objective.coupled``) the same rule keeps the wire coupling
+  within ``[0, coupling_max]``.
+- **Support** (invariant 5, :mod:`whih_control.support`): a change that would take a wire's
+  worst-case unsupported length past ``procedure.unsupported_max`` (or, already past it,
+  further) brakes: ante wire advance, ante MC retreat, retro MC withdrawal, retro wire advance,
+  in that order until the bound holds. Pulling a wire back is never held.
 - **Closing** (``CycleInputs.stop_goal``): QUICK_STOP, then DISABLED on every axis, targets at
   the actual positions; nothing after the supervisor changes a goal.
 
@@ -57,7 +62,7 @@ import math
 
 from firmware_iface.cia402 import SW_TARGET_REACHED, DriveState
 from firmware_iface.types import AxisCommand, AxisFeedback, Commands, DriveGoal, Feedback
-from whih_control import limits
+from whih_control import limits, support
 from whih_control.config import Config
 from whih_control.types import (
     ALL_AXES,
@@ -101,6 +106,11 @@ _CLOSING = Verdict(Reason.OK, "closing: every axis stopped, targets = actual pos
 _NO_INPUTS = CycleInputs()
 _EPS = 1e-9
 _BIG = math.inf
+_DIR4 = (1.0, 1.0, -1.0, -1.0)
+"""d(tip s)/d(insertion) of ante_wire, ante_mc, retro_wire, retro_mc."""
+_SUPPORT_CANDIDATES = ((0, 1.0), (1, -1.0), (3, 1.0), (2, -1.0))
+"""Tip motions that can lengthen a free wire segment: ante wire advancing, ante MC retreating,
+retro MC withdrawing, retro wire advancing (it may pass the ante wire tip and end the coupling)."""
 
 # how much a reason matters when several happen in one cycle (higher wins the verdict)
 _RANK: dict[int, int] = {
@@ -108,6 +118,7 @@ _RANK: dict[int, int] = {
     Reason.SPEED_LIMIT: 2,
     Reason.TRAVEL_LIMIT: 3,
     Reason.COUPLING: 4,
+    Reason.SUPPORT: 5,
     Reason.GAP_WINDOW: 5,
     Reason.GAP_FLOOR: 6,
     Reason.FORCE_ALARM: 7,
@@ -141,7 +152,8 @@ class SafetySupervisor:
         self._i_rw = names.index("retro_wire")
         p = cfg.procedure
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
-        self._part_extra = p.withdraw_distance
+        self._u_max = p.unsupported_max
+        self._lin4 = (self._i_aw, self._i_amc, self._i_rw, self._i_rmc)
         s = cfg.safety
         self._max_age = s.feedback_max_age_cycles
         self._img_max = s.imaging_max_age_s
@@ -433,8 +445,16 @@ class SafetySupervisor:
             new[i] = n
 
         if geometry_ok:
-            # the gap (invariant 2; raised ceiling while the MCs part), then the wire coupling (5)
-            ceiling = self._gmax + self._part_extra if objective.part_mcs else self._gmax
+            # wire support first (invariant 5): what it brakes, the gap and coupling rules account for
+            tp = estimate.tips
+            tips = (tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"])
+            k, i = self._support(new, target, vel, pos, amax_t, h, tips)
+            if k and _RANK[Reason.SUPPORT] > rank:
+                reason, rank, axis_i = Reason.SUPPORT, _RANK[Reason.SUPPORT], i
+            # the gap (invariant 2): the floor always; the ceiling only while the MCs close -- in
+            # hand-in-hand and withdraw the support rule bounds the retrograde MC instead
+            hih = objective.phase.startswith("hand_in_hand")
+            ceiling = _BIG if hih or objective.part_mcs else self._gmax
             k, i = _geometry(
                 new, target, vel, pos, amax_t, h, self._i_amc, self._i_rmc, gap, self._gmin, ceiling
             )
@@ -442,7 +462,7 @@ class SafetySupervisor:
                 r = Reason.GAP_FLOOR if k == 1 and gap >= self._gmin else Reason.GAP_WINDOW
                 if _RANK[r] > rank:
                     reason, rank, axis_i = r, _RANK[r], i
-            if objective.phase.startswith("hand_in_hand"):
+            if hih and objective.coupled:
                 k, i = _geometry(
                     new, target, vel, pos, amax_t, h, self._i_aw, self._i_rw, cpl, 0.0, self._cmax
                 )
@@ -542,7 +562,8 @@ class SafetySupervisor:
             )
         cpl = estimate.coupling
         in_range = 0.0 <= cpl <= self._cmax
-        if estimate.valid and objective.phase.startswith("hand_in_hand") and not in_range:
+        coupling_phase = objective.coupled and objective.phase.startswith("hand_in_hand")
+        if estimate.valid and coupling_phase and not in_range:
             self._cpl_bad += 1
             if self._cpl_bad > self._cpl_cycles or self._cpl_recheck:
                 return Verdict(
@@ -592,10 +613,60 @@ class SafetySupervisor:
             cmd.target = target[i] if _isfinite(target[i]) else 0.0
             vel[i] = 0.0
 
+    def _support(
+        self,
+        new: list[float],
+        target: list[float],
+        vel: list[float],
+        pos: list[float],
+        amax: tuple[float, ...],
+        h: float,
+        tips: tuple[float, float, float, float],
+    ) -> tuple[int, int]:
+        """Invariant 5: no command takes a wire's worst-case unsupported length past
+        ``unsupported_max`` (or, already past it, further than braking would leave it); pulling a
+        wire back is never held. Only changes that lengthen a free segment brake (at a_max)."""
+        order = self._lin4
+        reach = self._cmax
+        moves = [_DIR4[k] * (new[i] - pos[i]) for k, i in enumerate(order)]
+        held = list(moves)
+        braked = [0.0, 0.0, 0.0, 0.0]
+        lengthening = [False, False, False, False]
+        for k, sign in _SUPPORT_CANDIDATES:
+            i = order[k]
+            if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
+                lengthening[k] = True
+                braked[k] = target[i] + limits.brake_velocity(vel[i], amax[i] * h) * h
+                held[k] = _DIR4[k] * (braked[k] - pos[i])
+        if not any(lengthening):
+            return 0, -1
+        best = support.worst_unsupported(tips, (held[0], held[1], held[2], held[3]), reach)
+        bound_a = max(self._u_max, best[0]) + _EPS
+        bound_r = max(self._u_max, best[1]) + _EPS
+        kind, axis_i = 0, -1
+        ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), reach)
+        for k, _sign in _SUPPORT_CANDIDATES:
+            if ua <= bound_a and ur <= bound_r:
+                break
+            if not lengthening[k]:
+                continue
+            trial = list(moves)
+            trial[k] = held[k]
+            ta, tr = support.worst_unsupported(tips, (trial[0], trial[1], trial[2], trial[3]), reach)
+            if ta < ua or tr < ur:
+                moves = trial
+                ua, ur = ta, tr
+                i = order[k]
+                new[i] = braked[k]
+                kind, axis_i = 1, i
+        return kind, axis_i
+
     def _verdict(self, reason: Reason, i: int, estimate: Estimate) -> Verdict:
         name = self.axes[i] if i >= 0 else ""
         if reason in (Reason.GAP_FLOOR, Reason.GAP_WINDOW):
             text = f"MC gap {estimate.gap:.3f} mm: {name} held to stay in [{self._gmin:g}...{self._gmax:g}]"
+        elif reason == Reason.SUPPORT:
+            text = f"{name} held: a wire's unsupported length would exceed {self._u_max:g} mm"
         elif reason == Reason.COUPLING:
             text = f"wire coupling {estimate.coupling:.3f} mm: {name} held to stay in [0...{self._cmax:g}]"
         elif reason == Reason.FORCE_ALARM:

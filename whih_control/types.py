@@ -119,8 +119,11 @@ class Objective:
     """The phase allows motion at all (invariant 1); False = every axis holds."""
     axes: Mapping[str, AxisObjective] = field(default_factory=lambda: MappingProxyType({}))
     part_mcs: bool = False
-    """After crossing, the MCs part on purpose: the supervisor raises the gap ceiling by
-    ``procedure.withdraw_distance`` (the floor stays). Only the procedure's withdraw sets it."""
+    """After crossing, the MCs part on purpose: the gap ceiling gives way to the support limit
+    (the floor stays). Only the procedure's withdraw sets it."""
+    coupled: bool = True
+    """Hand-in-hand holds the wire coupling (False only for the ``no-coupling`` ablation, where
+    the antegrade wire advances alone): the supervisor checks the coupling only when True."""
 
     def axis(self, name: str) -> AxisObjective:
         """The objective of ``name`` (HOLD when the phase does not mention it)."""
@@ -189,6 +192,8 @@ class Reason(IntEnum):
     RECORDING = 20
     """The run's event log cannot be written (e.g. disk full): the run stops rather than go on
     without its record."""
+    SUPPORT = 21
+    """A command would take a wire's unsupported length past ``procedure.unsupported_max``."""
 
 
 @dataclass(frozen=True, slots=True)

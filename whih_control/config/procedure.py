@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from firmware_iface.spec import setting
@@ -68,6 +69,57 @@ class ProcedureConfig:
         10.0, unit="mm", lo=0.0, hi=200.0, doc="how far the retrograde wire and MC pull back after crossing"
     )
 
+    unsupported_max: float = setting(
+        12.0,
+        unit="mm",
+        lo=0.5,
+        hi=200.0,
+        doc="support limit: no command makes a wire's unsupported length (tip to its support) "
+        "exceed this; while it holds the retrograde MC may withdraw past gap_max in hand-in-hand",
+    )
+    rewinds_per_10mm: float = setting(
+        1.0,
+        lo=0.0,
+        hi=100.0,
+        doc="extra rewinds allowed per 10 mm of lesion (bound = max_rewinds + floor(this * L / 10))",
+    )
+    step_min: float = setting(
+        0.25, unit="mm", lo=0.05, hi=10.0, doc="a step is halved after each rewind, down to this"
+    )
+    spin_speed: float = setting(
+        270.0,
+        unit="deg/s",
+        lo=0.0,
+        hi=3600.0,
+        doc="wire spin while advancing through a hard segment (0 = off)",
+    )
+    spin_turn: float = setting(
+        180.0, unit="deg", lo=0.0, hi=3600.0, doc="spin swings +/- this about the start angle"
+    )
+    spin_force_ratio: float = setting(
+        0.3,
+        lo=0.0,
+        hi=1.0,
+        doc="a segment is hard (spin) when the advancing wire's force >= this x its force_alarm",
+    )
+    rewind_turn: float = setting(
+        180.0,
+        unit="deg",
+        lo=0.0,
+        hi=3600.0,
+        doc="turn of the antegrade wire while it is pulled back in a rewind (alternating direction)",
+    )
+    ablations: tuple[str, ...] = setting(
+        (),
+        choices=("no-mc-approach", "no-coupling", "no-rotation"),
+        doc="parts of the technique left out (trials): the MCs stay where the case starts them; "
+        "the antegrade wire advances alone; no wire rotation",
+    )
+
+    def rewind_bound(self) -> int:
+        """Rewinds allowed for this lesion: ``max_rewinds + floor(rewinds_per_10mm * L / 10)``."""
+        return self.max_rewinds + math.floor(self.rewinds_per_10mm * self.lesion_length / 10.0)
+
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks within this section: (key, message)."""
         out: list[tuple[str, str]] = []
@@ -94,5 +146,11 @@ class ProcedureConfig:
                     f"must be below gap_target so the retro wire stays inside the gap (got "
                     f"{self.untip_clearance:g}, allowed < {self.gap_target:g})",
                 )
+            )
+        if len(set(self.ablations)) != len(self.ablations):
+            out.append(("ablations", f"must not repeat a name (got {list(self.ablations)})"))
+        if self.step_min > self.step:
+            out.append(
+                ("step_min", f"must not exceed step (got {self.step_min:g}, allowed <= {self.step:g})")
             )
         return out

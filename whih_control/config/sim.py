@@ -81,6 +81,46 @@ class WireConfig:
         hi=50.0,
         doc="axial force at which the shaft buckles and the tip stalls; 1-4 N for 0.014 in wires",
     )
+    tip_load: float = setting(
+        0.12,
+        unit="N",
+        lo=0.001,
+        hi=5.0,
+        doc="rated tip load: force that buckles the tip held tip_load_length from its support; "
+        "~0.01 N (1 gf) workhorse to ~0.2 N (20 gf) penetration wires (manufacturer ratings); 12 gf",
+    )
+    tip_load_length: float = setting(
+        10.0, unit="mm", lo=0.1, hi=100.0, doc="free length at which tip_load is rated (10 mm)"
+    )
+    tip_segment: float = setting(
+        3.0,
+        unit="mm",
+        lo=0.1,
+        hi=50.0,
+        doc="soft distal segment that buckles on its own however close the support: the shortest "
+        "unsupported length counted (estimate)",
+    )
+    coupling_reach: float = setting(
+        2.0,
+        unit="mm",
+        lo=0.0,
+        hi=20.0,
+        doc="the two wire tips guide each other (coupled) while 0 <= coupling <= this (estimate)",
+    )
+    rotation_relief: float = setting(
+        0.5,
+        lo=0.0,
+        hi=1.0,
+        doc="share of a wire's friction removed while it turns (static to dynamic friction) (estimate)",
+    )
+    recentre_turn: float = setting(
+        120.0,
+        unit="deg",
+        lo=1.0,
+        hi=100_000.0,
+        doc="turn for a 63 % chance to re-centre a deviated tip, and by which turning while "
+        "pulled back lowers the chance to re-enter the same false track e-fold (estimate)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +258,57 @@ class LesionConfig:
     )
     deviation_jcto_gain: float = setting(
         0.5, unit="1/point", lo=0.0, hi=5.0, doc="log deviation risk per J-CTO point (estimate)"
+    )
+    deviation_support_scale: float = setting(
+        5.0,
+        unit="mm",
+        lo=0.1,
+        hi=1000.0,
+        doc="deviation risk x (1 + (unsupported length / scale)^2) (estimate)",
+    )
+    deviation_uncoupled_gain: float = setting(
+        4.0,
+        lo=1.0,
+        hi=1000.0,
+        doc="deviation risk factor for a wire not coupled to the retrograde wire (it cannot follow "
+        "the channel by touch) (estimate)",
+    )
+    deviation_calcium_gain: float = setting(
+        2.0, lo=1.0, hi=100.0, doc="deviation risk factor inside a calcified segment (estimate)"
+    )
+    retrack_chance: float = setting(
+        0.6,
+        lo=0.0,
+        hi=1.0,
+        doc="chance that a wire pulled back out of a false track, not turned, re-enters it when it "
+        "passes the point of departure again (estimate)",
+    )
+    wire_body_force: float = setting(
+        0.3,
+        unit="N",
+        lo=0.0,
+        hi=10.0,
+        doc="tip resistance of a wire crossing the lesion body on its own, not following the "
+        "retrograde wire (estimate; cf. cap puncture 0.6-1.5 N)",
+    )
+    mc_stop_gap: float = setting(
+        0.0,
+        unit="mm",
+        lo=0.0,
+        hi=200.0,
+        doc="the MCs can close the gap to this and no further (a case's recorded gap: neither MC "
+        "can cross); 0 = no such stop",
+    )
+    mc_stop_gradient: float = setting(
+        5.0, unit="N/mm", lo=0.1, hi=1000.0, doc="MC resistance rise per mm past its stop (estimate)"
+    )
+    mc_reach_force: float = setting(
+        1.6,
+        unit="N",
+        lo=0.1,
+        hi=50.0,
+        doc="with mc_stop_gap set, the MC resistances before the stop are scaled per case to stay "
+        "below this, so the case reaches its recorded gap (keep below the MC force_alarm)",
     )
     deviation_force: float = setting(
         0.2, unit="N", lo=0.0, hi=10.0, doc="force step when the wire leaves the channel (estimate)"

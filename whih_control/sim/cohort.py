@@ -67,9 +67,12 @@ class Scenario:
         """
         proc = cfg.procedure
         target = min(max(self.mc_gap, proc.gap_min + GAP_MARGIN), proc.gap_max - GAP_MARGIN)
+        # neither MC can close the gap further than the case's recorded gap (the premise of WHIH)
+        stop = max(proc.gap_min, min(self.mc_gap, target) - GAP_MARGIN)
+        lesion = dataclasses.replace(cfg.sim.lesion, mc_stop_gap=stop)
         return cfg.replace(
             procedure=dataclasses.replace(proc, lesion_length=self.lesion_length, gap_target=target),
-            sim=dataclasses.replace(cfg.sim, jcto=float(self.jcto), seed=self.seed),
+            sim=dataclasses.replace(cfg.sim, jcto=float(self.jcto), seed=self.seed, lesion=lesion),
         )
 
 
@@ -159,9 +162,17 @@ COHORTS: dict[str, Callable[[int, int | None], list[Scenario]]] = {
 def cohort(name: str, seed: int = 0, *, n: int | None = None) -> list[Scenario]:
     """The scenarios of cohort ``name`` (one of :data:`COHORTS`), deterministic for ``seed``.
 
-    ``n`` sets the size of a synthetic cohort (default 100); the published preset has 14 cases.
+    ``n`` sets the size of a synthetic cohort (default 100), as does ``"synthetic:N"``; the
+    published preset has 14 cases.
     """
+    if isinstance(name, str) and name.startswith("synthetic:"):
+        size = name.partition(":")[2]
+        if not size.isdigit() or n is not None:
+            raise ValueError(f"name (={name!r}) must be 'synthetic:N' with N an integer and no n argument")
+        name, n = "synthetic", int(size)
     builder = COHORTS.get(name)
     if builder is None:
-        raise ValueError(f"name (={name!r}) must be one of {', '.join(repr(k) for k in COHORTS)}")
+        raise ValueError(
+            f"name (={name!r}) must be one of {', '.join(repr(k) for k in COHORTS)} or 'synthetic:N'"
+        )
     return builder(seed, n)

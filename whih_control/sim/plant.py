@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from whih_control.config import Config
+from whih_control.support import force_capacity
 from whih_control.types import LINEAR_AXES
 
 __all__ = ["Plant"]
@@ -43,7 +44,7 @@ _WALL = 1.0e9
 class _Shaft:
     """One linear device: drive end, dead band, elastic shaft, buckling, tip."""
 
-    __slots__ = ("absorbed", "direction", "force", "h", "k", "limit", "p", "q", "s0", "u")
+    __slots__ = ("absorbed", "direction", "force", "h", "k", "limit", "limit_max", "p", "q", "s0", "u")
 
     def __init__(self, s0: float, direction: float, slack: float, k: float, limit: float) -> None:
         self.s0 = s0
@@ -51,7 +52,9 @@ class _Shaft:
         self.h = 0.5 * slack
         self.k = k
         self.limit = limit
-        """Largest force the shaft transmits (buckling or the drive's force stop), N."""
+        """Largest force the shaft transmits now (buckling, support, the drive's force stop), N."""
+        self.limit_max = limit
+        """Largest force it ever transmits (shaft buckling or the force stop), N."""
         self.p = s0
         self.q = 0.0
         self.u = s0
@@ -124,16 +127,20 @@ class Plant:
     __slots__ = (
         "_am",
         "_am_reach",
+        "_am_stop",
         "_aw",
         "_budget",
         "_calc_hi",
         "_calc_lo",
         "_cfg",
+        "_dev_calc",
         "_dev_clear",
         "_dev_force",
         "_dev_k",
         "_dev_rate",
         "_dev_scale2",
+        "_dev_support2",
+        "_dev_uncoupled",
         "_deviated",
         "_dilated",
         "_forces",
@@ -147,23 +154,40 @@ class Plant:
         "_mc_cap_prox",
         "_mc_drag",
         "_mc_fric",
+        "_mc_stop_k",
         "_mc_withdraw",
         "_p_dev",
+        "_reach",
+        "_recentre",
+        "_retrack",
         "_rm",
         "_rm_reach",
+        "_rm_stop",
         "_rng",
+        "_rng_turn",
         "_rot",
         "_rot_fric",
+        "_rot_relief",
         "_rw",
         "_t",
+        "_tip_load2",
+        "_tip_seg",
         "_tips",
         "_tips_view",
+        "_track",
+        "_track_turn",
+        "_turn_budget",
+        "_turned",
+        "_wire_body",
         "_wire_cap",
+        "_wire_cap_free",
         "_wire_channel",
         "_wire_fric",
         "cap_thickness",
         "deviations",
         "difficulty",
+        "mc_scale",
+        "recentred",
         "seed",
     )
 
@@ -222,6 +246,56 @@ class Plant:
         self._dev_force = les.deviation_force
         self._dev_k = les.deviation_stiffness
         self._dev_clear = les.deviation_clear
+        self._dev_support2 = les.deviation_support_scale**2
+        # uncoupled: the gain on top of the worst coupled factor, so the risk never falls as the
+        # wires part
+        self._dev_uncoupled = les.deviation_uncoupled_gain * (
+            1.0 + sim.wire.coupling_reach**2 / les.deviation_coupling_scale**2
+        )
+        self._dev_calc = les.deviation_calcium_gain
+        self._retrack = les.retrack_chance
+        self._wire_cap_free = les.wire_cap_force * hard * math.exp(sigma * z_prox)
+        self._wire_body = les.wire_body_force * hard
+        w = sim.wire
+        self._tip_load2 = w.tip_load * w.tip_load_length * w.tip_load_length
+        """tip_load * ref_length^2: the column constant of force_capacity (N mm^2)."""
+        self._tip_seg = w.tip_segment
+        self._reach = w.coupling_reach
+        self._rot_relief = 1.0 - w.rotation_relief
+        self._recentre = w.recentre_turn
+        # turns draw from their own stream, so runs with and without rotation share every other
+        # random draw (common random numbers across ablations)
+        self._rng_turn = random.Random(seed ^ 0x7075_726E)
+        self._turned = 0.0
+        self._turn_budget = 0.0
+        self._track = math.inf
+        """Point where the wire left a false track it was pulled back out of (inf = none)."""
+        self._track_turn = 0.0
+        self.recentred = 0
+        """How many deviations turning the wire has cured."""
+        # the MCs' stops: each can close the gap to mc_stop_gap and no further (neither crosses);
+        # resistances before the stop scaled so this case reaches its recorded gap
+        self.mc_scale = 1.0
+        """Factor applied to this case's MC lesion resistances (1 unless mc_stop_gap is set)."""
+        self._mc_stop_k = les.mc_stop_gradient
+        if les.mc_stop_gap > 0.0:
+            half = max(0.0, 0.5 * (length - les.mc_stop_gap))
+            self._am_stop, self._rm_stop = half, length - half
+            worst = (
+                max(self._mc_cap_prox, self._mc_cap_dist)
+                + min(self._mc_body_grad * min(half, length), self._mc_body_max)
+                + (self._mc_calcium if self._calc_lo <= self._calc_hi else 0.0)
+            )
+            room = les.mc_reach_force - sim.mc.friction
+            if worst > room > 0.0:
+                self.mc_scale = room / worst
+                self._mc_cap_prox *= self.mc_scale
+                self._mc_cap_dist *= self.mc_scale
+                self._mc_body_grad *= self.mc_scale
+                self._mc_body_max *= self.mc_scale
+                self._mc_calcium *= self.mc_scale
+        else:
+            self._am_stop, self._rm_stop = math.inf, -math.inf
         self._hazard = 0.0
         self._deviated = False
         self._p_dev = 0.0
@@ -279,35 +353,102 @@ class Plant:
         length = self._length
         cap = self.cap_thickness
 
+        # turns of this step (a rotary axis that moved turns its wire)
+        turn_a = turn_r = 0.0
+        rot = self._rot
+        forces = self._forces
+        if rot:
+            rf = self._rot_fric
+            for axis in rot:
+                q = insertion.get(axis, rot[axis])
+                if q - q != 0.0:
+                    self._reject(insertion)
+                turn = q - rot[axis]
+                if turn != 0.0:
+                    forces[axis] = rf
+                    if axis == "ante_wire_rot":
+                        turn_a = turn if turn > 0.0 else -turn
+                    else:
+                        turn_r = turn if turn > 0.0 else -turn
+                else:
+                    forces[axis] = 0.0
+                rot[axis] = q
+
         # wires first: their motion drags the MCs
         pa = aw.p
-        r_in = self._wire_fric + (self._wire_channel if 0.0 <= pa <= length else 0.0)
-        r_adv = r_in
-        # inside its own MC the wire meets neither the cap nor the risk of leaving the channel
-        out_of_mc = pa > am.p
-        if out_of_mc and 0.0 <= pa < cap:
-            r_adv += self._wire_cap
+        pr = rw.p
+        pm = am.p
+        c = pr - pa
+        coupled = 0.0 <= c <= self._reach
+        in_lesion = 0.0 <= pa <= length
+        r_in = self._wire_fric + (self._wire_channel if in_lesion else 0.0)
+        if turn_a != 0.0:
+            r_in *= self._rot_relief  # a turning wire slides on dynamic friction
+        r_tip = 0.0
+        # inside its own MC the wire meets neither the lesion nor the risk of leaving the channel
+        out_of_mc = pa > pm
+        if out_of_mc and in_lesion:
+            if coupled:
+                # following the retrograde wire along its channel: only what is left of the cap
+                if pa < cap:
+                    r_tip = self._wire_cap
+            else:
+                # guidance fades over a second reach beyond it: no cliff for a wire that lags
+                reach = self._reach
+                lost = (c - reach) / reach if c > reach > 0.0 else 1.0
+                lost = lost if lost < 1.0 else 1.0
+                r_tip = lost * (self._wire_cap_free if pa < cap or pa > length - cap else self._wire_body)
         if self._deviated:
             past = pa - self._p_dev
-            r_adv += self._dev_force + self._dev_k * (past if past > 0.0 else 0.0)
-        da = aw.move(qa, r_adv, r_in)
-        pr = rw.p
+            r_tip += self._dev_force + self._dev_k * (past if past > 0.0 else 0.0)
+        # support: what the tip can push before the free segment buckles (support.force_capacity)
+        own = pa - pm if out_of_mc else 0.0
+        u = own
+        if coupled:
+            via = pr - pa + (rm.p - pr if rm.p > pr else 0.0)
+            u = min(u, via)
+        seg = self._tip_seg
+        v = u if u > seg else seg
+        limit = r_in + self._tip_load2 / (v * v)
+        cap_max = aw.limit_max
+        aw.limit = limit if limit < cap_max else cap_max
+        da = aw.move(qa, r_in + r_tip, r_in)
         r_in = self._wire_fric + (self._wire_channel if 0.0 <= pr <= length else 0.0)
+        if turn_r != 0.0:
+            r_in *= self._rot_relief
         dr = rw.move(qr, r_in, r_in)
         pa = aw.p
         pr = rw.p
         if self._deviated:
             if pa <= self._p_dev - self._dev_clear:
                 self._deviated = False
+                self._track = self._p_dev
+                self._track_turn = 0.0
+            elif turn_a != 0.0:
+                self._turned += turn_a
+                if self._turned >= self._turn_budget:
+                    # the turn found the channel again
+                    self._deviated = False
+                    self._hazard = 0.0
+                    self.recentred += 1
         elif da > 0.0 and out_of_mc and 0.0 <= pa - da < length:
-            c = pr - pa
-            self._hazard += da * self._dev_rate * (1.0 + c * c / self._dev_scale2)
-            if self._hazard >= self._budget:
-                self._deviated = True
-                self._p_dev = pa
-                self.deviations += 1
-                self._hazard = 0.0
-                self._budget = self._rng.expovariate(1.0)
+            track = self._track
+            if track <= pa:
+                # passing the point where it left before: a wire that was not turned tends to
+                # slip back into the same false track
+                self._track = math.inf
+                if self._rng_turn.random() < self._retrack * math.exp(-self._track_turn / self._recentre):
+                    self._depart(track)
+            if not self._deviated:
+                f = 1.0 + c * c / self._dev_scale2 if coupled else self._dev_uncoupled
+                if self._calc_lo <= pa < self._calc_hi:
+                    f *= self._dev_calc
+                self._hazard += da * self._dev_rate * f * (1.0 + u * u / self._dev_support2)
+                if self._hazard >= self._budget:
+                    self._budget = self._rng.expovariate(1.0)
+                    self._depart(pa)
+        elif turn_a != 0.0 and self._track < math.inf:
+            self._track_turn += turn_a
 
         # MCs: drag by the wires running through them, then their own insertion.
         # (Two-argument min/max below are written as conditionals: same values, no builtin call.)
@@ -335,6 +476,8 @@ class Plant:
             r_adv += self._mc_calcium
         if pm >= self._rm_reach:
             r_adv *= self._dilated
+        if pm > self._am_stop:
+            r_adv += self._mc_stop_k * (pm - self._am_stop)
         r_adv += fric
         if pm >= prm:
             r_adv = _WALL
@@ -356,6 +499,8 @@ class Plant:
             r_adv += self._mc_calcium
         if prm <= self._am_reach:
             r_adv *= self._dilated
+        if prm < self._rm_stop:
+            r_adv += self._mc_stop_k * (self._rm_stop - prm)
         r_adv += fric
         if prm <= pm:
             r_adv = _WALL
@@ -365,20 +510,10 @@ class Plant:
             rm.p = prm = pm
         self._rm_reach = min(self._rm_reach, prm)
 
-        forces = self._forces
         forces["ante_wire"] = aw.force
         forces["ante_mc"] = am.force
         forces["retro_wire"] = rw.force
         forces["retro_mc"] = rm.force
-        rot = self._rot
-        if rot:
-            rf = self._rot_fric
-            for axis in rot:
-                q = insertion.get(axis, rot[axis])
-                if q - q != 0.0:
-                    self._reject(insertion)
-                forces[axis] = rf if q != rot[axis] else 0.0
-                rot[axis] = q
         tips = self._tips  # self._write_tips(), inlined
         tips["ante_wire"] = aw.p
         tips["ante_mc"] = pm
@@ -427,23 +562,27 @@ class Plant:
         dragged within its dead band (``slack``).
         """
         s = self._shaft(axis)
-        free = s.limit / s.k
+        free = s.limit_max / s.k
         if axis.endswith("_mc"):
             free += 2.0 * s.h
         return free
 
-    def resistance(self, axis: str, s: float, advancing: bool = True) -> float:
+    def resistance(self, axis: str, s: float, advancing: bool = True, *, coupled: bool = True) -> float:
         """Resistance (N) a linear device's tip meets at ``s`` when advancing or withdrawing.
 
         For inspection and tests; it ignores contact with the other MC and the deviation state,
-        and counts as dilated what the other MC has reached so far.
+        and counts as dilated what the other MC has reached so far. ``coupled``: the antegrade
+        wire follows the retrograde wire (else it crosses the lesion on its own).
         """
         length = self._length
         cap = self.cap_thickness
         if axis.endswith("_wire"):
             r = self._wire_fric + (self._wire_channel if 0.0 <= s <= length else 0.0)
-            if advancing and axis == "ante_wire" and 0.0 <= s < cap:
-                r += self._wire_cap
+            if advancing and axis == "ante_wire" and 0.0 <= s <= length:
+                if coupled:
+                    r += self._wire_cap if s < cap else 0.0
+                else:
+                    r += self._wire_cap_free if s < cap or s > length - cap else self._wire_body
             return r
         depth = s if axis == "ante_mc" else length - s
         body = min(self._mc_body_grad * min(depth, length), self._mc_body_max) if depth > 0.0 else 0.0
@@ -457,11 +596,42 @@ class Plant:
             r += self._mc_calcium
         if (s >= self._rm_reach) if axis == "ante_mc" else (s <= self._am_reach):
             r *= self._dilated
+        past = s - self._am_stop if axis == "ante_mc" else self._rm_stop - s
+        if past > 0.0:
+            r += self._mc_stop_k * past
         return self._mc_fric + r
 
-    def deviation_rate(self, coupling: float) -> float:
-        """Deviation hazard of the antegrade wire per mm advanced at ``coupling`` (mm)."""
-        return self._dev_rate * (1.0 + coupling * coupling / self._dev_scale2)
+    def deviation_rate(self, coupling: float, unsupported: float = 0.0, calcium: bool = False) -> float:
+        """Deviation hazard of the antegrade wire per mm advanced (1/mm).
+
+        ``coupling`` (mm) in ``[0, sim.wire.coupling_reach]``: the wire follows the retrograde
+        wire, risk x ``1 + (c / deviation_coupling_scale)^2``; otherwise x the uncoupled gain.
+        Times ``1 + (unsupported / deviation_support_scale)^2`` and, inside calcium, its gain.
+        """
+        if 0.0 <= coupling <= self._reach:
+            f = 1.0 + coupling * coupling / self._dev_scale2
+        else:
+            f = self._dev_uncoupled
+        if calcium:
+            f *= self._dev_calc
+        u = unsupported if unsupported > 0.0 else 0.0
+        return self._dev_rate * f * (1.0 + u * u / self._dev_support2)
+
+    def force_capacity(self, unsupported: float) -> float:
+        """Axial force (N) the antegrade wire's tip can push with ``unsupported`` mm free, beyond
+        its friction: ``support.force_capacity`` with this config (capped by the shaft)."""
+        return force_capacity(
+            unsupported,
+            self._cfg.sim.wire.tip_load,
+            self._cfg.sim.wire.tip_load_length,
+            self._tip_seg,
+            self._aw.limit_max,
+        )
+
+    @property
+    def mc_stops(self) -> tuple[float, float]:
+        """Where the ante and retro MC meet their stop (s, mm); (inf, -inf) when there is none."""
+        return self._am_stop, self._rm_stop
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -470,6 +640,15 @@ class Plant:
         if axis not in shafts:
             raise ValueError(f"axis (={axis!r}) must be one of {', '.join(LINEAR_AXES)}")
         return shafts[axis]
+
+    def _depart(self, at: float) -> None:
+        """The antegrade wire leaves the channel at ``at`` (s)."""
+        self._deviated = True
+        self._p_dev = at
+        self.deviations += 1
+        self._hazard = 0.0
+        self._turned = 0.0
+        self._turn_budget = self._recentre * self._rng_turn.expovariate(1.0)
 
     def _write_tips(self) -> None:
         tips = self._tips

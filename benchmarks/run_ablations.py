@@ -1,0 +1,223 @@
+"""Default strategy against each ablation on the same cases and seeds, in simulated time.
+
+    python benchmarks/run_ablations.py --cohort synthetic:300 [--variants default,no-coupling,...]
+        [--seeds 0..0] [--jobs 2] [--csv results.csv]
+    python benchmarks/run_ablations.py --cohort paper-2025 --seeds 0..9 --variants default
+
+One process per worker (concurrent.futures.ProcessPoolExecutor) over ``wc.simulate`` with no run
+folder; prints per variant n, crossed, rate with its Wilson 95 % interval, median rewinds and
+median simulated time of the crossed runs, and writes one row per run to ``--csv``. A stand-in
+until the trials runner (``whih trials --ablate``) lands: it sets the same config key,
+``procedure.ablations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import multiprocessing
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+import whih_control as wc
+from whih_control.sim.cohort import cohort
+from whih_control.sim.plant import Plant
+
+_TRUE_MIN_GAP = [math.inf]
+_plant_step = Plant.step
+
+
+def _step_and_watch(self: Plant, t: float, dt: float, insertion: dict[str, float]) -> object:
+    """Plant.step, keeping the smallest true MC gap of the run (the summary has the estimate's)."""
+    out = _plant_step(self, t, dt, insertion)
+    tips = self.tips()
+    gap = tips["retro_mc"] - tips["ante_mc"]
+    _TRUE_MIN_GAP[0] = min(_TRUE_MIN_GAP[0], gap)
+    return out
+
+
+Plant.step = _step_and_watch  # type: ignore[method-assign,assignment]
+
+VARIANTS = ("default", "no-mc-approach", "no-coupling", "no-rotation")
+FIELDS = (
+    "case",
+    "L",
+    "jcto",
+    "gap",
+    "variant",
+    "seed",
+    "outcome",
+    "crossed",
+    "sim_s",
+    "rewinds",
+    "steps",
+    "deviations",
+    "min_gap",
+    "true_min_gap",
+    "max_gap",
+    "max_f_ante_wire",
+    "max_f_over_stop",
+    "reason",
+)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of k successes in n trials."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1.0 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def run_one(job: tuple[str, str, int, str]) -> dict[str, object]:
+    cohort_name, case_id, seed, variant = job
+    sc = {c.case_id: c for c in cohort(cohort_name, seed=seed)}[case_id]
+    cfg = sc.apply(wc.load_config(wc.default_config_path()))
+    ablate = () if variant == "default" else (variant,)
+    cfg = cfg.replace(procedure=dataclasses.replace(cfg.procedure, ablations=ablate))
+    # wc.simulate, keeping the robot to read the procedure's counts and the plant's state
+    sim_cfg = cfg.replace(
+        bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
+        sim=dataclasses.replace(cfg.sim, enabled=True, seed=sc.seed),
+    )
+    _TRUE_MIN_GAP[0] = math.inf
+    with wc.Robot(sim_cfg, seed=sc.seed, auto_confirm=True) as robot:
+        robot.enable()
+        r = robot.run_procedure()
+        proc = robot.runtime.procedure
+        plant = robot.runtime.plant
+        rewinds, steps = proc.rewinds, proc.steps
+        deviations = plant.deviations if plant is not None else -1
+    return {
+        "case": case_id,
+        "L": sc.lesion_length,
+        "jcto": sc.jcto,
+        "gap": sc.mc_gap,
+        "variant": variant,
+        "seed": seed,
+        "outcome": r.outcome,
+        "crossed": r.crossed,
+        "sim_s": round(r.sim_seconds, 3),
+        "rewinds": rewinds,
+        "steps": steps,
+        "deviations": deviations,
+        "min_gap": round(r.min_gap, 3),
+        "true_min_gap": round(_TRUE_MIN_GAP[0], 3),
+        "max_gap": round(r.max_gap, 3),
+        "max_f_ante_wire": r.max_force.get("ante_wire", math.nan),
+        "max_f_over_stop": round(max(f / cfg.drives[a].force_stop for a, f in r.max_force.items()), 3),
+        "reason": r.reason,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cohort", default="synthetic:300")
+    ap.add_argument("--seeds", default="0..0", help="A..B: cohort seeds (each gives its own lesions)")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N cases (0 = all)")
+    ap.add_argument("--csv", type=Path)
+    ap.add_argument("--plot", type=Path, help="PNG: rate per variant (Wilson 95 %%) and rewinds")
+    ap.add_argument("--from-csv", type=Path, help="summarise and plot a --csv of an earlier sweep")
+    args = ap.parse_args()
+    a, _, b = args.seeds.partition("..")
+    seeds = range(int(a), int(b or a) + 1)
+    variants = [v for v in args.variants.split(",") if v]
+    jobs = []
+    for seed in seeds:
+        cases = cohort(args.cohort, seed=seed)
+        if args.limit:
+            cases = cases[: args.limit]
+        jobs += [(args.cohort, c.case_id, seed, v) for c in cases for v in variants]
+    t0 = time.perf_counter()
+    rows: list[dict[str, object]] = []
+    if args.from_csv:
+        with args.from_csv.open() as f:
+            rows = [dict(r, crossed=r["crossed"] == "True") for r in csv.DictReader(f)]
+        variants = [v for v in variants if any(r["variant"] == v for r in rows)]
+        # a sweep cut short: compare only the cases every variant ran (same cases, same seeds)
+        done: dict[tuple[object, object], set[object]] = {}
+        for r in rows:
+            done.setdefault((r["case"], r["seed"]), set()).add(r["variant"])
+        rows = [r for r in rows if done[(r["case"], r["seed"])] >= set(variants)]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        out = args.csv.open("w", newline="") if args.csv else None
+        writer = csv.DictWriter(out, fieldnames=FIELDS) if out else None
+        if writer:
+            writer.writeheader()
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            for i, row in enumerate(pool.map(run_one, jobs, chunksize=1)):
+                rows.append(row)
+                if writer and out:
+                    writer.writerow(row)  # row by row: a sweep cut short keeps what it ran
+                    out.flush()
+                if (i + 1) % 20 == 0:
+                    print(f"{i + 1}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
+        if out:
+            out.close()
+    if args.plot:
+        _plot(rows, variants, args.plot)
+    print(f"{len(rows)} runs in {time.perf_counter() - t0:.0f} s wall ({args.jobs} workers)")
+    print(
+        f"{'variant':15} {'n':>4} {'crossed':>7} {'rate':>6} {'Wilson 95 %':>15} {'med rewinds':>11} "
+        f"{'med sim s (crossed)':>19} {'min true gap':>12} {'F/F_stop':>10}"
+    )
+    for v in variants:
+        rs = [r for r in rows if r["variant"] == v]
+        k = sum(bool(r["crossed"]) for r in rs)
+        lo, hi = wilson(k, len(rs))
+        times = [float(r["sim_s"]) for r in rs if r["crossed"]]  # type: ignore[arg-type]
+        rew = statistics.median(int(r["rewinds"]) for r in rs) if rs else math.nan  # type: ignore[call-overload]
+        med_t = statistics.median(times) if times else math.nan
+        min_gap = min(float(r.get("true_min_gap", "nan")) for r in rs) if rs else math.nan  # type: ignore[arg-type]
+        f_stop = max((float(r.get("max_f_over_stop", "nan")) for r in rs), default=math.nan)  # type: ignore[arg-type]
+        print(
+            f"{v:15} {len(rs):4d} {k:7d} {k / max(1, len(rs)):6.1%} [{lo:5.1%}, {hi:5.1%}] {rew:11.1f} "
+            f"{med_t:19.1f} {min_gap:12.2f} {f_stop:10.2f}"
+        )
+    fails = [r for r in rows if not r["crossed"]]
+    for r in fails[:40]:
+        print(
+            f"  not crossed: {r['case']} seed {r['seed']} {r['variant']} L={r['L']} J={r['jcto']}: "
+            f"{r['reason']}"
+        )
+
+
+def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for x, v in enumerate(variants):
+        rs = [r for r in rows if r["variant"] == v]
+        k = sum(bool(r["crossed"]) for r in rs)
+        lo, hi = wilson(k, len(rs))
+        p = k / max(1, len(rs))
+        ax1.errorbar(
+            [x], [100 * p], yerr=[[100 * max(0.0, p - lo)], [100 * max(0.0, hi - p)]], fmt="o", capsize=4
+        )
+        ax2.boxplot([[int(r["rewinds"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[call-overload]
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(variants)), variants, fontsize=8)
+    ax1.set_ylabel("crossed (%), Wilson 95 %")
+    ax1.set_ylim(0, 105)
+    ax2.set_ylabel("rewinds per run")
+    n = len({(r["case"], r["seed"]) for r in rows})
+    fig.suptitle(f"default strategy vs ablations, same {n} cases and seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
