@@ -70,6 +70,12 @@ def test_hold_ramps_to_rest_within_the_stopping_distance(
     assert limits.hold(p, 0.0, dt, amax, -1.0, 1.0) == p
 
 
+def test_hold_moves_at_the_braked_speed() -> None:
+    # binary-exact numbers: a_max * dt = 0.5, so the braked speed is exactly 1.0, -1.0, 0.5
+    for v in (1.0, -1.0, 0.5):
+        assert limits.hold(2.0, v + math.copysign(0.5, v), 0.25, 2.0, -5.0, 5.0) == 2.0 + v * 0.25
+
+
 def test_hold_never_leaves_travel() -> None:
     assert limits.hold(0.99, 20.0, PERIOD, 10.0, -1.0, 1.0) == 1.0
     assert limits.hold(-0.99, -20.0, PERIOD, 10.0, -1.0, 1.0) == -1.0
@@ -115,6 +121,14 @@ def test_travel_is_braked_to_before_it_is_reached() -> None:
     assert r == Reason.ACCEL_LIMIT and 4.99 < out < 5.0  # outside: back toward the range only
     out, r = limits.enforce_axis(5.0, 0.0, 6.0, PERIOD, 20.0, 200.0, -1.0, 1.0, False)
     assert r == Reason.TRAVEL_LIMIT and out == 5.0
+
+
+def test_in_a_short_range_the_limit_ahead_is_the_one_braked_for() -> None:
+    """Running down at 10/s in a 0.2 wide range, the far upper limit must not hide the lower one."""
+    out, r = limits.enforce_axis(0.0, -10.0, -10.0 * PERIOD, PERIOD, 20.0, 200.0, -0.1, 0.1, False)
+    assert r == Reason.TRAVEL_LIMIT and out / PERIOD == pytest.approx(-9.5)
+    out, r = limits.enforce_axis(0.0, 10.0, 10.0 * PERIOD, PERIOD, 20.0, 200.0, -0.1, 0.1, False)
+    assert r == Reason.TRAVEL_LIMIT and out / PERIOD == pytest.approx(9.5)
 
 
 def test_conditions_have_one_definition_each() -> None:

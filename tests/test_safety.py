@@ -490,6 +490,23 @@ def test_persistent_coupling_violation_faults_after_configured_cycles() -> None:
     assert v.fault and v.reason == Reason.COUPLING
 
 
+def test_coupling_grace_counts_from_the_very_first_cycle() -> None:
+    """A supervisor that starts with the coupling out of range faults after exactly the same
+    number of cycles as one that saw it in range first."""
+    sup = SafetySupervisor(CFG)
+    fb = Feedback.for_axes(AXES)
+    for af in fb.axes.values():
+        af.state, af.age_cycles, af.heartbeat_ok = DriveState.OPERATION_ENABLED, 0, True
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(
+        tips=dict.fromkeys(LINEAR_AXES, 0.0), gap=4.5, coupling=CFG.procedure.coupling_max + 0.1, valid=True
+    )
+    n = CFG.safety.coupling_fault_cycles
+    for k in range(n):
+        assert not sup.enforce(0.0025 * k, CFG.period, cmds, fb, est, MOVE, HELD).fault, k
+    assert sup.enforce(0.0025 * n, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.COUPLING
+
+
 def test_drive_fault_while_running_latches_and_external_faults_latch() -> None:
     sup, fb, cmds, est = _running()
     fb.axes["retro_mc"].state = DriveState.FAULT
@@ -771,6 +788,19 @@ def test_below_each_fault_threshold_nothing_latches(what: str) -> None:
         c.goal = DriveGoal.ENABLED
     v = sup.enforce(0.0, CFG.period, cmds, fb, est, MOVE, op, cyc)
     assert not v.fault and not sup.latched
+
+
+@pytest.mark.parametrize("periods", [0.0, -1.0, CFG.safety.max_dt_cycles + 0.5, 400.0])
+def test_a_time_step_out_of_range_is_rejected_and_holds(periods: float) -> None:
+    sup, fb, cmds, est = _running()
+    cmds.axes["ante_wire"].target = 0.0005
+    rejected = sup.rejected
+    v = sup.enforce(0.0025, periods * CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and sup.rejected == rejected + 1
+    assert cmds.axes["ante_wire"].target == 0.0
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.005, CFG.safety.max_dt_cycles * CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.OK and cmds.axes["ante_wire"].target == 0.0005  # the largest allowed
 
 
 def test_a_reported_fault_latches_in_the_next_cycle_and_counts_once() -> None:

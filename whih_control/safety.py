@@ -154,10 +154,6 @@ class SafetySupervisor:
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
         self._u_max = p.unsupported_max
         self._lin4 = (self._i_aw, self._i_amc, self._i_rw, self._i_rmc)
-        self._pairs = (
-            (self._i_amc, self._i_rmc, p.gap_min, p.gap_max, False),
-            (self._i_aw, self._i_rw, 0.0, p.coupling_max, True),
-        )
         s = cfg.safety
         self._max_age = s.feedback_max_age_cycles
         self._img_max = s.imaging_max_age_s
@@ -597,7 +593,7 @@ class SafetySupervisor:
             if latched:
                 af = fbs[i]
                 st = af.state
-                if af.age_cycles > self._max_age:
+                if _stale(af.age_cycles, self._max_age):
                     # silent (e.g. put in pre-operational by another node): its stop cannot be seen
                     if late:
                         escalated[i] = True
