@@ -295,8 +295,11 @@ class Telemetry:
         labels: Mapping[str, Sequence[str]] | None = None,
         mcap: Path | None = None,
         events: Path | None = None,
+        blocking: bool = False,
     ) -> None:
-        """``labels`` maps a column to names for its integer codes (e.g. phase names)."""
+        """``labels`` maps a column to names for its integer codes (e.g. phase names).
+        ``blocking`` (simulated time): a hand-over first waits for the previous one to be written,
+        so the writer never falls behind a cycle that runs faster than the wall clock."""
         self.path = path
         self.columns = ("t", *columns)
         self._period = 1.0 / rate_hz
@@ -328,6 +331,7 @@ class Telemetry:
         """Rows not written because the writer had failed."""
         self._closed = False
         self._handoff = time.monotonic()
+        self._blocking = blocking
         self._thread = threading.Thread(target=self._run, name="whih-telemetry", daemon=True)
         self._thread.start()
 
@@ -357,6 +361,8 @@ class Telemetry:
 
     def _hand_over(self, t: float) -> None:
         """Give the rows not handed over yet to the writer (it reads rows the cycle is done with)."""
+        if self._blocking:
+            self._queue.join()  # at most one hand-over in flight: nothing older waits in memory
         self._queue.put((self._block, self._start, self._row))
         self._handover_t = t + self.FLUSH_INTERVAL_S
         self._handoff = time.monotonic()

@@ -172,6 +172,7 @@ class RunRecorder:
             labels={"phase": [p.value for p in Phase]} | {f"state_{a}": states for a in self.axes},
             mcap=out / "telemetry.mcap" if cfg.record.mcap else None,
             events=self.log.path,
+            blocking=blocking_trace,  # simulated time waits for its writers; real time never does
         )
 
     @property
