@@ -48,7 +48,7 @@ from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
 from whih_control.config import Config
 from whih_control.core import ControlCore
 from whih_control.errors import CommandTimeoutError, ProcedureError, SafetyError, WhihError
-from whih_control.interrupts import HOLD_CODES, InterruptGuard, Mode, sigint_held
+from whih_control.interrupts import HOLD_CODES, InterruptGuard, sigint_held
 from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
 from whih_control.recorder import RUN_FILES, RunRecorder, RunResult
@@ -1194,4 +1194,3 @@ class _Exclusive:
 
 
 HOLD_CODES.update((Runtime.close.__code__, Runtime._close.__code__))
-__all__ += ["Mode"]
