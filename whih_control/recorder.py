@@ -265,21 +265,15 @@ class RunRecorder:
             i += 1
         fb = feedback.axes
         cmd = commands.axes
-        for a in self.axes:
-            row[i] = fb[a].force
-            i += 1
-        for a in self.axes:
-            row[i] = cmd[a].target
-            i += 1
-        for a in self.axes:
-            row[i] = fb[a].position
-            i += 1
-        for a in self.axes:
-            row[i] = fb[a].state
-            i += 1
-        for a in self.axes:
-            row[i] = fb[a].statusword
-            i += 1
+        n = len(self.axes)
+        for k, a in enumerate(self.axes):  # one pass: force, target, actual, state, statusword blocks
+            af = fb[a]
+            j = i + k
+            row[j] = af.force
+            row[j + n] = cmd[a].target
+            row[j + 2 * n] = af.position
+            row[j + 3 * n] = af.state
+            row[j + 4 * n] = af.statusword
         tel.sample(t, row)
 
     # --- the end -----------------------------------------------------------------------------------
