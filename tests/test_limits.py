@@ -197,7 +197,8 @@ def test_two_tips_never_cross_the_floor_or_stop_harder_than_a_max(data: st.DataO
     draw = data.draw
     lo, hi = 2.0, 20.0
     vmax, amax = (10.0, 10.0), (100.0, 150.0)
-    value = draw(st.floats(lo + 0.5, hi - 0.5))
+    # from anywhere in the window, often close to the floor or the ceiling (reached at speed)
+    value = draw(st.one_of(st.floats(lo + 0.5, hi - 0.5), st.floats(lo, lo + 0.5), st.floats(hi - 0.5, hi)))
     target = [0.0, 0.0]
     vel = [0.0, 0.0]
     pos = [0.0, 0.0]
@@ -237,3 +238,163 @@ def test_geometry_brakes_the_axis_that_closes_and_lets_the_other_go() -> None:
     kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, 2.5, 2.0, 20.0)
     assert (kind, axis) == (1, 0)
     assert new[0] == pytest.approx((10.0 - 100.0 * PERIOD) * PERIOD) and new[1] == -0.01
+
+
+# ---------------------------------------------------------------------------- least intervention
+
+
+def _allowed(
+    p: float, v0: float, v: float, dt: float, vmax: float, amax: float, lims: tuple[float, float, bool]
+) -> bool:
+    """``v`` keeps every limit of the module docstring (no tolerance): speed, acceleration, the
+    force alarm's braking ramp, travel and the travel look-ahead (one cycle at ``v`` plus braking
+    at ``a_max`` ends inside)."""
+    tmin, tmax, alarm = lims
+    dv = amax * dt
+    if abs(v) > vmax or abs(v - v0) > dv:
+        return False
+    if alarm and v > (v0 - dv if v0 > dv else 0.0):
+        return False
+    reach = v * dt + v * v / (2.0 * amax)
+    if v > 0.0 and (p + v * dt > tmax or reach > tmax - p):
+        return False
+    return not (v < 0.0 and (p + v * dt < tmin or -v * dt + v * v / (2.0 * amax) > p - tmin))
+
+
+@st.composite
+def axis_cases(draw: st.DrawFn) -> tuple[float, float, float, float, float, float, float, float, bool]:
+    """One cycle of one axis over the functions' whole domain: travel anywhere (not only around 0),
+    slow and fast axes, cycle times up to seconds, positions near, at and beyond the limits."""
+    centre = draw(st.one_of(st.just(0.0), st.floats(-100.0, 100.0)))
+    half = draw(st.floats(1e-3, 50.0))
+    tmin, tmax = centre - half, centre + half
+    vmax = draw(st.floats(0.5, 400.0))
+    amax = draw(st.floats(0.05, 4000.0))
+    dt = draw(st.one_of(DT, st.floats(1e-4, 3.0)))
+    p = draw(
+        st.one_of(
+            st.floats(tmin, tmax),
+            st.floats(tmax - 0.05 * half, tmax),
+            st.floats(tmin, tmin + 0.05 * half),
+            st.floats(tmin - half, tmax + half),
+        )
+    )
+    v0 = draw(st.one_of(st.floats(-vmax, vmax), st.sampled_from([0.0, vmax, -vmax])))
+    v_req = draw(st.one_of(st.floats(-10.0 * vmax, 10.0 * vmax), st.floats(-1.0, 1.0)))
+    return p, v0, p + v_req * dt, dt, vmax, amax, tmin, tmax, draw(st.booleans())
+
+
+@given(axis_cases())
+def test_enforce_axis_changes_a_request_only_as_far_as_a_limit_needs(
+    case: tuple[float, float, float, float, float, float, float, float, bool],
+) -> None:
+    """The output keeps every limit, a request within them passes bit for bit, and a changed
+    request is moved onto the bound that stopped it, no further: any speed between the output and
+    the request breaks a limit (or the output is the hard travel clamp)."""
+    p, v0, n, dt, vmax, amax, tmin, tmax, alarm = case
+    out, r = limits.enforce_axis(p, v0, n, dt, vmax, amax, tmin, tmax, alarm)
+    v_req, v = (n - p) / dt, (out - p) / dt
+    lims = (tmin, tmax, alarm)
+    scale = 1e-6 * max(1.0, abs(v), abs(v_req))
+    assert close_below(abs(v), vmax + scale)
+    if tmin <= p <= tmax:
+        assert tmin <= out <= tmax
+    else:  # outside: only back toward the range, never beyond its other end
+        assert min(p, tmin) <= out <= max(p, tmax) and (out - p) * (p - tmin) <= 0.0
+    if out not in (tmin, tmax, p):
+        assert close_below(abs(v - v0), amax * dt + scale), "accelerated harder than a_max"
+    if r == Reason.OK:
+        assert out == n
+        # within every limit, up to the slack for rounding
+        assert abs(v_req) <= vmax + scale and abs(v_req - v0) <= amax * dt + scale
+        if tmin <= p <= tmax and v_req > 0.0:
+            assert v_req * dt + v_req * v_req / (2.0 * amax) <= tmax - p + scale * (dt + vmax / amax)
+        if tmin <= p <= tmax and v_req < 0.0:
+            assert -v_req * dt + v_req * v_req / (2.0 * amax) <= p - tmin + scale * (dt + vmax / amax)
+        if alarm:
+            assert v_req <= (v0 - amax * dt if v0 > amax * dt else 0.0) + scale
+    elif abs(v_req - v) > scale:
+        w = v + math.copysign(scale, v_req - v)
+        assert not _allowed(p, v0, w, dt, vmax, amax, lims), (
+            f"asked {v_req:+.9g}, sent {v:+.9g} ({r.name}), but {w:+.9g} keeps every limit"
+        )
+
+
+@given(VMAX, AMAX, DT, st.floats(-5.0, 5.0), st.sampled_from([1.0, -1.0]))
+def test_a_request_exactly_at_the_speed_limit_passes(
+    vmax: float, amax: float, dt: float, p: float, sign: float
+) -> None:
+    """At v_max (already there) is within the limit: bit for bit, nothing to report."""
+    n = p + sign * vmax * dt
+    assert limits.enforce_axis(p, sign * vmax, n, dt, vmax, amax, -1e6, 1e6, False) == (n, Reason.OK)
+
+
+@given(VMAX, AMAX, DT, st.floats(-5.0, 5.0), st.data())
+def test_a_request_exactly_at_the_acceleration_limit_passes(
+    vmax: float, amax: float, dt: float, p: float, data: st.DataObject
+) -> None:
+    dv = amax * dt
+    v0 = data.draw(st.floats(-vmax + dv, vmax - dv)) if vmax > dv else 0.0
+    for v in (v0 + dv, v0 - dv):
+        if abs(v) <= vmax * (1.0 - 1e-9):
+            n = p + v * dt
+            assert limits.enforce_axis(p, v0, n, dt, vmax, amax, -1e6, 1e6, False) == (n, Reason.OK)
+
+
+@given(st.floats(1e-4, 1.0), DT, AMAX, st.floats(-5.0, 5.0), st.sampled_from([1.0, -1.0]))
+def test_a_request_exactly_at_the_travel_approach_speed_passes(
+    room: float, dt: float, amax: float, p: float, sign: float
+) -> None:
+    """Running toward a travel limit at the largest speed that still stops there (the speed the
+    controller plans with, ``approach_speed``) is within the limit: passes bit for bit."""
+    v = limits.approach_speed(room, dt, amax)
+    tmin, tmax = (p - 10.0, p + room) if sign > 0 else (p - room, p + 10.0)
+    n = p + sign * v * dt
+    assert limits.enforce_axis(p, sign * v, n, dt, 2.0 * v + 1.0, amax, tmin, tmax, False) == (n, Reason.OK)
+
+
+def test_under_a_force_alarm_braking_exactly_at_a_max_or_resting_is_not_reported() -> None:
+    # binary-exact numbers: a_max * dt = 0.5, so braking from 1.5 at a_max gives exactly 1.0
+    assert limits.enforce_axis(0.0, 1.5, 0.25, 0.25, 4.0, 2.0, -5.0, 5.0, True) == (0.25, Reason.OK)
+    assert limits.enforce_axis(1.0, 0.0, 1.0, 0.25, 4.0, 2.0, -5.0, 5.0, True) == (1.0, Reason.OK)
+
+
+@given(*(st.floats(-5.0, 5.0) for _ in range(5)), st.floats(-2.0, 2.0), st.floats(-2.0, 2.0), st.data())
+def test_worst_case_bounds_every_tip_motion_and_is_reached(
+    value: float, na: float, nr: float, xa: float, xr: float, sa: float, sr: float, data: st.DataObject
+) -> None:
+    """Each tip ends anywhere between its actual position and where its target comes to rest (the
+    target plus its signed stopping distance, slack only shortening the way); an insertion increase
+    of either axis closes the distance. The bounds hold every such ending and are reached."""
+    low, high = limits.worst_case(value, na, nr, xa, xr, sa, sr)
+    ends_a = (min(xa, na, na + sa), max(xa, na, na + sa))
+    ends_r = (min(xr, nr, nr + sr), max(xr, nr, nr + sr))
+    ya = data.draw(st.floats(*ends_a))
+    yr = data.draw(st.floats(*ends_r))
+    d = value - (ya - xa) - (yr - xr)
+    assert low - 1e-9 <= d <= high + 1e-9
+    assert low == pytest.approx(value - (ends_a[1] - xa) - (ends_r[1] - xr), abs=1e-12)
+    assert high == pytest.approx(value - (ends_a[0] - xa) - (ends_r[0] - xr), abs=1e-12)
+
+
+def test_geometry_with_nothing_to_do_changes_nothing_and_says_so() -> None:
+    new = [0.001, -0.001]
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [0.4, -0.4], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 4.5, 2.0, 20.0
+    )
+    assert (kind, axis) == (0, -1) and new == [0.001, -0.001]
+
+
+def test_geometry_above_the_window_lets_the_closing_axis_go_and_holds_the_opening_one() -> None:
+    """Already above the ceiling (before the approach closes it): the axis that closes passes, the
+    one that would open it further is held (at rest: nothing to brake)."""
+    new = [0.0005, -0.0005]
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 31.6, 2.0, 20.0
+    )
+    assert new == [0.0005, 0.0] and (kind, axis) == (2, 1)
+    new = [-0.0005, 0.0005]  # and the other way round
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 31.6, 2.0, 20.0
+    )
+    assert new == [0.0, 0.0005] and (kind, axis) == (2, 0)
