@@ -914,3 +914,112 @@ def test_same_inputs_same_commands(data: st.DataObject) -> None:
 
     first, second = replay(), replay()
     assert repr(first) == repr(second)
+
+
+# ---------------------------------------------------------------------------- escalation (invariant 9)
+
+
+def _ramp_cycles(cfg: Config) -> int:
+    """Cycles for the slowest quick-stop ramp from max speed, plus the two cycles of the frames
+    (quick stop out, state back): how long a drive may still report a powered state."""
+    return max(math.ceil(d.max_speed / d.quick_stop_decel / cfg.period) + 2 for d in cfg.drives.values())
+
+
+def _latched_cycle(sup: SafetySupervisor, fb: Feedback, cmds: Commands, est: Estimate, k: int) -> list[str]:
+    """One cycle under the latch; the axes escalated in it."""
+    v = sup.enforce(0.0025 * (k + 2), CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and all(c.goal == DriveGoal.QUICK_STOP for c in cmds.axes.values())
+    return [a for a, c in cmds.axes.items() if c.escalate]
+
+
+def test_a_drive_that_never_stops_is_escalated_right_after_the_slowest_ramp() -> None:
+    """A drive still fresh in OPERATION ENABLED once every drive could have ramped down from max
+    speed has ignored its quick stop: escalated in the next cycle, not earlier (a drive still
+    ramping is left to its own ramp); the drives that stopped are left alone."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    for a, af in fb.axes.items():
+        af.state = DriveState.OPERATION_ENABLED if a == "retro_wire" else DriveState.QUICK_STOP_ACTIVE
+    ramp = _ramp_cycles(CFG)
+    for k in range(ramp):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    assert _latched_cycle(sup, fb, cmds, est, ramp) == ["retro_wire"]
+    assert sup.escalated == [a == "retro_wire" for a in sup.axes]
+
+
+def test_a_silent_drive_is_escalated_only_after_the_ramp() -> None:
+    """A drive whose feedback went stale under the latch (e.g. put in pre-operational by another
+    node) cannot be seen to stop: escalated once the ramp is over, not while it may still ramp."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state = DriveState.SWITCH_ON_DISABLED
+    silent = fb.axes["ante_mc"]
+    silent.state = DriveState.OPERATION_ENABLED
+    silent.age_cycles = CFG.safety.feedback_max_age_cycles + 1
+    ramp = _ramp_cycles(CFG)
+    for k in range(ramp):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    assert _latched_cycle(sup, fb, cmds, est, ramp) == ["ante_mc"]
+    silent.age_cycles = CFG.safety.feedback_max_age_cycles  # fresh enough again, still powered
+    assert _latched_cycle(sup, fb, cmds, est, ramp + 1) == ["ante_mc"]
+
+
+@pytest.mark.parametrize(
+    "back", [DriveState.READY_TO_SWITCH_ON, DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED]
+)
+@pytest.mark.parametrize(
+    "stop",
+    [
+        DriveState.QUICK_STOP_ACTIVE,
+        DriveState.SWITCH_ON_DISABLED,
+        DriveState.FAULT,
+        DriveState.FAULT_REACTION_ACTIVE,
+    ],
+)
+def test_a_drive_seen_leaving_its_stop_is_escalated_in_that_cycle_until_acknowledged(
+    stop: DriveState, back: DriveState
+) -> None:
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state = stop
+    assert _latched_cycle(sup, fb, cmds, est, 0) == []
+    fb.axes["ante_wire"].state = back  # walked back by someone else's controlwords
+    assert _latched_cycle(sup, fb, cmds, est, 1) == ["ante_wire"]  # at once, before the ramp ends
+    fb.axes["ante_wire"].state = stop  # stopped again: still escalated, for as long as the latch
+    for k in range(2, _ramp_cycles(CFG) + 4):
+        assert _latched_cycle(sup, fb, cmds, est, k) == ["ante_wire"], k
+    for af in fb.axes.values():
+        af.state, af.statusword = DriveState.SWITCH_ON_DISABLED, SW_TARGET_REACHED
+    assert sup.acknowledge(fb)
+    sup.enforce(1.0, CFG.period, cmds, fb, est, MOVE, HELD)  # the reset cycle
+    assert not any(c.escalate for c in cmds.axes.values())
+    # a new latch starts afresh: nobody escalated for what happened under the last one
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    assert _latched_cycle(sup, fb, cmds, est, 0) == []
+
+
+def test_a_drive_still_powered_before_it_was_seen_stopping_is_not_escalated_early() -> None:
+    """In the first cycles of a latch every drive still reports its old state (the quick stop is
+    on its way): not a drive leaving its stop, so not escalated."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    assert _latched_cycle(sup, fb, cmds, est, 0) == []
+    assert _latched_cycle(sup, fb, cmds, est, 1) == []
+
+
+def test_closing_never_escalates() -> None:
+    sup, fb, cmds, est = _running()
+    for k in range(_ramp_cycles(CFG) + 3):
+        v = sup.enforce(
+            0.0025 * (k + 1),
+            CFG.period,
+            cmds,
+            fb,
+            est,
+            MOVE,
+            HELD,
+            CycleInputs(stop_goal=DriveGoal.QUICK_STOP),
+        )
+        assert not v.fault and not any(c.escalate for c in cmds.axes.values())
