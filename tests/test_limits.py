@@ -398,3 +398,70 @@ def test_geometry_above_the_window_lets_the_closing_axis_go_and_holds_the_openin
         new, [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 31.6, 2.0, 20.0
     )
     assert new == [0.0, 0.0005] and (kind, axis) == (2, 0)
+
+
+@st.composite
+def geometry_cases(
+    draw: st.DrawFn,
+) -> tuple[list[float], list[float], list[float], list[float], tuple[float, float], float, float, float]:
+    """One cycle of two tips: last targets, their velocities, actual positions a little off, and
+    requests that continue, brake, stop, jump or hold; the distance anywhere around the window."""
+    dt = draw(DT)
+    amax = (draw(AMAX), draw(AMAX))
+    target = [draw(st.floats(-1.0, 1.0)) for _ in range(2)]
+    vel = [draw(st.one_of(st.floats(-20.0, 20.0), st.just(0.0))) for _ in range(2)]
+    pos = [target[i] + draw(st.floats(-0.05, 0.05)) for i in range(2)]
+    new = []
+    for i in range(2):
+        braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
+        new.append(
+            draw(
+                st.one_of(
+                    st.just(target[i] + vel[i] * dt),
+                    st.just(braked),
+                    st.just(target[i]),
+                    st.floats(target[i] - 0.05, target[i] + 0.05),
+                )
+            )
+        )
+    value = draw(
+        st.one_of(st.floats(1.0, 21.0), st.floats(2.0, 2.5), st.floats(19.5, 20.0), st.floats(-5.0, 40.0))
+    )
+    return new, target, vel, pos, amax, dt, value, draw(st.sampled_from([20.0, math.inf]))
+
+
+@given(geometry_cases())
+def test_geometry_brakes_only_what_takes_the_distance_out_and_says_which(
+    case: tuple[list[float], list[float], list[float], list[float], tuple[float, float], float, float, float],
+) -> None:
+    """A request whose worst case (each tip running on for its stopping distance) stays in the
+    window passes untouched with (0, -1). Otherwise only an axis that moves the distance out is
+    changed, and only to its braking target or its last target (a hold); the answer names the
+    last axis changed. Afterwards the hard worst case is in the window, or nothing moves out."""
+    new, target, vel, pos, amax, dt, value, hi = case
+    lo = 2.0
+    asked = list(new)
+    kind, axis = limits.geometry(new, target, vel, pos, amax, dt, 0, 1, value, lo, hi)
+    v = [(asked[i] - target[i]) / dt for i in range(2)]
+    stop = [v[i] * abs(v[i]) / (2.0 * amax[i]) for i in range(2)]
+    low, high = limits.worst_case(value, asked[0], asked[1], pos[0], pos[1], stop[0], stop[1])
+    changed = [i for i in range(2) if new[i] != asked[i]]
+    if lo <= value <= hi and low >= lo and high <= hi:
+        assert (kind, axis) == (0, -1) and not changed
+    if not changed:
+        assert (kind, axis) in ((0, -1), (1, axis), (2, axis)) and (kind == 0) == (axis == -1)
+    else:
+        assert kind in (1, 2) and axis in changed
+    for i in changed:
+        braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
+        assert new[i] in (braked, target[i]), f"axis {i}: {asked[i]} became {new[i]}"
+        # the distance closes when an insertion grows: the floor stops advances, the ceiling retreats
+        assert asked[i] != target[i]
+        out_low = value < lo or low < lo
+        out_high = value > hi or high > hi
+        assert (out_low and asked[i] > target[i]) or (out_high and asked[i] < target[i])
+    low, high = limits.worst_case(value, new[0], new[1], pos[0], pos[1], 0.0, 0.0)
+    if low < lo - TOL:
+        assert all(new[i] <= target[i] for i in range(2)), "an advance takes the distance below the floor"
+    if high > hi + TOL:
+        assert all(new[i] >= target[i] for i in range(2)), "a retreat takes the distance above the ceiling"

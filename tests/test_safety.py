@@ -366,6 +366,22 @@ MOVE = Objective("hand_in_hand.retro_step", True)
 HELD = OperatorInput(enable_held=True)
 
 
+def test_a_new_supervisor_reports_nothing_and_has_sent_nothing() -> None:
+    """Its counters and public state before any cycle: no fault, no rejection, no acknowledge,
+    nobody escalated, no target sent yet (NaN) and so no velocity; clean cycles keep it so."""
+    sup = SafetySupervisor(CFG)
+    n = len(sup.axes)
+    assert (sup.faults, sup.rejected, sup.generation) == (0, 0, 0)
+    assert not sup.latched and not sup.fault_pending and sup.fault_verdict == Verdict()
+    assert sup.escalated == [False] * n and sup.velocity == [0.0] * n
+    assert all(math.isnan(x) for x in sup.target)
+    sup, fb, cmds, est = _running()
+    for k in range(3):
+        assert sup.enforce(0.0025 * (k + 1), CFG.period, cmds, fb, est, MOVE, HELD) == Verdict()
+    assert (sup.faults, sup.rejected, sup.generation) == (0, 0, 0)
+    assert sup.velocity == [0.0] * n and sup.target == [0.0] * n
+
+
 def test_small_move_passes_unchanged_with_ok_verdict() -> None:
     sup, fb, cmds, est = _running()
     cmds.axes["retro_wire"].target = -0.001
