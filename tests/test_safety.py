@@ -673,6 +673,7 @@ def _at_speed(axis: str, v: float) -> tuple[SafetySupervisor, Feedback, Commands
         ("request", Reason.NON_FINITE),
         ("dt", Reason.NON_FINITE),
         ("estimate", Reason.ESTIMATE_INVALID),
+        ("estimate-garbage", Reason.ESTIMATE_INVALID),
     ],
 )
 def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
@@ -693,6 +694,10 @@ def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
         dt = math.nan
     elif why == "estimate":
         est.valid = False
+    elif why == "estimate-garbage":
+        # an invalid estimate's numbers mean nothing: no window is judged on them (here they
+        # would put the coupling below its floor and hold the advancing wire dead)
+        est.valid, est.gap, est.coupling = False, 0.0, -5.0
     x, v = cmds.axes[axis].target, 10.0
     cycles = 0
     while v > 0.0:
@@ -824,6 +829,7 @@ def test_a_reported_fault_latches_in_the_next_cycle_and_counts_once() -> None:
     sup.raise_fault(Reason.HEARTBEAT, "retro_mc heartbeat lost", "retro_mc")
     sup.raise_fault(Reason.BUS_FAULT, "a later cause")  # the first cause is kept
     assert sup.fault_pending and not sup.latched and sup.faults == 1
+    assert sup.fault_verdict.text == "retro_mc heartbeat lost" and sup.latched_verdict == Verdict()
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
     assert v.fault and v.text == "retro_mc heartbeat lost" and sup.latched and sup.faults == 2
     sup.raise_fault(Reason.HEARTBEAT, "again")  # while latched: counted only
@@ -1039,3 +1045,83 @@ def test_closing_never_escalates() -> None:
             CycleInputs(stop_goal=DriveGoal.QUICK_STOP),
         )
         assert not v.fault and not any(c.escalate for c in cmds.axes.values())
+
+
+# ---------------------------------------------------------------------------- acknowledge and after
+
+
+def test_acknowledge_with_nothing_latched_is_accepted_and_not_counted() -> None:
+    sup, fb, _, _ = _running()
+    assert sup.acknowledge(fb) and sup.ack_blocker == "" and sup.generation == 0
+
+
+@pytest.mark.parametrize("what", ["position", "force"])
+def test_acknowledge_is_refused_while_any_feedback_is_not_finite(what: str) -> None:
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    setattr(fb.axes["retro_mc"], what, math.nan)
+    assert not sup.acknowledge(fb) and "retro_mc: feedback not finite" in sup.ack_blocker
+    setattr(fb.axes["retro_mc"], what, 0.0)
+    assert sup.acknowledge(fb)
+
+
+def test_acknowledge_is_refused_at_the_force_alarm_and_accepted_below_it() -> None:
+    sup, fb, cmds, est = _running()
+    alarm = CFG.drives["ante_wire"].force_alarm
+    fb.axes["ante_wire"].force = CFG.drives["ante_wire"].force_stop
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    for force in (alarm, -alarm):
+        fb.axes["ante_wire"].force = force
+        assert not sup.acknowledge(fb) and "force_alarm" in sup.ack_blocker
+    fb.axes["ante_wire"].force = math.nextafter(alarm, 0.0)
+    assert sup.acknowledge(fb)
+
+
+def test_after_an_acknowledge_one_reset_cycle_then_re_enabling_is_no_new_fault() -> None:
+    """The drive that faulted comes back through SWITCH ON DISABLED under an ENABLED goal: that is
+    re-enabling, not a drive leaving OPERATION ENABLED; the reset lasts one cycle, targets restart
+    from the actual positions and motion is allowed again."""
+    sup, fb, cmds, est = _running()
+    fb.axes["retro_mc"].state = DriveState.FAULT
+    assert sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.DRIVE_FAULT
+    fb.axes["retro_mc"].position = 0.75
+    assert sup.acknowledge(fb) and sup.generation == 1
+    assert all(math.isnan(x) for x in sup.target) and sup.velocity == [0.0] * len(sup.axes)
+    t = 0.005
+    for state in (DriveState.FAULT, DriveState.SWITCH_ON_DISABLED, DriveState.READY_TO_SWITCH_ON):
+        fb.axes["retro_mc"].state = state
+        for c in cmds.axes.values():
+            c.goal = DriveGoal.ENABLED
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault and not sup.latched, state
+        first = t == 0.005
+        assert all((c.goal == DriveGoal.FAULT_RESET) is first for c in cmds.axes.values()), state
+        assert cmds.axes["retro_mc"].target == 0.75
+        t += CFG.period
+    fb.axes["retro_mc"].state = DriveState.OPERATION_ENABLED
+    sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(t + CFG.period, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v == Verdict() and cmds.axes["ante_wire"].target == 0.0005
+
+
+def test_an_acknowledge_restarts_the_coupling_grace() -> None:
+    """Cycles of coupling out of range before another fault do not count after its acknowledge:
+    the full ``coupling_fault_cycles`` of grace again, then the fault."""
+    sup, fb, cmds, est = _running()
+    n = CFG.safety.coupling_fault_cycles
+    est.coupling = CFG.procedure.coupling_max + 0.1
+    t = 0.0
+    for _ in range(n // 2):
+        t += CFG.period
+        assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    t += CFG.period
+    assert sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.HEARTBEAT
+    assert sup.acknowledge(fb)
+    for k in range(n):
+        t += CFG.period
+        assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault, k
+    t += CFG.period
+    assert sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.COUPLING
