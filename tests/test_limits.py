@@ -427,7 +427,10 @@ def geometry_cases(
     value = draw(
         st.one_of(st.floats(1.0, 21.0), st.floats(2.0, 2.5), st.floats(19.5, 20.0), st.floats(-5.0, 40.0))
     )
-    return new, target, vel, pos, amax, dt, value, draw(st.sampled_from([20.0, math.inf]))
+    # the MC window, no ceiling (hand-in-hand), or a window narrow enough to meet both bounds
+    hi = draw(st.one_of(st.sampled_from([20.0, math.inf]), st.floats(2.01, 4.0)))
+    value = draw(st.one_of(st.just(value), st.floats(2.0, min(hi, 40.0))))
+    return new, target, vel, pos, amax, dt, value, hi
 
 
 @given(geometry_cases())
@@ -460,6 +463,21 @@ def test_geometry_brakes_only_what_takes_the_distance_out_and_says_which(
         out_low = value < lo or low < lo
         out_high = value > hi or high > hi
         assert (out_low and asked[i] > target[i]) or (out_high and asked[i] < target[i])
+    # an axis still free (neither braked nor held) does not take the distance out, stopping
+    # distance included (the ramp is braked for in time)
+    v = [(new[i] - target[i]) / dt for i in range(2)]
+    stop = [v[i] * abs(v[i]) / (2.0 * amax[i]) for i in range(2)]
+    low, high = limits.worst_case(value, new[0], new[1], pos[0], pos[1], stop[0], stop[1])
+    for i in range(2):
+        braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
+        if new[i] in (braked, target[i]):
+            continue
+        rest = new[i] + stop[i]
+        # (a request already gentler than braking at a_max is as braked as it can be)
+        if low < lo - TOL and braked < new[i]:
+            assert not (new[i] > target[i] and max(new[i], rest) > pos[i]), f"axis {i} closes freely"
+        if high > hi + TOL and braked > new[i]:
+            assert not (new[i] < target[i] and min(new[i], rest) < pos[i]), f"axis {i} opens freely"
     low, high = limits.worst_case(value, new[0], new[1], pos[0], pos[1], 0.0, 0.0)
     if low < lo - TOL:
         assert all(new[i] <= target[i] for i in range(2)), "an advance takes the distance below the floor"
