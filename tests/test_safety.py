@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping
@@ -674,6 +675,8 @@ def _at_speed(axis: str, v: float) -> tuple[SafetySupervisor, Feedback, Commands
         ("dt", Reason.NON_FINITE),
         ("estimate", Reason.ESTIMATE_INVALID),
         ("estimate-garbage", Reason.ESTIMATE_INVALID),
+        ("position", Reason.NON_FINITE),
+        ("coupling-inf", Reason.NON_FINITE),
     ],
 )
 def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
@@ -698,6 +701,13 @@ def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
         # an invalid estimate's numbers mean nothing: no window is judged on them (here they
         # would put the coupling below its floor and hold the advancing wire dead)
         est.valid, est.gap, est.coupling = False, 0.0, -5.0
+    elif why == "position":
+        # another axis' position unknown: no window can be judged (the coupling here would
+        # otherwise hold the advancing wire dead)
+        fb.axes["ante_wire"].position = math.nan
+        est.coupling = -5.0
+    elif why == "coupling-inf":
+        est.coupling = -math.inf
     x, v = cmds.axes[axis].target, 10.0
     cycles = 0
     while v > 0.0:
@@ -1097,10 +1107,13 @@ def test_after_an_acknowledge_one_reset_cycle_then_re_enabling_is_no_new_fault()
         assert not v.fault and not sup.latched, state
         first = t == 0.005
         assert all((c.goal == DriveGoal.FAULT_RESET) is first for c in cmds.axes.values()), state
+        assert not any(c.escalate for c in cmds.axes.values()) and sup.velocity == [0.0] * len(sup.axes)
         assert cmds.axes["retro_mc"].target == 0.75
         t += CFG.period
     fb.axes["retro_mc"].state = DriveState.OPERATION_ENABLED
     sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+    # enabled again and asked to stay: it stays (no speed left over from before the fault)
+    assert cmds.axes["retro_mc"].target == 0.75 and sup.velocity == [0.0] * len(sup.axes)
     cmds.axes["ante_wire"].target = 0.0005
     v = sup.enforce(t + CFG.period, CFG.period, cmds, fb, est, MOVE, HELD)
     assert v == Verdict() and cmds.axes["ante_wire"].target == 0.0005
@@ -1125,3 +1138,76 @@ def test_an_acknowledge_restarts_the_coupling_grace() -> None:
         assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault, k
     t += CFG.period
     assert sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.COUPLING
+
+
+# ---------------------------------------------------------------------------- inputs at their bounds
+
+
+@pytest.mark.parametrize("what", ["position", "force"])
+def test_feedback_at_its_abs_max_is_taken_and_beyond_it_rejected(what: str) -> None:
+    """``position_abs_max``/``force_abs_max``: values beyond +/- the bound are rejected (held,
+    counted); the bound itself is a value like any other. (The force bound is set below
+    ``force_stop`` here, so that a force at it is no fault.)"""
+    cfg = CFG.replace(safety=dataclasses.replace(CFG.safety, force_abs_max=2.0))
+    bound = cfg.safety.position_abs_max if what == "position" else cfg.safety.force_abs_max
+    for value, rejected in ((bound, False), (-bound, False), (math.nextafter(bound, math.inf), True)):
+        sup = SafetySupervisor(cfg)
+        _, fb, cmds, est = _running()
+        sup.enforce(0.0, cfg.period, cmds, fb, est, Objective("ready", True), HELD)
+        setattr(fb.axes["ante_wire_rot"], what, value)
+        cmds.axes["ante_wire"].target = 0.0005
+        v = sup.enforce(0.0025, cfg.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault
+        assert (sup.rejected == 1) is rejected and (v.reason == Reason.NON_FINITE) is rejected
+        assert (cmds.axes["ante_wire"].target == 0.0005) is not rejected
+
+
+@pytest.mark.parametrize("request_", [math.inf, -math.inf, math.nan])
+def test_a_request_that_is_not_finite_holds_that_axis_and_counts_once(request_: float) -> None:
+    sup, fb, cmds, est = _running()
+    cmds.axes["ante_wire"].target = request_
+    cmds.axes["retro_wire"].target = -0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and v.axis == "ante_wire" and sup.rejected == 1
+    assert cmds.axes["ante_wire"].target == 0.0 and cmds.axes["retro_wire"].target == -0.0005
+
+
+@pytest.mark.parametrize(
+    ("gap", "coupling"), [(math.nan, 0.5), (4.5, math.nan), (-math.inf, 0.5), (4.5, math.inf)]
+)
+def test_an_estimate_with_any_non_finite_distance_is_rejected(gap: float, coupling: float) -> None:
+    sup, fb, cmds, est = _running()
+    est.gap, est.coupling = gap, coupling
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and sup.rejected == 1
+    assert cmds.axes["ante_wire"].target == 0.0
+
+
+def test_an_axis_at_speed_asked_to_stop_dead_ramps_down() -> None:
+    axis = "retro_wire"
+    sup, fb, cmds, est, t = _at_speed(axis, 10.0)
+    amax = CFG.drives[axis].max_accel
+    x, v = cmds.axes[axis].target, 10.0
+    while v > 0.0:
+        t += CFG.period
+        cmds.axes[axis].target = x  # stay where the last target was
+        sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        v_new = (cmds.axes[axis].target - x) / CFG.period
+        assert v_new == pytest.approx(max(0.0, v - amax * CFG.period), abs=1e-9)
+        x, v = cmds.axes[axis].target, v_new
+
+
+@pytest.mark.parametrize(("phase", "coupled"), [("approach", True), ("hand_in_hand.retro_step", False)])
+def test_the_wire_coupling_is_judged_only_in_hand_in_hand_and_when_coupled(phase: str, coupled: bool) -> None:
+    sup, fb, cmds, est = _running()
+    est.coupling = -0.5  # the retro wire tip ahead of the ante wire's: out of [0, coupling_max]
+    cmds.axes["retro_wire"].target = 0.0005  # would shorten it further
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective(phase, True, coupled=coupled), HELD)
+    assert cmds.axes["retro_wire"].target == 0.0005 and v.reason != Reason.COUPLING
+    # where it is judged, the same request is held
+    sup, fb, cmds, est = _running()
+    est.coupling = -0.5
+    cmds.axes["retro_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert cmds.axes["retro_wire"].target == 0.0 and v.reason == Reason.COUPLING
