@@ -1211,3 +1211,14 @@ def test_the_wire_coupling_is_judged_only_in_hand_in_hand_and_when_coupled(phase
     cmds.axes["retro_wire"].target = 0.0005
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
     assert cmds.axes["retro_wire"].target == 0.0 and v.reason == Reason.COUPLING
+
+
+def test_of_equal_reasons_the_verdict_names_the_first_axis() -> None:
+    """Several axes limited alike in one cycle: one verdict, naming the first of them in the
+    supervisor's axis order (deterministic, invariant 8)."""
+    sup, fb, cmds, est = _running()
+    for a in ("retro_wire", "ante_wire"):
+        cmds.axes[a].target = -0.05  # 20 mm/s from rest in one cycle
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    first = next(a for a in sup.axes if a in ("retro_wire", "ante_wire"))
+    assert v.reason == Reason.ACCEL_LIMIT and v.axis == first
