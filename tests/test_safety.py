@@ -859,95 +859,6 @@ def test_closing_stops_every_axis_without_latching() -> None:
     assert all(c.goal == DriveGoal.DISABLED for c in cmds.axes.values())
 
 
-# ---------------------------------------------------------------------------- properties (last: slowest)
-
-
-@given(st.data())
-def test_every_invariant_holds_over_random_cycles(data: st.DataObject) -> None:
-    """Invariants 1-7 after every cycle of a random sequence (faults, acks, stale data, jitter)."""
-    draw = data.draw
-    chaos = draw(CHAOS)
-    cfg = draw(st.sampled_from([CFG, CFG_TIGHT]))
-    push = draw(PUSH)
-    sup = SafetySupervisor(cfg)
-    hist = History()
-    fb = Feedback.for_axes(AXES)
-    cmds = Commands.for_axes(AXES)
-    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), force=dict.fromkeys(AXES, 0.0))
-    t = 0.0
-    for _ in range(draw(st.integers(1, 60))):
-        targets = {a: cmds.axes[a].target for a in AXES}
-        draw(feedback_step(fb, targets, chaos))
-        draw(estimate_step(est, chaos))
-        draw(request_step(cmds, targets, chaos, push))
-        dt = random_dt(draw, chaos)
-        t += dt if math.isfinite(dt) else 0.0
-        obj = Objective(draw(st.sampled_from(PHASES)), not rare(draw, 10, chaos))
-        op = OperatorInput(enable_held=not rare(draw, 10, chaos), estop=rare(draw, 80, chaos))
-        if rare(draw, 60, chaos):
-            sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
-        checked_enforce(sup, hist, cfg, t, dt, cmds, fb, est, obj, op)
-        if sup.latched and (chaos < 2 or draw(st.booleans())):
-            accepted = sup.acknowledge(fb)
-            assert accepted == (not sup.latched)
-            if accepted:
-                hist.out.clear()  # targets restart from the actual positions
-            # acknowledge never moves anything by itself
-            assert all(math.isfinite(cmds.axes[a].target) for a in AXES)
-
-
-@given(st.data())
-def test_same_inputs_same_commands(data: st.DataObject) -> None:
-    """Invariant 8: two supervisors fed the same sequence give identical commands and verdicts."""
-    draw = data.draw
-    chaos = draw(CHAOS)
-    steps = []
-    fb = Feedback.for_axes(AXES)
-    cmds = Commands.for_axes(AXES)
-    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
-    for _ in range(draw(st.integers(1, 8))):
-        targets = {a: cmds.axes[a].target for a in AXES}
-        draw(feedback_step(fb, targets, chaos))
-        draw(estimate_step(est, chaos))
-        draw(request_step(cmds, targets, chaos))
-        steps.append(
-            (
-                {
-                    a: (af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok)
-                    for a, af in fb.axes.items()
-                },
-                (est.valid, est.gap, est.coupling),
-                {a: c.target for a, c in cmds.axes.items()},
-                random_dt(draw, chaos),
-                draw(st.sampled_from(PHASES)),
-                draw(st.booleans()),
-            )
-        )
-
-    def replay() -> list[tuple[object, ...]]:
-        sup = SafetySupervisor(CFG)
-        f = Feedback.for_axes(AXES)
-        c = Commands.for_axes(AXES)
-        e = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
-        out: list[tuple[object, ...]] = []
-        t = 0.0
-        for fbs, (valid, gap, cpl), req, dt, phase, held in steps:
-            for a, (pos, force, state, age, hb) in fbs.items():
-                af = f.axes[a]
-                af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok = pos, force, state, age, hb
-            e.valid, e.gap, e.coupling = valid, gap, cpl
-            for a, target in req.items():
-                c.axes[a].target = target
-                c.axes[a].goal = DriveGoal.ENABLED
-            t += 0.0025
-            v = sup.enforce(t, dt, c, f, e, Objective(phase, True), OperatorInput(enable_held=held))
-            out.append((v, tuple((c.axes[a].target, c.axes[a].goal) for a in AXES)))
-        return out
-
-    first, second = replay(), replay()
-    assert repr(first) == repr(second)
-
-
 # ---------------------------------------------------------------------------- escalation (invariant 9)
 
 
@@ -1222,3 +1133,92 @@ def test_of_equal_reasons_the_verdict_names_the_first_axis() -> None:
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
     first = next(a for a in sup.axes if a in ("retro_wire", "ante_wire"))
     assert v.reason == Reason.ACCEL_LIMIT and v.axis == first
+
+
+# ---------------------------------------------------------------------------- properties (last: slowest)
+
+
+@given(st.data())
+def test_every_invariant_holds_over_random_cycles(data: st.DataObject) -> None:
+    """Invariants 1-7 after every cycle of a random sequence (faults, acks, stale data, jitter)."""
+    draw = data.draw
+    chaos = draw(CHAOS)
+    cfg = draw(st.sampled_from([CFG, CFG_TIGHT]))
+    push = draw(PUSH)
+    sup = SafetySupervisor(cfg)
+    hist = History()
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0), force=dict.fromkeys(AXES, 0.0))
+    t = 0.0
+    for _ in range(draw(st.integers(1, 60))):
+        targets = {a: cmds.axes[a].target for a in AXES}
+        draw(feedback_step(fb, targets, chaos))
+        draw(estimate_step(est, chaos))
+        draw(request_step(cmds, targets, chaos, push))
+        dt = random_dt(draw, chaos)
+        t += dt if math.isfinite(dt) else 0.0
+        obj = Objective(draw(st.sampled_from(PHASES)), not rare(draw, 10, chaos))
+        op = OperatorInput(enable_held=not rare(draw, 10, chaos), estop=rare(draw, 80, chaos))
+        if rare(draw, 60, chaos):
+            sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+        checked_enforce(sup, hist, cfg, t, dt, cmds, fb, est, obj, op)
+        if sup.latched and (chaos < 2 or draw(st.booleans())):
+            accepted = sup.acknowledge(fb)
+            assert accepted == (not sup.latched)
+            if accepted:
+                hist.out.clear()  # targets restart from the actual positions
+            # acknowledge never moves anything by itself
+            assert all(math.isfinite(cmds.axes[a].target) for a in AXES)
+
+
+@given(st.data())
+def test_same_inputs_same_commands(data: st.DataObject) -> None:
+    """Invariant 8: two supervisors fed the same sequence give identical commands and verdicts."""
+    draw = data.draw
+    chaos = draw(CHAOS)
+    steps = []
+    fb = Feedback.for_axes(AXES)
+    cmds = Commands.for_axes(AXES)
+    est = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
+    for _ in range(draw(st.integers(1, 8))):
+        targets = {a: cmds.axes[a].target for a in AXES}
+        draw(feedback_step(fb, targets, chaos))
+        draw(estimate_step(est, chaos))
+        draw(request_step(cmds, targets, chaos))
+        steps.append(
+            (
+                {
+                    a: (af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok)
+                    for a, af in fb.axes.items()
+                },
+                (est.valid, est.gap, est.coupling),
+                {a: c.target for a, c in cmds.axes.items()},
+                random_dt(draw, chaos),
+                draw(st.sampled_from(PHASES)),
+                draw(st.booleans()),
+            )
+        )
+
+    def replay() -> list[tuple[object, ...]]:
+        sup = SafetySupervisor(CFG)
+        f = Feedback.for_axes(AXES)
+        c = Commands.for_axes(AXES)
+        e = Estimate(tips=dict.fromkeys(LINEAR_AXES, 0.0))
+        out: list[tuple[object, ...]] = []
+        t = 0.0
+        for fbs, (valid, gap, cpl), req, dt, phase, held in steps:
+            for a, (pos, force, state, age, hb) in fbs.items():
+                af = f.axes[a]
+                af.position, af.force, af.state, af.age_cycles, af.heartbeat_ok = pos, force, state, age, hb
+            e.valid, e.gap, e.coupling = valid, gap, cpl
+            for a, target in req.items():
+                c.axes[a].target = target
+                c.axes[a].goal = DriveGoal.ENABLED
+            t += 0.0025
+            v = sup.enforce(t, dt, c, f, e, Objective(phase, True), OperatorInput(enable_held=held))
+            out.append((v, tuple((c.axes[a].target, c.axes[a].goal) for a in AXES)))
+        return out
+
+    first, second = replay(), replay()
+    assert repr(first) == repr(second)
