@@ -1135,6 +1135,18 @@ def test_of_equal_reasons_the_verdict_names_the_first_axis() -> None:
     assert v.reason == Reason.ACCEL_LIMIT and v.axis == first
 
 
+def test_an_axis_whose_position_was_never_known_has_no_target_and_no_speed() -> None:
+    sup, fb, cmds, est = _running()
+    sup = SafetySupervisor(CFG)
+    fb.axes["ante_mc"].position = math.nan
+    cmds.axes["ante_mc"].target = 0.0005
+    for k in range(3):
+        sup.enforce(0.0025 * k, CFG.period, cmds, fb, est, MOVE, HELD)
+        i = sup.axes.index("ante_mc")
+        assert math.isnan(sup.target[i]) and sup.velocity[i] == 0.0
+        assert math.isfinite(cmds.axes["ante_mc"].target)
+
+
 # ---------------------------------------------------------------------------- properties (last: slowest)
 
 
