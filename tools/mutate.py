@@ -283,7 +283,9 @@ def _start(workdir: Path, tests: tuple[str, ...]) -> int:
             fd = os.open(os.devnull, os.O_WRONLY)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-        rc = importlib.import_module("pytest").main(["-x", "-q", "-p", "no:cacheprovider", *tests])
+        # the campaign's own time limit applies, not pytest-timeout's per test (a loaded machine)
+        args = ["-x", "-q", "-p", "no:cacheprovider", "--timeout=0", *tests]
+        rc = importlib.import_module("pytest").main(args)
         os._exit(int(rc))
     except BaseException:
         if os.environ.get("MUTATE_SHOW_OUTPUT"):
