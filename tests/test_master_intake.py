@@ -12,7 +12,7 @@ import pytest
 
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
-from firmware_iface.master import SYNC_COUNTER_MAX, Master
+from firmware_iface.master import OWED_MAX, SYNC_COUNTER_MAX, Master
 from firmware_iface.simbus import SimTimeBus
 from tests.conftest import CONFIGS
 from whih_control import load_config
@@ -109,5 +109,26 @@ def test_without_sync_simulated_time_still_advances_one_period_per_cycle() -> No
         for k in range(3):
             m.read((k + 1) * cfg.period, None)
         assert bus.kernel.time == pytest.approx(t0 + 3 * cfg.period)
+    finally:
+        bus.shutdown()
+
+
+@pytest.mark.parametrize("late", [OWED_MAX, OWED_MAX + 1])
+def test_a_late_drive_may_answer_at_most_owed_max_syncs_at_once(late: int) -> None:
+    """A drive silent for longer than the master keeps count answers its missed SYNCs in one
+    cycle: the master takes up to ``OWED_MAX`` of them; one more has a second sender."""
+    cfg = _config()
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        k = 0
+        for k in range(OWED_MAX + 2):
+            m.read(k * cfg.period, None)
+        for _ in range(late):
+            bus.kernel.device_send(_tpdo(1, 100))
+        fb = m.read((k + 1) * cfg.period, None)
+        extra = late > OWED_MAX
+        assert m.stats.collisions == int(extra) and fb.bus_ok is not extra
+        assert fb.axes["ante_wire"].age_cycles == 0
     finally:
         bus.shutdown()

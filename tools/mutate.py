@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     plans = {t.name: enumerate_mutants(t) for t in targets}
     # keys carry line numbers: an entry that names no mutant any more was left behind by an edit
     known = {m.key for t in TARGETS for m in (plans.get(t.name) or enumerate_mutants(t))}
-    for key in sorted(k for k in equivalent if k not in known):
+    names = {t.name for t in TARGETS}
+    for key in sorted(k for k in equivalent if k not in known and k.split(":", 1)[0] in names):
         print(f"warning: {EQUIVALENT_FILE.name}: no such mutant (moved by an edit?): {key}", file=sys.stderr)
     if args.limit:
         plans = {k: v[: args.limit] for k, v in plans.items()}
