@@ -483,3 +483,20 @@ def test_geometry_brakes_only_what_takes_the_distance_out_and_says_which(
         assert all(new[i] <= target[i] for i in range(2)), "an advance takes the distance below the floor"
     if high > hi + TOL:
         assert all(new[i] >= target[i] for i in range(2)), "a retreat takes the distance above the ceiling"
+
+
+def test_geometry_the_window_is_closed_and_an_axis_without_a_share_is_left_alone() -> None:
+    """Binary-exact numbers (dt 0.25, a_max 2: braking takes 0.5/s per cycle, a speed of 1 stops
+    in 0.25). A worst case that reaches the floor exactly is inside the window: nothing braked.
+    Below it, only the axis whose tip can go past where it is now is braked; one whose stopping
+    point is exactly its position has no share of the worst case."""
+    new = [0.25, 0.0]  # axis 0 at 1/s: its tip may reach 0.5, the distance 2.5 - 0.5 = the floor
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [1.0, 0.0], [0.0, 0.0], (2.0, 2.0), 0.25, 0, 1, 2.5, 2.0, math.inf
+    )
+    assert (kind, axis) == (0, -1) and new == [0.25, 0.0]
+    new = [0.0, 0.25]  # axis 0 comes to rest at 0.25, where its tip is; axis 1 takes 0.5
+    kind, axis = limits.geometry(
+        new, [-0.25, 0.0], [1.0, 1.0], [0.25, 0.0], (2.0, 2.0), 0.25, 0, 1, 2.25, 2.0, math.inf
+    )
+    assert (kind, axis) == (1, 1) and new == [0.0, 0.125]
