@@ -132,3 +132,26 @@ def test_a_late_drive_may_answer_at_most_owed_max_syncs_at_once(late: int) -> No
         assert fb.axes["ante_wire"].age_cycles == 0
     finally:
         bus.shutdown()
+
+
+@pytest.mark.parametrize("deadline", ["passed", "none"])
+def test_read_without_time_left_takes_what_is_queued_and_never_waits(deadline: str) -> None:
+    """A deadline already past (a late cycle), or none at all: read takes the frames already
+    received and returns at once, even though one drive is silent."""
+    cfg = _config()
+    channel = f"intake-late-{deadline}-{time.monotonic_ns()}"
+    master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    drives_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    try:
+        m = Master(cfg, master_bus)
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for node in nodes[:-1]:
+            drives_bus.send(_tpdo(node, 5))
+        t0 = time.perf_counter()
+        fb = m.read(1.0, t0 - 1.0 if deadline == "passed" else None)
+        assert time.perf_counter() - t0 < 0.5
+        ages = [a.age_cycles for a in fb.axes.values()]
+        assert ages[:-1] == [0] * (len(nodes) - 1) and ages[-1] > 0
+    finally:
+        master_bus.shutdown()
+        drives_bus.shutdown()
