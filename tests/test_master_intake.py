@@ -155,3 +155,27 @@ def test_read_without_time_left_takes_what_is_queued_and_never_waits(deadline: s
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
+
+
+def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None:
+    """Heartbeats and unknown frames queued ahead of the TPDO1s: read goes on until every drive
+    has answered (before the deadline), so all of them are fresh."""
+    cfg = _config()
+    channel = f"intake-others-{time.monotonic_ns()}"
+    master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    drives_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    try:
+        m = Master(cfg, master_bus)
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for node in nodes:
+            drives_bus.send(
+                can.Message(arbitration_id=pdo.heartbeat_cob(node), data=bytes([0x05]), is_extended_id=False)
+            )
+            drives_bus.send(can.Message(arbitration_id=0x6F0, data=b"\x00", is_extended_id=False))
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 7))
+        fb = m.read(1.0, time.perf_counter() + 5.0)
+        assert all(a.age_cycles == 0 for a in fb.axes.values())
+    finally:
+        master_bus.shutdown()
+        drives_bus.shutdown()
