@@ -511,3 +511,19 @@ def test_a_cycle_longer_than_a_second_still_keeps_travel() -> None:
     assert v * 2.0 + limits.stopping_distance(v, 100.0) <= 1.0 + 1e-12
     out, r = limits.enforce_axis(0.0, -1.0, -2.0, 2.0, 10.0, 100.0, -1.0, 5.0, False)
     assert r == Reason.TRAVEL_LIMIT and -1.0 <= out < 0.0
+
+
+@pytest.mark.parametrize(
+    ("p", "v0", "tmin", "tmax"),
+    [(0.0, 0.5, -5.0, 0.6), (0.0, -0.5, -0.6, 5.0), (10.6, -0.5, 10.0, 20.0), (19.4, 0.5, 10.0, 20.0)],
+)
+def test_a_slow_braking_axis_is_braked_for_its_travel_anywhere(
+    p: float, v0: float, tmin: float, tmax: float
+) -> None:
+    """a_max below 1/s^2 (a slow axis) and a range away from zero: at 0.5/s, 0.6 short of a limit
+    it takes 0.25 per step plus 0.5 to stop, so the look-ahead must brake it (and can)."""
+    out, r = limits.enforce_axis(p, v0, p + v0 * 0.5, 0.5, 1.0, 0.25, tmin, tmax, False)
+    assert r == Reason.TRAVEL_LIMIT
+    v = (out - p) / 0.5
+    room = tmax - p if v0 > 0 else p - tmin
+    assert abs(v) * 0.5 + limits.stopping_distance(v, 0.25) <= room + 1e-12
