@@ -821,7 +821,7 @@ def test_a_stall_is_named_before_what_the_drives_report_after_it() -> None:
     sup.raise_fault(Reason.HEARTBEAT, "ante_mc: EMCY 0x8130 heartbeat lost", "ante_mc")
     stall = CycleInputs(drives_wanted_enabled=True, stall_s=0.2)
     v = sup.enforce(0.2025, CFG.period, cmds, fb, est, MOVE, HELD, stall)
-    assert v.fault and v.text.startswith("master stalled: 200 ms") and "allowed 50 ms" in v.text
+    assert v.fault and v.text.startswith("master stalled: 200.0 ms") and "allowed 50 ms" in v.text
     assert sup.faults == 2 and sup.latched
     assert sup.acknowledge(fb) and not sup.fault_pending
     sup.enforce(0.205, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(drives_wanted_enabled=True))

@@ -52,7 +52,7 @@ def test_a_longer_freeze_is_the_masters_own_stall_named_before_the_drives(cfg: w
     """200 ms: the drives' heartbeat consumers (100 ms) have quick-stopped them by the time the
     master cycles again; the fault is still the master's stall, not their EMCYs."""
     status, stalls = _freeze(cfg, 200.0)
-    assert status.fault.startswith("master stalled: 200 ms"), status.fault
+    assert status.fault.startswith("master stalled: 200.0 ms"), status.fault
     assert "allowed 50 ms" in status.fault
     assert status.faults[0].endswith(status.fault)
     assert max(stalls) == pytest.approx(0.2)

@@ -6,10 +6,11 @@ and operator state, and returns a :class:`~whih_control.types.Verdict` (built on
 happened). Invariants (docs/DESIGN.md section 4), in the order they are applied each cycle:
 
 - **Faults** (latched only here; every axis ``QUICK_STOP`` in the same cycle, targets track the
-  actual positions), every one an input of the cycle: the master stalled (``CycleInputs.stall_s``,
-  :func:`~whih_control.limits.stalled`; first, since it explains the rest); a fault reported
-  through :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat loss, recording failure; latched
-  by the next ``enforce``); e-stop pressed; ``feedback.bus_ok`` false; a drive that left OPERATION ENABLED under an
+  actual positions), every one an input of the cycle: the master stalled
+  (``CycleInputs.stall_s``, :func:`~whih_control.limits.stalled`; first, since it explains the
+  rest); a fault reported through :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat loss,
+  recording failure; latched by the next ``enforce``); e-stop pressed; ``feedback.bus_ok``
+  false; a drive that left OPERATION ENABLED under an
   ``ENABLED`` goal (:func:`~whih_control.limits.left_enabled`); stale feedback while the drives
   are wanted enabled; ``|force| >= force_stop``; the dead-man released in a motion phase;
   imaging lost for twice its allowed age while moving or paused for it; wire coupling outside
@@ -515,7 +516,7 @@ class SafetySupervisor:
                 self.faults += 1
             return Verdict(
                 Reason.STALE_FEEDBACK,
-                f"master stalled: {cyc.stall_s * 1e3:.0f} ms without a cycle on its own clock "
+                f"master stalled: {cyc.stall_s * 1e3:.1f} ms without a cycle on its own clock "
                 f"(allowed {limits.stall_limit(self._hb_timeout) * 1e3:.0f} ms, half the drives' "
                 "master heartbeat timeout)",
                 True,
