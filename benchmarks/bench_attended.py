@@ -219,10 +219,20 @@ def main(argv: list[str] | None = None) -> int:
         # the candidates take turns within each round, so a change in the machine's load
         # falls on all of them alike
         runs: dict[str, list[dict[str, float]]] = {c: [] for c in candidates}
+        refused: dict[str, int] = dict.fromkeys(candidates, 0)
         for _ in range(args.repeat):
             for c in candidates:
-                runs[c].append(one(kind, args.seconds, c))
+                for _attempt in range(3):
+                    try:
+                        runs[c].append(one(kind, args.seconds, c))
+                        break
+                    except wc.WhihError as exc:  # e.g. a loaded machine stalls enable() itself
+                        refused[c] += 1
+                        print(f"  ({kind}, {c}: enable failed, again: {exc})")
         for c in candidates:
+            if not runs[c]:
+                print(f"{kind:7} {c:12} no run enabled ({refused[c]} attempts)")
+                continue
             med = {
                 k: statistics.median(float(r[k]) for r in runs[c])
                 for k in ("p50", "p99", "max", "late", "cycles", "stale", "status_p50", "status_p99")

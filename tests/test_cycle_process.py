@@ -53,7 +53,7 @@ def test_bad_cycle_arguments_are_refused_naming_them() -> None:
         wc.Robot(cfg, clock="simulated", cycle="process")
     bus = can.Bus(interface="virtual", channel="whih-proc-arg")
     try:
-        with pytest.raises(ValueError, match="bus .* must be None"):
+        with pytest.raises(ValueError, match=r"bus .* must be None"):
             wc.Robot(cfg, bus, cycle="process")
     finally:
         bus.shutdown()

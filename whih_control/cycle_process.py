@@ -42,6 +42,26 @@ _ERRORS: dict[str, type[Exception]] = {
     for e in (CommandTimeoutError, ProcedureError, SafetyError, WhihError, ValueError, TypeError)
 }
 """Errors a verb may raise, rebuilt by name in the application (the rest become WhihError)."""
+_VERBS = frozenset(
+    {
+        "enable",
+        "start_procedure",
+        "run_procedure",
+        "pause",
+        "resume",
+        "abort",
+        "acknowledge",
+        "confirm_crossing",
+        "jog",
+        "teleop",
+        "set_inputs",
+        "status",
+        "wait",
+        "time",
+        "add_measurement",
+    }
+)
+"""What the application may ask of the child's Runtime (nothing else of it is reachable)."""
 _INLINE = frozenset({"status", "time", "add_measurement"})
 """Verbs answered on the child's reading thread: they never wait for a cycle."""
 _START_TIMEOUT_S = 60.0
@@ -59,6 +79,8 @@ def _serve(conn: Connection, data: dict[str, Any], base_dir: str | None, kwargs:
 
     def answer(rid: int, verb: str, args: Sequence[Any], kw: dict[str, Any]) -> None:
         try:
+            if verb not in _VERBS:
+                raise WhihError(f"{verb}: not a verb of Robot")
             fn = getattr(rt, verb)
             value = fn(*args, **kw) if callable(fn) else fn
         except Exception as exc:
