@@ -102,7 +102,7 @@ def stalled(stall_s: float, heartbeat_timeout_s: float) -> bool:
     """The master did not cycle for longer than :func:`stall_limit` (a frozen or starved
     process, an injected freeze): the one definition, in real and simulated time. ``stall_s``
     is the time between two cycles beyond one period, on the master's own clock."""
-    return stall_s > 0.5 * heartbeat_timeout_s
+    return stall_s > stall_limit(heartbeat_timeout_s)
 
 
 # ---------------------------------------------------------------------------- one axis
