@@ -7,6 +7,7 @@ the argument checks run always.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 
 import whih_control as wc
 from whih_control.events import read_events, verify_log
+from whih_control.runtime import Progress
 
 from .conftest import CONFIGS
 
@@ -128,6 +130,7 @@ _APP = """
 import dataclasses, sys, time
 import whih_control as wc
 from whih_control.events import read_events, verify_log
+from whih_control.runtime import Progress
 cfg = wc.load_config(sys.argv[1])
 cfg = cfg.replace(
     bus=dataclasses.replace(cfg.bus, interface="virtual", channel=sys.argv[3]),
@@ -184,3 +187,15 @@ def test_the_application_killed_the_cycle_process_stops_the_drives_and_ends(tmp_
             last[m.arbitration_id - 0x200] = int.from_bytes(m.data[:2], "little")
     assert sorted(last) == sorted(d.node_id for d in wc.load_config(CONFIGS / "sim.toml").drives.values())
     assert set(last.values()) == {0}, last
+
+
+@pytest.mark.realtime
+def test_run_procedure_returns_its_result_and_progress_runs_in_the_application() -> None:
+    cfg = _rt_config()
+    seen: list[Progress] = []
+    with wc.Robot(cfg, clock="real", cycle="process", progress=seen.append) as robot:
+        robot.enable()
+        result = robot.run_procedure(max_time=1.0, confirm=lambda gate: True)
+    assert result.outcome == "timeout" and result.cycles > 0
+    assert len(seen) >= 5 and seen[-1].phase == "approach"
+    assert all(b.t >= a.t for a, b in itertools.pairwise(seen))

@@ -83,7 +83,7 @@ def _serve(conn: Connection, data: dict[str, Any], base_dir: str | None, kwargs:
                 raise WhihError(f"{verb}: not a verb of Robot")
             fn = getattr(rt, verb)
             value = fn(*args, **kw) if callable(fn) else fn
-        except Exception as exc:
+        except BaseException as exc:  # every call is answered, or the application waits for good
             send(rid, False, (type(exc).__name__, str(exc)))
         else:
             send(rid, True, value)
