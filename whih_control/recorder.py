@@ -22,6 +22,7 @@ import can
 
 from firmware_iface.cia402 import DriveState
 from firmware_iface.types import Commands, Feedback
+from whih_control import support
 from whih_control.config import Config
 from whih_control.errors import RunFolderError
 from whih_control.events import EventLog
@@ -50,6 +51,8 @@ RUN_FILES = (
 """The files of a run folder (docs/DESIGN.md section 3)."""
 RUN_MARKER = "events.jsonl"
 """The first file of a run, created exclusively: of two runs into one folder, one gets it."""
+_HAND_IN_HAND = frozenset(p for p in Phase if p.value.startswith("hand_in_hand"))
+"""The phases in which the wires push through the lesion and the support limit binds."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,12 @@ class RunResult:
     max_gap: float
     max_force: Mapping[str, float]
     faults: tuple[str, ...]
+    rewinds: int = 0
+    """Rewinds the procedure's strategy started."""
+    max_unsupported: Mapping[str, float] = field(default_factory=dict)
+    """Per wire (``ante_wire``, ``retro_wire``): its largest estimated unsupported length (mm)
+    during hand-in-hand, the figure the supervisor's support limit bounds; NaN when the run never
+    reached hand-in-hand."""
     reason: str = ""
     """Why the run ended the way it did (abort or fault text)."""
     loop: Mapping[str, float | int] = field(default_factory=dict)
@@ -132,6 +141,9 @@ class RunRecorder:
         self.min_gap = math.inf
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
+        self.max_unsupported = [-math.inf, -math.inf]
+        """(ante, retro) wire: largest estimated unsupported length in hand-in-hand (mm)."""
+        self._reach = cfg.procedure.coupling_max
         self.stale_cycles = 0
         self.identities: dict[str, dict[str, int | None]] = {}
         """Per axis: identity 0x1018 the drive gave at set-up (into ``summary.json``)."""
@@ -244,6 +256,12 @@ class RunRecorder:
         if calibrated and math.isfinite(gap):
             self.min_gap = min(self.min_gap, gap)
             self.max_gap = max(self.max_gap, gap)
+            if phase in _HAND_IN_HAND:
+                tp = estimate.tips
+                aw, am, rw, rm = tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"]
+                mu = self.max_unsupported
+                mu[0] = max(mu[0], support.unsupported_ante(aw, am, rw, rm, self._reach))
+                mu[1] = max(mu[1], support.unsupported_retro(aw, am, rw, rm, self._reach))
         max_force = self.max_force
         for axis, af in feedback.axes.items():
             f = abs(af.force)
@@ -289,8 +307,10 @@ class RunRecorder:
         overruns: int,
         reason: str,
         loop: Mapping[str, float | int],
+        rewinds: int,
     ) -> RunResult:
-        """The run's result as of now."""
+        """The run's result as of now (``rewinds``: what the procedure counted)."""
+        mu = self.max_unsupported
         return RunResult(
             outcome=outcome,
             crossed=crossed,
@@ -303,6 +323,11 @@ class RunRecorder:
             max_gap=self.max_gap if math.isfinite(self.max_gap) else math.nan,
             max_force=dict(self.max_force),
             faults=tuple(self.faults),
+            rewinds=rewinds,
+            max_unsupported={
+                "ante_wire": mu[0] if math.isfinite(mu[0]) else math.nan,
+                "retro_wire": mu[1] if math.isfinite(mu[1]) else math.nan,
+            },
             reason=reason,
             loop=loop,
             trace_dropped=self.trace.dropped if self.trace is not None else 0,
