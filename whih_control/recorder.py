@@ -51,8 +51,6 @@ RUN_FILES = (
 """The files of a run folder (docs/DESIGN.md section 3)."""
 RUN_MARKER = "events.jsonl"
 """The first file of a run, created exclusively: of two runs into one folder, one gets it."""
-_HAND_IN_HAND = frozenset(p for p in Phase if p.value.startswith("hand_in_hand"))
-"""The phases in which the wires push through the lesion and the support limit binds."""
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,9 @@ class RunResult:
     rewinds: int = 0
     """Rewinds the procedure's strategy started."""
     max_unsupported: Mapping[str, float] = field(default_factory=dict)
-    """Per wire (``ante_wire``, ``retro_wire``): its largest estimated unsupported length (mm)
-    during hand-in-hand, the figure the supervisor's support limit bounds; NaN when the run never
-    reached hand-in-hand."""
+    """Per wire (``ante_wire``, ``retro_wire``): its largest estimated unsupported length (mm) in
+    a cycle that advanced it, the figure the support limit bounds (invariant 5); NaN when the
+    wire never advanced."""
     reason: str = ""
     """Why the run ended the way it did (abort or fault text)."""
     loop: Mapping[str, float | int] = field(default_factory=dict)
@@ -142,8 +140,10 @@ class RunRecorder:
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
         self.max_unsupported = [-math.inf, -math.inf]
-        """(ante, retro) wire: largest estimated unsupported length in hand-in-hand (mm)."""
+        """(ante, retro) wire: largest estimated unsupported length while advancing (mm)."""
         self._reach = cfg.procedure.coupling_max
+        self._last_wire = (math.inf, math.inf)
+        """(ante, retro) wire targets of the previous cycle (insertion)."""
         self.stale_cycles = 0
         self.identities: dict[str, dict[str, int | None]] = {}
         """Per axis: identity 0x1018 the drive gave at set-up (into ``summary.json``)."""
@@ -256,12 +256,20 @@ class RunRecorder:
         if calibrated and math.isfinite(gap):
             self.min_gap = min(self.min_gap, gap)
             self.max_gap = max(self.max_gap, gap)
-            if phase in _HAND_IN_HAND:
+            # invariant 5 bounds a wire's unsupported length while it advances: a cycle counts for
+            # a wire whose target moved forward (insertion up; either side's wire advances so)
+            cmd = commands.axes
+            ta, tr = cmd["ante_wire"].target, cmd["retro_wire"].target
+            fwd_a, fwd_r = ta > self._last_wire[0], tr > self._last_wire[1]
+            self._last_wire = (ta, tr)
+            if fwd_a or fwd_r:
                 tp = estimate.tips
                 aw, am, rw, rm = tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"]
                 mu = self.max_unsupported
-                mu[0] = max(mu[0], support.unsupported_ante(aw, am, rw, rm, self._reach))
-                mu[1] = max(mu[1], support.unsupported_retro(aw, am, rw, rm, self._reach))
+                if fwd_a:
+                    mu[0] = max(mu[0], support.unsupported_ante(aw, am, rw, rm, self._reach))
+                if fwd_r:
+                    mu[1] = max(mu[1], support.unsupported_retro(aw, am, rw, rm, self._reach))
         max_force = self.max_force
         for axis, af in feedback.axes.items():
             f = abs(af.force)

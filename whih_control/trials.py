@@ -112,8 +112,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
 """The columns of ``results.csv``/``results.parquet``, in order. ``outcome`` is the run's
 ('complete', 'aborted', 'fault', 'timeout') or 'error' when the trial raised, with the message in
 ``reason``. ``rewinds`` is what the procedure's strategy started; ``max_unsupported`` (mm) the
-larger of the two wires' estimated unsupported lengths during hand-in-hand (NaN when the run never
-got there)."""
+larger of the two wires' :attr:`RunResult.max_unsupported` (estimated, while advancing; NaN when no
+wire advanced)."""
 
 PARQUET_EVERY_S = 30.0
 """Seconds between rewrites of ``results.parquet`` while a sweep runs."""
