@@ -1,6 +1,6 @@
 """Default strategy against each ablation on the same cases and seeds, in simulated time.
 
-    python benchmarks/run_ablations.py --trials DIR [--plot P] [--markdown]
+    python benchmarks/run_ablations.py --trials DIR [--plot P] [--csv F] [--markdown]
     python benchmarks/run_ablations.py --cohort synthetic:300 [--variants default,no-coupling,...]
         [--seeds 0..0] [--jobs 2] [--csv results.csv]
     python benchmarks/run_ablations.py --cohort paper-2025 --seeds 0..9 --variants default
@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     args = ap.parse_args()
     if args.trials:
-        _summarise_trials(args.trials, args.plot, markdown=args.markdown)
+        _summarise_trials(args.trials, args.plot, args.csv, markdown=args.markdown)
         return
     a, _, b = args.seeds.partition("..")
     seeds = range(int(a), int(b or a) + 1)
@@ -241,9 +241,15 @@ def _from_trials(folder: Path) -> list[dict[str, object]]:
     return [r for r in rows if done[(r["case"], r["seed"])] >= every]
 
 
-def _summarise_trials(folder: Path, plot: Path | None, *, markdown: bool) -> None:
+def _summarise_trials(folder: Path, plot: Path | None, out: Path | None, *, markdown: bool) -> None:
     rows = _from_trials(folder)
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    if out:  # the figures the table is made of, rounded: small enough to keep in the repository
+        with out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
     if plot:
         _plot(rows, variants, plot)
     if markdown:
@@ -307,7 +313,7 @@ def _markdown(rows: list[dict[str, object]], variants: list[str]) -> None:
 
 
 def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8))
     for x, v in enumerate(variants):
         rs = [r for r in rows if r["variant"] == v]
         k = sum(bool(r["crossed"]) for r in rs)
@@ -317,11 +323,13 @@ def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None
             [x], [100 * p], yerr=[[100 * max(0.0, p - lo)], [100 * max(0.0, hi - p)]], fmt="o", capsize=4
         )
         ax2.boxplot([[int(r["rewinds"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[call-overload]
-    for ax in (ax1, ax2):
+        ax3.boxplot([[float(r["sim_s"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[arg-type]
+    for ax in (ax1, ax2, ax3):
         ax.set_xticks(range(len(variants)), variants, fontsize=8)
     ax1.set_ylabel("crossed (%), Wilson 95 %")
     ax1.set_ylim(0, 105)
     ax2.set_ylabel("rewinds per run")
+    ax3.set_ylabel("simulated s per run (crossed or not)")
     n = len({(r["case"], r["seed"]) for r in rows})
     fig.suptitle(f"default strategy vs ablations, same {n} cases and seeds", fontsize=10)
     fig.tight_layout()
