@@ -17,7 +17,7 @@ import pytest
 from firmware_iface.types import Commands, Feedback
 from whih_control import default_config_path, load_config
 from whih_control.procedure import Phase
-from whih_control.recorder import RunRecorder
+from whih_control.recorder import RunRecorder, RunResult
 from whih_control.sim.cohort import Scenario
 from whih_control.trials import TrialTask, Variant, run_trial
 from whih_control.types import Estimate
@@ -71,15 +71,33 @@ def test_unsupported_lengths_stay_within_the_support_limit(
 # --- the recorder alone -------------------------------------------------------------------------
 
 
-def _cycle(rec: RunRecorder, t: float, tips: dict[str, float], targets: dict[str, float]) -> None:
+def _cycle(
+    rec: RunRecorder,
+    t: float,
+    tips: dict[str, float],
+    targets: dict[str, float],
+    phase: Phase = Phase.HAND_IN_HAND_ANTE_FOLLOW,
+) -> None:
     est = Estimate(
         tips=tips, gap=tips["retro_mc"] - tips["ante_mc"], coupling=tips["retro_wire"] - tips["ante_wire"]
     )
     cmds = Commands.for_axes(rec.axes)
     for axis, target in targets.items():
         cmds.axes[axis].target = target
-    rec.end_cycle(
-        t, Phase.HAND_IN_HAND_ANTE_FOLLOW, est, True, Feedback.for_axes(rec.axes), cmds, math.nan, False
+    rec.end_cycle(t, phase, est, True, Feedback.for_axes(rec.axes), cmds, math.nan, False)
+
+
+def _result(rec: RunRecorder, t: float) -> RunResult:
+    return rec.result(
+        outcome="complete",
+        crossed=True,
+        t=t,
+        wall_seconds=0.0,
+        cycles=1,
+        overruns=0,
+        reason="",
+        loop={},
+        rewinds=3,
     )
 
 
@@ -91,32 +109,17 @@ def test_only_a_wire_that_advances_counts() -> None:
     _cycle(rec, 0.0, tips, {"ante_wire": 1.0, "retro_wire": 1.0})
     # the retro wire withdraws (insertion down) while the ante wire advances
     _cycle(rec, 0.01, tips, {"ante_wire": 1.1, "retro_wire": 0.9})
-    res = rec.result(
-        outcome="complete",
-        crossed=True,
-        t=0.01,
-        wall_seconds=0.0,
-        cycles=2,
-        overruns=0,
-        reason="",
-        loop={},
-        rewinds=3,
-    )
+    res = _result(rec, 0.01)
     assert res.max_unsupported["ante_wire"] == pytest.approx(4.0)
     assert math.isnan(res.max_unsupported["retro_wire"])  # it never advanced
     assert res.rewinds == 3
     # now the retro wire advances too, coupled to the ante wire (1 mm apart): 1 + 4 mm
     tips = {"ante_wire": 4.0, "ante_mc": 0.0, "retro_wire": 5.0, "retro_mc": 30.0}
     _cycle(rec, 0.02, tips, {"ante_wire": 1.1, "retro_wire": 1.0})
-    res = rec.result(
-        outcome="complete",
-        crossed=True,
-        t=0.02,
-        wall_seconds=0.0,
-        cycles=3,
-        overruns=0,
-        reason="",
-        loop={},
-        rewinds=3,
-    )
+    res = _result(rec, 0.02)
+    assert res.max_unsupported == {"ante_wire": pytest.approx(4.0), "retro_wire": pytest.approx(5.0)}
+    # after a fault the targets follow the drives (here forward, 20 mm out): nothing is advanced
+    tips = {"ante_wire": 20.0, "ante_mc": 0.0, "retro_wire": 25.0, "retro_mc": 30.0}
+    _cycle(rec, 0.03, tips, {"ante_wire": 1.5, "retro_wire": 1.5}, Phase.FAULT)
+    res = _result(rec, 0.03)
     assert res.max_unsupported == {"ante_wire": pytest.approx(4.0), "retro_wire": pytest.approx(5.0)}

@@ -26,7 +26,7 @@ from whih_control import support
 from whih_control.config import Config
 from whih_control.errors import RunFolderError
 from whih_control.events import EventLog
-from whih_control.procedure import Phase
+from whih_control.procedure import MOTION_PHASES, Phase
 from whih_control.record import (
     Telemetry,
     TraceRecorder,
@@ -73,8 +73,8 @@ class RunResult:
     """Rewinds the procedure's strategy started."""
     max_unsupported: Mapping[str, float] = field(default_factory=dict)
     """Per wire (``ante_wire``, ``retro_wire``): its largest estimated unsupported length (mm) in
-    a cycle that advanced it, the figure the support limit bounds (invariant 5); NaN when the
-    wire never advanced."""
+    a cycle of a motion phase that advanced it, the figure the support limit bounds (invariant
+    5); NaN when the wire never advanced."""
     reason: str = ""
     """Why the run ended the way it did (abort or fault text)."""
     loop: Mapping[str, float | int] = field(default_factory=dict)
@@ -256,13 +256,14 @@ class RunRecorder:
         if calibrated and math.isfinite(gap):
             self.min_gap = min(self.min_gap, gap)
             self.max_gap = max(self.max_gap, gap)
-            # invariant 5 bounds a wire's unsupported length while it advances: a cycle counts for
-            # a wire whose target moved forward (insertion up; either side's wire advances so)
+            # invariant 5 bounds a wire's unsupported length while it advances: a cycle of a motion
+            # phase counts for a wire whose target moved forward (insertion up, on either side);
+            # outside them the targets only hold (after a fault: follow the drives' positions)
             cmd = commands.axes
             ta, tr = cmd["ante_wire"].target, cmd["retro_wire"].target
             fwd_a, fwd_r = ta > self._last_wire[0], tr > self._last_wire[1]
             self._last_wire = (ta, tr)
-            if fwd_a or fwd_r:
+            if (fwd_a or fwd_r) and phase in MOTION_PHASES:
                 tp = estimate.tips
                 aw, am, rw, rm = tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"]
                 mu = self.max_unsupported
