@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_iface.types import Commands, Feedback
+from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control import default_config_path, load_config
 from whih_control.procedure import Phase
 from whih_control.recorder import RunRecorder, RunResult
@@ -77,6 +77,7 @@ def _cycle(
     tips: dict[str, float],
     targets: dict[str, float],
     phase: Phase = Phase.HAND_IN_HAND_ANTE_FOLLOW,
+    goal: DriveGoal = DriveGoal.ENABLED,
 ) -> None:
     est = Estimate(
         tips=tips, gap=tips["retro_mc"] - tips["ante_mc"], coupling=tips["retro_wire"] - tips["ante_wire"]
@@ -84,6 +85,7 @@ def _cycle(
     cmds = Commands.for_axes(rec.axes)
     for axis, target in targets.items():
         cmds.axes[axis].target = target
+        cmds.axes[axis].goal = goal
     rec.end_cycle(t, phase, est, True, Feedback.for_axes(rec.axes), cmds, math.nan, False)
 
 
@@ -118,8 +120,17 @@ def test_only_a_wire_that_advances_counts() -> None:
     _cycle(rec, 0.02, tips, {"ante_wire": 1.1, "retro_wire": 1.0})
     res = _result(rec, 0.02)
     assert res.max_unsupported == {"ante_wire": pytest.approx(4.0), "retro_wire": pytest.approx(5.0)}
-    # after a fault the targets follow the drives (here forward, 20 mm out): nothing is advanced
+    # a fault latches in a rewind: the quick stop's targets are the drives' positions (here ahead
+    # of the setpoints, 20 mm out of support): nothing is advanced, then or in the fault phase
     tips = {"ante_wire": 20.0, "ante_mc": 0.0, "retro_wire": 25.0, "retro_mc": 30.0}
-    _cycle(rec, 0.03, tips, {"ante_wire": 1.5, "retro_wire": 1.5}, Phase.FAULT)
-    res = _result(rec, 0.03)
+    _cycle(
+        rec,
+        0.03,
+        tips,
+        {"ante_wire": 1.5, "retro_wire": 1.5},
+        Phase.HAND_IN_HAND_REWIND,
+        DriveGoal.QUICK_STOP,
+    )
+    _cycle(rec, 0.04, tips, {"ante_wire": 1.6, "retro_wire": 1.6}, Phase.FAULT)
+    res = _result(rec, 0.04)
     assert res.max_unsupported == {"ante_wire": pytest.approx(4.0), "retro_wire": pytest.approx(5.0)}

@@ -21,7 +21,7 @@ from typing import Any
 import can
 
 from firmware_iface.cia402 import DriveState
-from firmware_iface.types import Commands, Feedback
+from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control import support
 from whih_control.config import Config
 from whih_control.errors import RunFolderError
@@ -257,11 +257,13 @@ class RunRecorder:
             self.min_gap = min(self.min_gap, gap)
             self.max_gap = max(self.max_gap, gap)
             # invariant 5 bounds a wire's unsupported length while it advances: a cycle of a motion
-            # phase counts for a wire whose target moved forward (insertion up, on either side);
-            # outside them the targets only hold (after a fault: follow the drives' positions)
+            # phase counts for a wire whose drive is to follow its target and whose target moved
+            # forward (insertion up, on either side); a quick stop's target is the drive's position
             cmd = commands.axes
-            ta, tr = cmd["ante_wire"].target, cmd["retro_wire"].target
-            fwd_a, fwd_r = ta > self._last_wire[0], tr > self._last_wire[1]
+            ca, cr = cmd["ante_wire"], cmd["retro_wire"]
+            ta, tr = ca.target, cr.target
+            fwd_a = ta > self._last_wire[0] and ca.goal is DriveGoal.ENABLED
+            fwd_r = tr > self._last_wire[1] and cr.goal is DriveGoal.ENABLED
             self._last_wire = (ta, tr)
             if (fwd_a or fwd_r) and phase in MOTION_PHASES:
                 tp = estimate.tips
