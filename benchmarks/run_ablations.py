@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import math
 import multiprocessing
+import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -249,7 +250,10 @@ def _summarise_trials(folder: Path, plot: Path | None, out: Path | None, *, mark
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
             writer.writeheader()
             for r in rows:
-                writer.writerow({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
+                row = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+                # the reason without what other columns hold (rewinds) or details in parentheses
+                row["reason"] = re.sub(r" \([^)]*\)| after \d+ rewinds", "", str(r["reason"]))
+                writer.writerow(row)
     if plot:
         _plot(rows, variants, plot)
     if markdown:
