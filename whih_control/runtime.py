@@ -1155,6 +1155,7 @@ class Runtime:
                 overruns=stats.overruns,
                 reason=self._end_reason(),
                 loop=stats.as_dict() if not self.simulated_time else {"cycles": stats.cycles},
+                rewinds=self.procedure.rewinds,
             )
             self.recorder.event(self._t, "end", outcome=outcome, crossed=result.crossed, safety=True)
         self.recorder.write_summary(result, seed=self.seed, injected=[str(f) for f in self.faults_planned])
