@@ -1,14 +1,17 @@
 """Default strategy against each ablation on the same cases and seeds, in simulated time.
 
+    python benchmarks/run_ablations.py --trials DIR [--plot P] [--csv F] [--markdown]
     python benchmarks/run_ablations.py --cohort synthetic:300 [--variants default,no-coupling,...]
         [--seeds 0..0] [--jobs 2] [--csv results.csv]
     python benchmarks/run_ablations.py --cohort paper-2025 --seeds 0..9 --variants default
 
-One process per worker (concurrent.futures.ProcessPoolExecutor) over ``wc.simulate`` with no run
-folder; prints per variant n, crossed, rate with its Wilson 95 % interval, median rewinds and
-median simulated time of the crossed runs, and writes one row per run to ``--csv``. A stand-in
-until the trials runner (``whih trials --ablate``) lands: it sets the same config key,
-``procedure.ablations``.
+``--trials DIR`` summarises a trials folder (``whih trials --ablate ...``, the way to run the
+sweeps: resumable, any executor): per variant n, crossed, rate with its Wilson 95 % interval,
+median rewinds, median simulated time (crossed / all), smallest MC gap, largest force over its
+axis' force stop and largest unsupported length of an advancing wire; ``--plot`` draws the rate
+and the rewinds per variant. Without it the script runs its own sweep, one process per worker
+(concurrent.futures.ProcessPoolExecutor) over the whole stack with no run folder, and also
+keeps the true (plant) MC gap, which a trials row does not have.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import csv
 import dataclasses
 import math
 import multiprocessing
+import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -132,7 +136,12 @@ def main() -> None:
     ap.add_argument("--csv", type=Path)
     ap.add_argument("--plot", type=Path, help="PNG: rate per variant (Wilson 95 %%) and rewinds")
     ap.add_argument("--from-csv", type=Path, help="summarise and plot a --csv of an earlier sweep")
+    ap.add_argument("--trials", type=Path, help="summarise and plot a trials folder (whih trials --out)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     args = ap.parse_args()
+    if args.trials:
+        _summarise_trials(args.trials, args.plot, args.csv, markdown=args.markdown)
+        return
     a, _, b = args.seeds.partition("..")
     seeds = range(int(a), int(b or a) + 1)
     variants = [v for v in args.variants.split(",") if v]
@@ -197,8 +206,118 @@ def main() -> None:
         )
 
 
+def _from_trials(folder: Path) -> list[dict[str, object]]:
+    """A trials folder's rows in this script's fields; only the cases every variant ran (a sweep
+    cut short compares the same cases and seeds)."""
+    base = wc.load_config(wc.default_config_path())
+    stop = {a: d.force_stop for a, d in base.drives.items()}
+    rows: list[dict[str, object]] = []
+    with (folder / "results.csv").open() as f:
+        for r in csv.DictReader(f):
+            forces = {a: float(r[f"max_force_{a}"]) for a in stop if r.get(f"max_force_{a}", "") != ""}
+            rows.append(
+                {
+                    "case": r["case_id"],
+                    "L": float(r["lesion_length"]),
+                    "jcto": int(r["jcto"]),
+                    "gap": float(r["mc_gap"]),
+                    "variant": r["variant"].removeprefix("ablate="),
+                    "seed": int(r["seed"]),
+                    "outcome": r["outcome"],
+                    "crossed": r["crossed"] == "True",
+                    "sim_s": float(r["sim_seconds"]),
+                    "rewinds": int(float(r["rewinds"])),
+                    "steps": int(float(r["steps"])),
+                    "min_gap": float(r["min_gap"] or "nan"),
+                    "max_gap": float(r["max_gap"] or "nan"),
+                    "max_unsupported": float(r["max_unsupported"] or "nan"),
+                    "max_f_over_stop": max((f / stop[a] for a, f in forces.items()), default=math.nan),
+                    "reason": r["reason"],
+                }
+            )
+    done: dict[tuple[object, object], set[object]] = {}
+    for r in rows:
+        done.setdefault((r["case"], r["seed"]), set()).add(r["variant"])
+    every = set.union(*done.values()) if done else set()
+    return [r for r in rows if done[(r["case"], r["seed"])] >= every]
+
+
+def _summarise_trials(folder: Path, plot: Path | None, out: Path | None, *, markdown: bool) -> None:
+    rows = _from_trials(folder)
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    if out:  # the figures the table is made of, rounded: small enough to keep in the repository
+        with out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            for r in rows:
+                row = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+                # the reason without what other columns hold (rewinds) or details in parentheses
+                row["reason"] = re.sub(r" \([^)]*\)| after \d+ rewinds", "", str(r["reason"]))
+                writer.writerow(row)
+    if plot:
+        _plot(rows, variants, plot)
+    if markdown:
+        _markdown(rows, variants)
+    else:
+        _table(rows, variants)
+
+
+def _stats(rs: list[dict[str, object]]) -> dict[str, float]:
+    k = sum(bool(r["crossed"]) for r in rs)
+    lo, hi = wilson(k, len(rs))
+    times = [float(r["sim_s"]) for r in rs]  # type: ignore[arg-type]
+    crossed_t = [float(r["sim_s"]) for r in rs if r["crossed"]]  # type: ignore[arg-type]
+    finite = [float(r["max_unsupported"]) for r in rs if math.isfinite(float(r["max_unsupported"]))]  # type: ignore[arg-type]
+    return {
+        "n": len(rs),
+        "k": k,
+        "lo": lo,
+        "hi": hi,
+        "rewinds": statistics.median(int(r["rewinds"]) for r in rs) if rs else math.nan,  # type: ignore[call-overload]
+        "rewinds_mean": statistics.fmean(int(r["rewinds"]) for r in rs) if rs else math.nan,  # type: ignore[call-overload]
+        "t_crossed": statistics.median(crossed_t) if crossed_t else math.nan,
+        "t_all": statistics.median(times) if times else math.nan,
+        "min_gap": min((float(r["min_gap"]) for r in rs), default=math.nan),  # type: ignore[arg-type]
+        "f_stop": max((float(r["max_f_over_stop"]) for r in rs), default=math.nan),  # type: ignore[arg-type]
+        "u_max": max(finite, default=math.nan),
+    }
+
+
+def _table(rows: list[dict[str, object]], variants: list[str]) -> None:
+    print(
+        f"{'variant':15} {'n':>4} {'crossed':>7} {'rate':>6} {'Wilson 95 %':>15} {'med rewinds':>11} "
+        f"{'med s crossed/all':>17} {'min gap':>7} {'F/F_stop':>8} {'max u':>6}"
+    )
+    for v in variants:
+        st = _stats([r for r in rows if r["variant"] == v])
+        print(
+            f"{v:15} {st['n']:4.0f} {st['k']:7.0f} {st['k'] / max(1, st['n']):6.1%} "
+            f"[{st['lo']:5.1%}, {st['hi']:5.1%}] {st['rewinds']:11.1f} "
+            f"{st['t_crossed']:8.1f}/{st['t_all']:<8.1f} {st['min_gap']:7.2f} {st['f_stop']:8.2f} "
+            f"{st['u_max']:6.2f}"
+        )
+    for r in [r for r in rows if not r["crossed"]][:40]:
+        where = f"{r['case']} seed {r['seed']} {r['variant']} L={r['L']} J={r['jcto']}"
+        print(f"  not crossed: {where}: {r['reason']}")
+
+
+def _markdown(rows: list[dict[str, object]], variants: list[str]) -> None:
+    print(
+        "| variant | n | crossed | rate | Wilson 95 % | median rewinds (mean) "
+        "| median simulated s, crossed / all |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for v in variants:
+        st = _stats([r for r in rows if r["variant"] == v])
+        print(
+            f"| {v} | {st['n']:.0f} | {st['k']:.0f} | {100 * st['k'] / max(1, st['n']):.1f} % "
+            f"| {100 * st['lo']:.1f}-{100 * st['hi']:.1f} % | {st['rewinds']:g} ({st['rewinds_mean']:.2f}) "
+            f"| {st['t_crossed']:.1f} / {st['t_all']:.1f} |"
+        )
+
+
 def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8))
     for x, v in enumerate(variants):
         rs = [r for r in rows if r["variant"] == v]
         k = sum(bool(r["crossed"]) for r in rs)
@@ -208,11 +327,13 @@ def _plot(rows: list[dict[str, object]], variants: list[str], out: Path) -> None
             [x], [100 * p], yerr=[[100 * max(0.0, p - lo)], [100 * max(0.0, hi - p)]], fmt="o", capsize=4
         )
         ax2.boxplot([[int(r["rewinds"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[call-overload]
-    for ax in (ax1, ax2):
+        ax3.boxplot([[float(r["sim_s"]) for r in rs]], positions=[x], widths=0.5)  # type: ignore[arg-type]
+    for ax in (ax1, ax2, ax3):
         ax.set_xticks(range(len(variants)), variants, fontsize=8)
     ax1.set_ylabel("crossed (%), Wilson 95 %")
     ax1.set_ylim(0, 105)
     ax2.set_ylabel("rewinds per run")
+    ax3.set_ylabel("simulated s per run (crossed or not)")
     n = len({(r["case"], r["seed"]) for r in rows})
     fig.suptitle(f"default strategy vs ablations, same {n} cases and seeds", fontsize=10)
     fig.tight_layout()

@@ -76,6 +76,25 @@ def test_soft_segments_are_not_spun() -> None:
     assert not any("ante_wire_rot" in o.axes for ph, o in objectives if ph is Phase.HAND_IN_HAND_ANTE_FOLLOW)
 
 
+def test_align_closes_on_the_retro_wire_as_seen_now() -> None:
+    """The retro wire seen 0.3 mm further on once align has begun (a noisy reading at its start,
+    or a drift) must not stop the ante wire where the coupling reads beyond what aligned asks."""
+    proc, plant = _started()
+    t, _ = _run(proc, plant, Phase.ALIGN)
+    plant.tips["retro_wire"] += 0.3
+    start = t
+    while t < start + 30.0:
+        obj = proc.tick(t, inputs(plant))
+        if proc.phase is not Phase.ALIGN:
+            break  # aligned on the tips as they are now
+        plant.step(obj, DT)
+        t += DT
+    assert proc.phase is Phase.HAND_IN_HAND_RETRO_STEP, (proc.phase, proc.reason)
+    p = proc._p
+    c = plant.tips["retro_wire"] - plant.tips["ante_wire"]
+    assert 0.0 <= c <= p.coupling_target + p.position_tolerance
+
+
 def test_no_rotation_never_commands_a_rotary_axis() -> None:
     proc, plant = _started(("no-rotation",))
     t, objectives = _run(proc, plant, Phase.HAND_IN_HAND_ANTE_FOLLOW)

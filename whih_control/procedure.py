@@ -1004,7 +1004,11 @@ class Procedure:
         elif phase is Phase.UNTIP:
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
         elif phase is Phase.ALIGN:
-            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire)
+            # coupled, the ante wire closes on the retro wire as it is seen now (an operator
+            # watches the image): a target frozen at entry from one noisy estimate can stop the
+            # wire where the coupling never reads within what _g_aligned asks
+            aim = rw - p.coupling_target if self._coupling else tgt["ante_wire"]
+            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, aim, wire)
         elif phase is Phase.HAND_IN_HAND_RETRO_STEP:
             axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
             axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_mc"], mc)

@@ -21,11 +21,12 @@ from typing import Any
 import can
 
 from firmware_iface.cia402 import DriveState
-from firmware_iface.types import Commands, Feedback
+from firmware_iface.types import Commands, DriveGoal, Feedback
+from whih_control import support
 from whih_control.config import Config
 from whih_control.errors import RunFolderError
 from whih_control.events import EventLog
-from whih_control.procedure import Phase
+from whih_control.procedure import MOTION_PHASES, Phase
 from whih_control.record import (
     Telemetry,
     TraceRecorder,
@@ -68,6 +69,12 @@ class RunResult:
     max_gap: float
     max_force: Mapping[str, float]
     faults: tuple[str, ...]
+    rewinds: int = 0
+    """Rewinds the procedure's strategy started."""
+    max_unsupported: Mapping[str, float] = field(default_factory=dict)
+    """Per wire (``ante_wire``, ``retro_wire``): its largest estimated unsupported length (mm) in
+    a cycle of a motion phase that advanced it, the figure the support limit bounds (invariant
+    5); NaN when the wire never advanced."""
     reason: str = ""
     """Why the run ended the way it did (abort or fault text)."""
     loop: Mapping[str, float | int] = field(default_factory=dict)
@@ -132,6 +139,11 @@ class RunRecorder:
         self.min_gap = math.inf
         self.max_gap = -math.inf
         self.max_force = dict.fromkeys(self.axes, 0.0)
+        self.max_unsupported = [-math.inf, -math.inf]
+        """(ante, retro) wire: largest estimated unsupported length while advancing (mm)."""
+        self._reach = cfg.procedure.coupling_max
+        self._last_wire = (math.inf, math.inf)
+        """(ante, retro) wire targets of the previous cycle (insertion)."""
         self.stale_cycles = 0
         self.identities: dict[str, dict[str, int | None]] = {}
         """Per axis: identity 0x1018 the drive gave at set-up (into ``summary.json``)."""
@@ -244,6 +256,23 @@ class RunRecorder:
         if calibrated and math.isfinite(gap):
             self.min_gap = min(self.min_gap, gap)
             self.max_gap = max(self.max_gap, gap)
+            # invariant 5 bounds a wire's unsupported length while it advances: a cycle of a motion
+            # phase counts for a wire whose drive is to follow its target and whose target moved
+            # forward (insertion up, on either side); a quick stop's target is the drive's position
+            cmd = commands.axes
+            ca, cr = cmd["ante_wire"], cmd["retro_wire"]
+            ta, tr = ca.target, cr.target
+            fwd_a = ta > self._last_wire[0] and ca.goal is DriveGoal.ENABLED
+            fwd_r = tr > self._last_wire[1] and cr.goal is DriveGoal.ENABLED
+            self._last_wire = (ta, tr)
+            if (fwd_a or fwd_r) and phase in MOTION_PHASES:
+                tp = estimate.tips
+                aw, am, rw, rm = tp["ante_wire"], tp["ante_mc"], tp["retro_wire"], tp["retro_mc"]
+                mu = self.max_unsupported
+                if fwd_a:
+                    mu[0] = max(mu[0], support.unsupported_ante(aw, am, rw, rm, self._reach))
+                if fwd_r:
+                    mu[1] = max(mu[1], support.unsupported_retro(aw, am, rw, rm, self._reach))
         max_force = self.max_force
         for axis, af in feedback.axes.items():
             f = abs(af.force)
@@ -289,8 +318,10 @@ class RunRecorder:
         overruns: int,
         reason: str,
         loop: Mapping[str, float | int],
+        rewinds: int,
     ) -> RunResult:
-        """The run's result as of now."""
+        """The run's result as of now (``rewinds``: what the procedure counted)."""
+        mu = self.max_unsupported
         return RunResult(
             outcome=outcome,
             crossed=crossed,
@@ -303,6 +334,11 @@ class RunRecorder:
             max_gap=self.max_gap if math.isfinite(self.max_gap) else math.nan,
             max_force=dict(self.max_force),
             faults=tuple(self.faults),
+            rewinds=rewinds,
+            max_unsupported={
+                "ante_wire": mu[0] if math.isfinite(mu[0]) else math.nan,
+                "retro_wire": mu[1] if math.isfinite(mu[1]) else math.nan,
+            },
             reason=reason,
             loop=loop,
             trace_dropped=self.trace.dropped if self.trace is not None else 0,

@@ -111,7 +111,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 """The columns of ``results.csv``/``results.parquet``, in order. ``outcome`` is the run's
 ('complete', 'aborted', 'fault', 'timeout') or 'error' when the trial raised, with the message in
-``reason``. ``max_unsupported`` (mm) is NaN while the plant does not report it."""
+``reason``. ``rewinds`` is what the procedure's strategy started; ``max_unsupported`` (mm) the
+larger of the two wires' :attr:`RunResult.max_unsupported` (estimated, while advancing; NaN when no
+wire advanced)."""
 
 PARQUET_EVERY_S = 30.0
 """Seconds between rewrites of ``results.parquet`` while a sweep runs."""
@@ -464,8 +466,7 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
         with Robot(cfg, clock="simulated", seed=sim_seed, out=task.record, auto_confirm=True) as robot:
             robot.enable()
             result = robot.run_procedure()
-            procedure = robot.runtime.procedure
-            row.update(steps=procedure.steps, rewinds=procedure.rewinds)
+            row.update(steps=robot.runtime.procedure.steps)
     except Exception as exc:  # a trial that raises is a row, never the end of the sweep
         text = str(exc).strip().replace("\n", " | ")
         row["reason"] = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -478,13 +479,19 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
         max_gap=result.max_gap,
         faults="; ".join(result.faults),
         reason=result.reason,
-        # a result that reports it (the plant's support model) fills the column; NaN until then
-        max_unsupported=float(getattr(result, "max_unsupported", math.nan)),
+        rewinds=result.rewinds,
+        max_unsupported=_worst(result.max_unsupported.values()),
     )
     for axis, force in result.max_force.items():
         if f"max_force_{axis}" in row:
             row[f"max_force_{axis}"] = force
     return row
+
+
+def _worst(values: Iterable[float]) -> float:
+    """The largest finite value; NaN when there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return max(finite) if finite else math.nan
 
 
 # ---------------------------------------------------------------------------------------------
