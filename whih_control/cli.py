@@ -127,6 +127,10 @@ def _add_trials_parser(sub: Any) -> None:
     tri.add_argument("--out", required=True, type=Path, help="trials folder (rerun to resume)")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _trials(args: argparse.Namespace) -> int:
     # imported here: the other commands never pay for pandas
     from whih_control.trials import (  # noqa: PLC0415
@@ -175,6 +179,9 @@ def _trials(args: argparse.Namespace) -> int:
         flush=True,
     )
     client = None
+    # SIGTERM (a job scheduler, `kill`) stops the sweep like Ctrl-C: the pool's workers are ended
+    # with it and the folder stays resumable, instead of the parent dying and its workers running on
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.dask:
             from distributed import Client  # noqa: PLC0415
@@ -201,7 +208,7 @@ def _trials(args: argparse.Namespace) -> int:
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\nwhih trials: stopped (Ctrl-C); rerun the same command to resume", file=sys.stderr)
+        print("\nwhih trials: stopped (Ctrl-C or SIGTERM); rerun the same command to resume", file=sys.stderr)
         return EXIT_NOT_CROSSED
     except TrialsLostError as exc:  # the rows that ended are kept; a rerun runs the rest
         print(f"whih trials: {exc}", file=sys.stderr)
@@ -210,6 +217,7 @@ def _trials(args: argparse.Namespace) -> int:
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
     summary = summarize(frame, [v.name for v in variants])
