@@ -48,7 +48,13 @@ from firmware_iface.sim import SimulatedDrives
 from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
 from whih_control.config import Config
 from whih_control.core import ControlCore
-from whih_control.errors import CommandTimeoutError, ProcedureError, SafetyError, WhihError
+from whih_control.errors import (
+    CommandTimeoutError,
+    ConfigError,
+    ProcedureError,
+    SafetyError,
+    WhihError,
+)
 from whih_control.interrupts import HOLD_CODES, InterruptGuard, sigint_held
 from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
@@ -147,7 +153,7 @@ def _realtime_process(priority: int) -> Callable[[], None]:
     The whole process, not the cycle thread alone: a thread holding the interpreter lock while
     the scheduler keeps it off the CPU stalls the cycle just the same (measured: the application's
     thread, preempted with the lock held, kept a SCHED_FIFO cycle waiting 81 ms).
-    A refusal is a clear error naming the key.
+    A refusal is a :class:`ConfigError` naming the key (before anything is opened).
     """
     if priority <= 0:
         return lambda: None
@@ -159,10 +165,12 @@ def _realtime_process(priority: int) -> Callable[[], None]:
                 os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
     except (AttributeError, OSError) as exc:
         _restore_policies(before)
-        raise WhihError(
-            f"cycle.realtime_priority (={priority}): this system refuses SCHED_FIFO ({exc}); allowed: "
-            "0 (the normal scheduler), or 1-99 where the process has CAP_SYS_NICE or an rtprio "
-            "limit (ulimit -r)"
+        raise ConfigError(
+            [
+                f"cycle.realtime_priority: this system refuses SCHED_FIFO (got {priority}: {exc}); "
+                "allowed: 0 (the normal scheduler), or 1-99 where the process has CAP_SYS_NICE or "
+                "an rtprio limit (ulimit -r)"
+            ]
         ) from None
     return lambda: _restore_policies(before)
 
