@@ -104,7 +104,7 @@ def test_runtime_fault_kinds_against_drives_we_did_not_write(kind: str) -> None:
     canopen's LocalNode (tests/strict_drive.py: not whih's simulated drive, no plant, no fault
     injection): each stops the run, and the stop distance comes from their own position actual."""
     channel = f"whih-hil-strict-{os.getpid()}-{kind}"
-    with StrictDrives(channel, EPOS4_DCF, range(1, 7)) as drives:
+    with StrictDrives(channel, EPOS4_DCF, list(range(1, 7))) as drives:
         _fault_ends_in_a_short_stop(strict_config(channel), kind)
         assert all(d.state in (SOD, QSA) for d in drives), [d.state for d in drives]
 
