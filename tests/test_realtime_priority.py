@@ -107,8 +107,10 @@ def test_refused_priority_is_a_config_error_and_nothing_is_left_open(
         sim.step(3)
 
 
-def test_cli_reports_a_refused_priority_as_a_usage_error(tmp_path: Path) -> None:
-    """The CLI in a process of its own, where SCHED_FIFO is refused: exit 2, one clear line."""
+@pytest.mark.parametrize("command", ["run", "sim-drives"])
+def test_cli_reports_a_refused_priority_as_a_usage_error(tmp_path: Path, command: str) -> None:
+    """The CLI in a process of its own, where SCHED_FIFO is refused: exit 2, one clear line,
+    for the master (``whih run --realtime``) and for the drives' own process alike."""
     text = (CONFIGS / "sim.toml").read_text().replace("realtime_priority = 0 ", "realtime_priority = 5 ")
     assert "realtime_priority = 5" in text
     cfg = tmp_path / "rt.toml"
@@ -121,18 +123,21 @@ def test_cli_reports_a_refused_priority_as_a_usage_error(tmp_path: Path) -> None
         "from whih_control.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            refuse,
-            "run",
+    args = (
+        ["run", "--config", str(cfg), "--realtime", "--out", str(tmp_path / "run")]
+        if command == "run"
+        else [
+            "sim-drives",
             "--config",
             str(cfg),
-            "--realtime",
-            "--out",
-            str(tmp_path / "run"),
-        ],
+            "--interface",
+            "udp_multicast",
+            "--channel",
+            "239.74.1.13@45013",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", refuse, *args],
         check=False,
         cwd=ROOT,
         capture_output=True,

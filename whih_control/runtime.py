@@ -67,7 +67,7 @@ from whih_control.types import LINEAR_AXES, CycleInputs, Objective, OperatorInpu
 if TYPE_CHECKING:
     from firmware_iface.simbus import SimKernel
 
-__all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime"]
+__all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime", "realtime_scheduling"]
 
 T = TypeVar("T")
 Clock = Literal["real", "simulated"]
@@ -146,7 +146,7 @@ def _set_realtime_priority(priority: int) -> None:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
 
 
-def _realtime_process(priority: int) -> Callable[[], None]:
+def realtime_scheduling(priority: int) -> Callable[[], None]:
     """Every thread of this process SCHED_FIFO at ``priority`` (threads and processes started
     later inherit it); returns what puts the threads that still exist back as they were.
 
@@ -338,7 +338,7 @@ class Runtime:
         cfg = self.cfg
         if not self.simulated_time:
             # first, so that every thread and process started below inherits it
-            self._restore_scheduling = _realtime_process(cfg.cycle.realtime_priority)
+            self._restore_scheduling = realtime_scheduling(cfg.cycle.realtime_priority)
         try:
             self.recorder = RunRecorder(
                 cfg, self.out, blocking_trace=self.simulated_time, on_failure=self._recording_failed
