@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from whih_control import Robot, load_config  # noqa: E402
 from whih_control.bench import bench_robot  # noqa: E402
 from whih_control.config import Config  # noqa: E402
+from whih_control.runtime_clock import RealTimePacer  # noqa: E402
 
 ARRANGEMENTS = ("in-process", "external")
 
@@ -201,7 +202,7 @@ class _Probe:
             if y - x > 1e-3
         ]
         lines.append(f"  collections over 1 ms: {', '.join(long_gcs) or 'none'}")
-        for k in np.flatnonzero(gaps > stall_ms):
+        for k in (int(x) for x in np.flatnonzero(gaps > stall_ms)):
             # samples at the end of the cycle before the late SYNC's predecessor and of the cycle
             # the late SYNC started: the stall is between them, in a cycle or in the wait
             a, b = max(k - 1, 0), k + 1
@@ -221,9 +222,11 @@ class _Probe:
                 f"steal {d_cpu[c, 3]:.0f}"
                 for c in range(self.ncpu)
             )
+            took = "/".join(f"{(self.t[i] - self.sync[i]) * 1e3:.1f}" for i in range(a, b + 1))
             lines.append(
                 f"  stall at {self.sync[b] - t0:8.3f} s: SYNC gap {gaps[k]:.1f} ms (sampled span "
-                f"{span:.1f} ms) | {per_thread} ms | minflt {d_ru[0]:.0f} majflt {d_ru[1]:.0f} "
+                f"{span:.1f} ms; cycles took {took} ms from their SYNC) | {per_thread} ms | "
+                f"minflt {d_ru[0]:.0f} majflt {d_ru[1]:.0f} "
                 f"vol-cs {d_ru[2]:.0f} invol-cs {d_ru[3]:.0f} | gc: {', '.join(gcs) or 'none'} | "
                 f"machine (ms): {cpus}"
             )
@@ -280,6 +283,7 @@ def soak(
             # only counters here: percentiles on this thread would hold the interpreter lock
             # for milliseconds while the cycle runs (a stall the benchmark itself would cause)
             pacer = rt.pacer
+            assert isinstance(pacer, RealTimePacer)
             n, cycles, overruns = pacer._n, pacer.cycles, pacer.overruns
             wall = time.perf_counter() - pacer._start
             cpu = time.process_time() - pacer._cpu0
@@ -294,7 +298,8 @@ def soak(
     err = np.abs(pacer._intervals[:n] - pacer.period) * 1e3 if n else np.zeros(1)
     p50, p99 = np.percentile(err, [50, 99])
     text = (
-        f"{arrangement:<10} {'hog' if hog else 'no hog':<6} {f'FIFO {priority}' if priority else 'normal':<7} "
+        f"{arrangement:<10} {'hog' if hog else 'no hog':<6} "
+        f"{f'FIFO {priority}' if priority else 'normal':<7} "
         f"{cycles:>7} cycles {cycles / wall:6.1f} Hz  outcome {result.outcome:<8} "
         f"spurious faults {len(faults)}  stale drive-cycles {stale}  overruns {overruns}  "
         f"SYNC period error p50 {p50:.3f} / p99 {p99:.3f} / max {err.max():.3f} ms  "
@@ -332,7 +337,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[0],
-        help="cycle.realtime_priority values to run (SCHED_FIFO 1-99, also for the external drives; 0: normal)",
+        help="cycle.realtime_priority values to run (SCHED_FIFO 1-99, the external drives too; 0: normal)",
     )
     args = ap.parse_args()
     if not 1.0 <= args.seconds <= 3600.0:
