@@ -49,38 +49,41 @@ class _Held:
 
 def test_syncs_queued_while_the_thread_was_held_advance_drive_time_once(request: Any) -> None:
     channel = f"whih-held-{request.node.name}"
-    master = can.Bus(interface="virtual", channel=channel, ignore_config=True)
+    # the master's frames carry the times they stand for: a master on a steady period
+    master = can.Bus(interface="virtual", channel=channel, ignore_config=True, preserve_timestamps=True)
     held = _Held(can.Bus(interface="virtual", channel=channel, ignore_config=True))
-    sync = can.Message(arbitration_id=pdo.SYNC_COB, data=b"", is_extended_id=False)
-    beat = can.Message(arbitration_id=0x700 + CFG.bus.master_node_id, data=b"\x05", is_extended_id=False)
+
+    def send(cob: int, data: bytes, at: float) -> None:
+        master.send(can.Message(arbitration_id=cob, data=data, is_extended_id=False, timestamp=at))
+
+    beat_cob, beat = 0x700 + CFG.bus.master_node_id, b"\x05"
     drives = SimulatedDrives(CFG, held)  # type: ignore[arg-type]
     try:
         drives.start()
         for _ in range(5):  # running, SYNC by SYNC
-            master.send(sync)
+            last = time.time()
+            send(pdo.SYNC_COB, b"", last)
             time.sleep(PERIOD)
         held.reading.clear()
         held.held.clear()
-        master.send(beat)  # ends the read under way; the next one waits
+        send(beat_cob, beat, last + PERIOD / 2)  # ends the read under way; the next one waits
         assert held.reading.wait(1.0)
         t0, s0 = drives.time, drives._syncs
-        n = 20
-        sent_from = time.time()
-        for _ in range(n):  # the master keeps its period; the drives' thread reads nothing
-            master.send(beat)  # the first frame read afterwards is no SYNC
-            master.send(sync)
-            time.sleep(PERIOD)
-        wall = time.time() - sent_from
+        n = 40
+        for k in range(1, n + 1):  # one period apart; the first frame read afterwards is no SYNC
+            send(beat_cob, beat, last + k * PERIOD)
+            send(pdo.SYNC_COB, b"", last + k * PERIOD)
+        # the span those frames stand for passes with the drives' thread reading nothing
+        time.sleep(max(0.0, last + (n + 1) * PERIOD - time.time()))
         held.held.set()
         deadline = time.monotonic() + 5.0
         while drives._syncs < s0 + n and time.monotonic() < deadline:  # every queued SYNC read
             time.sleep(0.01)
+        advanced, bus_time = drives.time - t0, time.time() - last
         assert drives._syncs == s0 + n
-        advanced = drives.time - t0
-        # n SYNC steps; the gap before the first queued SYNC (< one period plus the sleep's
-        # lateness) may count as time without SYNC, never the whole held span again
-        assert advanced >= n * PERIOD - 1e-9
-        assert advanced < n * PERIOD + 0.5 * wall, (advanced, n * PERIOD, wall)
+        # n SYNC steps, and time without SYNC only after the last one: drive time never runs
+        # ahead of the bus's (counting the held span again gave about n periods more)
+        assert n * PERIOD - 1e-9 <= advanced <= bus_time + PERIOD, (advanced, n * PERIOD, bus_time)
     finally:
         held.held.set()
         drives.stop()
