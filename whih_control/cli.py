@@ -28,7 +28,7 @@ from whih_control.inspect_run import inspect_run
 from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
-from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
+from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec, realtime_scheduling
 from whih_control.sim import Plant
 
 EXIT_OK = 0
@@ -527,6 +527,13 @@ def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     try:
+        # drives stand for hardware with its own CPU: the master's scheduling, if it has any
+        restore = realtime_scheduling(cfg.cycle.realtime_priority)
+    except ConfigError as exc:
+        bus.shutdown()
+        print(f"whih sim-drives: {exc.problems[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         with SimulatedDrives(cfg, bus, load=Plant(cfg, seed=cfg.sim.seed), seed=cfg.sim.seed) as drives:
             nodes = ", ".join(f"{a} {d.node_id}" for a, d in cfg.drives.items())
             _emit(
@@ -542,6 +549,7 @@ def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
         return EXIT_NOT_CROSSED
     finally:
         bus.shutdown()
+        restore()
     _emit(sys.stdout, "whih sim-drives: stopped\n")
     return EXIT_OK
 
