@@ -1,6 +1,6 @@
 """A digest of every frame on the bus of whole simulated procedures, to compare two commits.
 
-    python benchmarks/frame_digest.py [--seeds 0,1] [--inject SPEC ...]
+    python benchmarks/frame_digest.py [--seeds 0,1] [--inject SPEC ...] [--ablate NAME ...]
 
 For each seed: the shipped configuration run as ``wc.simulate`` runs it, every master frame,
 SYNC and device frame (in bus order, with its simulated time and payload) hashed with SHA-256,
@@ -50,12 +50,13 @@ class _Digest:
         self._add(2, msg.timestamp, msg.arbitration_id, msg.data)
 
 
-def digest(seed: int, inject: tuple[str, ...] = ()) -> str:
+def digest(seed: int, inject: tuple[str, ...] = (), ablations: tuple[str, ...] = ()) -> str:
     """One line: seed, result and frame digest of the shipped configuration's whole procedure."""
     cfg = wc.load_config(wc.default_config_path())
     cfg = cfg.replace(
         bus=dataclasses.replace(cfg.bus, interface="whih-sim"),
         sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed),
+        procedure=dataclasses.replace(cfg.procedure, ablations=ablations),
     )
     bus = SimTimeBus(period=cfg.period)
     d = _Digest(bus)
@@ -76,9 +77,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--inject", action="append", default=[])
+    parser.add_argument("--ablate", action="append", default=[])
     args = parser.parse_args()
     for s in args.seeds.split(","):
-        print(digest(int(s), tuple(args.inject)), flush=True)
+        print(digest(int(s), tuple(args.inject), tuple(args.ablate)), flush=True)
 
 
 if __name__ == "__main__":
