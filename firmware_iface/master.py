@@ -83,13 +83,14 @@ _NMT_NAMES: Final = {
 SHUTDOWN_DISABLE_CYCLES: Final = 8
 """Disable-voltage cycles shutdown gives the drives to report SWITCH ON DISABLED."""
 
-# Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
+# Module-level names for write(): one global lookup each instead of a global plus an attribute.
 _OE: Final = DriveState.OPERATION_ENABLED
 _GOAL_ENABLED: Final = DriveGoal.ENABLED
 _INF: Final = math.inf
 _I32_MIN: Final = -(2**31)
 _I32_MAX: Final = 2**31 - 1
 _RPDO1_PACK_INTO: Final = pdo.RPDO1.pack_into
+# Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
 _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
 _FAULTY: Final = frozenset({DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE})
 _TORQUE_OFF: Final = frozenset({DriveState.SWITCH_ON_DISABLED, DriveState.FAULT})

@@ -76,6 +76,9 @@ _AXIS_BITS = (
 _LINEAR = ("ante_wire", "ante_mc", "retro_wire", "retro_mc")
 
 
+_Slot = tuple[Objective, dict[str, AxisObjective]]
+
+
 def _put(ax: AxisObjective, motion: AxisMotion, target: float, speed: float) -> None:
     ax.motion = motion
     ax.target = target
@@ -420,7 +423,8 @@ class Procedure:
         self._spin_t0 = 0.0
         self._turn_sign = 1.0
         self._still = {p: Objective(phase=p.value) for p in Phase}
-        self._made: dict[Phase, dict[int, tuple[Objective, dict[str, AxisObjective]]]] = {p: {} for p in Phase}
+        self._made: dict[Phase, dict[int, _Slot]] = {p: {} for p in Phase}
+        """Per phase and mask of axes named: the objective handed out and its axes (``_slot``)."""
         self._model = _Guards(self)
         self._machine = _Machine(
             model=self._model,
@@ -1093,7 +1097,7 @@ class Procedure:
             obj, axes = self._slot(phase, 0)
         return obj
 
-    def _slot(self, phase: Phase, mask: int) -> tuple[Objective, dict[str, AxisObjective]]:
+    def _slot(self, phase: Phase, mask: int) -> _Slot:
         """The objective of ``phase`` naming the axes in ``mask`` (``_AXIS_BITS``), and its axes
         to update in place; made once, the first time the phase asks for that set of axes."""
         made = self._made[phase]
