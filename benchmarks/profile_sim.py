@@ -5,7 +5,7 @@
     python benchmarks/profile_sim.py --collapsed spy.txt  # the same table from py-spy's samples
 
 One default procedure (seed 0, no recording) after a warm-up run. cProfile counts every call and
-inflates call-heavy code, so its shares are scaled to the run's wall time without the profiler;
+inflates call-heavy code, so its shares are scaled to the run's CPU time without the profiler;
 a sampling profiler (py-spy) does not perturb the run, and its table is the one to trust.
 Components are inclusive and nested as shown (the drives run inside the master's SYNC send).
 """
@@ -41,9 +41,11 @@ COMPONENTS = (
 
 
 def _run(cfg: wc.Config) -> tuple[float, int]:
-    t0 = time.perf_counter()
+    """(CPU seconds, cycles) of one default procedure: CPU time, as a busy machine stretches the
+    wall time of a run more than its CPU time."""
+    t0 = time.process_time()
     result = wc.simulate(cfg, seed=0)
-    return time.perf_counter() - t0, result.cycles
+    return time.process_time() - t0, result.cycles
 
 
 def _table(inclusive: dict[str, float], cycles: int, scale: float) -> None:
@@ -65,7 +67,7 @@ def _from_cprofile(cfg: wc.Config) -> None:
         inclusive[key] = inclusive.get(key, 0.0) + ct
     whole = inclusive.get("api.py:simulate", 0.0)
     scale = wall / whole if whole else 1.0
-    print(f"cProfile, scaled to the unprofiled run: {cycles} cycles, {wall / cycles * 1e6:.1f} us a cycle")
+    print(f"cProfile, scaled to the unprofiled run: {cycles} cycles, {wall / cycles * 1e6:.1f} CPU us/cycle")
     _table(inclusive, cycles, scale)
 
 
@@ -91,7 +93,7 @@ def _from_collapsed(path: str, cycles: int, wall: float) -> None:
                     inclusive[key] += int(n)
     run = inclusive.get("api.py:simulate", 0)
     print(f"py-spy samples: {total}, in simulate(): {run}")
-    print(f"scaled to a warm run: {cycles} cycles in {wall:.2f} s ({wall / cycles * 1e6:.1f} us a cycle):")
+    print(f"scaled to a warm run: {cycles} cycles, {wall:.2f} CPU s ({wall / cycles * 1e6:.1f} us a cycle):")
     _table({k: float(v) for k, v in inclusive.items()}, cycles, wall / run if run else 0.0)
 
 
@@ -103,7 +105,7 @@ def main() -> None:
     cfg = wc.load_config(wc.default_config_path())
     if args.plain:  # one run, nothing else: what the outside profiler samples is that run
         wall, cycles = _run(cfg)
-        print(f"{cycles} cycles, {wall:.2f} s, {wall / cycles * 1e6:.1f} us a cycle")
+        print(f"{cycles} cycles, {wall:.2f} CPU s, {wall / cycles * 1e6:.1f} us a cycle")
         return
     _run(cfg)  # warm-up: EDS parse, first allocations
     if args.collapsed:
