@@ -136,7 +136,41 @@ def test_conditions_have_one_definition_each() -> None:
     assert limits.left_enabled(True, False)
     assert not limits.left_enabled(False, False) and not limits.left_enabled(True, True)
     assert not limits.imaging_lost(1.0, 0.5) and limits.imaging_lost(1.01, 0.5)
-    assert not limits.stalled(0.005, PERIOD, 2) and limits.stalled(0.0051, PERIOD, 2)
+    assert not limits.stalled(0.05, 0.1) and limits.stalled(0.0501, 0.1)
+
+
+TIMEOUT = st.floats(0.01, 10.0)
+"""The drives' consumer timeout for the master's heartbeat (s)."""
+
+
+@given(st.floats(-1.0, 20.0), st.floats(-1.0, 20.0), TIMEOUT)
+def test_stalled_is_one_threshold_and_monotone(a: float, b: float, timeout: float) -> None:
+    """One threshold, half the heartbeat timeout; a longer stall is never judged milder."""
+    assert limits.stalled(a, timeout) == (a > limits.stall_limit(timeout))
+    assert limits.stall_limit(timeout) == 0.5 * timeout
+    lo, hi = min(a, b), max(a, b)
+    assert not limits.stalled(lo, timeout) or limits.stalled(hi, timeout)
+
+
+@given(TIMEOUT, st.floats(0.0, 0.5), st.floats(0.0, 1.0))
+def test_a_stall_the_drives_watchdog_may_act_on_is_always_the_masters_fault(
+    timeout: float, hb_share: float, extra: float
+) -> None:
+    """The drives quick-stop once the master's heartbeat is silent for longer than the timeout;
+    a stall of ``s`` is a silence of up to ``s`` + one heartbeat period. With the heartbeat
+    period at most half the timeout, every stall after which a drive may have stopped by itself
+    is judged a stall of the master (its own cause, named before the drives' EMCYs)."""
+    hb = hb_share * timeout
+    stall = (timeout - hb) * (1.0 + extra) + 1e-9
+    assert stall + hb > timeout
+    assert limits.stalled(stall, timeout)
+
+
+@given(TIMEOUT, st.floats(0.0, 1.0))
+def test_a_cycle_late_by_less_than_the_limit_is_no_stall(timeout: float, share: float) -> None:
+    """Late cycles (a busy application, a slow disk) below half the timeout only hold, never fault."""
+    assert not limits.stalled(share * limits.stall_limit(timeout), timeout)
+    assert not limits.stalled(0.0, timeout)
 
 
 # ---------------------------------------------------------------------------- sequences

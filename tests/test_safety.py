@@ -745,8 +745,8 @@ def _inputs_case(what: str) -> tuple[CycleInputs, OperatorInput, Estimate, Feedb
     cyc = CycleInputs(drives_wanted_enabled=True, calibrated=True)
     op = OperatorInput(enable_held=True)
     if what == "stall":
-        cyc.stall_s = (CFG.safety.feedback_max_age_cycles + 1) * CFG.period
-        return cyc, op, est, fb, Reason.STALE_FEEDBACK, "master froze"
+        cyc.stall_s = CFG.bus.master_heartbeat_timeout_ms / 2000.0 + CFG.period
+        return cyc, op, est, fb, Reason.STALE_FEEDBACK, "master stalled"
     if what == "stale":
         fb.axes["retro_mc"].age_cycles = CFG.safety.feedback_max_age_cycles + 1
         return cyc, op, est, fb, Reason.STALE_FEEDBACK, "retro_mc: no TPDO1 for 3 cycles (allowed 2)"
@@ -775,7 +775,7 @@ def test_every_fault_condition_is_an_input_the_supervisor_latches(what: str) -> 
 def test_below_each_fault_threshold_nothing_latches(what: str) -> None:
     cyc, op, est, fb, _, _ = _inputs_case(what)
     if what == "stall":
-        cyc.stall_s = CFG.safety.feedback_max_age_cycles * CFG.period
+        cyc.stall_s = CFG.bus.master_heartbeat_timeout_ms / 2000.0
     elif what == "stale":
         cyc.drives_wanted_enabled = False  # while enabling, stale feedback only holds
     elif what == "deadman":
@@ -812,6 +812,21 @@ def test_a_reported_fault_latches_in_the_next_cycle_and_counts_once() -> None:
     assert v.fault and v.text == "retro_mc heartbeat lost" and sup.latched and sup.faults == 2
     sup.raise_fault(Reason.HEARTBEAT, "again")  # while latched: counted only
     assert sup.faults == 3 and sup.latched_verdict.text == "retro_mc heartbeat lost"
+
+
+def test_a_stall_is_named_before_what_the_drives_report_after_it() -> None:
+    """The drives' heartbeat EMCYs read in the cycle after a stall are its consequence: the
+    stall latches, the report is counted, and nothing of it latches again after an acknowledge."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "ante_mc: EMCY 0x8130 heartbeat lost", "ante_mc")
+    stall = CycleInputs(drives_wanted_enabled=True, stall_s=0.2)
+    v = sup.enforce(0.2025, CFG.period, cmds, fb, est, MOVE, HELD, stall)
+    assert v.fault and v.text.startswith("master stalled: 200.0 ms") and "allowed 50 ms" in v.text
+    assert sup.faults == 2 and sup.latched
+    assert sup.acknowledge(fb) and not sup.fault_pending
+    sup.enforce(0.205, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(drives_wanted_enabled=True))
+    v = sup.enforce(0.2075, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(drives_wanted_enabled=True))
+    assert not v.fault and not sup.latched
 
 
 def test_closing_stops_every_axis_without_latching() -> None:

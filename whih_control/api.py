@@ -27,10 +27,13 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import can
 
 from whih_control.config import Config
+from whih_control.cycle_process import ProcessRuntime
+from whih_control.errors import WhihError
 from whih_control.interrupts import HOLD_CODES
 from whih_control.runtime import Clock, Progress, RunResult, Runtime, check_max_time
 from whih_control.status import Status
@@ -46,6 +49,11 @@ class Robot:
     ``sim.enabled``), deterministic for a seed; ``"real"`` runs on the wall clock over the
     configured bus (or ``bus``). By default the configured interface decides: ``whih-sim`` is
     simulated time. Simulated drives, plant and imaging are started only when ``cfg.sim.enabled``.
+
+    ``cycle="process"`` (real time only, opt-in): the cycle, the bus and the simulated drives run
+    in a child process of their own and this object is its proxy (see
+    :mod:`whih_control.cycle_process`): a busy application then competes with the cycle for a
+    CPU, not for the interpreter lock.
     """
 
     def __init__(
@@ -59,11 +67,28 @@ class Robot:
         inject: Sequence[str] = (),
         progress: Callable[[Progress], None] | None = None,
         auto_confirm: bool = False,
+        cycle: Literal["thread", "process"] = "thread",
     ) -> None:
         """``auto_confirm``: the procedure confirms its own gates and resumes its automatic
         pauses (simulation); otherwise :meth:`start_procedure` is the go and crossing follows
         ``procedure.confirm_crossing``. ``progress`` is called about ten times a second of the
         robot's clock while a call waits (never from inside the cycle)."""
+        if cycle not in ("thread", "process"):
+            raise ValueError(f"cycle (={cycle!r}) must be 'thread' or 'process'")
+        self._runtime: Runtime | ProcessRuntime
+        if cycle == "process":
+            if clock == "simulated":
+                raise ValueError("cycle (='process') needs clock='real' (simulated time has no cycle thread)")
+            self._runtime = ProcessRuntime(
+                cfg,
+                bus=bus,
+                seed=cfg.sim.seed if seed is None else seed,
+                out=None if out is None else Path(out),
+                inject=inject,
+                progress=progress,
+                auto_confirm=auto_confirm,
+            )
+            return
         self._runtime = Runtime(
             cfg,
             clock=clock,
@@ -77,7 +102,10 @@ class Robot:
 
     @property
     def runtime(self) -> Runtime:
-        """The cycle runner underneath (master, control core, procedure, recording)."""
+        """The cycle runner underneath (master, control core, procedure, recording); not
+        reachable with ``cycle="process"`` (it lives in the cycle's process)."""
+        if not isinstance(self._runtime, Runtime):
+            raise WhihError("runtime: with cycle='process' the runtime lives in the cycle's process")
         return self._runtime
 
     def __enter__(self) -> Robot:

@@ -47,6 +47,7 @@ __all__ = [
     "imaging_lost",
     "left_enabled",
     "stale",
+    "stall_limit",
     "stalled",
     "stopping_distance",
     "worst_case",
@@ -81,9 +82,27 @@ def imaging_lost(imaging_age_s: float, imaging_max_age_s: float) -> bool:
     return imaging_age_s > 2.0 * imaging_max_age_s
 
 
-def stalled(stall_s: float, period: float, max_age_cycles: int) -> bool:
-    """The master did not cycle for longer than feedback may be stale (e.g. a frozen process)."""
-    return stall_s > max_age_cycles * period
+def stall_limit(heartbeat_timeout_s: float) -> float:
+    """Longest the master may go without a cycle: half the drives' consumer timeout for its
+    heartbeat (``bus.master_heartbeat_timeout_ms``).
+
+    A late cycle alone is no hazard: the drives hold their last target and feedback staleness
+    is counted per cycle (:func:`stale`). What a stall risks is the drives' own watchdog: a
+    drive quick-stops once the master's heartbeat has been silent for the timeout, and a stall
+    of ``timeout - heartbeat period`` may already do that. At half the timeout the master names
+    its own stall first whenever the heartbeat period is below half the timeout (sim.toml: 20 of
+    100 ms), while the late cycles a busy application thread causes (a few ms; bench_attended.py)
+    stay far below it. ``safety.feedback_max_age_cycles`` periods (5 ms at 400 Hz) would fault
+    on those.
+    """
+    return 0.5 * heartbeat_timeout_s
+
+
+def stalled(stall_s: float, heartbeat_timeout_s: float) -> bool:
+    """The master did not cycle for longer than :func:`stall_limit` (a frozen or starved
+    process, an injected freeze): the one definition, in real and simulated time. ``stall_s``
+    is the time between two cycles beyond one period, on the master's own clock."""
+    return stall_s > stall_limit(heartbeat_timeout_s)
 
 
 # ---------------------------------------------------------------------------- one axis

@@ -6,10 +6,11 @@ and operator state, and returns a :class:`~whih_control.types.Verdict` (built on
 happened). Invariants (docs/DESIGN.md section 4), in the order they are applied each cycle:
 
 - **Faults** (latched only here; every axis ``QUICK_STOP`` in the same cycle, targets track the
-  actual positions), every one an input of the cycle: e-stop pressed; ``feedback.bus_ok``
-  false; a fault reported through :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat loss,
-  recording failure; latched by the next ``enforce``); the master stalled for longer than
-  feedback may be stale (``CycleInputs.stall_s``); a drive that left OPERATION ENABLED under an
+  actual positions), every one an input of the cycle: the master stalled
+  (``CycleInputs.stall_s``, :func:`~whih_control.limits.stalled`; first, since it explains the
+  rest); a fault reported through :meth:`SafetySupervisor.raise_fault` (EMCY, heartbeat loss,
+  recording failure; latched by the next ``enforce``); e-stop pressed; ``feedback.bus_ok``
+  false; a drive that left OPERATION ENABLED under an
   ``ENABLED`` goal (:func:`~whih_control.limits.left_enabled`); stale feedback while the drives
   are wanted enabled; ``|force| >= force_stop``; the dead-man released in a motion phase;
   imaging lost for twice its allowed age while moving or paused for it; wire coupling outside
@@ -162,6 +163,7 @@ class SafetySupervisor:
         self._max_age = s.feedback_max_age_cycles
         self._img_max = s.imaging_max_age_s
         self._period = cfg.period
+        self._hb_timeout = cfg.bus.master_heartbeat_timeout_ms / 1000.0
         self._cpl_cycles = s.coupling_fault_cycles
         self._dt_max = s.max_dt_cycles * cfg.period
         self._pmax = s.position_abs_max
@@ -506,9 +508,23 @@ class SafetySupervisor:
     ) -> Verdict | None:
         """Every fault condition of the cycle, in order of precedence; None if there is none.
 
-        A reported fault comes first: it happened before this cycle, and its text is the
-        specific one (the bus check below only knows that the bus was not OK).
+        A stall of the master comes first: whatever else this cycle shows (the drives'
+        heartbeat EMCYs, lost or stale feedback) is its consequence, so a fault reported in the
+        same cycle is only counted, like reports under a latch. A reported fault comes next: it
+        happened before this cycle, and its text is the specific one (the bus check below only
+        knows that the bus was not OK).
         """
+        if _stalled(cyc.stall_s, self._hb_timeout):
+            if self._reported is not None:
+                self._reported = None
+                self.faults += 1
+            return Verdict(
+                Reason.STALE_FEEDBACK,
+                f"master stalled: {cyc.stall_s * 1e3:.1f} ms without a cycle on its own clock "
+                f"(allowed {limits.stall_limit(self._hb_timeout) * 1e3:.0f} ms, half the drives' "
+                "master heartbeat timeout)",
+                True,
+            )
         reported = self._reported
         if reported is not None:
             self._reported = None
@@ -517,13 +533,6 @@ class SafetySupervisor:
             return Verdict(Reason.ESTOP, "emergency stop pressed", True)
         if not bus_ok:
             return Verdict(Reason.BUS_FAULT, "bus fault (collision, bus error or SYNC loss)", True)
-        if _stalled(cyc.stall_s, self._period, self._max_age):
-            late = cyc.stall_s / self._period
-            return Verdict(
-                Reason.STALE_FEEDBACK,
-                f"master froze for {cyc.stall_s * 1e3:.0f} ms ({late:.0f} cycles)",
-                True,
-            )
         was = self._was_enabled
         fstop = self._fstop
         cmds = self._cmds

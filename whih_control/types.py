@@ -162,7 +162,8 @@ class CycleInputs:
     calibrated: bool = False
     """The estimator has tied encoders to tips (imaging age means something only then)."""
     stall_s: float = 0.0
-    """Seconds the master did not cycle before this one (e.g. a frozen process)."""
+    """Seconds between the previous cycle and this one beyond one period, on the master's own
+    clock (0 when on time; judged by :func:`~whih_control.limits.stalled`)."""
     stop_goal: DriveGoal | None = None
     """The robot is closing: QUICK_STOP, then DISABLED on every axis (targets track the actual
     positions). Applied by the supervisor after its own rules; never a goal that moves."""
