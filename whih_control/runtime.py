@@ -88,6 +88,7 @@ STOP_SETTLE_S = 0.5
 """How long a run waits in fault after the quick stop, so the ramps finish and are recorded."""
 WAIT_POLL_S = 0.01
 """Real time: how often a waiting application thread looks at the cycle's state."""
+_OE = DriveState.OPERATION_ENABLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -1174,10 +1175,10 @@ class Runtime:
     def _drives_ready(self) -> bool:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""
         limit = self.cfg.safety.feedback_max_age_cycles
-        return all(
-            a.state is DriveState.OPERATION_ENABLED and not stale(a.age_cycles, limit) and a.heartbeat_ok
-            for a in self.master.feedback.axes.values()
-        )
+        for a in self.master.feedback.axes.values():  # a loop, not a generator: every cycle
+            if not (a.state is _OE and not stale(a.age_cycles, limit) and a.heartbeat_ok):
+                return False
+        return True
 
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name
