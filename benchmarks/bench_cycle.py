@@ -7,7 +7,13 @@ Reported per loop and rate: achieved rate, overruns (slots missed), stale cycles
 was missing at the deadline), SYNC period error p50/p99/max and CPU (process time / wall time; the drive
 thread's share is included and is the same for every loop).
 
-Run: ``python benchmarks/bench_cycle.py --seconds 5``
+Then each budget of our loop, met or not: overruns, SYNC period error p99 and CPU against the bare
+loop (docs/DESIGN.md section 5), stale cycles (the HIL suite's 0.5 %), the achieved rate and no
+drive event, collision or wrong-length TPDO1 (what ``tests/test_master.py`` timed at 400 Hz before
+real-time budgets moved here). ``--check`` exits 1 when one is not met.
+
+Run: ``python benchmarks/bench_cycle.py --seconds 5`` (``--rates 400 --seconds 5 --check`` for
+the 400 Hz budget alone)
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import gc
 import itertools
 import math
+import os
 import statistics
 import sys
 import threading
@@ -51,6 +58,12 @@ class Result:
     overruns: int
     stale: int
     sync_err: list[float]
+    faults: int = 0
+    """Ours only: drive events (EMCY, heartbeat loss...), collisions and wrong-length TPDO1s."""
+
+    def p99_ms(self) -> float:
+        err = sorted(self.sync_err) or [math.nan]
+        return err[min(len(err) - 1, int(0.99 * len(err)))] * 1e3
 
     def row(self) -> str:
         err = sorted(self.sync_err) or [math.nan]
@@ -120,6 +133,7 @@ def run_ours(cfg: Config, bus: can.BusABC, seconds: float) -> Result:
     stale = 0
     fbs = tuple(m.feedback.axes.values())
     syncs: list[float] = []
+    events = 0
     pacer.overruns = 0
     w0, c0 = time.perf_counter(), time.process_time()
     end = w0 + seconds
@@ -129,12 +143,15 @@ def run_ours(cfg: Config, bus: can.BusABC, seconds: float) -> Result:
         m.read(slot, slot + dl)
         stale += any(a.age_cycles for a in fbs)
         m.write()
-        m.service(slot)
+        events += len(m.service(slot))
         n += 1
         slot = pacer.next()
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    faults = events + m.stats.collisions + m.stats.bad_dlc
     m.shutdown()
-    return Result("ours", cfg.cycle.rate_hz, n, wall, cpu, pacer.overruns, stale, _sync_errors(syncs, period))
+    return Result(
+        "ours", cfg.cycle.rate_hz, n, wall, cpu, pacer.overruns, stale, _sync_errors(syncs, period), faults
+    )
 
 
 def run_bare(cfg: Config, bus: can.BusABC, seconds: float) -> Result:
@@ -270,6 +287,7 @@ def _median(rs: list[Result]) -> Result:
         round(med(lambda r: r.overruns / r.cycles) * med(lambda r: r.cycles)),
         round(med(lambda r: r.stale)),
         by_p99[len(by_p99) // 2].sync_err,
+        max(r.faults for r in rs),
     )
 
 
@@ -305,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeat", type=int, default=1, help="rounds; the loops take turns in each round, medians at the end"
     )
+    ap.add_argument("--check", action="store_true", help="exit 1 when a budget of our loop is not met")
     args = ap.parse_args(argv)
     header = (
         f"{'loop':<10} {'target':>9} {'achieved':>11} {'overruns':>15} {'stale':>6} "
@@ -336,7 +355,37 @@ def main(argv: list[str] | None = None) -> int:
         f"python {sys.version.split()[0]}, python-can {can.__version__}, "
         f"canopen {getattr(canopen, '__version__', '?')}"
     )
-    return 0
+    met = True
+    print("budgets (ours; medians of the rounds; docs/DESIGN.md section 5 and the HIL suite's 0.5 %):")
+    for rate in args.rates:
+        o = _median(results[("ours", rate)])
+        ratio = statistics.median(
+            (a.cpu / a.wall) / max(1e-9, b.cpu / b.wall)
+            for a, b in zip(results[("ours", rate)], results[("bare", rate)], strict=True)
+        )
+        for what, value, ok in _budgets(o, ratio):
+            met &= ok
+            print(f"  {rate:.0f} Hz {what:<46} {value:<22} {'met' if ok else 'NOT met'}")
+    print(f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min)")
+    return 0 if met or not args.check else 1
+
+
+def _budgets(o: Result, cpu_ratio: float) -> list[tuple[str, str, bool]]:
+    """(what, measured, met) for one rate's median result of our loop."""
+    cycles = max(1, o.cycles)
+    rows = [
+        ("overruns <= 0.1 % of cycles", f"{100 * o.overruns / cycles:.3f} %", o.overruns <= 0.001 * cycles),
+        ("p99 SYNC period error <= 0.15 ms", f"{o.p99_ms():.3f} ms", o.p99_ms() <= 0.15),
+        ("CPU <= 1.3x the bare python-can loop", f"{cpu_ratio:.2f}x", cpu_ratio <= 1.3),
+        ("stale cycles <= 0.5 %", f"{100 * o.stale / cycles:.3f} %", o.stale <= 0.005 * cycles),
+        (
+            "achieved rate >= 95 % of the target",
+            f"{o.cycles / o.wall:.1f} Hz",
+            o.cycles / o.wall >= 0.95 * o.rate_hz,
+        ),
+        ("no drive event, collision or bad-length TPDO1", f"{o.faults}", o.faults == 0),
+    ]
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import can
 
@@ -26,37 +27,40 @@ from firmware_iface import pdo
 from firmware_iface.simbus import SimTimeBus
 
 
-def _once(cfg: wc.Config, seed: int, out: Path | None) -> tuple[float, float, str]:
-    t0 = time.perf_counter()
+def _once(cfg: wc.Config, seed: int, out: Path | None) -> tuple[float, float, float, str]:
+    """(simulated s, wall s, CPU s of this process, outcome) of one whole procedure."""
+    c0, t0 = time.process_time(), time.perf_counter()
     result = wc.simulate(cfg, seed=seed, out=out)
     wall = time.perf_counter() - t0
-    return result.sim_seconds, wall, result.outcome
+    return result.sim_seconds, wall, time.process_time() - c0, result.outcome
 
 
 class _Echo:
     """A device that answers SYNC with one preallocated TPDO1 and takes RPDO1 targets: no logic."""
 
-    def __init__(self, bus: SimTimeBus, node: int) -> None:
-        self._bus = bus
+    def __init__(self, kernel: Any, node: int) -> None:
+        self._kernel = kernel
         self._rpdo = pdo.rpdo1_cob(node)
         self._tpdo = can.Message(arbitration_id=pdo.tpdo1_cob(node), data=bytearray(8), is_extended_id=False)
         self._target = 0
 
     def on_sync(self, t: float, dt: float) -> None:
         pdo.TPDO1.pack_into(self._tpdo.data, 0, 0x0237, self._target, 0)
-        self._bus.kernel.device_send(self._tpdo)
+        self._kernel.device_send(self._tpdo)
 
     def on_frame(self, msg: can.Message) -> None:
         if msg.arbitration_id == self._rpdo:
             _cw, self._target = pdo.RPDO1.unpack_from(msg.data)
 
 
-def _frames_only(cycles: int, period: float, drives: int) -> float:
-    """Wall seconds for ``cycles`` cycles of frames alone (see the module docstring)."""
+def _frames_only(cycles: int, period: float, drives: int) -> tuple[float, float]:
+    """(wall s, CPU s) for ``cycles`` cycles of frames alone (see the module docstring)."""
     bus = SimTimeBus(period=period)
     try:
+        # SimKernel behind the bus; before it was split off (older commits) the bus itself
+        kernel = getattr(bus, "kernel", bus)
         for node in range(1, drives + 1):
-            bus.kernel.attach(_Echo(bus, node))
+            kernel.attach(_Echo(kernel, node))
         sync = can.Message(arbitration_id=pdo.SYNC_COB, data=b"", is_extended_id=False)
         rpdos = [
             can.Message(arbitration_id=pdo.rpdo1_cob(n), data=bytearray(6), is_extended_id=False)
@@ -65,7 +69,7 @@ def _frames_only(cycles: int, period: float, drives: int) -> float:
         index = {pdo.tpdo1_cob(n): n - 1 for n in range(1, drives + 1)}
         actual = [0] * drives
         unpack, pack_into = pdo.TPDO1.unpack_from, pdo.RPDO1.pack_into
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(cycles):
             bus.send(sync)
             while (msg := bus.recv(0.0)) is not None:
@@ -73,7 +77,7 @@ def _frames_only(cycles: int, period: float, drives: int) -> float:
             for i, rpdo in enumerate(rpdos):
                 pack_into(rpdo.data, 0, 0x000F, actual[i] + 1)
                 bus.send(rpdo)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
         bus.shutdown()
 
@@ -87,20 +91,27 @@ def main() -> None:
     plain: list[float] = []
     recorded: list[float] = []
     floor: list[float] = []
+    cpu: list[float] = []
+    cpu_floor: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):
-            sim_s, wall, outcome = _once(cfg, args.seed, None)
+            sim_s, wall, cpu_s, outcome = _once(cfg, args.seed, None)
             plain.append(sim_s / wall)
-            sim_r, wall_r, _ = _once(cfg, args.seed, Path(tmp) / f"run{i}")
-            recorded.append(sim_r / wall_r)
             cycles = round(sim_s * cfg.cycle.rate_hz)
-            floor.append(sim_s / _frames_only(cycles, cfg.period, len(cfg.drives)))
+            cpu.append(cpu_s / cycles * 1e6)
+            sim_r, wall_r, _, _ = _once(cfg, args.seed, Path(tmp) / f"run{i}")
+            recorded.append(sim_r / wall_r)
+            wall_f, cpu_f = _frames_only(cycles, cfg.period, len(cfg.drives))
+            floor.append(sim_s / wall_f)
+            cpu_floor.append(cpu_f / cycles * 1e6)
             print(
                 f"run {i}: {sim_s:.1f} simulated s ({outcome}); "
                 f"no recording {plain[-1]:6.1f}x, recording {recorded[-1]:6.1f}x, "
-                f"frames only {floor[-1]:6.1f}x real time"
+                f"frames only {floor[-1]:6.1f}x real time",
+                flush=True,
             )
     p, r, f = statistics.median(plain), statistics.median(recorded), statistics.median(floor)
+    c, cf = statistics.median(cpu), statistics.median(cpu_floor)
     us = 1e6 / cfg.cycle.rate_hz
     print(f"median over {args.repeat} runs at {cfg.cycle.rate_hz:g} Hz, {len(cfg.drives)} drives:")
     print(f"  without recording: {p:7.1f}x real time, {us / p:5.1f} us a cycle (target >= 100x)")
@@ -108,6 +119,8 @@ def main() -> None:
     print(f"  recording costs:   {p / r:7.2f}x")
     print(f"  frames only:       {f:7.1f}x real time, {us / f:5.1f} us a cycle (no logic at all)")
     print(f"  left for the logic at 100x: {us / 100 - us / f:5.1f} us a cycle")
+    print(f"  whole stack / frames only: {f / p:5.1f}x wall (budget <= 5x), {c / cf:5.1f}x CPU")
+    print(f"  CPU a cycle: whole stack {c:5.1f} us (start-up included), frames only {cf:5.1f} us")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from firmware_iface import pdo
 from firmware_iface.bus import kernel_of
 from firmware_iface.cia402 import (
     CW_DISABLE_VOLTAGE,
+    CW_ENABLE_OPERATION,
     CW_FAULT_RESET_BIT,
     DriveState,
     decode_statusword,
@@ -82,6 +83,13 @@ _NMT_NAMES: Final = {
 SHUTDOWN_DISABLE_CYCLES: Final = 8
 """Disable-voltage cycles shutdown gives the drives to report SWITCH ON DISABLED."""
 
+# Module-level names for write(): one global lookup each instead of a global plus an attribute.
+_OE: Final = DriveState.OPERATION_ENABLED
+_GOAL_ENABLED: Final = DriveGoal.ENABLED
+_INF: Final = math.inf
+_I32_MIN: Final = -(2**31)
+_I32_MAX: Final = 2**31 - 1
+_RPDO1_PACK_INTO: Final = pdo.RPDO1.pack_into
 # Statusword bits 0..6 decide the state: a 128-entry table makes decoding one index.
 _STATE_LUT: Final = tuple(decode_statusword(sw) for sw in range(128))
 _FAULTY: Final = frozenset({DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE})
@@ -659,44 +667,54 @@ class Master:
         fbs = self._fb
         cmds = self._cmd
         send = self._bus.send
-        isfinite = math.isfinite
+        tap = self.tap
+        cpu = self._cpu
+        sent = self._sent_counts
+        last_cw = self.last_controlword
+        pack_into = _RPDO1_PACK_INTO
         for i, msg in enumerate(self._rpdo):
             fb = fbs[i]
             cmd = cmds[i]
             state = fb.state
             goal = cmd.goal
-            # bit 7 high whenever the last controlword had it low: the very first FAULT_RESET
-            # cycle is already a rising edge (a one-cycle reset request resets), then it alternates
-            phase = (
-                state is DriveState.FAULT
-                and goal is DriveGoal.FAULT_RESET
-                and not self.last_controlword[i] & CW_FAULT_RESET_BIT
-            )
-            cw = CW_DISABLE_VOLTAGE if cmd.escalate else next_controlword(state, goal, reset_phase=phase)
-            if state is DriveState.OPERATION_ENABLED and goal is DriveGoal.ENABLED and not cmd.escalate:
+            escalate = cmd.escalate
+            if state is _OE and goal is _GOAL_ENABLED and not escalate:
+                # what next_controlword gives here (the common case, every cycle of a procedure)
+                cw = CW_ENABLE_OPERATION
                 target = cmd.target
-                if isfinite(target):
-                    counts = round(target * self._cpu[i])
+                if -_INF < target < _INF:
+                    counts = round(target * cpu[i])
                 else:
                     self.stats.rejected_targets += 1
-                    counts = self._sent_counts[i]
+                    counts = sent[i]
             else:
+                # bit 7 high whenever the last controlword had it low: the very first FAULT_RESET
+                # cycle is already a rising edge (a one-cycle reset request resets), then it
+                # alternates
+                phase = (
+                    state is DriveState.FAULT
+                    and goal is DriveGoal.FAULT_RESET
+                    and not last_cw[i] & CW_FAULT_RESET_BIT
+                )
+                cw = CW_DISABLE_VOLTAGE if escalate else next_controlword(state, goal, reset_phase=phase)
                 counts = self._actual_counts[i]
                 cmd.target = fb.position
-            pdo.encode_rpdo1(msg.data, cw, counts)
-            self._sent_counts[i] = counts
-            self.last_controlword[i] = cw
+            # pdo.encode_rpdo1, written out: the target saturates at the i32 range
+            wire = _I32_MIN if counts < _I32_MIN else _I32_MAX if counts > _I32_MAX else counts
+            pack_into(msg.data, 0, cw & 0xFFFF, wire)
+            sent[i] = counts
+            last_cw[i] = cw
             try:
                 send(msg)
-                if self.tap is not None:
-                    self.tap(msg, self._stamp(), False)
-                if cmd.escalate:
+                if tap is not None:
+                    tap(msg, self._stamp(), False)
+                if escalate:
                     # after the disable voltage: a stopped node takes no RPDO, whoever sends it
                     stop = self._nmt_stop[i]
                     send(stop)
                     self.escalations += 1
-                    if self.tap is not None:
-                        self.tap(stop, self._stamp(), False)
+                    if tap is not None:
+                        tap(stop, self._stamp(), False)
             except (can.CanError, OSError) as exc:
                 # the other drives still get their frame (a quick stop, once this is reported)
                 self._io_failed(exc)

@@ -282,7 +282,9 @@ class DriveDictionary:
 
     def has(self, index: int) -> bool:
         """The drive has object ``index``."""
-        return self.od.get(index) is not None
+        # ``indices`` is canopen's own index -> object table; ``od.get`` of an absent index goes
+        # through a KeyError with a formatted message (pdo_channels asks 2 x 512 indices)
+        return index in self.od.indices
 
     # ---- PDOs
 

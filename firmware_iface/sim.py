@@ -1155,12 +1155,12 @@ class SimulatedDrives:
             for d in self._order:
                 d._boot()
             last_sync = -math.inf
-            last = time.monotonic()
+            last = time.time()
             send = self._tx
             batch: list[can.Message] = []
             while not self._stop.is_set():
                 msg = self.bus.recv(timeout=self.period)
-                now = time.monotonic()
+                now = _frame_time(msg)
                 if msg is not None and msg.arbitration_id == pdo.SYNC_COB and not msg.is_extended_id:
                     # Every drive steps first and the frames go out together afterwards: a
                     # frame sent mid-step wakes the master, which then competes with the
@@ -1187,3 +1187,15 @@ class SimulatedDrives:
         except BaseException as exc:
             # Reported by stop(); the master sees the drives fall silent meanwhile.
             self._error = exc
+
+
+def _frame_time(msg: can.Message | None) -> float:
+    """Thread mode: the time a frame reached the bus (python-can's ``timestamp``, wall-clock
+    seconds), not when the drives' thread got to it. A thread kept off the CPU then finds the
+    SYNCs sent meanwhile queued: each steps the drives one period, so the gap must not count
+    again as time without SYNC (the drives moved twice as far as the SYNCs allow, and the master
+    saw a position jump). The read time where a frame has none, or one from another clock."""
+    now = time.time()
+    if msg is None or not 0.0 < now - msg.timestamp < 1.0:
+        return now
+    return msg.timestamp

@@ -156,7 +156,13 @@ class SimKernel:
             return
         self._delivering = True
         try:
-            self._deliver(msg)
+            if msg.arbitration_id == SYNC_COB_ID:
+                self._deliver(msg)
+            else:
+                # a master frame other than SYNC (an RPDO every cycle per drive): _deliver's
+                # second half, written out
+                for dev in self._device_tuple:
+                    dev.on_frame(msg)
             while pending:
                 self._deliver(pending.popleft())
         finally:

@@ -116,6 +116,15 @@ class CycleConfig:
     busy_wait_us: int = setting(
         200, unit="us", lo=0, hi=5_000, doc="real time only: spin this long before each deadline"
     )
+    realtime_priority: int = setting(
+        0,
+        lo=0,
+        hi=99,
+        doc=(
+            "real time only: SCHED_FIFO priority of the cycle thread and of in-process simulated "
+            "drives (1-99; needs CAP_SYS_NICE or an rtprio limit); 0 = the normal scheduler"
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

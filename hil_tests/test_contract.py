@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import can
 import pytest
 
 from firmware_iface.cia402 import DriveState
-from firmware_iface.faults import RUNTIME_FAULT_KINDS, parse_fault
-from tests.conftest import FAULT_EXAMPLES
+from firmware_iface.faults import RUNTIME_FAULT_KINDS, FaultKind, parse_fault
+from tests.conftest import EPOS4_DCF, FAULT_EXAMPLES
+from tests.strict_drive import QSA, SOD, StrictDrives
+from tests.test_strict_drive import _config as strict_config
 from whih_control import Config, ProcedureError, Robot, SafetyError
 from whih_control.types import LINEAR_AXES
 
 from .bench import bench_robot
 
 pytestmark = [pytest.mark.hil, pytest.mark.realtime]  # wall clock: a step of its own in CI
+
+AT = 1.5
+"""Cycle time (s) at which each fault kind is injected: the procedure is moving a wire then."""
 
 
 def test_enable_reaches_operation_enabled(robot: Robot) -> None:
@@ -83,9 +89,27 @@ def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated:
     position actual (their TPDO1s, and after close the shutdown's). Kinds of the master and the
     operator (SYNC loss, master freeze, e-stop, dead-man, imaging loss) need no simulator and run
     on a real rig too; only the drives' own faults need the simulated drives."""
-    spec = parse_fault(f"{kind}@1.5")
+    spec = parse_fault(f"{kind}@{AT}")
     if not simulated and spec.kind not in RUNTIME_FAULT_KINDS:
         pytest.skip("a drive's own fault is injected inside the simulated drives")
+    _fault_ends_in_a_short_stop(rig_config, kind)
+
+
+RUNTIME_EXAMPLES = [k for k in FAULT_EXAMPLES if parse_fault(f"{k}@1").kind in RUNTIME_FAULT_KINDS]
+
+
+@pytest.mark.parametrize("kind", RUNTIME_EXAMPLES)
+def test_runtime_fault_kinds_against_drives_we_did_not_write(kind: str) -> None:
+    """The kinds a rig runs, against six strict EPOS4 emulations built from maxon's DCF with
+    canopen's LocalNode (tests/strict_drive.py: not whih's simulated drive, no plant, no fault
+    injection): each stops the run, and the stop distance comes from their own position actual."""
+    channel = f"whih-hil-strict-{os.getpid()}-{kind}"
+    with StrictDrives(channel, EPOS4_DCF, list(range(1, 7))) as drives:
+        _fault_ends_in_a_short_stop(strict_config(channel), kind)
+        assert all(d.state in (SOD, QSA) for d in drives), [d.state for d in drives]
+
+
+def _fault_ends_in_a_short_stop(rig_config: Config, kind: str) -> None:
     cfg = rig_config.replace(safety=dataclasses.replace(rig_config.safety, imaging_max_age_s=0.5))
     # every TPDO1 the master takes: (cycle time, node, position actual in counts)
     frames: list[tuple[float, int, int]] = []
@@ -98,7 +122,7 @@ def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated:
 
     # the go and crossing confirmed from here: a procedure confirming its own gates passes ready
     # before enable() on the cycle thread sees it
-    with bench_robot(cfg, inject=[f"{kind}@1.5"]) as robot:
+    with bench_robot(cfg, inject=[f"{kind}@{AT}"]) as robot:
         rt = robot.runtime
         rt.master.tap = tap
         robot.enable()
@@ -106,15 +130,30 @@ def test_each_fault_kind_ends_in_fault(kind: str, rig_config: Config, simulated:
         t_latch = rt._latch_t
     assert result.outcome == "fault", (result.outcome, result.reason)
     assert result.faults and t_latch is not None
+    # where the stop starts: the latch; for a master freeze the freeze itself (from there on no
+    # cycle runs: the drives stop on their own heartbeat consumers)
+    spec = parse_fault(f"{kind}@{AT}")
+    t_ref = min(t_latch, AT) if spec.kind is FaultKind.MASTER_FREEZE else t_latch
     stop = {}
+    speed = {}
     for axis in LINEAR_AXES:
         d = cfg.drives[axis]
         mine = [(t, c) for t, n, c in frames if n == d.node_id]
+        # how fast the drive moved over the 0.2 s before the fault came (printed: a stop distance
+        # means something only for a drive that was moving; in real time the procedure's phase at
+        # AT varies with how long enable() took, so it is reported, not asserted)
+        before = [(t, c) for t, c in mine if AT - 0.2 <= t < AT]
+        if len(before) >= 2:
+            dt = before[-1][0] - before[0][0]
+            speed[axis] = abs(before[-1][1] - before[0][1]) / d.counts_per_unit / max(dt, 1e-9)
         # the reading the latching cycle took (for an encoder jump, the jumped one): what the
         # drive does after it is the stop
         # (with SYNC lost nothing answers after the latch: the last reading before it, then)
-        at_latch = next((c for t, c in mine if t >= t_latch), [c for t, c in mine if t < t_latch][-1])
+        at_latch = next((c for t, c in mine if t >= t_ref), [c for t, c in mine if t < t_ref][-1])
         # the last report: after close, once every drive answered again (a SYNC loss ends there)
         stop[axis] = abs(mine[-1][1] - at_latch) / d.counts_per_unit
-    print(f"\n{kind}: stop distance from the drives' position actual (mm): {stop}")
+    print(
+        f"\n{kind}: stop distance from the drives' position actual (mm): {stop}; "
+        f"speed before the fault (mm/s): { {a: round(v, 2) for a, v in speed.items()} }"
+    )
     assert max(stop.values()) <= cfg.safety.stop_distance_max, stop

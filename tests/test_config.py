@@ -90,6 +90,8 @@ MALFORMED = [
     ("cycle.rate_hz", _set("cycle.rate_hz", 1000.0)),  # 6 drives at 1 Mbit/s do not fit 1 kHz
     ("cycle.sync_counter", _set("cycle.sync_counter", 1)),
     ("cycle.busy_wait_us", _set("cycle.busy_wait_us", 2.5)),
+    ("cycle.realtime_priority", _set("cycle.realtime_priority", 100)),
+    ("cycle.realtime_priority", _set("cycle.realtime_priority", -1)),
     ("drives.ante_mc.node_id", _set("drives.ante_mc.node_id", 1)),
     ("drives.retro_mc.node_id", _set("drives.retro_mc.node_id", 127)),
     ("drives.ante_wire.node_id", _delete("drives.ante_wire.node_id")),

@@ -1,7 +1,8 @@
 """Recording is part of safety: a full disk or a dead writer stops the run, says what was lost;
 a killed run leaves a verifiable event log, a readable trace and its telemetry.
 
-The full disk is a real 1 MiB tmpfs where the test may mount one (root, as in CI containers);
+The full disk is a real 1 MiB tmpfs where the test may mount one (root, as in CI containers), in
+simulated time and (marker ``realtime``) in real time;
 the dead writers are the real writer process killed, and the writer thread's file failing with
 ENOSPC.
 """
@@ -76,6 +77,37 @@ def test_a_full_disk_stops_the_run_with_a_message_exit_1_and_the_summary_printed
     printed = json.loads(err[err.index("{") : err.rindex("}") + 1])
     assert printed["outcome"] == "fault" and printed["recording"]["failures"]
     assert printed["sim_seconds"] < 10.0
+
+
+@pytest.mark.realtime
+def test_a_full_disk_in_real_time_stops_the_run_with_a_message_exit_1_and_the_summary_printed(
+    tmp_path: Path,
+) -> None:
+    """The same 1 MiB tmpfs under ``whih run --realtime`` (its own process, as an operator runs
+    it): before, the whole real-time run went unrecorded with no fault."""
+    with _tmpfs(tmp_path / "disk") as disk:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "whih_control.cli", "run", "--config", str(SIM_TOML)),
+                *("--realtime", "--out", str(disk / "run"), "--max-time", "60"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 1, err[-2000:]
+    assert "Traceback" not in err
+    assert "outcome: fault" in out
+    reason = next(line for line in out.splitlines() if line.startswith("reason: "))
+    assert "trace writer" in reason or "telemetry writer" in reason or "event log" in reason
+    assert "the run folder is incomplete" in err and "No space left on device" in err
+    printed = json.loads(err[err.index("{") : err.rindex("}") + 1])
+    assert printed["outcome"] == "fault" and printed["recording"]["failures"]
+    assert printed["sim_seconds"] < 30.0  # stopped by the full disk, not by the procedure's end
 
 
 def test_a_dead_trace_writer_is_a_recording_fault_and_the_summary_says_so(tmp_path: Path) -> None:

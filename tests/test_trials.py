@@ -404,3 +404,60 @@ def test_cli_bad_input_is_a_usage_error(
     assert "Traceback" not in err
     assert pytest.importorskip("re").search(match, err), err
     assert not (tmp_path / "x").exists()
+
+
+def _workers_of(parent: int) -> list[int]:
+    """The pool workers (spawned children) of process ``parent``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_sweep_leaves_no_worker_running(tmp_path: Path, sig: signal.Signals) -> None:
+    # long trials, so that both workers are busy when the signal comes
+    args = ["--cohort", "synthetic:4", "--seeds", "0..0", "--out", str(tmp_path / "sweep"), "--jobs", "2"]
+    cmd = [sys.executable, "-m", "whih_control.cli", "trials", *args]
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as stderr_file:  # a file, not a pipe: workers left running would hold a pipe open
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr_file, cwd=tmp_path)
+    deadline = time.monotonic() + 120.0
+    try:
+        workers = _workers_of(proc.pid)
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = _workers_of(proc.pid)
+        assert len(workers) == 2, "the pool's workers never started"
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err.read_text()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 1, stderr
+        assert "stopped (Ctrl-C or SIGTERM); rerun the same command to resume" in stderr
+        assert "Traceback" not in stderr
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], f"workers left running after {sig.name}"

@@ -28,7 +28,7 @@ from whih_control.inspect_run import inspect_run
 from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
-from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec
+from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec, realtime_scheduling
 from whih_control.sim import Plant
 
 EXIT_OK = 0
@@ -127,6 +127,10 @@ def _add_trials_parser(sub: Any) -> None:
     tri.add_argument("--out", required=True, type=Path, help="trials folder (rerun to resume)")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _trials(args: argparse.Namespace) -> int:
     # imported here: the other commands never pay for pandas
     from whih_control.trials import (  # noqa: PLC0415
@@ -175,6 +179,9 @@ def _trials(args: argparse.Namespace) -> int:
         flush=True,
     )
     client = None
+    # SIGTERM (a job scheduler, `kill`) stops the sweep like Ctrl-C: the pool's workers are ended
+    # with it and the folder stays resumable, instead of the parent dying and its workers running on
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.dask:
             from distributed import Client  # noqa: PLC0415
@@ -201,7 +208,7 @@ def _trials(args: argparse.Namespace) -> int:
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\nwhih trials: stopped (Ctrl-C); rerun the same command to resume", file=sys.stderr)
+        print("\nwhih trials: stopped (Ctrl-C or SIGTERM); rerun the same command to resume", file=sys.stderr)
         return EXIT_NOT_CROSSED
     except TrialsLostError as exc:  # the rows that ended are kept; a rerun runs the rest
         print(f"whih trials: {exc}", file=sys.stderr)
@@ -210,6 +217,7 @@ def _trials(args: argparse.Namespace) -> int:
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
     summary = summarize(frame, [v.name for v in variants])
@@ -519,6 +527,13 @@ def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     try:
+        # drives stand for hardware with its own CPU: the master's scheduling, if it has any
+        restore = realtime_scheduling(cfg.cycle.realtime_priority)
+    except ConfigError as exc:
+        bus.shutdown()
+        print(f"whih sim-drives: {exc.problems[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         with SimulatedDrives(cfg, bus, load=Plant(cfg, seed=cfg.sim.seed), seed=cfg.sim.seed) as drives:
             nodes = ", ".join(f"{a} {d.node_id}" for a, d in cfg.drives.items())
             _emit(
@@ -534,6 +549,7 @@ def _sim_drives(path: Path, interface: str | None, channel: str | None) -> int:
         return EXIT_NOT_CROSSED
     finally:
         bus.shutdown()
+        restore()
     _emit(sys.stdout, "whih sim-drives: stopped\n")
     return EXIT_OK
 

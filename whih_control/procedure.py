@@ -60,6 +60,31 @@ __all__ = [
     "diagram",
 ]
 
+_MOVE_TO = AxisMotion.MOVE_TO
+_GAP_FOLLOW = AxisMotion.GAP_FOLLOW
+_COUPLE_FOLLOW = AxisMotion.COUPLE_FOLLOW
+_AW, _AMC, _RW, _RMC, _AROT, _RROT = 1, 2, 4, 8, 16, 32
+_AXIS_BITS = (
+    ("ante_wire", _AW),
+    ("ante_mc", _AMC),
+    ("retro_wire", _RW),
+    ("retro_mc", _RMC),
+    ("ante_wire_rot", _AROT),
+    ("retro_wire_rot", _RROT),
+)
+"""The axes an objective may name, in the order it names them, each with its bit in a mask."""
+_LINEAR = ("ante_wire", "ante_mc", "retro_wire", "retro_mc")
+
+
+_Slot = tuple[Objective, dict[str, AxisObjective]]
+
+
+def _put(ax: AxisObjective, motion: AxisMotion, target: float, speed: float) -> None:
+    ax.motion = motion
+    ax.target = target
+    ax.speed = speed
+
+
 _SEP = "."
 """Separator of nested state names inside the machine (phase names themselves contain '_')."""
 
@@ -398,6 +423,8 @@ class Procedure:
         self._spin_t0 = 0.0
         self._turn_sign = 1.0
         self._still = {p: Objective(phase=p.value) for p in Phase}
+        self._made: dict[Phase, dict[int, _Slot]] = {p: {} for p in Phase}
+        """Per phase and mask of axes named: the objective handed out and its axes (``_slot``)."""
         self._model = _Guards(self)
         self._machine = _Machine(
             model=self._model,
@@ -719,8 +746,13 @@ class Procedure:
             return "drives not ready"
         if not i.imaging_fresh:
             return "imaging stale"
-        if not i.estimate.valid or not all(math.isfinite(self._tip(a)) for a in self._target):
+        if not i.estimate.valid:
             return "estimate invalid"
+        tips = i.estimate.tips
+        for a in _LINEAR:  # the keys of self._target; a loop, not a generator, every cycle
+            x = tips.get(a, math.nan)
+            if not -math.inf < x < math.inf:
+                return "estimate invalid"
         return ""
 
     def _g_can_move(self) -> bool:
@@ -982,94 +1014,127 @@ class Procedure:
                 self._stalled[axis] = True
 
     def _objective(self) -> Objective:
+        """This cycle's objective: one object per phase and set of axes, built on first use and
+        updated in place afterwards (the cycle allocates nothing for it; copy one to keep it)."""
         phase = self.phase
         if phase not in MOTION_PHASES or not self._g_can_move():
             return self._still[phase]
         p = self._p
-        est = self._inputs.estimate
         tgt = self._target
         wire, mc = p.wire_speed, p.mc_speed
-        axes: dict[str, AxisObjective] = {}
         rw, rmc = self._tip("retro_wire"), self._tip("retro_mc")
-        gap_follow = AxisObjective(AxisMotion.GAP_FOLLOW, rmc - p.gap_target, mc)
+        follow = self._approach  # the ante MC follows the gap in every hand-in-hand sub-phase
         if phase is Phase.APPROACH:
-            excess = est.gap - p.gap_target
+            excess = self._inputs.estimate.gap - p.gap_target
             ante = self._approach and not self._stalled["ante_mc"]
             retro = self._approach and not self._stalled["retro_mc"]
             share = excess / 2.0 if ante and retro else excess
+            obj, axes = self._slot(phase, (_AMC if ante else 0) | (_RMC if retro else 0))
             if ante:
-                axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, self._tip("ante_mc") + share, mc)
+                _put(axes["ante_mc"], _MOVE_TO, self._tip("ante_mc") + share, mc)
             if retro:
-                axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, rmc - share, mc)
+                _put(axes["retro_mc"], _MOVE_TO, rmc - share, mc)
         elif phase is Phase.UNTIP:
-            axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
+            obj, axes = self._slot(phase, _RW)
+            _put(axes["retro_wire"], _MOVE_TO, tgt["retro_wire"], wire)
         elif phase is Phase.ALIGN:
             # coupled, the ante wire closes on the retro wire as it is seen now (an operator
             # watches the image): a target frozen at entry from one noisy estimate can stop the
             # wire where the coupling never reads within what _g_aligned asks
             aim = rw - p.coupling_target if self._coupling else tgt["ante_wire"]
-            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, aim, wire)
+            obj, axes = self._slot(phase, _AW)
+            _put(axes["ante_wire"], _MOVE_TO, aim, wire)
         elif phase is Phase.HAND_IN_HAND_RETRO_STEP:
-            axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
-            axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_mc"], mc)
-            if self._approach:
-                axes["ante_mc"] = gap_follow
-            if self._rot_retro and p.rewind_turn > 0.0:
-                # rotate on retract: the withdrawing retrograde wire slides on dynamic friction
-                axes["retro_wire_rot"] = AxisObjective(
-                    AxisMotion.MOVE_TO, self._turn_sign * p.rewind_turn, p.spin_speed or p.rewind_turn
+            # rotate on retract: the withdrawing retrograde wire slides on dynamic friction
+            rot = self._rot_retro and p.rewind_turn > 0.0
+            obj, axes = self._slot(phase, _RW | _RMC | (_AMC if follow else 0) | (_RROT if rot else 0))
+            _put(axes["retro_wire"], _MOVE_TO, tgt["retro_wire"], wire)
+            _put(axes["retro_mc"], _MOVE_TO, tgt["retro_mc"], mc)
+            if follow:
+                _put(axes["ante_mc"], _GAP_FOLLOW, rmc - p.gap_target, mc)
+            if rot:
+                _put(
+                    axes["retro_wire_rot"],
+                    _MOVE_TO,
+                    self._turn_sign * p.rewind_turn,
+                    p.spin_speed or p.rewind_turn,
                 )
         elif phase is Phase.HAND_IN_HAND_ANTE_FOLLOW:
+            spin = self._spin_target()
+            spinning = spin == spin  # noqa: PLR0124 (NaN: no spin this cycle)
+            obj, axes = self._slot(phase, _AW | (_AMC if follow else 0) | (_AROT if spinning else 0))
             if self._coupling:
-                axes["ante_wire"] = AxisObjective(AxisMotion.COUPLE_FOLLOW, rw - p.coupling_target, wire)
+                _put(axes["ante_wire"], _COUPLE_FOLLOW, rw - p.coupling_target, wire)
             else:
-                axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire)
-            if self._approach:
-                axes["ante_mc"] = gap_follow
-            self._spin(axes)
+                _put(axes["ante_wire"], _MOVE_TO, tgt["ante_wire"], wire)
+            if follow:
+                _put(axes["ante_mc"], _GAP_FOLLOW, rmc - p.gap_target, mc)
+            if spinning:
+                _put(axes["ante_wire_rot"], _MOVE_TO, spin, p.spin_speed)
         elif phase is Phase.HAND_IN_HAND_VERIFY:
-            if self._approach:
-                axes["ante_mc"] = gap_follow
+            obj, axes = self._slot(phase, _AMC if follow else 0)
+            if follow:
+                _put(axes["ante_mc"], _GAP_FOLLOW, rmc - p.gap_target, mc)
         elif phase is Phase.HAND_IN_HAND_REWIND:
+            # rotate on retract: turned, the tip does not find its way back into the false track
+            rot = self._rot_ante and p.rewind_turn > 0.0
+            obj, axes = self._slot(phase, _AW | _RW | _AMC | (_AROT if rot else 0))
             # both wires arrive together: the coupling goes straight from where it was to its
             # target (the retro wire covers what it ran long), never through zero
             back = p.rewind_distance
             ahead = back + max(0.0, (rw - tgt["retro_wire"]) - back)
-            axes["ante_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_wire"], wire * back / ahead)
-            axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
-            axes["ante_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["ante_mc"], mc)
-            if self._rot_ante and p.rewind_turn > 0.0:
-                # rotate on retract: turned, the tip does not find its way back into the false track
-                axes["ante_wire_rot"] = AxisObjective(
-                    AxisMotion.MOVE_TO, self._turn_sign * p.rewind_turn, p.spin_speed or p.rewind_turn
+            _put(axes["ante_wire"], _MOVE_TO, tgt["ante_wire"], wire * back / ahead)
+            _put(axes["retro_wire"], _MOVE_TO, tgt["retro_wire"], wire)
+            _put(axes["ante_mc"], _MOVE_TO, tgt["ante_mc"], mc)
+            if rot:
+                _put(
+                    axes["ante_wire_rot"],
+                    _MOVE_TO,
+                    self._turn_sign * p.rewind_turn,
+                    p.spin_speed or p.rewind_turn,
                 )
         elif phase is Phase.WITHDRAW:
-            axes["retro_wire"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_wire"], wire)
-            axes["retro_mc"] = AxisObjective(AxisMotion.MOVE_TO, tgt["retro_mc"], mc)
-        return Objective(
-            phase=phase.value,
-            motion_allowed=True,
-            axes=MappingProxyType(axes),
-            part_mcs=phase is Phase.WITHDRAW,
-            coupled=self._coupling,
-        )
+            obj, axes = self._slot(phase, _RW | _RMC)
+            _put(axes["retro_wire"], _MOVE_TO, tgt["retro_wire"], wire)
+            _put(axes["retro_mc"], _MOVE_TO, tgt["retro_mc"], mc)
+        else:
+            obj, axes = self._slot(phase, 0)
+        return obj
 
-    def _spin(self, axes: dict[str, AxisObjective]) -> None:
-        """Spin the advancing antegrade wire once the segment is hard (its force >= spin_force_ratio
-        x alarm), swinging +/- spin_turn so the rotary axis stays well inside its travel."""
+    def _slot(self, phase: Phase, mask: int) -> _Slot:
+        """The objective of ``phase`` naming the axes in ``mask`` (``_AXIS_BITS``), and its axes
+        to update in place; made once, the first time the phase asks for that set of axes."""
+        made = self._made[phase]
+        slot = made.get(mask)
+        if slot is None:
+            axes = {a: AxisObjective() for a, bit in _AXIS_BITS if mask & bit}
+            obj = Objective(
+                phase=phase.value,
+                motion_allowed=True,
+                axes=MappingProxyType(axes),
+                part_mcs=phase is Phase.WITHDRAW,
+                coupled=self._coupling,
+            )
+            slot = made[mask] = (obj, axes)
+        return slot
+
+    def _spin_target(self) -> float:
+        """The target of the advancing antegrade wire's spin, NaN for none: it spins once the
+        segment is hard (its force >= spin_force_ratio x alarm), swinging +/- spin_turn so the
+        rotary axis stays well inside its travel."""
         p = self._p
         if not self._rot_ante or p.spin_speed <= 0.0 or p.spin_turn <= 0.0:
-            return
+            return math.nan
         if not self._spinning:
             f = abs(self._inputs.estimate.force.get("ante_wire", 0.0))
             if f < p.spin_force_ratio * self._alarm["ante_wire"]:
-                return
+                return math.nan
             self._spinning = True
             self._spin_t0 = self._t
         swing = 2.0 * p.spin_turn / p.spin_speed
         half = int((self._t - self._spin_t0) / swing) % 2
         sign = self._turn_sign if half == 0 else -self._turn_sign
-        axes["ante_wire_rot"] = AxisObjective(AxisMotion.MOVE_TO, sign * p.spin_turn, p.spin_speed)
+        return sign * p.spin_turn
 
     # ---------------------------------------------------------------- log
     def _log_event(self, kind: str, **fields: Any) -> None:

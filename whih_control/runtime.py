@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import gc
 import math
+import os
 import sys
 import threading
 import time
@@ -47,7 +48,13 @@ from firmware_iface.sim import SimulatedDrives
 from firmware_iface.types import DriveEvent, DriveEventKind, DriveGoal
 from whih_control.config import Config
 from whih_control.core import ControlCore
-from whih_control.errors import CommandTimeoutError, ProcedureError, SafetyError, WhihError
+from whih_control.errors import (
+    CommandTimeoutError,
+    ConfigError,
+    ProcedureError,
+    SafetyError,
+    WhihError,
+)
 from whih_control.interrupts import HOLD_CODES, InterruptGuard, sigint_held
 from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
@@ -60,7 +67,7 @@ from whih_control.types import LINEAR_AXES, CycleInputs, Objective, OperatorInpu
 if TYPE_CHECKING:
     from firmware_iface.simbus import SimKernel
 
-__all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime"]
+__all__ = ["RUN_FILES", "Progress", "RunResult", "Runtime", "realtime_scheduling"]
 
 T = TypeVar("T")
 Clock = Literal["real", "simulated"]
@@ -81,6 +88,7 @@ STOP_SETTLE_S = 0.5
 """How long a run waits in fault after the quick stop, so the ramps finish and are recorded."""
 WAIT_POLL_S = 0.01
 """Real time: how often a waiting application thread looks at the cycle's state."""
+_OE = DriveState.OPERATION_ENABLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,48 @@ class _Command:
         self.cancelled = False
 
 
+def _set_realtime_priority(priority: int) -> None:
+    """SCHED_FIFO at ``priority`` for the calling thread (Linux: per thread; threads it starts
+    inherit it); 0 leaves the thread as it is."""
+    if priority > 0:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+
+
+def realtime_scheduling(priority: int) -> Callable[[], None]:
+    """Every thread of this process SCHED_FIFO at ``priority`` (threads and processes started
+    later inherit it); returns what puts the threads that still exist back as they were.
+
+    The whole process, not the cycle thread alone: a thread holding the interpreter lock while
+    the scheduler keeps it off the CPU stalls the cycle just the same (measured: the application's
+    thread, preempted with the lock held, kept a SCHED_FIFO cycle waiting 81 ms).
+    A refusal is a :class:`ConfigError` naming the key (before anything is opened).
+    """
+    if priority <= 0:
+        return lambda: None
+    before: dict[int, tuple[int, os.sched_param]] = {}
+    try:
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                before[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid))
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError) as exc:
+        _restore_policies(before)
+        raise ConfigError(
+            [
+                f"cycle.realtime_priority: this system refuses SCHED_FIFO (got {priority}: {exc}); "
+                "allowed: 0 (the normal scheduler), or 1-99 where the process has CAP_SYS_NICE or "
+                "an rtprio limit (ulimit -r)"
+            ]
+        ) from None
+    return lambda: _restore_policies(before)
+
+
+def _restore_policies(before: Mapping[int, tuple[int, os.sched_param]]) -> None:
+    for tid, (policy, param) in before.items():
+        with contextlib.suppress(OSError):  # ended meanwhile
+            os.sched_setscheduler(tid, policy, param)
+
+
 class _CycleThread:
     """Real time: runs the runtime's cycles on a thread of its own until stopped.
 
@@ -168,6 +218,8 @@ class _CycleThread:
         rt = self._rt
         period = rt.cfg.period
         try:
+            # whatever thread starts the cycle again after an exclusive block
+            _set_realtime_priority(rt.cfg.cycle.realtime_priority)
             while not self._stop.is_set():
                 if rt.set_up:
                     rt._cycle()
@@ -248,6 +300,7 @@ class Runtime:
         self._cycle_in = CycleInputs()
         """The cycle's fault conditions for the supervisor (the one owner of faults)."""
         self._switch_interval: float | None = None
+        self._restore_scheduling: Callable[[], None] = lambda: None
         self._jogging = False
         self._jog_objective = {
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
@@ -281,6 +334,9 @@ class Runtime:
         if self._opened:
             raise WhihError("open: the robot is already open")
         cfg = self.cfg
+        if not self.simulated_time:
+            # first, so that every thread and process started below inherits it
+            self._restore_scheduling = realtime_scheduling(cfg.cycle.realtime_priority)
         try:
             self.recorder = RunRecorder(
                 cfg, self.out, blocking_trace=self.simulated_time, on_failure=self._recording_failed
@@ -347,6 +403,7 @@ class Runtime:
             self._opened = False
             self.interrupts.release()
             self._close_all()
+            self._restore_scheduling()
             raise
 
     def close(self) -> None:
@@ -400,6 +457,7 @@ class Runtime:
         except BaseException as exc:
             errors.append(exc)
         gc.unfreeze()
+        self._restore_scheduling()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
             self._switch_interval = None
@@ -1117,10 +1175,10 @@ class Runtime:
     def _drives_ready(self) -> bool:
         """Every drive OPERATION ENABLED with feedback no older than the supervisor allows."""
         limit = self.cfg.safety.feedback_max_age_cycles
-        return all(
-            a.state is DriveState.OPERATION_ENABLED and not stale(a.age_cycles, limit) and a.heartbeat_ok
-            for a in self.master.feedback.axes.values()
-        )
+        for a in self.master.feedback.axes.values():  # a loop, not a generator: every cycle
+            if not (a.state is _OE and not stale(a.age_cycles, limit) and a.heartbeat_ok):
+                return False
+        return True
 
     def _drive_event(self, event: DriveEvent) -> None:
         text = event.text or event.kind.name

@@ -155,6 +155,10 @@ class SafetySupervisor:
         self._gmin, self._gmax, self._cmax = p.gap_min, p.gap_max, p.coupling_max
         self._u_max = p.unsupported_max
         self._lin4 = (self._i_aw, self._i_amc, self._i_rw, self._i_rmc)
+        self._s_moves = [0.0, 0.0, 0.0, 0.0]
+        self._s_held = [0.0, 0.0, 0.0, 0.0]
+        self._s_braked = [0.0, 0.0, 0.0, 0.0]
+        self._s_len = [False, False, False, False]
         s = cfg.safety
         self._max_age = s.feedback_max_age_cycles
         self._img_max = s.imaging_max_age_s
@@ -637,17 +641,23 @@ class SafetySupervisor:
         wire back is never held. Only changes that lengthen a free segment brake (at a_max)."""
         order = self._lin4
         reach = self._cmax
-        moves = [_DIR4[k] * (new[i] - pos[i]) for k, i in enumerate(order)]
-        held = list(moves)
-        braked = [0.0, 0.0, 0.0, 0.0]
-        lengthening = [False, False, False, False]
+        # scratch lists of the supervisor, refilled every cycle (nothing allocated per cycle)
+        moves, held, braked, lengthening = self._s_moves, self._s_held, self._s_braked, self._s_len
+        for k in range(4):
+            i = order[k]
+            m = _DIR4[k] * (new[i] - pos[i])
+            moves[k] = m
+            held[k] = m
+            braked[k] = 0.0
+            lengthening[k] = False
+        some = False
         for k, sign in _SUPPORT_CANDIDATES:
             i = order[k]
             if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
-                lengthening[k] = True
+                lengthening[k] = some = True
                 braked[k] = target[i] + limits.brake_velocity(vel[i], amax[i] * h) * h
                 held[k] = _DIR4[k] * (braked[k] - pos[i])
-        if not any(lengthening):
+        if not some:
             return 0, -1
         best = support.worst_unsupported(tips, (held[0], held[1], held[2], held[3]), reach)
         bound_a = max(self._u_max, best[0]) + _EPS

@@ -40,6 +40,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import tomllib
@@ -773,6 +774,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker start: end with the sweep's process, even when it is SIGKILLed (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 @contextlib.contextmanager
 def _executor(jobs: int | None, executor: Any) -> Iterator[tuple[cf.Executor, int]]:
     """(executor, how many trials to keep in flight); a pool made here is shut down on exit."""
@@ -781,11 +794,22 @@ def _executor(jobs: int | None, executor: Any) -> Iterator[tuple[cf.Executor, in
 
         workers = jobs or os.cpu_count() or 1
         # spawn: a forked child would inherit the parent's threads (progress bar, dask) and locks
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
         try:
             yield pool, 2 * workers
-        finally:
+        except BaseException:
+            # interrupted (Ctrl-C, SIGTERM, an error): the running trials' rows are lost either way,
+            # so end their workers now rather than wait minutes for trials nobody will journal
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True, cancel_futures=True)
         return
     get_executor = getattr(executor, "get_executor", None)  # a dask.distributed Client
     if callable(get_executor):

@@ -99,9 +99,13 @@ class AxisMotion(IntEnum):
     """Antegrade wire: regulated to follow the retrograde wire at the coupling target."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AxisObjective:
-    """One axis' part of an objective."""
+    """One axis' part of an objective.
+
+    Mutable: the procedure keeps one per phase and axis and updates it in place every cycle, so
+    the cycle allocates none; copy one (``dataclasses.replace``) to keep its values.
+    """
 
     motion: AxisMotion = AxisMotion.HOLD
     target: float = 0.0
