@@ -231,7 +231,8 @@ def test_two_tips_never_cross_the_floor_or_stop_harder_than_a_max(data: st.DataO
     draw = data.draw
     lo, hi = 2.0, 20.0
     vmax, amax = (10.0, 10.0), (100.0, 150.0)
-    value = draw(st.floats(lo + 0.5, hi - 0.5))
+    # from anywhere in the window, often close to the floor or the ceiling (reached at speed)
+    value = draw(st.one_of(st.floats(lo + 0.5, hi - 0.5), st.floats(lo, lo + 0.5), st.floats(hi - 0.5, hi)))
     target = [0.0, 0.0]
     vel = [0.0, 0.0]
     pos = [0.0, 0.0]
@@ -271,3 +272,292 @@ def test_geometry_brakes_the_axis_that_closes_and_lets_the_other_go() -> None:
     kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, 2.5, 2.0, 20.0)
     assert (kind, axis) == (1, 0)
     assert new[0] == pytest.approx((10.0 - 100.0 * PERIOD) * PERIOD) and new[1] == -0.01
+
+
+# ---------------------------------------------------------------------------- least intervention
+
+
+def _allowed(
+    p: float, v0: float, v: float, dt: float, vmax: float, amax: float, lims: tuple[float, float, bool]
+) -> bool:
+    """``v`` keeps every limit of the module docstring (no tolerance): speed, acceleration, the
+    force alarm's braking ramp, travel and the travel look-ahead (one cycle at ``v`` plus braking
+    at ``a_max`` ends inside)."""
+    tmin, tmax, alarm = lims
+    dv = amax * dt
+    if abs(v) > vmax or abs(v - v0) > dv:
+        return False
+    if alarm and v > (v0 - dv if v0 > dv else 0.0):
+        return False
+    reach = v * dt + v * v / (2.0 * amax)
+    if v > 0.0 and (p + v * dt > tmax or reach > tmax - p):
+        return False
+    return not (v < 0.0 and (p + v * dt < tmin or -v * dt + v * v / (2.0 * amax) > p - tmin))
+
+
+@st.composite
+def axis_cases(draw: st.DrawFn) -> tuple[float, float, float, float, float, float, float, float, bool]:
+    """One cycle of one axis over the functions' whole domain: travel anywhere (not only around 0),
+    slow and fast axes, cycle times up to seconds, positions near, at and beyond the limits."""
+    centre = draw(st.one_of(st.just(0.0), st.floats(-100.0, 100.0)))
+    half = draw(st.floats(1e-3, 50.0))
+    tmin, tmax = centre - half, centre + half
+    vmax = draw(st.floats(0.5, 400.0))
+    amax = draw(st.floats(0.05, 4000.0))
+    dt = draw(st.one_of(DT, st.floats(1e-4, 3.0)))
+    p = draw(
+        st.one_of(
+            st.floats(tmin, tmax),
+            st.floats(tmax - 0.05 * half, tmax),
+            st.floats(tmin, tmin + 0.05 * half),
+            st.floats(tmin - half, tmax + half),
+        )
+    )
+    v0 = draw(st.one_of(st.floats(-vmax, vmax), st.sampled_from([0.0, vmax, -vmax])))
+    v_req = draw(st.one_of(st.floats(-10.0 * vmax, 10.0 * vmax), st.floats(-1.0, 1.0)))
+    return p, v0, p + v_req * dt, dt, vmax, amax, tmin, tmax, draw(st.booleans())
+
+
+@given(axis_cases())
+def test_enforce_axis_changes_a_request_only_as_far_as_a_limit_needs(
+    case: tuple[float, float, float, float, float, float, float, float, bool],
+) -> None:
+    """The output keeps every limit, a request within them passes bit for bit, and a changed
+    request is moved onto the bound that stopped it, no further: any speed between the output and
+    the request breaks a limit (or the output is the hard travel clamp)."""
+    p, v0, n, dt, vmax, amax, tmin, tmax, alarm = case
+    out, r = limits.enforce_axis(p, v0, n, dt, vmax, amax, tmin, tmax, alarm)
+    v_req, v = (n - p) / dt, (out - p) / dt
+    lims = (tmin, tmax, alarm)
+    scale = 1e-6 * max(1.0, abs(v), abs(v_req))
+    assert close_below(abs(v), vmax + scale)
+    if tmin <= p <= tmax:
+        assert tmin <= out <= tmax
+    else:  # outside: only back toward the range, never beyond its other end
+        assert min(p, tmin) <= out <= max(p, tmax) and (out - p) * (p - tmin) <= 0.0
+    if out not in (tmin, tmax, p):
+        assert close_below(abs(v - v0), amax * dt + scale), "accelerated harder than a_max"
+    if r == Reason.OK:
+        assert out == n
+        # within every limit, up to the slack for rounding
+        assert abs(v_req) <= vmax + scale and abs(v_req - v0) <= amax * dt + scale
+        if tmin <= p <= tmax and v_req > 0.0:
+            assert v_req * dt + v_req * v_req / (2.0 * amax) <= tmax - p + scale * (dt + vmax / amax)
+        if tmin <= p <= tmax and v_req < 0.0:
+            assert -v_req * dt + v_req * v_req / (2.0 * amax) <= p - tmin + scale * (dt + vmax / amax)
+        if alarm:
+            assert v_req <= (v0 - amax * dt if v0 > amax * dt else 0.0) + scale
+    elif abs(v_req - v) > scale:
+        w = v + math.copysign(scale, v_req - v)
+        assert not _allowed(p, v0, w, dt, vmax, amax, lims), (
+            f"asked {v_req:+.9g}, sent {v:+.9g} ({r.name}), but {w:+.9g} keeps every limit"
+        )
+
+
+@given(VMAX, AMAX, DT, st.floats(-5.0, 5.0), st.sampled_from([1.0, -1.0]))
+def test_a_request_exactly_at_the_speed_limit_passes(
+    vmax: float, amax: float, dt: float, p: float, sign: float
+) -> None:
+    """At v_max (already there) is within the limit: bit for bit, nothing to report."""
+    n = p + sign * vmax * dt
+    assert limits.enforce_axis(p, sign * vmax, n, dt, vmax, amax, -1e6, 1e6, False) == (n, Reason.OK)
+
+
+@given(VMAX, AMAX, DT, st.floats(-5.0, 5.0), st.data())
+def test_a_request_exactly_at_the_acceleration_limit_passes(
+    vmax: float, amax: float, dt: float, p: float, data: st.DataObject
+) -> None:
+    dv = amax * dt
+    v0 = data.draw(st.floats(-vmax + dv, vmax - dv)) if vmax > dv else 0.0
+    for v in (v0 + dv, v0 - dv):
+        if abs(v) <= vmax * (1.0 - 1e-9):
+            n = p + v * dt
+            assert limits.enforce_axis(p, v0, n, dt, vmax, amax, -1e6, 1e6, False) == (n, Reason.OK)
+
+
+@given(st.floats(1e-4, 1.0), DT, AMAX, st.floats(-5.0, 5.0), st.sampled_from([1.0, -1.0]))
+def test_a_request_exactly_at_the_travel_approach_speed_passes(
+    room: float, dt: float, amax: float, p: float, sign: float
+) -> None:
+    """Running toward a travel limit at the largest speed that still stops there (the speed the
+    controller plans with, ``approach_speed``) is within the limit: passes bit for bit."""
+    v = limits.approach_speed(room, dt, amax)
+    tmin, tmax = (p - 10.0, p + room) if sign > 0 else (p - room, p + 10.0)
+    n = p + sign * v * dt
+    assert limits.enforce_axis(p, sign * v, n, dt, 2.0 * v + 1.0, amax, tmin, tmax, False) == (n, Reason.OK)
+
+
+def test_under_a_force_alarm_braking_exactly_at_a_max_or_resting_is_not_reported() -> None:
+    # binary-exact numbers: a_max * dt = 0.5, so braking from 1.5 at a_max gives exactly 1.0
+    assert limits.enforce_axis(0.0, 1.5, 0.25, 0.25, 4.0, 2.0, -5.0, 5.0, True) == (0.25, Reason.OK)
+    assert limits.enforce_axis(1.0, 0.0, 1.0, 0.25, 4.0, 2.0, -5.0, 5.0, True) == (1.0, Reason.OK)
+
+
+@given(*(st.floats(-5.0, 5.0) for _ in range(5)), st.floats(-2.0, 2.0), st.floats(-2.0, 2.0), st.data())
+def test_worst_case_bounds_every_tip_motion_and_is_reached(
+    value: float, na: float, nr: float, xa: float, xr: float, sa: float, sr: float, data: st.DataObject
+) -> None:
+    """Each tip ends anywhere between its actual position and where its target comes to rest (the
+    target plus its signed stopping distance, slack only shortening the way); an insertion increase
+    of either axis closes the distance. The bounds hold every such ending and are reached."""
+    low, high = limits.worst_case(value, na, nr, xa, xr, sa, sr)
+    ends_a = (min(xa, na, na + sa), max(xa, na, na + sa))
+    ends_r = (min(xr, nr, nr + sr), max(xr, nr, nr + sr))
+    ya = data.draw(st.floats(*ends_a))
+    yr = data.draw(st.floats(*ends_r))
+    d = value - (ya - xa) - (yr - xr)
+    assert low - 1e-9 <= d <= high + 1e-9
+    assert low == pytest.approx(value - (ends_a[1] - xa) - (ends_r[1] - xr), abs=1e-12)
+    assert high == pytest.approx(value - (ends_a[0] - xa) - (ends_r[0] - xr), abs=1e-12)
+
+
+def test_geometry_with_nothing_to_do_changes_nothing_and_says_so() -> None:
+    new = [0.001, -0.001]
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [0.4, -0.4], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 4.5, 2.0, 20.0
+    )
+    assert (kind, axis) == (0, -1) and new == [0.001, -0.001]
+
+
+def test_geometry_above_the_window_lets_the_closing_axis_go_and_holds_the_opening_one() -> None:
+    """Already above the ceiling (before the approach closes it): the axis that closes passes, the
+    one that would open it further is held (at rest: nothing to brake)."""
+    new = [0.0005, -0.0005]
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 31.6, 2.0, 20.0
+    )
+    assert new == [0.0005, 0.0] and (kind, axis) == (2, 1)
+    new = [-0.0005, 0.0005]  # and the other way round
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], (100.0, 100.0), PERIOD, 0, 1, 31.6, 2.0, 20.0
+    )
+    assert new == [0.0, 0.0005] and (kind, axis) == (2, 0)
+
+
+@st.composite
+def geometry_cases(
+    draw: st.DrawFn,
+) -> tuple[list[float], list[float], list[float], list[float], tuple[float, float], float, float, float]:
+    """One cycle of two tips: last targets, their velocities, actual positions a little off, and
+    requests that continue, brake, stop, jump or hold; the distance anywhere around the window."""
+    dt = draw(DT)
+    amax = (draw(AMAX), draw(AMAX))
+    target = [draw(st.floats(-1.0, 1.0)) for _ in range(2)]
+    vel = [draw(st.one_of(st.floats(-20.0, 20.0), st.just(0.0))) for _ in range(2)]
+    pos = [target[i] + draw(st.floats(-0.05, 0.05)) for i in range(2)]
+    new = []
+    for i in range(2):
+        braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
+        new.append(
+            draw(
+                st.one_of(
+                    st.just(target[i] + vel[i] * dt),
+                    st.just(braked),
+                    st.just(target[i]),
+                    st.floats(target[i] - 0.05, target[i] + 0.05),
+                )
+            )
+        )
+    value = draw(
+        st.one_of(st.floats(1.0, 21.0), st.floats(2.0, 2.5), st.floats(19.5, 20.0), st.floats(-5.0, 40.0))
+    )
+    # the MC window, no ceiling (hand-in-hand), or a window narrow enough to meet both bounds
+    hi = draw(st.one_of(st.sampled_from([20.0, math.inf]), st.floats(2.01, 4.0)))
+    value = draw(st.one_of(st.just(value), st.floats(2.0, min(hi, 40.0))))
+    return new, target, vel, pos, amax, dt, value, hi
+
+
+@given(geometry_cases())
+def test_geometry_brakes_only_what_takes_the_distance_out_and_says_which(
+    case: tuple[list[float], list[float], list[float], list[float], tuple[float, float], float, float, float],
+) -> None:
+    """A request whose worst case (each tip running on for its stopping distance) stays in the
+    window passes untouched with (0, -1). Otherwise only an axis that moves the distance out is
+    changed, and only to its braking target or its last target (a hold); the answer names the
+    last axis changed. Afterwards the hard worst case is in the window, or nothing moves out."""
+    new, target, vel, pos, amax, dt, value, hi = case
+    lo = 2.0
+    asked = list(new)
+    kind, axis = limits.geometry(new, target, vel, pos, amax, dt, 0, 1, value, lo, hi)
+    v = [(asked[i] - target[i]) / dt for i in range(2)]
+    stop = [v[i] * abs(v[i]) / (2.0 * amax[i]) for i in range(2)]
+    low, high = limits.worst_case(value, asked[0], asked[1], pos[0], pos[1], stop[0], stop[1])
+    changed = [i for i in range(2) if new[i] != asked[i]]
+    if lo <= value <= hi and low >= lo and high <= hi:
+        assert (kind, axis) == (0, -1) and not changed
+    if not changed:
+        assert (kind, axis) in ((0, -1), (1, axis), (2, axis)) and (kind == 0) == (axis == -1)
+    else:
+        assert kind in (1, 2) and axis in changed
+    for i in changed:
+        braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
+        assert new[i] in (braked, target[i]), f"axis {i}: {asked[i]} became {new[i]}"
+        # the distance closes when an insertion grows: the floor stops advances, the ceiling retreats
+        assert asked[i] != target[i]
+        out_low = value < lo or low < lo
+        out_high = value > hi or high > hi
+        assert (out_low and asked[i] > target[i]) or (out_high and asked[i] < target[i])
+    # an axis still free (neither braked nor held) does not take the distance out, stopping
+    # distance included (the ramp is braked for in time)
+    v = [(new[i] - target[i]) / dt for i in range(2)]
+    stop = [v[i] * abs(v[i]) / (2.0 * amax[i]) for i in range(2)]
+    low, high = limits.worst_case(value, new[0], new[1], pos[0], pos[1], stop[0], stop[1])
+    for i in range(2):
+        braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
+        if new[i] in (braked, target[i]):
+            continue
+        rest = new[i] + stop[i]
+        # (a request already gentler than braking at a_max is as braked as it can be)
+        if low < lo - TOL and braked < new[i]:
+            assert not (new[i] > target[i] and max(new[i], rest) > pos[i]), f"axis {i} closes freely"
+        if high > hi + TOL and braked > new[i]:
+            assert not (new[i] < target[i] and min(new[i], rest) < pos[i]), f"axis {i} opens freely"
+    low, high = limits.worst_case(value, new[0], new[1], pos[0], pos[1], 0.0, 0.0)
+    if low < lo - TOL:
+        assert all(new[i] <= target[i] for i in range(2)), "an advance takes the distance below the floor"
+    if high > hi + TOL:
+        assert all(new[i] >= target[i] for i in range(2)), "a retreat takes the distance above the ceiling"
+
+
+def test_geometry_the_window_is_closed_and_an_axis_without_a_share_is_left_alone() -> None:
+    """Binary-exact numbers (dt 0.25, a_max 2: braking takes 0.5/s per cycle, a speed of 1 stops
+    in 0.25). A worst case that reaches the floor exactly is inside the window: nothing braked.
+    Below it, only the axis whose tip can go past where it is now is braked; one whose stopping
+    point is exactly its position has no share of the worst case."""
+    new = [0.25, 0.0]  # axis 0 at 1/s: its tip may reach 0.5, the distance 2.5 - 0.5 = the floor
+    kind, axis = limits.geometry(
+        new, [0.0, 0.0], [1.0, 0.0], [0.0, 0.0], (2.0, 2.0), 0.25, 0, 1, 2.5, 2.0, math.inf
+    )
+    assert (kind, axis) == (0, -1) and new == [0.25, 0.0]
+    new = [0.0, 0.25]  # axis 0 comes to rest at 0.25, where its tip is; axis 1 takes 0.5
+    kind, axis = limits.geometry(
+        new, [-0.25, 0.0], [1.0, 1.0], [0.25, 0.0], (2.0, 2.0), 0.25, 0, 1, 2.25, 2.0, math.inf
+    )
+    assert (kind, axis) == (1, 1) and new == [0.0, 0.125]
+
+
+def test_a_cycle_longer_than_a_second_still_keeps_travel() -> None:
+    """The functions hold for any dt > 0: at 1/s with a 2 s step the travel limit 1.0 ahead is
+    braked for (one step alone would end at 2.0)."""
+    out, r = limits.enforce_axis(0.0, 1.0, 2.0, 2.0, 10.0, 100.0, -5.0, 1.0, False)
+    assert r == Reason.TRAVEL_LIMIT and 0.0 < out <= 1.0
+    v = out / 2.0
+    assert v * 2.0 + limits.stopping_distance(v, 100.0) <= 1.0 + 1e-12
+    out, r = limits.enforce_axis(0.0, -1.0, -2.0, 2.0, 10.0, 100.0, -1.0, 5.0, False)
+    assert r == Reason.TRAVEL_LIMIT and -1.0 <= out < 0.0
+
+
+@pytest.mark.parametrize(
+    ("p", "v0", "tmin", "tmax"),
+    [(0.0, 0.5, -5.0, 0.6), (0.0, -0.5, -0.6, 5.0), (10.6, -0.5, 10.0, 20.0), (19.4, 0.5, 10.0, 20.0)],
+)
+def test_a_slow_braking_axis_is_braked_for_its_travel_anywhere(
+    p: float, v0: float, tmin: float, tmax: float
+) -> None:
+    """a_max below 1/s^2 (a slow axis) and a range away from zero: at 0.5/s, 0.6 short of a limit
+    it takes 0.25 per step plus 0.5 to stop, so the look-ahead must brake it (and can)."""
+    out, r = limits.enforce_axis(p, v0, p + v0 * 0.5, 0.5, 1.0, 0.25, tmin, tmax, False)
+    assert r == Reason.TRAVEL_LIMIT
+    v = (out - p) / 0.5
+    room = tmax - p if v0 > 0 else p - tmin
+    assert abs(v) * 0.5 + limits.stopping_distance(v, 0.25) <= room + 1e-12

@@ -12,7 +12,7 @@ import pytest
 
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
-from firmware_iface.master import SYNC_COUNTER_MAX, Master
+from firmware_iface.master import OWED_MAX, SYNC_COUNTER_MAX, Master
 from firmware_iface.simbus import SimTimeBus
 from tests.conftest import CONFIGS
 from whih_control import load_config
@@ -111,3 +111,71 @@ def test_without_sync_simulated_time_still_advances_one_period_per_cycle() -> No
         assert bus.kernel.time == pytest.approx(t0 + 3 * cfg.period)
     finally:
         bus.shutdown()
+
+
+@pytest.mark.parametrize("late", [OWED_MAX, OWED_MAX + 1])
+def test_a_late_drive_may_answer_at_most_owed_max_syncs_at_once(late: int) -> None:
+    """A drive silent for longer than the master keeps count answers its missed SYNCs in one
+    cycle: the master takes up to ``OWED_MAX`` of them; one more has a second sender."""
+    cfg = _config()
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        k = 0
+        for k in range(OWED_MAX + 2):
+            m.read(k * cfg.period, None)
+        for _ in range(late):
+            bus.kernel.device_send(_tpdo(1, 100))
+        fb = m.read((k + 1) * cfg.period, None)
+        extra = late > OWED_MAX
+        assert m.stats.collisions == int(extra) and fb.bus_ok is not extra
+        assert fb.axes["ante_wire"].age_cycles == 0
+    finally:
+        bus.shutdown()
+
+
+@pytest.mark.parametrize("deadline", ["passed", "none"])
+def test_read_without_time_left_takes_what_is_queued_and_never_waits(deadline: str) -> None:
+    """A deadline already past (a late cycle), or none at all: read takes the frames already
+    received and returns at once, even though one drive is silent."""
+    cfg = _config()
+    channel = f"intake-late-{deadline}-{time.monotonic_ns()}"
+    master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    drives_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    try:
+        m = Master(cfg, master_bus)
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for node in nodes[:-1]:
+            drives_bus.send(_tpdo(node, 5))
+        t0 = time.perf_counter()
+        fb = m.read(1.0, t0 - 1.0 if deadline == "passed" else None)
+        assert time.perf_counter() - t0 < 0.5
+        ages = [a.age_cycles for a in fb.axes.values()]
+        assert ages[:-1] == [0] * (len(nodes) - 1) and ages[-1] > 0
+    finally:
+        master_bus.shutdown()
+        drives_bus.shutdown()
+
+
+def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None:
+    """Heartbeats and unknown frames queued ahead of the TPDO1s: read goes on until every drive
+    has answered (before the deadline), so all of them are fresh."""
+    cfg = _config()
+    channel = f"intake-others-{time.monotonic_ns()}"
+    master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    drives_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    try:
+        m = Master(cfg, master_bus)
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for node in nodes:
+            drives_bus.send(
+                can.Message(arbitration_id=pdo.heartbeat_cob(node), data=bytes([0x05]), is_extended_id=False)
+            )
+            drives_bus.send(can.Message(arbitration_id=0x6F0, data=b"\x00", is_extended_id=False))
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 7))
+        fb = m.read(1.0, time.perf_counter() + 5.0)
+        assert all(a.age_cycles == 0 for a in fb.axes.values())
+    finally:
+        master_bus.shutdown()
+        drives_bus.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping
@@ -366,6 +367,22 @@ MOVE = Objective("hand_in_hand.retro_step", True)
 HELD = OperatorInput(enable_held=True)
 
 
+def test_a_new_supervisor_reports_nothing_and_has_sent_nothing() -> None:
+    """Its counters and public state before any cycle: no fault, no rejection, no acknowledge,
+    nobody escalated, no target sent yet (NaN) and so no velocity; clean cycles keep it so."""
+    sup = SafetySupervisor(CFG)
+    n = len(sup.axes)
+    assert (sup.faults, sup.rejected, sup.generation) == (0, 0, 0)
+    assert not sup.latched and not sup.fault_pending and sup.fault_verdict == Verdict()
+    assert sup.escalated == [False] * n and sup.velocity == [0.0] * n
+    assert all(math.isnan(x) for x in sup.target)
+    sup, fb, cmds, est = _running()
+    for k in range(3):
+        assert sup.enforce(0.0025 * (k + 1), CFG.period, cmds, fb, est, MOVE, HELD) == Verdict()
+    assert (sup.faults, sup.rejected, sup.generation) == (0, 0, 0)
+    assert sup.velocity == [0.0] * n and sup.target == [0.0] * n
+
+
 def test_small_move_passes_unchanged_with_ok_verdict() -> None:
     sup, fb, cmds, est = _running()
     cmds.axes["retro_wire"].target = -0.001
@@ -657,6 +674,9 @@ def _at_speed(axis: str, v: float) -> tuple[SafetySupervisor, Feedback, Commands
         ("request", Reason.NON_FINITE),
         ("dt", Reason.NON_FINITE),
         ("estimate", Reason.ESTIMATE_INVALID),
+        ("estimate-garbage", Reason.ESTIMATE_INVALID),
+        ("position", Reason.NON_FINITE),
+        ("coupling-inf", Reason.NON_FINITE),
     ],
 )
 def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
@@ -677,6 +697,17 @@ def test_a_hold_at_speed_ramps_down_at_a_max(why: str, reason: Reason) -> None:
         dt = math.nan
     elif why == "estimate":
         est.valid = False
+    elif why == "estimate-garbage":
+        # an invalid estimate's numbers mean nothing: no window is judged on them (here they
+        # would put the coupling below its floor and hold the advancing wire dead)
+        est.valid, est.gap, est.coupling = False, 0.0, -5.0
+    elif why == "position":
+        # another axis' position unknown: no window can be judged (the coupling here would
+        # otherwise hold the advancing wire dead)
+        fb.axes["ante_wire"].position = math.nan
+        est.coupling = -5.0
+    elif why == "coupling-inf":
+        est.coupling = -math.inf
     x, v = cmds.axes[axis].target, 10.0
     cycles = 0
     while v > 0.0:
@@ -808,6 +839,7 @@ def test_a_reported_fault_latches_in_the_next_cycle_and_counts_once() -> None:
     sup.raise_fault(Reason.HEARTBEAT, "retro_mc heartbeat lost", "retro_mc")
     sup.raise_fault(Reason.BUS_FAULT, "a later cause")  # the first cause is kept
     assert sup.fault_pending and not sup.latched and sup.faults == 1
+    assert sup.fault_verdict.text == "retro_mc heartbeat lost" and sup.latched_verdict == Verdict()
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
     assert v.fault and v.text == "retro_mc heartbeat lost" and sup.latched and sup.faults == 2
     sup.raise_fault(Reason.HEARTBEAT, "again")  # while latched: counted only
@@ -840,6 +872,294 @@ def test_closing_stops_every_axis_without_latching() -> None:
     assert cmds.axes["ante_mc"].target == 1.25
     sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(stop_goal=DriveGoal.DISABLED))
     assert all(c.goal == DriveGoal.DISABLED for c in cmds.axes.values())
+
+
+# ---------------------------------------------------------------------------- escalation (invariant 9)
+
+
+def _ramp_cycles(cfg: Config) -> int:
+    """Cycles for the slowest quick-stop ramp from max speed, plus the two cycles of the frames
+    (quick stop out, state back): how long a drive may still report a powered state."""
+    return max(math.ceil(d.max_speed / d.quick_stop_decel / cfg.period) + 2 for d in cfg.drives.values())
+
+
+def _latched_cycle(sup: SafetySupervisor, fb: Feedback, cmds: Commands, est: Estimate, k: int) -> list[str]:
+    """One cycle under the latch; the axes escalated in it."""
+    v = sup.enforce(0.0025 * (k + 2), CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and all(c.goal == DriveGoal.QUICK_STOP for c in cmds.axes.values())
+    return [a for a, c in cmds.axes.items() if c.escalate]
+
+
+def test_a_drive_that_never_stops_is_escalated_right_after_the_slowest_ramp() -> None:
+    """A drive still fresh in OPERATION ENABLED once every drive could have ramped down from max
+    speed has ignored its quick stop: escalated in the next cycle, not earlier (a drive still
+    ramping is left to its own ramp); the drives that stopped are left alone."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    for a, af in fb.axes.items():
+        af.state = DriveState.OPERATION_ENABLED if a == "retro_wire" else DriveState.QUICK_STOP_ACTIVE
+    ramp = _ramp_cycles(CFG)
+    for k in range(ramp):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    assert _latched_cycle(sup, fb, cmds, est, ramp) == ["retro_wire"]
+    assert sup.escalated == [a == "retro_wire" for a in sup.axes]
+
+
+def test_a_silent_drive_is_escalated_only_after_the_ramp() -> None:
+    """A drive whose feedback went stale under the latch (e.g. put in pre-operational by another
+    node) cannot be seen to stop: escalated once the ramp is over, not while it may still ramp."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state = DriveState.SWITCH_ON_DISABLED
+    silent = fb.axes["ante_mc"]
+    silent.state = DriveState.OPERATION_ENABLED
+    silent.age_cycles = CFG.safety.feedback_max_age_cycles + 1
+    ramp = _ramp_cycles(CFG)
+    for k in range(ramp):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    assert _latched_cycle(sup, fb, cmds, est, ramp) == ["ante_mc"]
+    silent.age_cycles = CFG.safety.feedback_max_age_cycles  # fresh enough again, still powered
+    assert _latched_cycle(sup, fb, cmds, est, ramp + 1) == ["ante_mc"]
+
+
+@pytest.mark.parametrize(
+    "back", [DriveState.READY_TO_SWITCH_ON, DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED]
+)
+@pytest.mark.parametrize(
+    "stop",
+    [
+        DriveState.QUICK_STOP_ACTIVE,
+        DriveState.SWITCH_ON_DISABLED,
+        DriveState.FAULT,
+        DriveState.FAULT_REACTION_ACTIVE,
+    ],
+)
+def test_a_drive_seen_leaving_its_stop_is_escalated_in_that_cycle_until_acknowledged(
+    stop: DriveState, back: DriveState
+) -> None:
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state = stop
+    assert _latched_cycle(sup, fb, cmds, est, 0) == []
+    fb.axes["ante_wire"].state = back  # walked back by someone else's controlwords
+    assert _latched_cycle(sup, fb, cmds, est, 1) == ["ante_wire"]  # at once, before the ramp ends
+    fb.axes["ante_wire"].state = stop  # stopped again: still escalated, for as long as the latch
+    for k in range(2, _ramp_cycles(CFG) + 4):
+        assert _latched_cycle(sup, fb, cmds, est, k) == ["ante_wire"], k
+    for af in fb.axes.values():
+        af.state, af.statusword = DriveState.SWITCH_ON_DISABLED, SW_TARGET_REACHED
+    assert sup.acknowledge(fb)
+    sup.enforce(1.0, CFG.period, cmds, fb, est, MOVE, HELD)  # the reset cycle
+    assert not any(c.escalate for c in cmds.axes.values())
+    # a new latch starts afresh: nobody escalated for what happened under the last one
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    assert _latched_cycle(sup, fb, cmds, est, 0) == []
+
+
+def test_a_drive_still_powered_before_it_was_seen_stopping_is_not_escalated_early() -> None:
+    """In the first cycles of a latch every drive still reports its old state (the quick stop is
+    on its way): not a drive leaving its stop, so not escalated."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    assert _latched_cycle(sup, fb, cmds, est, 0) == []
+    assert _latched_cycle(sup, fb, cmds, est, 1) == []
+
+
+def test_closing_never_escalates() -> None:
+    sup, fb, cmds, est = _running()
+    for k in range(_ramp_cycles(CFG) + 3):
+        v = sup.enforce(
+            0.0025 * (k + 1),
+            CFG.period,
+            cmds,
+            fb,
+            est,
+            MOVE,
+            HELD,
+            CycleInputs(stop_goal=DriveGoal.QUICK_STOP),
+        )
+        assert not v.fault and not any(c.escalate for c in cmds.axes.values())
+
+
+# ---------------------------------------------------------------------------- acknowledge and after
+
+
+def test_acknowledge_with_nothing_latched_is_accepted_and_not_counted() -> None:
+    sup, fb, _, _ = _running()
+    assert sup.acknowledge(fb) and sup.ack_blocker == "" and sup.generation == 0
+
+
+@pytest.mark.parametrize("what", ["position", "force"])
+def test_acknowledge_is_refused_while_any_feedback_is_not_finite(what: str) -> None:
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    setattr(fb.axes["retro_mc"], what, math.nan)
+    assert not sup.acknowledge(fb) and "retro_mc: feedback not finite" in sup.ack_blocker
+    setattr(fb.axes["retro_mc"], what, 0.0)
+    assert sup.acknowledge(fb)
+
+
+def test_acknowledge_is_refused_at_the_force_alarm_and_accepted_below_it() -> None:
+    sup, fb, cmds, est = _running()
+    alarm = CFG.drives["ante_wire"].force_alarm
+    fb.axes["ante_wire"].force = CFG.drives["ante_wire"].force_stop
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    for force in (alarm, -alarm):
+        fb.axes["ante_wire"].force = force
+        assert not sup.acknowledge(fb) and "force_alarm" in sup.ack_blocker
+    fb.axes["ante_wire"].force = math.nextafter(alarm, 0.0)
+    assert sup.acknowledge(fb)
+
+
+def test_after_an_acknowledge_one_reset_cycle_then_re_enabling_is_no_new_fault() -> None:
+    """The drive that faulted comes back through SWITCH ON DISABLED under an ENABLED goal: that is
+    re-enabling, not a drive leaving OPERATION ENABLED; the reset lasts one cycle, targets restart
+    from the actual positions and motion is allowed again."""
+    sup, fb, cmds, est = _running()
+    fb.axes["retro_mc"].state = DriveState.FAULT
+    assert sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.DRIVE_FAULT
+    fb.axes["retro_mc"].position = 0.75
+    assert sup.acknowledge(fb) and sup.generation == 1
+    assert all(math.isnan(x) for x in sup.target) and sup.velocity == [0.0] * len(sup.axes)
+    t = 0.005
+    for state in (DriveState.FAULT, DriveState.SWITCH_ON_DISABLED, DriveState.READY_TO_SWITCH_ON):
+        fb.axes["retro_mc"].state = state
+        for c in cmds.axes.values():
+            c.goal = DriveGoal.ENABLED
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault and not sup.latched, state
+        first = t == 0.005
+        assert all((c.goal == DriveGoal.FAULT_RESET) is first for c in cmds.axes.values()), state
+        assert not any(c.escalate for c in cmds.axes.values()) and sup.velocity == [0.0] * len(sup.axes)
+        assert cmds.axes["retro_mc"].target == 0.75
+        t += CFG.period
+    fb.axes["retro_mc"].state = DriveState.OPERATION_ENABLED
+    sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+    # enabled again and asked to stay: it stays (no speed left over from before the fault)
+    assert cmds.axes["retro_mc"].target == 0.75 and sup.velocity == [0.0] * len(sup.axes)
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(t + CFG.period, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v == Verdict() and cmds.axes["ante_wire"].target == 0.0005
+
+
+def test_an_acknowledge_restarts_the_coupling_grace() -> None:
+    """Cycles of coupling out of range before another fault do not count after its acknowledge:
+    the full ``coupling_fault_cycles`` of grace again, then the fault."""
+    sup, fb, cmds, est = _running()
+    n = CFG.safety.coupling_fault_cycles
+    est.coupling = CFG.procedure.coupling_max + 0.1
+    t = 0.0
+    for _ in range(n // 2):
+        t += CFG.period
+        assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault
+    sup.raise_fault(Reason.HEARTBEAT, "heartbeat lost", "ante_mc")
+    t += CFG.period
+    assert sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.HEARTBEAT
+    assert sup.acknowledge(fb)
+    for k in range(n):
+        t += CFG.period
+        assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault, k
+    t += CFG.period
+    assert sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).reason == Reason.COUPLING
+
+
+# ---------------------------------------------------------------------------- inputs at their bounds
+
+
+@pytest.mark.parametrize("what", ["position", "force"])
+def test_feedback_at_its_abs_max_is_taken_and_beyond_it_rejected(what: str) -> None:
+    """``position_abs_max``/``force_abs_max``: values beyond +/- the bound are rejected (held,
+    counted); the bound itself is a value like any other. (The force bound is set below
+    ``force_stop`` here, so that a force at it is no fault.)"""
+    cfg = CFG.replace(safety=dataclasses.replace(CFG.safety, force_abs_max=2.0))
+    bound = cfg.safety.position_abs_max if what == "position" else cfg.safety.force_abs_max
+    for value, rejected in ((bound, False), (-bound, False), (math.nextafter(bound, math.inf), True)):
+        sup = SafetySupervisor(cfg)
+        _, fb, cmds, est = _running()
+        sup.enforce(0.0, cfg.period, cmds, fb, est, Objective("ready", True), HELD)
+        setattr(fb.axes["ante_wire_rot"], what, value)
+        cmds.axes["ante_wire"].target = 0.0005
+        v = sup.enforce(0.0025, cfg.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault
+        assert (sup.rejected == 1) is rejected and (v.reason == Reason.NON_FINITE) is rejected
+        assert (cmds.axes["ante_wire"].target == 0.0005) is not rejected
+
+
+@pytest.mark.parametrize("request_", [math.inf, -math.inf, math.nan])
+def test_a_request_that_is_not_finite_holds_that_axis_and_counts_once(request_: float) -> None:
+    sup, fb, cmds, est = _running()
+    cmds.axes["ante_wire"].target = request_
+    cmds.axes["retro_wire"].target = -0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and v.axis == "ante_wire" and sup.rejected == 1
+    assert cmds.axes["ante_wire"].target == 0.0 and cmds.axes["retro_wire"].target == -0.0005
+
+
+@pytest.mark.parametrize(
+    ("gap", "coupling"), [(math.nan, 0.5), (4.5, math.nan), (-math.inf, 0.5), (4.5, math.inf)]
+)
+def test_an_estimate_with_any_non_finite_distance_is_rejected(gap: float, coupling: float) -> None:
+    sup, fb, cmds, est = _running()
+    est.gap, est.coupling = gap, coupling
+    cmds.axes["ante_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and sup.rejected == 1
+    assert cmds.axes["ante_wire"].target == 0.0
+
+
+def test_an_axis_at_speed_asked_to_stop_dead_ramps_down() -> None:
+    axis = "retro_wire"
+    sup, fb, cmds, est, t = _at_speed(axis, 10.0)
+    amax = CFG.drives[axis].max_accel
+    x, v = cmds.axes[axis].target, 10.0
+    while v > 0.0:
+        t += CFG.period
+        cmds.axes[axis].target = x  # stay where the last target was
+        sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        v_new = (cmds.axes[axis].target - x) / CFG.period
+        assert v_new == pytest.approx(max(0.0, v - amax * CFG.period), abs=1e-9)
+        x, v = cmds.axes[axis].target, v_new
+
+
+@pytest.mark.parametrize(("phase", "coupled"), [("approach", True), ("hand_in_hand.retro_step", False)])
+def test_the_wire_coupling_is_judged_only_in_hand_in_hand_and_when_coupled(phase: str, coupled: bool) -> None:
+    sup, fb, cmds, est = _running()
+    est.coupling = -0.5  # the retro wire tip ahead of the ante wire's: out of [0, coupling_max]
+    cmds.axes["retro_wire"].target = 0.0005  # would shorten it further
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective(phase, True, coupled=coupled), HELD)
+    assert cmds.axes["retro_wire"].target == 0.0005 and v.reason != Reason.COUPLING
+    # where it is judged, the same request is held
+    sup, fb, cmds, est = _running()
+    est.coupling = -0.5
+    cmds.axes["retro_wire"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert cmds.axes["retro_wire"].target == 0.0 and v.reason == Reason.COUPLING
+
+
+def test_of_equal_reasons_the_verdict_names_the_first_axis() -> None:
+    """Several axes limited alike in one cycle: one verdict, naming the first of them in the
+    supervisor's axis order (deterministic, invariant 8)."""
+    sup, fb, cmds, est = _running()
+    for a in ("retro_wire", "ante_wire"):
+        cmds.axes[a].target = -0.05  # 20 mm/s from rest in one cycle
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    first = next(a for a in sup.axes if a in ("retro_wire", "ante_wire"))
+    assert v.reason == Reason.ACCEL_LIMIT and v.axis == first
+
+
+def test_an_axis_whose_position_was_never_known_has_no_target_and_no_speed() -> None:
+    sup, fb, cmds, est = _running()
+    sup = SafetySupervisor(CFG)
+    fb.axes["ante_mc"].position = math.nan
+    cmds.axes["ante_mc"].target = 0.0005
+    for k in range(3):
+        sup.enforce(0.0025 * k, CFG.period, cmds, fb, est, MOVE, HELD)
+        i = sup.axes.index("ante_mc")
+        assert math.isnan(sup.target[i]) and sup.velocity[i] == 0.0
+        assert math.isfinite(cmds.axes["ante_mc"].target)
 
 
 # ---------------------------------------------------------------------------- properties (last: slowest)

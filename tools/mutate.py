@@ -283,7 +283,9 @@ def _start(workdir: Path, tests: tuple[str, ...]) -> int:
             fd = os.open(os.devnull, os.O_WRONLY)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-        rc = importlib.import_module("pytest").main(["-x", "-q", "-p", "no:cacheprovider", *tests])
+        # the campaign's own time limit applies, not pytest-timeout's per test (a loaded machine)
+        args = ["-x", "-q", "-p", "no:cacheprovider", "--timeout=0", *tests]
+        rc = importlib.import_module("pytest").main(args)
         os._exit(int(rc))
     except BaseException:
         if os.environ.get("MUTATE_SHOW_OUTPUT"):
@@ -341,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     targets = [t for t in TARGETS if not args.target or t.name in args.target]
     equivalent = load_equivalent()
     plans = {t.name: enumerate_mutants(t) for t in targets}
+    # keys carry line numbers: an entry that names no mutant any more was left behind by an edit
+    known = {m.key for t in TARGETS for m in (plans.get(t.name) or enumerate_mutants(t))}
+    names = {t.name for t in TARGETS}
+    for key in sorted(k for k in equivalent if k not in known and k.split(":", 1)[0] in names):
+        print(f"warning: {EQUIVALENT_FILE.name}: no such mutant (moved by an edit?): {key}", file=sys.stderr)
     if args.limit:
         plans = {k: v[: args.limit] for k, v in plans.items()}
     if args.keys is not None:

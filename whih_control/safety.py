@@ -113,7 +113,7 @@ _SUPPORT_CANDIDATES = ((0, 1.0), (1, -1.0), (3, 1.0), (2, -1.0))
 """Tip motions that can lengthen a free wire segment: ante wire advancing, ante MC retreating,
 retro MC withdrawing, retro wire advancing (it may pass the ante wire tip and end the coupling)."""
 
-# how much a reason matters when several happen in one cycle (higher wins the verdict)
+# how much a reason matters when several happen in one cycle (higher wins; of equal ones, the first)
 _RANK: dict[int, int] = {
     Reason.ACCEL_LIMIT: 1,
     Reason.SPEED_LIMIT: 2,
