@@ -8,10 +8,14 @@ case (tests/test_drives_process.py).
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 
 import whih_control as wc
 from whih_control import limits
+from whih_control.runtime_clock import RealTimePacer
 
 from .conftest import CONFIGS
 
@@ -56,3 +60,23 @@ def test_a_longer_freeze_is_the_masters_own_stall_named_before_the_drives(cfg: w
     assert "allowed 50 ms" in status.fault
     assert status.faults[0].endswith(status.fault)
     assert max(stalls) == pytest.approx(0.2)
+
+
+def test_a_process_stopped_while_waiting_for_its_slot_shows_the_stall_in_that_cycle() -> None:
+    """SIGSTOP lands while the real-time cycle waits for its slot: the cycle that wakes must
+    carry the stall in its time, before it reads the drives' reactions to it (their heartbeat
+    EMCYs), or those would be taken as the cause."""
+    period, stop_s = 0.0025, 0.3
+    calls = 0
+
+    def wait(deadline: float) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            time.sleep(stop_s)  # stands for the process being stopped inside the wait
+
+    pacer = RealTimePacer(period, wait=wait)
+    times = [pacer.next() for _ in range(5)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[2] >= stop_s - period, gaps  # the woken cycle's time jumped with the stop
+    assert pacer.overruns >= int(stop_s / period) - 1

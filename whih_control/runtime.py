@@ -1071,6 +1071,9 @@ class Runtime:
                 self.core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
             # 6. update: estimate, regulators, then the supervisor makes the commands safe
             cyc = self._cycle_in
+            # a process stopped inside this cycle (SIGSTOP, starved) stalled it too: what read
+            # and service brought in (the drives' heartbeat EMCYs) is then its consequence
+            cyc.stall_s = max(cyc.stall_s, self.pacer.elapsed())
             cyc.drives_wanted_enabled = self._want_enabled
             cyc.motion_phase = before in MOTION_PHASES
             cyc.imaging_watched = before in MOTION_PHASES or before is Phase.PAUSED

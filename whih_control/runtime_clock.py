@@ -67,6 +67,10 @@ class SimPacer:
         """No TPDO deadline in simulated time: the bus answers synchronously."""
         return None
 
+    def elapsed(self) -> float:
+        """Time since this cycle's slot: none passes inside a simulated cycle."""
+        return 0.0
+
     def stats(self) -> LoopStats:
         """Cycle count only: simulated time has no jitter."""
         return LoopStats(self.cycles, 0, 1.0 / self.period, 0.0, 0.0, 0.0, 0.0)
@@ -127,6 +131,12 @@ class RealTimePacer:
                 time.sleep(remaining - self.busy_wait_s)
         while (now := time.perf_counter()) < target:
             pass
+        if now - target >= self.period:
+            # stopped or starved during the wait (SIGSTOP): the slots slept through are skipped
+            # too, so the cycle's time shows the stall before it reads what the stall caused
+            missed = int((now - target) / self.period)
+            self.overruns += missed
+            self._slot += missed
         if self._n < self.MAX_SAMPLES:
             self._intervals[self._n] = now - self._last
             self._n += 1
@@ -138,6 +148,10 @@ class RealTimePacer:
     def deadline(self) -> float | None:
         """perf_counter value by which this cycle's TPDOs must have arrived."""
         return self._now + self.period * self.tpdo_fraction
+
+    def elapsed(self) -> float:
+        """Wall seconds since this cycle's slot began (long if the process stopped inside it)."""
+        return time.perf_counter() - self._now
 
     def stats(self) -> LoopStats:
         """Timing statistics of the cycles so far."""
