@@ -55,7 +55,8 @@ def test_two_idle_seconds_after_enable_keep_sync_heartbeat_and_targets(tmp_path:
     sync = _gaps(out / "trace.asc", 0x080, t0, t1)
     heartbeat = _gaps(out / "trace.asc", 0x700 + cfg.bus.master_node_id, t0, t1)
     assert len(sync) >= 0.95 * (t1 - t0) / cfg.period
-    assert sync.max() <= 2 * cfg.period, f"SYNC gap {sync.max() * 1e3:.2f} ms"
+    # one skipped slot (a gap of exactly 2 periods) is allowed; 1 us absorbs float rounding
+    assert sync.max() <= 2 * cfg.period + 1e-6, f"SYNC gap {sync.max() * 1e3:.2f} ms"
     hb_period = cfg.bus.master_heartbeat_ms / 1000
     assert heartbeat.max() <= 2 * hb_period, f"heartbeat gap {heartbeat.max() * 1e3:.2f} ms"
 
