@@ -6,7 +6,6 @@ the argument checks run always.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
@@ -17,7 +16,6 @@ import time
 from pathlib import Path
 
 import can
-import numpy as np
 import pytest
 
 import whih_control as wc
@@ -25,23 +23,14 @@ from whih_control.events import read_events, verify_log
 from whih_control.runtime import Progress
 
 from .conftest import CONFIGS
+from .test_realtime import _gaps
+from .test_realtime import _rt_config as realtime_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rt_config() -> wc.Config:
-    cfg = wc.load_config(CONFIGS / "sim.toml")
-    return cfg.replace(
-        bus=dataclasses.replace(cfg.bus, interface="virtual", channel=f"whih-proc-{os.getpid()}"),
-        cycle=dataclasses.replace(cfg.cycle, tpdo_deadline=0.9),
-    )
-
-
-def _gaps(trace: Path, cob: int, t0: float, t1: float) -> np.ndarray:
-    stamps = [
-        m.timestamp for m in can.LogReader(str(trace)) if m.arbitration_id == cob and t0 <= m.timestamp <= t1
-    ]
-    return np.diff(np.array(stamps))
+    return realtime_config("whih-proc")
 
 
 # --- arguments (no process started) ---------------------------------------------------------------

@@ -23,15 +23,17 @@ from .conftest import CONFIGS
 pytestmark = pytest.mark.realtime
 
 
-def _rt_config() -> wc.Config:
+def _rt_config(channel: str = "whih-rt") -> wc.Config:
+    """The shipped configuration on a virtual bus of this process, a generous TPDO deadline."""
     cfg = wc.load_config(CONFIGS / "sim.toml")
     return cfg.replace(
-        bus=dataclasses.replace(cfg.bus, interface="virtual", channel=f"whih-rt-{os.getpid()}"),
+        bus=dataclasses.replace(cfg.bus, interface="virtual", channel=f"{channel}-{os.getpid()}"),
         cycle=dataclasses.replace(cfg.cycle, tpdo_deadline=0.9),
     )
 
 
 def _gaps(trace: Path, cob: int, t0: float, t1: float) -> np.ndarray:
+    """Intervals between the frames of ``cob`` in ``trace`` between t0 and t1."""
     stamps = [
         m.timestamp for m in can.LogReader(str(trace)) if m.arbitration_id == cob and t0 <= m.timestamp <= t1
     ]

@@ -27,28 +27,25 @@ __all__ = [
 ]
 
 
+def _unsupported(own: float, other_own: float, c: float, reach: float) -> float:
+    """A wire's unsupported length from its own stick-out beyond its MC, the other wire's, and
+    the coupling ``c`` (retro tip minus ante tip): while coupled within ``reach`` it is supported
+    through the other wire too, whichever path is shorter."""
+    own = own if own > 0.0 else 0.0
+    if 0.0 <= c <= reach:
+        via = c + (other_own if other_own > 0.0 else 0.0)
+        return via if via < own else own
+    return own
+
+
 def unsupported_ante(aw: float, am: float, rw: float, rm: float, reach: float) -> float:
     """Unsupported length of the antegrade wire (mm) from the four tips (s) and the coupling reach."""
-    own_a = aw - am
-    own_a = own_a if own_a > 0.0 else 0.0
-    c = rw - aw
-    if 0.0 <= c <= reach:
-        own_r = rm - rw
-        via = c + (own_r if own_r > 0.0 else 0.0)
-        return via if via < own_a else own_a
-    return own_a
+    return _unsupported(aw - am, rm - rw, rw - aw, reach)
 
 
 def unsupported_retro(aw: float, am: float, rw: float, rm: float, reach: float) -> float:
     """Unsupported length of the retrograde wire (mm); mirror of :func:`unsupported_ante`."""
-    own_r = rm - rw
-    own_r = own_r if own_r > 0.0 else 0.0
-    c = rw - aw
-    if 0.0 <= c <= reach:
-        own_a = aw - am
-        via = c + (own_a if own_a > 0.0 else 0.0)
-        return via if via < own_r else own_r
-    return own_r
+    return _unsupported(rm - rw, aw - am, rw - aw, reach)
 
 
 def force_capacity(u: float, tip_load: float, ref_length: float, tip_segment: float, cap: float) -> float:
