@@ -51,7 +51,13 @@ class Target:
 TARGETS = (
     # each module against its own tests: the limits are property-tested alone
     Target("limits", "whih_control/limits.py", ("*",), ("tests/test_limits.py",)),
-    Target("safety", "whih_control/safety.py", ("SafetySupervisor.*",), ("tests/test_safety.py",)),
+    Target(
+        "safety",
+        "whih_control/safety.py",
+        ("SafetySupervisor.*",),
+        # the supervisor alone, then its escalation on a running robot (hostile frames, stalls)
+        ("tests/test_safety.py", "tests/test_hostile.py", "tests/test_stall.py"),
+    ),
     Target(
         "master-intake",
         "firmware_iface/master.py",
@@ -60,6 +66,8 @@ TARGETS = (
         (
             "tests/test_master_intake.py",
             "tests/test_master.py",
+            "tests/test_intake.py",
+            "tests/test_hostile.py",
             "--deselect=tests/test_master.py::test_incapable_drive_refused_before_talking",
         ),
     ),
