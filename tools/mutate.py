@@ -4,15 +4,22 @@ Each mutant changes one thing in one function (a comparison, an arithmetic or bo
 a unary minus or ``not``, a number, True/False); the module is rewritten with it in a scratch
 copy of the repository and the chosen test files run against it (``pytest -x``, hypothesis
 profile ``mutation``: the ``ci`` examples without shrinking, unless ``HYPOTHESIS_PROFILE`` says
-otherwise). A mutant is *killed* when a test
-fails or the run exceeds its time limit, *survived* otherwise. Mutants judged equivalent (no
-observable change of behaviour) are listed, with the reason, in ``tools/mutate_equivalent.txt``
-and left out of the score.
+otherwise). A mutant is *killed* when a test fails or the run exceeds its time limit,
+*survived* otherwise. Mutants judged equivalent (no observable change of behaviour) are listed,
+with the reason, in ``tools/mutate_equivalent.txt`` and left out of the score.
 
-    python tools/mutate.py [--target NAME]... [--jobs N] [--list] [--limit N]
+To be cheap enough on a busy machine, a mutant first runs only the tests that execute its
+statement (one coverage run of the target's tests, per-test contexts), those that killed
+earlier mutants of the same function first, then the fastest. A selection can only miss a
+kill, never invent one: every survivor (and time-out) of it is run again against the target's
+whole tests in file order, and only that run decides; the unmutated tests must also pass in
+reverse order and fastest first. ``--no-select`` runs every mutant against the whole tests.
 
-Prints, per target: mutants, killed, survived, equivalent-marked and the score
-killed / (mutants - equivalent), then every survivor with its location and change.
+    python tools/mutate.py [--target NAME]... [--jobs N] [--list] [--limit N] [--keys FILE]
+
+Prints, per target: mutants, killed, survived, equivalent-marked, the score
+killed / (mutants - equivalent), the minutes it took and the load average at start and end,
+then every survivor with its location and change.
 """
 
 from __future__ import annotations
