@@ -266,6 +266,16 @@ def test_geometry_holds_when_even_the_ramp_would_cross() -> None:
     assert (kind, axis) == (1, 0) and new == [0.0, 0.0]
 
 
+def test_geometry_holds_the_retreating_axis_when_even_its_ramp_would_cross_the_ceiling() -> None:
+    """The mirror at the ceiling: axis 1 withdraws at 10 mm/s 0.01 below it, its ramp alone
+    (without the stopping distance) would cross: it holds, and the answer says retreat (2) and
+    names axis 1. Axis 0, at rest, is left alone."""
+    new = [0.0, -0.025]
+    target, vel, pos = [0.0, 0.0], [0.0, -10.0], [0.0, 0.0]
+    kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, 19.99, 2.0, 20.0)
+    assert (kind, axis) == (2, 1) and new == [0.0, 0.0]
+
+
 def test_geometry_brakes_the_axis_that_closes_and_lets_the_other_go() -> None:
     new = [0.025, -0.01]  # axis 0 advances at 10 mm/s, axis 1 withdraws
     target, vel, pos = [0.0, 0.0], [10.0, -4.0], [0.0, 0.0]
