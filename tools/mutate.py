@@ -521,13 +521,24 @@ def run_target(
     if cmap is not None:
         # a selection runs tests apart from the rest and out of file order: a test that needs
         # another before it would fail without any mutant, a kill that is not one
-        for what, check in (
-            ("in reverse order", cmap.order[::-1]),
-            ("fastest first", sorted(cmap.order, key=lambda n: cmap.durations.get(n, 0.0))),
-        ):
-            pid = _start(workdirs[0], t.tests, order=check)
-            if not _wait({pid: time.monotonic() + full_limit})[1]:
-                raise RuntimeError(f"{t.name}: the tests fail {what} without any mutant; fix them first")
+        checks = {
+            "in reverse order": cmap.order[::-1],
+            "fastest first": sorted(cmap.order, key=lambda n: cmap.durations.get(n, 0.0)),
+        }
+        pending: dict[int, str] = {}
+        deadlines: dict[int, float] = {}
+        for k, (what, check) in enumerate(checks.items()):
+            pid = _start(workdirs[k % len(workdirs)], t.tests, order=check)
+            pending[pid], deadlines[pid] = what, time.monotonic() + full_limit
+            if len(pending) == len(workdirs) or k == len(checks) - 1:
+                while pending:
+                    pid, passed = _wait(deadlines)
+                    how_run = pending.pop(pid)
+                    del deadlines[pid]
+                    if not passed:
+                        raise RuntimeError(
+                            f"{t.name}: the tests fail {how_run} without any mutant; fix them first"
+                        )
     how = " (with coverage)" if select else ""
     print(f"{t.name}: {len(todo)} to run; tests {base:.0f} s{how}", file=log, flush=True)
     killers: dict[str, dict[str, int]] = {}
