@@ -11,9 +11,9 @@ with the reason, in ``tools/mutate_equivalent.txt`` and left out of the score.
 To be cheap enough on a busy machine, a mutant first runs only the tests that execute its
 statement (one coverage run of the target's tests, per-test contexts), those that killed
 earlier mutants of the same function first, then the fastest. A selection can only miss a
-kill, never invent one: every survivor (and time-out) of it is run again against the target's
-whole tests in file order, and only that run decides; the unmutated tests must also pass in
-reverse order and fastest first. ``--no-select`` runs every mutant against the whole tests.
+kill, never invent one: every survivor of it is run again against the target's whole tests in
+file order, and only that run decides; the unmutated tests must also pass in reverse order and
+fastest first, and a selection has the whole run's time limit. ``--no-select`` runs every mutant against the whole tests.
 
     python tools/mutate.py [--target NAME]... [--jobs N] [--list] [--limit N] [--keys FILE]
 
@@ -554,7 +554,6 @@ def run_target(
             w = free.pop()
             order: list[str] | None = None
             args = t.tests
-            limit = full_limit
             if not confirm:
                 assert cmap is not None
                 chosen = cmap.tests_for(spans[m.index])
@@ -565,11 +564,10 @@ def run_target(
                     chosen.sort(key=lambda n: (-kills.get(n, 0), cmap.durations.get(n, 0.0)))
                     order = chosen
                     args = _files_of(t.tests, chosen)
-                    limit = 3 * sum(cmap.durations.get(n, 0.0) for n in chosen) + 30
             (w / KILLER_FILE).unlink(missing_ok=True)
             (w / t.path).write_text(mutated_source(t, m), encoding="utf-8")
             pid = _start(w, args, order=order)
-            running[pid] = _Job(m, w, time.monotonic() + limit, confirm, len(order or ()))
+            running[pid] = _Job(m, w, time.monotonic() + full_limit, confirm, len(order or ()))
         pid, passed = _wait({p: j.deadline for p, j in running.items()})
         job = running.pop(pid)
         m, w = job.mutant, job.workdir
@@ -579,10 +577,12 @@ def run_target(
         free.append(w)
         if job.confirm and select:
             stats["confirm_runs"] += 1
-        if not passed and not killer and job.confirm:
+        if not passed and not killer:
             stats["timeouts"] += 1
-        if not job.confirm and (passed or not killer):
-            # a survivor of the selection, or over its (short) time limit: the whole tests decide
+        if passed and not job.confirm:
+            # a survivor of the selection: the whole tests decide. (Over the whole run's time
+            # limit a part of its tests, in any order, is a kill: the whole run fails first or
+            # runs them all and takes longer.)
             queue.append((m, True))
             continue
         done += 1
