@@ -13,7 +13,8 @@ statement (one coverage run of the target's tests, per-test contexts), those tha
 earlier mutants of the same function first, then the fastest. A selection can only miss a
 kill, never invent one: every survivor of it is run again against the target's whole tests in
 file order, and only that run decides; the unmutated tests must also pass in reverse order and
-fastest first, and a selection has the whole run's time limit. ``--no-select`` runs every mutant against the whole tests.
+fastest first, and a selection has the whole run's time limit. ``--no-select`` runs every
+mutant against the whole tests.
 
     python tools/mutate.py [--target NAME]... [--jobs N] [--list] [--limit N] [--keys FILE]
 
