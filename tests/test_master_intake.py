@@ -158,8 +158,9 @@ def test_read_without_time_left_takes_what_is_queued_and_never_waits(deadline: s
 
 
 def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None:
-    """Heartbeats and unknown frames queued ahead of the TPDO1s: read goes on until every drive
-    has answered (before the deadline), so all of them are fresh."""
+    """Heartbeats, unknown frames, error frames and 29-bit or CAN FD frames with a TPDO1's number
+    queued ahead of the TPDO1s: none counts as an answer, read goes on until every drive has
+    answered (before the deadline), so all of them are fresh."""
     cfg = _config()
     channel = f"intake-others-{time.monotonic_ns()}"
     master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
@@ -172,10 +173,22 @@ def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None
                 can.Message(arbitration_id=pdo.heartbeat_cob(node), data=bytes([0x05]), is_extended_id=False)
             )
             drives_bus.send(can.Message(arbitration_id=0x6F0, data=b"\x00", is_extended_id=False))
+            drives_bus.send(can.Message(is_error_frame=True))
+            look_alike = _tpdo(node, 9)
+            drives_bus.send(can.Message(arbitration_id=look_alike.arbitration_id, data=look_alike.data))
+            drives_bus.send(
+                can.Message(
+                    arbitration_id=look_alike.arbitration_id,
+                    data=look_alike.data,
+                    is_extended_id=False,
+                    is_fd=True,
+                )
+            )
         for node in nodes:
             drives_bus.send(_tpdo(node, 7))
         fb = m.read(1.0, time.perf_counter() + 5.0)
         assert all(a.age_cycles == 0 for a in fb.axes.values())
+        assert all(a.position == 7 / cfg.drives[name].counts_per_unit for name, a in fb.axes.items())
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
