@@ -158,9 +158,9 @@ def test_read_without_time_left_takes_what_is_queued_and_never_waits(deadline: s
 
 
 def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None:
-    """Heartbeats, unknown frames, error frames and 29-bit or CAN FD frames with a TPDO1's number
-    queued ahead of the TPDO1s: none counts as an answer, read goes on until every drive has
-    answered (before the deadline), so all of them are fresh."""
+    """Heartbeats, unknown frames, error frames, TPDO1s of the wrong length and 29-bit or CAN FD
+    frames with a TPDO1's number queued ahead of the TPDO1s: none counts as an answer, read goes
+    on until every drive has answered (before the deadline), so all of them are fresh."""
     cfg = _config()
     channel = f"intake-others-{time.monotonic_ns()}"
     master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
@@ -174,6 +174,10 @@ def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None
             )
             drives_bus.send(can.Message(arbitration_id=0x6F0, data=b"\x00", is_extended_id=False))
             drives_bus.send(can.Message(is_error_frame=True))
+            # a TPDO1 of the wrong length is a collision (a fault), and no answer either
+            drives_bus.send(
+                can.Message(arbitration_id=pdo.tpdo1_cob(node), data=b"\x00" * 6, is_extended_id=False)
+            )
             look_alike = _tpdo(node, 9)
             drives_bus.send(can.Message(arbitration_id=look_alike.arbitration_id, data=look_alike.data))
             drives_bus.send(
