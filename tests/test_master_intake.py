@@ -193,6 +193,12 @@ def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None
         fb = m.read(1.0, time.perf_counter() + 5.0)
         assert all(a.age_cycles == 0 for a in fb.axes.values())
         assert all(a.position == 7 / cfg.drives[name].counts_per_unit for name, a in fb.axes.items())
+        # a second TPDO1 for one SYNC (another sender: a collision) is no second answer either
+        drives_bus.send(_tpdo(nodes[0], 8))
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 8))
+        fb = m.read(2.0, time.perf_counter() + 5.0)
+        assert not fb.bus_ok and all(a.age_cycles == 0 for a in fb.axes.values())
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
