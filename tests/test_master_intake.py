@@ -12,7 +12,7 @@ import pytest
 
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
-from firmware_iface.master import OWED_MAX, SYNC_COUNTER_MAX, Master
+from firmware_iface.master import OWED_MAX, PLAUSIBLE_SPEED_FACTOR, SYNC_COUNTER_MAX, Master
 from firmware_iface.simbus import SimTimeBus
 from tests.conftest import CONFIGS
 from whih_control import load_config
@@ -202,3 +202,27 @@ def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
+
+
+def test_a_jump_of_exactly_the_allowance_either_way_is_taken_one_count_more_faults() -> None:
+    """Invariant 7's bound, "no further than the axis can move": PLAUSIBLE_SPEED_FACTOR x
+    max_speed x the time since its last TPDO1, plus the tolerance. With numbers exact in binary
+    (256 Hz, 16 mm/s at 1000 counts/mm, 0.25 mm: 2 x 16000 / 256 + 250 = 375 counts) a jump of
+    exactly 375 counts back or forth is taken, 376 either way is implausible."""
+    data = tomllib.loads((CONFIGS / "sim.toml").read_text())
+    data["cycle"]["rate_hz"] = 256.0
+    data["drives"]["ante_wire"].update(max_speed=16.0, position_jump_tolerance=0.25)
+    cfg = load_config(data, base_dir=CONFIGS)
+    assert PLAUSIBLE_SPEED_FACTOR == 2.0 and cfg.drives["ante_wire"].counts_per_unit == 1000.0
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for k, counts in enumerate((0, -375, 0, 375, -1, 375)):
+            for node in nodes:
+                bus.kernel.device_send(_tpdo(node, counts if node == 1 else 0))
+            fb = m.read((k + 1) * cfg.period, None)
+            assert fb.bus_ok == (k < 4), f"cycle {k}: {counts} counts"
+            m.service((k + 1) * cfg.period)
+    finally:
+        bus.shutdown()
