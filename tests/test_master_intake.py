@@ -199,6 +199,15 @@ def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None
             drives_bus.send(_tpdo(node, 8))
         fb = m.read(2.0, time.perf_counter() + 5.0)
         assert not fb.bus_ok and all(a.age_cycles == 0 for a in fb.axes.values())
+        # a late drive answering two SYNCs in one cycle is one drive's answer, not two
+        for node in nodes[1:]:
+            drives_bus.send(_tpdo(node, 9))
+        assert m.read(3.0, time.perf_counter() + 0.05).axes["ante_wire"].age_cycles == 1
+        drives_bus.send(_tpdo(nodes[0], 9))
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 10))
+        fb = m.read(4.0, time.perf_counter() + 5.0)
+        assert fb.bus_ok and all(a.age_cycles == 0 for a in fb.axes.values())
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
