@@ -267,6 +267,10 @@ def test_error_frames_reported(cfg: Config, simbus: SimTimeBus) -> None:
     assert [e.code for e in events] == [2]
     m.read(0.005, None)
     assert not [e for e in m.service(0.005) if e.kind is DriveEventKind.BUS_ERROR]
+    for _ in range(3):  # a later burst counts its own frames
+        simbus.kernel.device_send(can.Message(is_error_frame=True))
+    m.read(0.0075, None)
+    assert [e.code for e in m.service(0.0075) if e.kind is DriveEventKind.BUS_ERROR] == [3]
 
 
 def test_emcy_decoded_with_name(cfg: Config, simbus: SimTimeBus) -> None:
@@ -310,6 +314,7 @@ def test_heartbeat_loss_from_supplied_time(cfg: Config, simbus: SimTimeBus) -> N
     assert all(fb.heartbeat_ok for fb in m.feedback.axes.values())
     others = (1, 2, 4, 5, 6)
     assert beat(timeout * 0.9, others) == []  # not yet: within the timeout
+    assert beat(timeout, others) == []  # the timeout itself is still within it
     events = beat(timeout * 1.1, others)
     assert [(e.kind, e.axis) for e in events] == [(DriveEventKind.HEARTBEAT_LOST, "ante_mc")]
     assert not m.feedback.axes["ante_mc"].heartbeat_ok
