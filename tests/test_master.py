@@ -392,6 +392,12 @@ def test_events_from_injected_faults(cfg: Config, simbus: SimTimeBus) -> None:
         for _ in range(3):
             _cycle(m, simbus)
         assert m.feedback.axes["ante_mc"].state is DriveState.SWITCH_ON_DISABLED
+        # once reset (and seen so in fresh feedback), a new fault is a new report
+        sims.inject("drive-fault:ante_mc@0")
+        events = []
+        for _ in range(5):
+            events += _cycle(m, simbus)
+        assert [(e.kind, e.axis) for e in events].count((DriveEventKind.DRIVE_FAULT, "ante_mc")) == 1
 
 
 def test_unexpected_bootup_is_reported(cfg: Config, simbus: SimTimeBus) -> None:
