@@ -112,6 +112,25 @@ def test_an_mc_that_cannot_cross_stalls_while_insertion_moves_on() -> None:
     assert d.plant.tips()["ante_mc"] < tip
 
 
+def test_a_pulled_wire_does_not_buckle_and_its_loop_comes_out_first() -> None:
+    """In tension a shaft does not buckle. A wire whose support is far (its MC 20 mm behind, no
+    coupling: a capacity of a few mN) pushed against the lesion leaves a prolapse loop; pulled
+    back, the loop comes out, then the tip follows the pull less the slack and its friction's
+    compression both ways. The loop never turns negative (that was the tip held back by a
+    buckling in tension: the tip lagged its drive by what the pull lost)."""
+    d = _Driver(Plant(BASE))
+    w = BASE.sim.wire
+    d.move("ante_mc", -20.0)
+    d.move("ante_wire", 14.0)
+    tip = d.plant.tips()["ante_wire"]
+    loop = d.plant.absorbed("ante_wire")
+    assert loop > 0.0
+    d.move("ante_wire", -8.0)
+    assert d.plant.absorbed("ante_wire") == 0.0
+    back = tip - d.plant.tips()["ante_wire"]
+    assert back == pytest.approx(8.0 - w.slack - 2.0 * w.friction / w.stiffness - loop)
+
+
 def test_stall_force_never_exceeds_the_drives_force_stop() -> None:
     cfg = _cfg(mc_body_gradient=1.0, mc_body_max=10.0)
     sim = dataclasses.replace(cfg.sim, mc=dataclasses.replace(cfg.sim.mc, buckle_force=20.0))

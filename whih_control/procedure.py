@@ -933,14 +933,12 @@ class Procedure:
         )
 
     def _rewind_retro_target(self) -> float:
-        """Where a rewind takes the retro wire: the coupling target ahead of the ante wire's
-        rewind target, or of the ante tip as seen now where a frame put it further back (the
-        rewind ends with the coupling closed)."""
-        tgt = self._target["retro_wire"]
+        """Where a rewind takes the retro wire: coupled, the coupling target ahead of the ante
+        wire tip as seen now (it follows the ante wire back and never runs ahead of it, and the
+        rewind ends with the coupling closed); not coupled, where it is."""
         if not self._coupling:
-            return tgt
-        seen = self._tip("ante_wire") + self._p.coupling_target
-        return seen if seen < tgt else tgt
+            return self._target["retro_wire"]
+        return self._tip("ante_wire") + self._p.coupling_target
 
     def _g_withdrawn(self) -> bool:
         tol = self._p.position_tolerance
@@ -1008,9 +1006,7 @@ class Procedure:
             # next step, and bring the ante MC up again for support (re-approach)
             self._step = max(p.step_min, 0.5 * self._step)
             tgt["ante_wire"] = aw - p.rewind_distance
-            # the retro wire comes back further by what the coupling lost, closing it again
-            lost = max(0.0, (rw - aw) - p.coupling_target)
-            tgt["retro_wire"] = rw - p.rewind_distance - lost if self._coupling else rw
+            tgt["retro_wire"] = rw  # coupled, it follows the ante wire (_rewind_retro_target)
             reach = rmc - p.gap_target if self._approach else amc
             tgt["ante_mc"] = min(max(amc, reach), tgt["ante_wire"])
         elif phase is Phase.WITHDRAW:
@@ -1122,21 +1118,17 @@ class Procedure:
             # rotate on retract: turned, the tip does not find its way back into the false track
             rot = self._rot_ante and p.rewind_turn > 0.0
             obj, axes = self._slot(phase, _AW | _RW | _AMC | (_AROT if rot else 0))
-            # both wires arrive together: the coupling goes straight from where it was to its
-            # target (the retro wire covers what it ran long), never through zero
-            back = p.rewind_distance
-            retro = self._rewind_retro_target()
-            ahead = back + max(0.0, (rw - retro) - back)
-            ante_speed = wire * back / ahead
-            retro_speed = wire
+            # coupled, the retro wire follows the ante wire back at the coupling target (up to
+            # recouple_speed, so it keeps up); it never runs ahead of it, through zero coupling
+            ante_speed = wire
             if self._coupling and self._inputs.estimate.coupling > p.coupling_target + p.position_tolerance:
-                # re-couple first: the open coupling is closed by the retro wire (it follows its
-                # own channel) at recouple_speed while the ante wire waits (pulling it back now
-                # would open the coupling further, past its limit on the next frame)
+                # re-couple first: an open coupling is closed by the retro wire (it follows its
+                # own channel) while the ante wire waits (pulling it back now would open the
+                # coupling further, past its limit on the next frame)
                 ante_speed = 0.0
-                retro_speed = max(wire, p.recouple_speed)
+            retro_speed = max(wire, p.recouple_speed) if self._coupling else wire
             _put(axes["ante_wire"], _MOVE_TO, tgt["ante_wire"], ante_speed)
-            _put(axes["retro_wire"], _MOVE_TO, retro, retro_speed)
+            _put(axes["retro_wire"], _MOVE_TO, self._rewind_retro_target(), retro_speed)
             _put(axes["ante_mc"], _MOVE_TO, tgt["ante_mc"], mc)
             if rot:
                 _put(
