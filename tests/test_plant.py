@@ -329,6 +329,25 @@ def test_no_tip_motion_without_insertion_change_beyond_the_slack(
             assert abs(plant.tips()[a] - held[a]) <= plant.max_free_motion(a) + 1e-9
 
 
+@given(moves=_moves, seed=st.integers(0, 2**32), jcto=st.floats(0.0, 5.0))
+def test_a_prolapse_loop_only_ever_holds_pushed_insertion(
+    moves: list[tuple[str, float, int]], seed: int, jcto: float
+) -> None:
+    """A shaft buckles only under compression: whatever the insertions, its loop holds insertion
+    pushed toward its tip (>= 0 along its direction), never insertion lost to a pull."""
+    plant = Plant(_cfg(jcto=jcto), seed=seed)
+    direction = {"ante_wire": 1.0, "ante_mc": 1.0, "retro_wire": -1.0, "retro_mc": -1.0}
+    q = dict.fromkeys(AXES, 0.0)
+    t = 0.0
+    for axis, delta, n in moves:
+        for _ in range(n):
+            q[axis] += delta / n
+            t += DT
+            plant.step(t, DT, q)
+            for a in LINEAR_AXES:
+                assert direction[a] * plant.absorbed(a) >= 0.0, (a, plant.absorbed(a))
+
+
 @given(moves=_moves, seed=st.integers(0, 2**63 - 1))
 def test_same_seed_same_trajectory(moves: list[tuple[str, float, int]], seed: int) -> None:
     assert _play(Plant(BASE, seed=seed), moves) == _play(Plant(BASE, seed=seed), moves)
