@@ -112,6 +112,25 @@ def test_an_mc_that_cannot_cross_stalls_while_insertion_moves_on() -> None:
     assert d.plant.tips()["ante_mc"] < tip
 
 
+def test_a_pulled_wire_does_not_buckle_and_its_loop_comes_out_first() -> None:
+    """In tension a shaft does not buckle. A wire whose support is far (its MC 20 mm behind, no
+    coupling: a capacity of a few mN) pushed against the lesion leaves a prolapse loop; pulled
+    back, the loop comes out, then the tip follows the pull less the slack and its friction's
+    compression both ways. The loop never turns negative (that was the tip held back by a
+    buckling in tension: the tip lagged its drive by what the pull lost)."""
+    d = _Driver(Plant(BASE))
+    w = BASE.sim.wire
+    d.move("ante_mc", -20.0)
+    d.move("ante_wire", 14.0)
+    tip = d.plant.tips()["ante_wire"]
+    loop = d.plant.absorbed("ante_wire")
+    assert loop > 0.0
+    d.move("ante_wire", -8.0)
+    assert d.plant.absorbed("ante_wire") == 0.0
+    back = tip - d.plant.tips()["ante_wire"]
+    assert back == pytest.approx(8.0 - w.slack - 2.0 * w.friction / w.stiffness - loop)
+
+
 def test_stall_force_never_exceeds_the_drives_force_stop() -> None:
     cfg = _cfg(mc_body_gradient=1.0, mc_body_max=10.0)
     sim = dataclasses.replace(cfg.sim, mc=dataclasses.replace(cfg.sim.mc, buckle_force=20.0))
@@ -308,6 +327,25 @@ def test_no_tip_motion_without_insertion_change_beyond_the_slack(
         plant.step(t + (i + 1) * DT, DT, q)
         for a in LINEAR_AXES:
             assert abs(plant.tips()[a] - held[a]) <= plant.max_free_motion(a) + 1e-9
+
+
+@given(moves=_moves, seed=st.integers(0, 2**32), jcto=st.floats(0.0, 5.0))
+def test_a_prolapse_loop_only_ever_holds_pushed_insertion(
+    moves: list[tuple[str, float, int]], seed: int, jcto: float
+) -> None:
+    """A shaft buckles only under compression: whatever the insertions, its loop holds insertion
+    pushed toward its tip (>= 0 along its direction), never insertion lost to a pull."""
+    plant = Plant(_cfg(jcto=jcto), seed=seed)
+    direction = {"ante_wire": 1.0, "ante_mc": 1.0, "retro_wire": -1.0, "retro_mc": -1.0}
+    q = dict.fromkeys(AXES, 0.0)
+    t = 0.0
+    for axis, delta, n in moves:
+        for _ in range(n):
+            q[axis] += delta / n
+            t += DT
+            plant.step(t, DT, q)
+            for a in LINEAR_AXES:
+                assert direction[a] * plant.absorbed(a) >= 0.0, (a, plant.absorbed(a))
 
 
 @given(moves=_moves, seed=st.integers(0, 2**63 - 1))

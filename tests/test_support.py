@@ -137,3 +137,51 @@ def test_a_long_free_segment_holds_the_advance_but_not_the_pull_back() -> None:
         2 * CFG.period, CFG.period, cmds, fb, est, Objective("hand_in_hand.rewind", True), OperatorInput(True)
     )
     assert cmds.axes["ante_wire"].target == -0.001
+
+
+# (tip that lengthens a free segment, its insertion direction): the ante wire advancing, the ante
+# MC retreating, the retro MC withdrawing
+_LENGTHENING = (("ante_wire", 1.0), ("ante_mc", -1.0), ("retro_mc", -1.0))
+
+
+@given(
+    which=st.sampled_from(_LENGTHENING),
+    room=st.floats(0.0, 3.0),
+    speed=st.floats(0.2, 1.0),
+)
+def test_a_segment_lengthened_at_speed_stops_at_the_limit(
+    which: tuple[str, float], room: float, speed: float
+) -> None:
+    """Invariant 5 over many cycles: a tip driven at up to its max speed toward the support limit
+    (invariant 3's a_max ramp included) comes to rest with its wire's unsupported length within
+    ``unsupported_max``, never braking past it. The drives follow their targets exactly."""
+    axis, sign = which
+    # ante wire free (coupling beyond reach), ``room`` mm short of the limit on the side moved
+    if axis in {"ante_wire", "ante_mc"}:
+        tips = {"ante_wire": U_MAX - room, "ante_mc": 0.0, "retro_wire": 40.0, "retro_mc": 50.0}
+    else:
+        tips = {"ante_wire": 0.0, "ante_mc": -5.0, "retro_wire": 20.0, "retro_mc": 20.0 + U_MAX - room}
+    sup, fb, cmds, est = _running(tips)
+    tip0 = dict(tips)
+    h = CFG.period
+    step = sign * speed * CFG.drives[axis].max_speed * h
+    objective = Objective("hand_in_hand.ante_follow", True, coupled=False)
+    request = 0.0
+    worst = -math.inf
+    for n in range(1, int(1.5 / h)):
+        request += step
+        cmds.axes[axis].target = request
+        sup.enforce(n * h, h, cmds, fb, est, objective, OperatorInput(True))
+        for a in LINEAR_AXES:
+            q = cmds.axes[a].target
+            fb.axes[a].position = q
+            est.tips[a] = tip0[a] + AXIS_DIRECTION[a] * q  # type: ignore[index]
+        t = est.tips
+        worst = max(
+            worst,
+            support.unsupported_ante(t["ante_wire"], t["ante_mc"], t["retro_wire"], t["retro_mc"], REACH),
+            support.unsupported_retro(t["ante_wire"], t["ante_mc"], t["retro_wire"], t["retro_mc"], REACH),
+        )
+    assert worst <= U_MAX + 1e-6, f"{axis} braked past the limit to {worst:.4f} mm"
+    # and it did get there: the rule holds at the limit, not far short of it
+    assert worst >= U_MAX - 0.05

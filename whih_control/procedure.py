@@ -162,6 +162,11 @@ _COUPLING_MARGIN = 0.15
 _COUPLING_SLIP = 0.3
 """mm the coupling may grow past what a step planned before the procedure backs off."""
 
+_LAG_PHASES = frozenset(
+    {Phase.HAND_IN_HAND_RETRO_STEP, Phase.HAND_IN_HAND_ANTE_FOLLOW, Phase.HAND_IN_HAND_VERIFY}
+)
+"""Where the ante wire tip's frame corrections count toward a lag rewind (not while rewinding)."""
+
 _RESUMABLE = (*_MOTION_ORDER, Phase.CROSSED)
 """Where :meth:`Procedure.resume` may return to: a fault after crossing resumes at crossed."""
 
@@ -422,6 +427,11 @@ class Procedure:
         self._spinning = False
         self._spin_t0 = 0.0
         self._turn_sign = 1.0
+        self._lag = 0.0
+        """Frame corrections of the ante wire tip in hand-in-hand, each older one halved (mm):
+        negative while imaging keeps finding the tip behind where its drive put it."""
+        self._age_prev = math.inf
+        self._aw_prev = math.nan
         self._still = {p: Objective(phase=p.value) for p in Phase}
         self._made: dict[Phase, dict[int, _Slot]] = {p: {} for p in Phase}
         """Per phase and mask of axes named: the objective handed out and its axes (``_slot``)."""
@@ -516,6 +526,7 @@ class Procedure:
             self._track_stalls()
         if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_wire()
+        self._track_lag()
         checks = self._update_checks.get(self._model.state)
         if checks is not None and self._update_may_fire(checks):
             self._model.update()
@@ -837,6 +848,13 @@ class Procedure:
                     f"deviation: {axis} force {f:.2f} N (rewind at >= {ratio * self._alarm[axis]:.2f} N)"
                 )
                 return True
+        lag = self._p.lag_rewind
+        if lag > 0.0 and self._lag < -lag and self.phase is not Phase.HAND_IN_HAND_REWIND:
+            self._why = (
+                f"lag: the frames put the ante wire tip {-self._lag:.2f} mm behind its drive "
+                f"(rewind at {lag:g} mm)"
+            )
+            return True
         c = self._inputs.estimate.coupling
         # the coupling grows beyond what the step planned (the ante wire falls back: buckled in a
         # false track, or stuck), or close to its limit: back off while it is still in range
@@ -911,8 +929,16 @@ class Procedure:
         tol = self._p.position_tolerance
         return (
             self._tip("ante_wire") <= self._target["ante_wire"] + tol
-            and self._tip("retro_wire") <= self._target["retro_wire"] + tol
+            and self._tip("retro_wire") <= self._rewind_retro_target() + tol
         )
+
+    def _rewind_retro_target(self) -> float:
+        """Where a rewind takes the retro wire: coupled, the coupling target ahead of the ante
+        wire tip as seen now (it follows the ante wire back and never runs ahead of it, and the
+        rewind ends with the coupling closed); not coupled, where it is."""
+        if not self._coupling:
+            return self._target["retro_wire"]
+        return self._tip("ante_wire") + self._p.coupling_target
 
     def _g_withdrawn(self) -> bool:
         tol = self._p.position_tolerance
@@ -974,14 +1000,13 @@ class Procedure:
         elif phase is Phase.HAND_IN_HAND_REWIND:
             self._rewinds += 1
             self._wire_stalled = False
+            self._lag = 0.0
             self._turn_sign = -self._turn_sign
             # what the operator does: back off, turn the wire on the way (rotary axes), shorten the
             # next step, and bring the ante MC up again for support (re-approach)
             self._step = max(p.step_min, 0.5 * self._step)
             tgt["ante_wire"] = aw - p.rewind_distance
-            # the retro wire comes back further by what the coupling lost, closing it again
-            lost = max(0.0, (rw - aw) - p.coupling_target)
-            tgt["retro_wire"] = rw - p.rewind_distance - lost if self._coupling else rw
+            tgt["retro_wire"] = rw  # coupled, it follows the ante wire (_rewind_retro_target)
             reach = rmc - p.gap_target if self._approach else amc
             tgt["ante_mc"] = min(max(amc, reach), tgt["ante_wire"])
         elif phase is Phase.WITHDRAW:
@@ -999,6 +1024,20 @@ class Procedure:
             self._wire_stalled = False
         elif self._t - t_ref >= p.stall_time_s:
             self._wire_stalled = True
+
+    def _track_lag(self) -> None:
+        """What an operator sees on the image: a new frame moves the ante wire tip's estimate
+        back, again and again, when the tip does not go where its drive puts it (the wire
+        buckles into a false track at a force too low to read as a deviation)."""
+        est = self._inputs.estimate
+        age = est.imaging_age
+        aw = est.tips.get("ante_wire", math.nan)
+        if age < self._age_prev and self.phase in _LAG_PHASES:
+            jump = aw - self._aw_prev  # a frame's correction (the drive moves it < 0.02 mm a cycle)
+            if jump == jump:  # noqa: PLR0124 (NaN: no tip before this frame)
+                self._lag = 0.5 * self._lag + jump
+        self._age_prev = age
+        self._aw_prev = aw
 
     def _track_stalls(self) -> None:
         p = self._p
@@ -1079,12 +1118,17 @@ class Procedure:
             # rotate on retract: turned, the tip does not find its way back into the false track
             rot = self._rot_ante and p.rewind_turn > 0.0
             obj, axes = self._slot(phase, _AW | _RW | _AMC | (_AROT if rot else 0))
-            # both wires arrive together: the coupling goes straight from where it was to its
-            # target (the retro wire covers what it ran long), never through zero
-            back = p.rewind_distance
-            ahead = back + max(0.0, (rw - tgt["retro_wire"]) - back)
-            _put(axes["ante_wire"], _MOVE_TO, tgt["ante_wire"], wire * back / ahead)
-            _put(axes["retro_wire"], _MOVE_TO, tgt["retro_wire"], wire)
+            # coupled, the retro wire follows the ante wire back at the coupling target (up to
+            # recouple_speed, so it keeps up); it never runs ahead of it, through zero coupling
+            ante_speed = wire
+            if self._coupling and self._inputs.estimate.coupling > p.coupling_target + p.position_tolerance:
+                # re-couple first: an open coupling is closed by the retro wire (it follows its
+                # own channel) while the ante wire waits (pulling it back now would open the
+                # coupling further, past its limit on the next frame)
+                ante_speed = 0.0
+            retro_speed = max(wire, p.recouple_speed) if self._coupling else wire
+            _put(axes["ante_wire"], _MOVE_TO, tgt["ante_wire"], ante_speed)
+            _put(axes["retro_wire"], _MOVE_TO, self._rewind_retro_target(), retro_speed)
             _put(axes["ante_mc"], _MOVE_TO, tgt["ante_mc"], mc)
             if rot:
                 _put(

@@ -113,6 +113,13 @@ _SUPPORT_CANDIDATES = ((0, 1.0), (1, -1.0), (3, 1.0), (2, -1.0))
 """Tip motions that can lengthen a free wire segment: ante wire advancing, ante MC retreating,
 retro MC withdrawing, retro wire advancing (it may pass the ante wire tip and end the coupling)."""
 
+
+def _rest_point(n: float, p: float, h: float, a_max: float) -> float:
+    """Where an axis commanded from ``p`` to ``n`` in ``h`` s comes to rest braking at ``a_max``."""
+    v = (n - p) / h
+    return n + v * abs(v) / (2.0 * a_max)
+
+
 # how much a reason matters when several happen in one cycle (higher wins; of equal ones, the first)
 _RANK: dict[int, int] = {
     Reason.ACCEL_LIMIT: 1,
@@ -638,14 +645,18 @@ class SafetySupervisor:
     ) -> tuple[int, int]:
         """Invariant 5: no command takes a wire's worst-case unsupported length past
         ``unsupported_max`` (or, already past it, further than braking would leave it); pulling a
-        wire back is never held. Only changes that lengthen a free segment brake (at a_max)."""
+        wire back is never held. Only changes that lengthen a free segment brake (at a_max).
+
+        Each tip's range runs from where it is to where its command would bring it to rest
+        braking at a_max (the look-ahead of :func:`limits.geometry`): checking only the next
+        target let a tip at speed brake up to v^2/(2 a_max) past the limit."""
         order = self._lin4
         reach = self._cmax
         # scratch lists of the supervisor, refilled every cycle (nothing allocated per cycle)
         moves, held, braked, lengthening = self._s_moves, self._s_held, self._s_braked, self._s_len
         for k in range(4):
             i = order[k]
-            m = _DIR4[k] * (new[i] - pos[i])
+            m = _DIR4[k] * (_rest_point(new[i], target[i], h, amax[i]) - pos[i])
             moves[k] = m
             held[k] = m
             braked[k] = 0.0
@@ -655,8 +666,9 @@ class SafetySupervisor:
             i = order[k]
             if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
                 lengthening[k] = some = True
-                braked[k] = target[i] + limits.brake_velocity(vel[i], amax[i] * h) * h
-                held[k] = _DIR4[k] * (braked[k] - pos[i])
+                b = target[i] + limits.brake_velocity(vel[i], amax[i] * h) * h
+                braked[k] = b
+                held[k] = _DIR4[k] * (_rest_point(b, target[i], h, amax[i]) - pos[i])
         if not some:
             return 0, -1
         best = support.worst_unsupported(tips, (held[0], held[1], held[2], held[3]), reach)

@@ -109,6 +109,25 @@ class ProcedureConfig:
         hi=3600.0,
         doc="turn of the antegrade wire while it is pulled back in a rewind (alternating direction)",
     )
+    lag_rewind: float = setting(
+        0.5,
+        unit="mm",
+        lo=0.0,
+        hi=10.0,
+        doc="hand-in-hand rewinds when imaging keeps finding the antegrade wire tip behind where its "
+        "drive put it (a wire buckling into a false track): the frames' corrections of that tip, "
+        "summed with each older one halved, below -this (0 = off)",
+    )
+    recouple_speed: float = setting(
+        10.0,
+        unit="mm/s",
+        lo=0.0,
+        lo_open=True,
+        hi=50.0,
+        doc="retrograde wire speed while a rewind closes an open coupling (it advances in its own "
+        "channel; the antegrade wire waits): it must take up its slack and close the coupling "
+        "within the supervisor's coupling grace",
+    )
     ablations: tuple[str, ...] = setting(
         (),
         choices=("no-mc-approach", "no-coupling", "no-rotation"),

@@ -88,21 +88,44 @@ class _Shaft:
         h = self.h
         k = self.k
         if d > h:
-            excess = d - h - self.limit / k
-            if excess > 0.0:
-                self.absorbed += excess
-                u -= excess
-                d -= excess
+            if self.direction > 0.0:
+                excess = d - h - self.limit / k
+                if excess > 0.0:
+                    self.absorbed += excess
+                    u -= excess
+                    d -= excess
+            else:
+                # pulling (see below): a prolapse loop (absorbed < 0 for a shaft pushing along -s)
+                loop = -self.absorbed
+                if loop > 0.0:
+                    excess = d - h - self.limit / k
+                    if excess > 0.0:
+                        take = excess if excess < loop else loop
+                        self.absorbed = take - loop
+                        u -= take
+                        d -= take
             f = (d - h) * k
             if f > r_pos:
                 p = u - h - r_pos / k
                 f = r_pos
         elif d < -h:
-            excess = -d - h - self.limit / k
-            if excess > 0.0:
-                self.absorbed -= excess
-                u += excess
-                d += excess
+            if self.direction < 0.0:
+                excess = -d - h - self.limit / k
+                if excess > 0.0:
+                    self.absorbed -= excess
+                    u += excess
+                    d += excess
+            else:
+                # pulling: a shaft in tension does not buckle; a prolapse loop left by pushing
+                # comes out first (the tip stays while it does), then the shaft pulls the tip
+                loop = self.absorbed
+                if loop > 0.0:
+                    excess = -d - h - self.limit / k
+                    if excess > 0.0:
+                        take = excess if excess < loop else loop
+                        self.absorbed = loop - take
+                        u += take
+                        d += take
             f = (-d - h) * k
             if f > r_neg:
                 p = u + h + r_neg / k
