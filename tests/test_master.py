@@ -425,6 +425,32 @@ def test_master_heartbeat_period(cfg: Config, simbus: SimTimeBus) -> None:
     assert all(data == b"\x05" for _, data in beats)
 
 
+def test_master_heartbeat_keeps_its_period_when_it_is_no_whole_number_of_cycles() -> None:
+    """At 256 Hz (3.9 ms) a 20 ms heartbeat falls between cycles: it goes out at the first cycle
+    at or after each 20 ms step of its own schedule, so 1 s holds 50 beats (a beat 20 ms after
+    the cycle that sent the last one would drift to every 6th cycle, 23.4 ms, 43 beats)."""
+    cfg = _config({"rate_hz": 256.0})
+    assert cfg.bus.master_heartbeat_ms == 20
+    bus = SimTimeBus(period=1.0 / cfg.cycle.rate_hz)
+    rec = Recorder()
+    try:
+        with SimulatedDrives(cfg, bus):
+            m = Master(cfg, bus)
+            m.setup()
+            bus.kernel.attach(rec)
+            for _ in range(256):  # 1 s
+                _cycle(m, bus)
+            beats = [f for f in rec.frames if f[0] == 0x77F]
+            assert len(beats) in (50, 51)
+            # after a stall of five heartbeat periods: one beat at once, the next 20 ms later
+            t = bus.kernel.time + 0.1
+            for k in range(5):
+                m.service(t + k * cfg.period)
+            assert len([f for f in rec.frames if f[0] == 0x77F]) == len(beats) + 1
+    finally:
+        bus.shutdown()
+
+
 def test_shutdown_reports_dead_drives(cfg: Config, simbus: SimTimeBus) -> None:
     sims = SimulatedDrives(cfg, simbus)
     sims.start()
