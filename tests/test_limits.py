@@ -266,12 +266,39 @@ def test_geometry_holds_when_even_the_ramp_would_cross() -> None:
     assert (kind, axis) == (1, 0) and new == [0.0, 0.0]
 
 
+def test_geometry_holds_the_retreating_axis_when_even_its_ramp_would_cross_the_ceiling() -> None:
+    """The mirror at the ceiling: axis 1 withdraws at 10 mm/s 0.01 below it, its ramp alone
+    (without the stopping distance) would cross: it holds, and the answer says retreat (2) and
+    names axis 1. Axis 0, at rest, is left alone."""
+    new = [0.0, -0.025]
+    target, vel, pos = [0.0, 0.0], [0.0, -10.0], [0.0, 0.0]
+    kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, 19.99, 2.0, 20.0)
+    assert (kind, axis) == (2, 1) and new == [0.0, 0.0]
+
+
 def test_geometry_brakes_the_axis_that_closes_and_lets_the_other_go() -> None:
     new = [0.025, -0.01]  # axis 0 advances at 10 mm/s, axis 1 withdraws
     target, vel, pos = [0.0, 0.0], [10.0, -4.0], [0.0, 0.0]
     kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, 2.5, 2.0, 20.0)
     assert (kind, axis) == (1, 0)
     assert new[0] == pytest.approx((10.0 - 100.0 * PERIOD) * PERIOD) and new[1] == -0.01
+
+
+def test_braking_one_tip_can_take_the_other_out_and_the_next_pass_brakes_that_one_too() -> None:
+    """Braking one axis can make the other's bound worse (why the braking repeats): axis 0
+    advances toward the floor with its tip a little ahead of its target, so its braked target
+    falls behind the tip and the distance may grow by that lag; axis 1, withdrawing, kept the
+    narrow ceiling only by less than that. Both end on their braking ramps, inside the window."""
+    new = [0.025, -0.01]  # axis 0 at 10 mm/s, axis 1 withdraws at 4
+    target, vel, pos = [0.0, 0.0], [10.0, -4.0], [0.0245, 0.0]
+    value, hi = 2.4, 2.4901
+    kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, value, 2.0, hi)
+    assert (kind, axis) == (2, 1)
+    assert new == pytest.approx([(10.0 - 100.0 * PERIOD) * PERIOD, (-4.0 + 100.0 * PERIOD) * PERIOD])
+    v = [(new[i] - target[i]) / PERIOD for i in range(2)]
+    stop = [limits.stopping_distance(v[i], 100.0) * (1.0 if v[i] > 0 else -1.0) for i in range(2)]
+    _, high = limits.worst_case(value, new[0], new[1], pos[0], pos[1], stop[0], stop[1])
+    assert high <= hi
 
 
 # ---------------------------------------------------------------------------- least intervention

@@ -267,6 +267,10 @@ def test_error_frames_reported(cfg: Config, simbus: SimTimeBus) -> None:
     assert [e.code for e in events] == [2]
     m.read(0.005, None)
     assert not [e for e in m.service(0.005) if e.kind is DriveEventKind.BUS_ERROR]
+    for _ in range(3):  # a later burst counts its own frames
+        simbus.kernel.device_send(can.Message(is_error_frame=True))
+    m.read(0.0075, None)
+    assert [e.code for e in m.service(0.0075) if e.kind is DriveEventKind.BUS_ERROR] == [3]
 
 
 def test_emcy_decoded_with_name(cfg: Config, simbus: SimTimeBus) -> None:
@@ -310,6 +314,7 @@ def test_heartbeat_loss_from_supplied_time(cfg: Config, simbus: SimTimeBus) -> N
     assert all(fb.heartbeat_ok for fb in m.feedback.axes.values())
     others = (1, 2, 4, 5, 6)
     assert beat(timeout * 0.9, others) == []  # not yet: within the timeout
+    assert beat(timeout, others) == []  # the timeout itself is still within it
     events = beat(timeout * 1.1, others)
     assert [(e.kind, e.axis) for e in events] == [(DriveEventKind.HEARTBEAT_LOST, "ante_mc")]
     assert not m.feedback.axes["ante_mc"].heartbeat_ok
@@ -387,6 +392,12 @@ def test_events_from_injected_faults(cfg: Config, simbus: SimTimeBus) -> None:
         for _ in range(3):
             _cycle(m, simbus)
         assert m.feedback.axes["ante_mc"].state is DriveState.SWITCH_ON_DISABLED
+        # once reset (and seen so in fresh feedback), a new fault is a new report
+        sims.inject("drive-fault:ante_mc@0")
+        events = []
+        for _ in range(5):
+            events += _cycle(m, simbus)
+        assert [(e.kind, e.axis) for e in events].count((DriveEventKind.DRIVE_FAULT, "ante_mc")) == 1
 
 
 def test_unexpected_bootup_is_reported(cfg: Config, simbus: SimTimeBus) -> None:
@@ -412,6 +423,32 @@ def test_master_heartbeat_period(cfg: Config, simbus: SimTimeBus) -> None:
     beats = [f for f in rec.frames if f[0] == 0x77F]
     assert len(beats) == 10  # every 20 ms of supplied time
     assert all(data == b"\x05" for _, data in beats)
+
+
+def test_master_heartbeat_keeps_its_period_when_it_is_no_whole_number_of_cycles() -> None:
+    """At 256 Hz (3.9 ms) a 20 ms heartbeat falls between cycles: it goes out at the first cycle
+    at or after each 20 ms step of its own schedule, so 1 s holds 50 beats (a beat 20 ms after
+    the cycle that sent the last one would drift to every 6th cycle, 23.4 ms, 43 beats)."""
+    cfg = _config({"rate_hz": 256.0})
+    assert cfg.bus.master_heartbeat_ms == 20
+    bus = SimTimeBus(period=1.0 / cfg.cycle.rate_hz)
+    rec = Recorder()
+    try:
+        with SimulatedDrives(cfg, bus):
+            m = Master(cfg, bus)
+            m.setup()
+            bus.kernel.attach(rec)
+            for _ in range(256):  # 1 s
+                _cycle(m, bus)
+            beats = [f for f in rec.frames if f[0] == 0x77F]
+            assert len(beats) in (50, 51)
+            # after a stall of five heartbeat periods: one beat at once, the next 20 ms later
+            t = bus.kernel.time + 0.1
+            for k in range(5):
+                m.service(t + k * cfg.period)
+            assert len([f for f in rec.frames if f[0] == 0x77F]) == len(beats) + 1
+    finally:
+        bus.shutdown()
 
 
 def test_shutdown_reports_dead_drives(cfg: Config, simbus: SimTimeBus) -> None:

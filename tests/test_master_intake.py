@@ -12,7 +12,7 @@ import pytest
 
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
-from firmware_iface.master import OWED_MAX, SYNC_COUNTER_MAX, Master
+from firmware_iface.master import OWED_MAX, PLAUSIBLE_SPEED_FACTOR, SYNC_COUNTER_MAX, Master
 from firmware_iface.simbus import SimTimeBus
 from tests.conftest import CONFIGS
 from whih_control import load_config
@@ -158,8 +158,9 @@ def test_read_without_time_left_takes_what_is_queued_and_never_waits(deadline: s
 
 
 def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None:
-    """Heartbeats and unknown frames queued ahead of the TPDO1s: read goes on until every drive
-    has answered (before the deadline), so all of them are fresh."""
+    """Heartbeats, unknown frames, error frames, TPDO1s of the wrong length and 29-bit or CAN FD
+    frames with a TPDO1's number queued ahead of the TPDO1s: none counts as an answer, read goes
+    on until every drive has answered (before the deadline), so all of them are fresh."""
     cfg = _config()
     channel = f"intake-others-{time.monotonic_ns()}"
     master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
@@ -172,10 +173,65 @@ def test_frames_that_are_no_answer_do_not_end_the_wait_for_the_answers() -> None
                 can.Message(arbitration_id=pdo.heartbeat_cob(node), data=bytes([0x05]), is_extended_id=False)
             )
             drives_bus.send(can.Message(arbitration_id=0x6F0, data=b"\x00", is_extended_id=False))
+            drives_bus.send(can.Message(is_error_frame=True))
+            # a TPDO1 of the wrong length is a collision (a fault), and no answer either
+            drives_bus.send(
+                can.Message(arbitration_id=pdo.tpdo1_cob(node), data=b"\x00" * 6, is_extended_id=False)
+            )
+            look_alike = _tpdo(node, 9)
+            drives_bus.send(can.Message(arbitration_id=look_alike.arbitration_id, data=look_alike.data))
+            drives_bus.send(
+                can.Message(
+                    arbitration_id=look_alike.arbitration_id,
+                    data=look_alike.data,
+                    is_extended_id=False,
+                    is_fd=True,
+                )
+            )
         for node in nodes:
             drives_bus.send(_tpdo(node, 7))
         fb = m.read(1.0, time.perf_counter() + 5.0)
         assert all(a.age_cycles == 0 for a in fb.axes.values())
+        assert all(a.position == 7 / cfg.drives[name].counts_per_unit for name, a in fb.axes.items())
+        # a second TPDO1 for one SYNC (another sender: a collision) is no second answer either
+        drives_bus.send(_tpdo(nodes[0], 8))
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 8))
+        fb = m.read(2.0, time.perf_counter() + 5.0)
+        assert not fb.bus_ok and all(a.age_cycles == 0 for a in fb.axes.values())
+        # a late drive answering two SYNCs in one cycle is one drive's answer, not two
+        for node in nodes[1:]:
+            drives_bus.send(_tpdo(node, 9))
+        assert m.read(3.0, time.perf_counter() + 0.05).axes["ante_wire"].age_cycles == 1
+        drives_bus.send(_tpdo(nodes[0], 9))
+        for node in nodes:
+            drives_bus.send(_tpdo(node, 10))
+        fb = m.read(4.0, time.perf_counter() + 5.0)
+        assert fb.bus_ok and all(a.age_cycles == 0 for a in fb.axes.values())
     finally:
         master_bus.shutdown()
         drives_bus.shutdown()
+
+
+def test_a_jump_of_exactly_the_allowance_either_way_is_taken_one_count_more_faults() -> None:
+    """Invariant 7's bound, "no further than the axis can move": PLAUSIBLE_SPEED_FACTOR x
+    max_speed x the time since its last TPDO1, plus the tolerance. With numbers exact in binary
+    (256 Hz, 16 mm/s at 1000 counts/mm, 0.25 mm: 2 x 16000 / 256 + 250 = 375 counts) a jump of
+    exactly 375 counts back or forth is taken, 376 either way is implausible."""
+    data = tomllib.loads((CONFIGS / "sim.toml").read_text())
+    data["cycle"]["rate_hz"] = 256.0
+    data["drives"]["ante_wire"].update(max_speed=16.0, position_jump_tolerance=0.25)
+    cfg = load_config(data, base_dir=CONFIGS)
+    assert PLAUSIBLE_SPEED_FACTOR == 2.0 and cfg.drives["ante_wire"].counts_per_unit == 1000.0
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        nodes = [d.node_id for d in cfg.drives.values()]
+        for k, counts in enumerate((0, -375, 0, 375, -1, 375)):
+            for node in nodes:
+                bus.kernel.device_send(_tpdo(node, counts if node == 1 else 0))
+            fb = m.read((k + 1) * cfg.period, None)
+            assert fb.bus_ok == (k < 4), f"cycle {k}: {counts} counts"
+            m.service((k + 1) * cfg.period)
+    finally:
+        bus.shutdown()
