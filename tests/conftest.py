@@ -7,6 +7,7 @@ repeatable. ``HYPOTHESIS_PROFILE=thorough``: >= 10,000 examples/sequences per pr
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,16 @@ def _no_leaked_threads() -> Iterator[None]:
         t.join(timeout=2.0)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked running threads: {still}"
+
+
+@pytest.fixture(autouse=True)
+def _sigint_as_python_sets_it() -> Iterator[None]:
+    """Python installs its Ctrl-C handler only when SIGINT was not ignored at start, and a shell
+    starts background jobs with it ignored: the tests of Ctrl-C handling need it wherever
+    pytest was started from, and every other test runs as it would in a terminal."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture
