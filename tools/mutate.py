@@ -63,8 +63,9 @@ TARGETS = (
         "safety",
         "whih_control/safety.py",
         ("SafetySupervisor.*",),
-        # the supervisor alone, then its escalation on a running robot (hostile frames, stalls)
-        ("tests/test_safety.py", "tests/test_hostile.py", "tests/test_stall.py"),
+        # the supervisor alone, its support rule, then its escalation on a running robot
+        # (hostile frames, stalls)
+        ("tests/test_safety.py", "tests/test_support.py", "tests/test_hostile.py", "tests/test_stall.py"),
     ),
     Target(
         "master-intake",
