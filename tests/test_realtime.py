@@ -40,6 +40,21 @@ def _gaps(trace: Path, cob: int, t0: float, t1: float) -> np.ndarray:
     return np.diff(np.array(stamps))
 
 
+def _assert_attended(
+    cfg: wc.Config, out: Path, before: wc.Status, after: wc.Status, t0: float, t1: float
+) -> None:
+    """Between ``t0`` and ``t1`` no target moved, and SYNC and the master heartbeat kept their
+    periods in ``out``'s trace."""
+    assert {a: d.target for a, d in after.drives.items()} == {a: d.target for a, d in before.drives.items()}
+    sync = _gaps(out / "trace.asc", 0x080, t0, t1)
+    heartbeat = _gaps(out / "trace.asc", 0x700 + cfg.bus.master_node_id, t0, t1)
+    assert len(sync) >= 0.95 * (t1 - t0) / cfg.period
+    # one skipped slot (a gap of exactly 2 periods) is allowed; 1 us absorbs float rounding
+    assert sync.max() <= 2 * cfg.period + 1e-6, f"SYNC gap {sync.max() * 1e3:.2f} ms"
+    hb_period = cfg.bus.master_heartbeat_ms / 1000
+    assert heartbeat.max() <= 2 * hb_period, f"heartbeat gap {heartbeat.max() * 1e3:.2f} ms"
+
+
 def test_two_idle_seconds_after_enable_keep_sync_heartbeat_and_targets(tmp_path: Path) -> None:
     cfg = _rt_config()
     out = tmp_path / "run"
@@ -53,14 +68,7 @@ def test_two_idle_seconds_after_enable_keep_sync_heartbeat_and_targets(tmp_path:
     assert t1 - t0 >= 1.9
     assert all(d.state == "OPERATION_ENABLED" for d in after.drives.values()), after.drives
     assert after.phase == "ready" and not after.fault and not after.faults
-    assert {a: d.target for a, d in after.drives.items()} == {a: d.target for a, d in before.drives.items()}
-    sync = _gaps(out / "trace.asc", 0x080, t0, t1)
-    heartbeat = _gaps(out / "trace.asc", 0x700 + cfg.bus.master_node_id, t0, t1)
-    assert len(sync) >= 0.95 * (t1 - t0) / cfg.period
-    # one skipped slot (a gap of exactly 2 periods) is allowed; 1 us absorbs float rounding
-    assert sync.max() <= 2 * cfg.period + 1e-6, f"SYNC gap {sync.max() * 1e3:.2f} ms"
-    hb_period = cfg.bus.master_heartbeat_ms / 1000
-    assert heartbeat.max() <= 2 * hb_period, f"heartbeat gap {heartbeat.max() * 1e3:.2f} ms"
+    _assert_attended(cfg, out, before, after, t0, t1)
 
 
 def test_status_and_verbs_from_another_thread_while_the_main_thread_waits() -> None:
