@@ -332,13 +332,18 @@ class _Guards(_Triggers):
         self._proc = proc
 
     def __getattr__(self, name: str) -> Any:
-        # only reached for names not defined here: guards and callbacks of the spec
+        # only reached for names not defined here: guards and callbacks of the spec. transitions
+        # looks each one up by name every cycle; kept on the instance after the first lookup so the
+        # cyclic path builds no name string and no bound method per cycle.
         if name.startswith("resume_to_"):
             phase = Phase(name[len("resume_to_") :])
-            return lambda: self._proc.resume_target is phase
-        if name.startswith(("_", "is_")):
+            found: Any = lambda: self._proc.resume_target is phase  # noqa: E731
+        elif name.startswith(("_", "is_")):
             raise AttributeError(name)
-        return getattr(self._proc, "_g_" + name)
+        else:
+            found = getattr(self._proc, "_g_" + name)
+        self.__dict__[name] = found
+        return found
 
 
 def _sources(transitions: Iterable[dict[str, Any]]) -> dict[str, frozenset[str]]:
