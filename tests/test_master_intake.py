@@ -13,9 +13,9 @@ import pytest
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
 from firmware_iface.master import OWED_MAX, PLAUSIBLE_SPEED_FACTOR, SYNC_COUNTER_MAX, Master
-from firmware_iface.simbus import SimTimeBus
 from firmware_iface.sim import SimulatedDrives
-from firmware_iface.types import DriveEvent, DriveEventKind
+from firmware_iface.simbus import SimTimeBus
+from firmware_iface.types import DriveEventKind
 from tests.conftest import CONFIGS
 from whih_control import load_config
 from whih_control.config import Config
