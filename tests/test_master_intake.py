@@ -380,6 +380,10 @@ class _StateBus(SimTimeBus):
         self.reads += 1
         return self.now
 
+    @state.setter
+    def state(self, new_state: can.BusState) -> None:
+        self.now = new_state
+
 
 def test_the_heartbeat_goes_out_on_its_schedule_and_the_bus_state_is_polled_with_it() -> None:
     """Once running, the master heartbeat goes out at every step of its schedule, in the call
@@ -401,7 +405,9 @@ def test_the_heartbeat_goes_out_on_its_schedule_and_the_bus_state_is_polled_with
                 """Heartbeats sent, state polls and bus errors of one call (the drives are not
                 cycled here: their heartbeats are missed, which is beside the point)."""
                 beats, reads = len(sent), bus.reads
-                events = [e.kind for e in m.service(t) if e.kind is DriveEventKind.BUS_ERROR]
+                events: list[DriveEventKind] = [
+                    e.kind for e in m.service(t) if e.kind is DriveEventKind.BUS_ERROR
+                ]
                 return len(sent) - beats, bus.reads - reads, events
 
             t = 10.0
