@@ -694,6 +694,9 @@ def test_geometry_holds_only_a_moving_axis_and_never_turns_a_retreat_into_an_adv
     # axis 0 at rest, axis 1's share 0.125
     got = _two_tips(side, [10.0, -9.875], [10.0, -10.0], [0.0, 1.0], [9.5, -10.0], 0.5)
     assert got == (side, 1, [10.0, -10.0])
+    # the same with the axes' roles swapped
+    got = _two_tips(side, [10.125, -10.0], [10.0, -10.0], [1.0, 0.0], [10.0, -10.5], 0.5)
+    assert got == (side, 0, [10.0, -10.0])
     # axis 0 retreating, axis 1's tip 2 ahead of its target
     got = _two_tips(side, [9.875, -9.875], [10.0, -10.0], [-1.0, 1.0], [9.125, -7.875], 0.5)
     assert got == (side, 1, [9.875, -10.0])
