@@ -8,6 +8,8 @@ import tomllib
 from typing import Any
 
 import can
+import canopen
+import canopen.emcy
 import pytest
 
 from firmware_iface import pdo
@@ -452,3 +454,28 @@ def test_a_collision_on_the_rpdo1_of_the_lowest_and_highest_node_ids_names_the_a
             ]
     finally:
         bus.shutdown()
+
+
+def test_emcy_frames_from_canopen_s_producer_are_read_as_it_packs_them() -> None:
+    """The ``canopen`` library's EMCY producer (code, register, manufacturer field: 8 bytes) as a
+    drive: the master reports its code and error register, and its error reset (code 0) as no
+    fault."""
+    cfg = _config()
+    channel = f"intake-emcy-{time.monotonic_ns()}"
+    master_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    network = canopen.Network()
+    network.connect(interface="virtual", channel=channel, receive_own_messages=False)
+    try:
+        m = Master(cfg, master_bus)
+        producer = canopen.emcy.EmcyProducer(pdo.emcy_cob(3))
+        producer.network = network
+        producer.send(0x8611, 0x21, b"\x01\x02\x03\x04\x05")
+        producer.reset()
+        m.read(1.0, None)
+        events = m.service(1.0)
+        assert [(e.kind, e.axis, e.code) for e in events] == [(DriveEventKind.EMCY, "ante_mc", 0x8611)]
+        assert "error register 0x21" in events[0].text and m.stats.emcy_resets == 1
+        assert m.stats.bad_dlc == 0
+    finally:
+        network.disconnect()
+        master_bus.shutdown()
