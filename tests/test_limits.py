@@ -708,3 +708,11 @@ def test_geometry_beyond_the_bound_lets_motion_back_go(side: int) -> None:
     takes the distance further out: nothing changes."""
     got = _two_tips(side, [0.0, -0.125], [0.0, 0.0], [0.0, -1.0], [0.0, 0.0], -0.5)
     assert got == (0, -1, [0.0, -0.125])
+
+
+@SIDES
+def test_geometry_leaves_an_axis_asked_to_stay_where_it_is(side: int) -> None:
+    """Axis 0 was moving back at 1/s and is asked to stay at its last target (harder than a_max:
+    not geometry's business), its tip 0.5 behind it: the worst case is out by that lag, but this
+    cycle's request does not move the distance out, so it is not braked (to a ramp back)."""
+    assert _two_tips(side, [0.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [-0.5, 0.0], 0.25) == (0, -1, [0.0, 0.0])
