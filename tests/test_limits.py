@@ -716,3 +716,19 @@ def test_geometry_leaves_an_axis_asked_to_stay_where_it_is(side: int) -> None:
     not geometry's business), its tip 0.5 behind it: the worst case is out by that lag, but this
     cycle's request does not move the distance out, so it is not braked (to a ramp back)."""
     assert _two_tips(side, [0.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [-0.5, 0.0], 0.25) == (0, -1, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0], ids=["tmax", "tmin"])
+def test_a_request_a_hair_beyond_travel_within_every_speed_tolerance_is_clamped(side: float) -> None:
+    """At rest on a travel limit, a request 2.9e-14 beyond it: its speed is within every
+    tolerance (1e-9), so nothing but travel stops it, and travel is exact: the limit, reported."""
+    out, r = limits.enforce_axis(
+        side, 0.0, side * 1.0000000000000286, 0.001953125, 1.0, 1.0, -1.0, 1.0, False
+    )
+    assert (out, r) == (side, Reason.TRAVEL_LIMIT)
+    # from outside travel, back toward it, the request passes bit for bit
+    n = side * 1.5
+    assert limits.enforce_axis(side * 1.5 + side * 1e-12, 0.0, n, 0.25, 1.0, 1.0, -1.0, 1.0, False) == (
+        n,
+        Reason.OK,
+    )

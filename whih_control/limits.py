@@ -193,7 +193,7 @@ def enforce_axis(
         v = v0 - dv
         if not r:
             r = _ACCEL
-    if not r:
+    if not r and _travel(p, n, tmin, tmax) == n:  # (n is within travel, or on its way back)
         return n, r  # a request within the limits passes bit for bit
     out = _travel(p, p + v * dt, tmin, tmax)
     return out, (_TRAVEL if out != p + v * dt else r)
