@@ -592,13 +592,15 @@ def test_geometry_the_window_is_closed_and_an_axis_without_a_share_is_left_alone
 
 def test_a_cycle_longer_than_a_second_still_keeps_travel() -> None:
     """The functions hold for any dt > 0: at 1/s with a 2 s step the travel limit 1.0 ahead is
-    braked for (one step alone would end at 2.0)."""
+    braked for (one step alone would end at 2.0), and the one 1.0 behind the same way."""
     out, r = limits.enforce_axis(0.0, 1.0, 2.0, 2.0, 10.0, 100.0, -5.0, 1.0, False)
     assert r == Reason.TRAVEL_LIMIT and 0.0 < out <= 1.0
     v = out / 2.0
     assert v * 2.0 + limits.stopping_distance(v, 100.0) <= 1.0 + 1e-12
     out, r = limits.enforce_axis(0.0, -1.0, -2.0, 2.0, 10.0, 100.0, -1.0, 5.0, False)
     assert r == Reason.TRAVEL_LIMIT and -1.0 <= out < 0.0
+    v = out / 2.0
+    assert -v * 2.0 + limits.stopping_distance(v, 100.0) <= 1.0 + 1e-12
 
 
 @pytest.mark.parametrize(
