@@ -1256,6 +1256,7 @@ def _limited(reason: Reason) -> tuple[Verdict, str, str, tuple[float, ...]]:
     sup, fb, cmds, est = _running(CFG_TIGHT if reason is Reason.TRAVEL_LIMIT else CFG)
     axis = "ante_wire"
     d = CFG.drives[axis]
+    limits: tuple[float, ...]
     if reason is Reason.ACCEL_LIMIT:
         cmds.axes[axis].target = d.max_speed * h  # max speed from rest in one cycle
         word, limits = "acceleration", (d.max_accel,)
