@@ -326,3 +326,30 @@ def test_a_wire_past_the_limit_gets_no_longer_while_the_other_runs(side: str) ->
     assert cmds.axes[runner].target == x + 10.0 * h
     assert cmds.axes[longer].target == 0.0
     assert verdict.reason == Reason.SUPPORT and verdict.axis == longer
+
+
+def test_a_wire_stopping_within_the_tolerance_passes_bit_for_bit() -> None:
+    """A request within the limits passes bit for bit (limits.enforce_axis), and the support rule
+    holds only motions that lengthen a free segment: a wire asked to stay where its last target
+    was, just stopped from a retreat a hair (< 1e-9 mm/s) above a_max * period, keeps exactly
+    that target while the rule holds its MC's retreat in the same cycle."""
+    tips = {"ante_wire": 0.0, "ante_mc": 0.0, "retro_wire": 40.0, "retro_mc": 41.0}
+    sup, fb, cmds, est = _running(tips)
+    h = CFG.period
+    i = sup.axes.index("ante_wire")
+    dv = CFG.drives["ante_wire"].max_accel * h
+    objective = Objective("hand_in_hand.ante_follow", True, coupled=False)
+    # forward at dv, stop, then back at a little more than dv (its drive stays at 0: lagging)
+    x = 0.0
+    for n, x in enumerate((dv * h, 2.0 * dv * h, 2.0 * dv * h, dv * h - 2e-12), start=1):
+        cmds.axes["ante_wire"].target = x
+        sup.enforce(n * h, h, cmds, fb, est, objective, OperatorInput(True))
+        assert cmds.axes["ante_wire"].target == x
+    assert -dv - 1e-9 <= sup.velocity[i] < -dv  # within enforce_axis' stopping tolerance
+    # the ante wire's tip now 0.0004 mm short of the limit over its range; its MC retreats
+    est.tips["ante_wire"] = U_MAX - x - 0.0004
+    cmds.axes["ante_wire"].target = x
+    cmds.axes["ante_mc"].target = -0.0005
+    v = sup.enforce(5 * h, h, cmds, fb, est, objective, OperatorInput(True))
+    assert cmds.axes["ante_mc"].target == 0.0 and v.reason == Reason.SUPPORT and v.axis == "ante_mc"
+    assert cmds.axes["ante_wire"].target == x
