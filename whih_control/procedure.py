@@ -298,7 +298,20 @@ class _Triggers:
     """The machine's model. transitions replaces these methods with the triggers (model_override);
     the bodies here only give mypy the signatures."""
 
-    state: str = Phase.IDLE.value
+    _state: str = Phase.IDLE.value
+    now: Phase = Phase.IDLE
+    """The phase of ``state``, kept as transitions sets it: the procedure reads its phase many
+    times a cycle and a transition is rare, so the name is looked up once per change."""
+
+    @property
+    def state(self) -> str:
+        """The machine's state name (transitions reads and sets it by this name)."""
+        return self._state
+
+    @state.setter
+    def state(self, name: str) -> None:
+        self._state = name
+        self.now = _PHASE_OF[name]
 
     def start(self) -> bool:
         return False
@@ -437,6 +450,8 @@ class Procedure:
         negative while imaging keeps finding the tip behind where its drive put it."""
         self._age_prev = math.inf
         self._aw_prev = math.nan
+        self._blocked: str | None = None
+        """:meth:`_blocker` of the present tick (None outside :meth:`tick`)."""
         self._still = {p: Objective(phase=p.value) for p in Phase}
         self._made: dict[Phase, dict[int, _Slot]] = {p: {} for p in Phase}
         """Per phase and mask of axes named: the objective handed out and its axes (``_slot``)."""
@@ -456,8 +471,8 @@ class Procedure:
         for p in _MOTION_ORDER:
             self._machine.get_state(_name(p)).add_callback("enter", self._entered)
         # the update guards, resolved to bound methods once (tick asks them every cycle)
-        self._update_checks: dict[str, tuple[tuple[Callable[[], bool], ...], ...]] = {
-            state: tuple(tuple(getattr(self._model, c) for c in conds) for conds in alternatives)
+        self._update_checks: dict[Phase, tuple[tuple[Callable[[], bool], ...], ...]] = {
+            _PHASE_OF[state]: tuple(tuple(getattr(self._model, c) for c in conds) for conds in alternatives)
             for state, alternatives in _UPDATE_GUARDS.items()
         }
 
@@ -465,7 +480,7 @@ class Procedure:
     @property
     def phase(self) -> Phase:
         """The present phase."""
-        return _PHASE_OF[self._model.state]
+        return self._model.now
 
     @property
     def done(self) -> bool:
@@ -532,10 +547,16 @@ class Procedure:
         if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_wire()
         self._track_lag()
-        checks = self._update_checks.get(self._model.state)
-        if checks is not None and self._update_may_fire(checks):
-            self._model.update()
-        return self._objective()
+        # what blocks motion depends only on this tick's inputs and the enable: the guards and
+        # the objective ask it up to three times a cycle
+        self._blocked = self._find_blocker()
+        try:
+            checks = self._update_checks.get(self._model.now)
+            if checks is not None and self._update_may_fire(checks):
+                self._model.update()
+            return self._objective()
+        finally:
+            self._blocked = None  # between ticks (operator calls) it is asked afresh
 
     @staticmethod
     def _update_may_fire(checks: tuple[tuple[Callable[[], bool], ...], ...]) -> bool:
@@ -546,10 +567,13 @@ class Procedure:
         transition fires, and the trigger machinery is most of a tick. A guard that raises is
         left to the trigger, whose ``on_exception`` latches the fault.
         """
+        # a guard shared by two transitions in a row (deviation) is asked once
+        failed: Callable[[], bool] | None = None
         try:
             for conds in checks:
                 for check in conds:
-                    if not check():
+                    if check is failed or not check():
+                        failed = check
                         break
                 else:
                     return True
@@ -753,6 +777,12 @@ class Procedure:
 
     def _blocker(self) -> str:
         """Why motion may not run now ('' when it may)."""
+        blocked = self._blocked
+        if blocked is not None:
+            return blocked
+        return self._find_blocker()
+
+    def _find_blocker(self) -> str:
         i = self._inputs
         if not self._held:
             return "enable released"
