@@ -1105,7 +1105,8 @@ class Runtime:
                 self.core.estimator.calibrated,
                 fb,
                 self.master.commands,
-                self._true_gap(),
+                # the true gap only goes into telemetry rows
+                self._true_gap() if rec.telemetry is not None else math.nan,
                 self._want_enabled,
             )
 
