@@ -535,25 +535,27 @@ class Procedure:
         self._inputs = inputs
         if math.isnan(self._t_enter):
             self._t_enter = t
-        if math.isnan(self._t0) and self.phase is not Phase.IDLE:
+        model = self._model
+        if math.isnan(self._t0) and model.now is not Phase.IDLE:
             self._t0 = t
         held_in = inputs.operator.enable_held
         if held_in != self._input_held:
             self._input_held = held_in
             self._log_event("operator", action="enable_input", held=held_in)
         self._held = self._api_held and held_in
-        if self.phase is Phase.APPROACH or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
+        phase = model.now
+        if phase is Phase.APPROACH or phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_stalls()
-        if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
+        if phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_wire()
         self._track_lag()
         # what blocks motion depends only on this tick's inputs and the enable: the guards and
         # the objective ask it up to three times a cycle
         self._blocked = self._find_blocker()
         try:
-            checks = self._update_checks.get(self._model.now)
+            checks = self._update_checks.get(phase)
             if checks is not None and self._update_may_fire(checks):
-                self._model.update()
+                model.update()
             return self._objective()
         finally:
             self._blocked = None  # between ticks (operator calls) it is asked afresh
@@ -884,7 +886,7 @@ class Procedure:
                 )
                 return True
         lag = self._p.lag_rewind
-        if lag > 0.0 and self._lag < -lag and self.phase is not Phase.HAND_IN_HAND_REWIND:
+        if lag > 0.0 and self._lag < -lag and self._model.now is not Phase.HAND_IN_HAND_REWIND:
             self._why = (
                 f"lag: the frames put the ante wire tip {-self._lag:.2f} mm behind its drive "
                 f"(rewind at {lag:g} mm)"
@@ -894,7 +896,7 @@ class Procedure:
         # the coupling grows beyond what the step planned (the ante wire falls back: buckled in a
         # false track, or stuck), or close to its limit: back off while it is still in range
         late = min(self._cpl_plan + _COUPLING_SLIP, (1.0 - 0.5 * _COUPLING_MARGIN) * self._p.coupling_max)
-        if self._coupling and c > late and self.phase is not Phase.HAND_IN_HAND_REWIND:
+        if self._coupling and c > late and self._model.now is not Phase.HAND_IN_HAND_REWIND:
             self._why = f"stall: coupling {c:.2f} mm > {late:.2f} mm, the ante wire does not follow"
             return True
         if self._wire_stalled:
@@ -908,7 +910,7 @@ class Procedure:
 
     def _stall_axis(self) -> str:
         """The wire the present hand-in-hand sub-phase advances."""
-        return "ante_wire" if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW else "retro_wire"
+        return "ante_wire" if self._model.now is Phase.HAND_IN_HAND_ANTE_FOLLOW else "retro_wire"
 
     def _unsupported(self) -> tuple[float, float]:
         """Estimated unsupported length of (ante, retro) wire (mm)."""
@@ -1067,7 +1069,7 @@ class Procedure:
         est = self._inputs.estimate
         age = est.imaging_age
         aw = est.tips.get("ante_wire", math.nan)
-        if age < self._age_prev and self.phase in _LAG_PHASES:
+        if age < self._age_prev and self._model.now in _LAG_PHASES:
             jump = aw - self._aw_prev  # a frame's correction (the drive moves it < 0.02 mm a cycle)
             if jump == jump:  # noqa: PLR0124 (NaN: no tip before this frame)
                 self._lag = 0.5 * self._lag + jump
@@ -1090,7 +1092,7 @@ class Procedure:
     def _objective(self) -> Objective:
         """This cycle's objective: one object per phase and set of axes, built on first use and
         updated in place afterwards (the cycle allocates nothing for it; copy one to keep it)."""
-        phase = self.phase
+        phase = self._model.now
         if phase not in MOTION_PHASES or not self._g_can_move():
             return self._still[phase]
         p = self._p
