@@ -216,6 +216,16 @@ class Controller:
                 ax = objective.axes.get(name, _HOLD_OBJECTIVE)
                 motion = ax.motion
                 if motion == _HOLD:
+                    if v0 == 0.0 and tmin_t[i] <= x <= tmax_t[i]:
+                        # held at rest inside its travel (most cycles of most axes): what the
+                        # braking and limits below give then, to the bit (v = +0.0, x + 0.0)
+                        if i == i_amc:
+                            self.integral = 0.0
+                        x_new = x + 0.0
+                        sp[i] = x_new
+                        vel[i] = 0.0
+                        cmd.target = x_new
+                        continue
                     v_des = 0.0
                 else:
                     speed = ax.speed
