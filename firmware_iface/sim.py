@@ -204,6 +204,10 @@ class _PdoMap:
 class SimDrive:
     """One simulated CiA 402 drive. Read its state through the properties; drive it over CAN."""
 
+    _rest_shortcut: bool = True
+    """Skip the position step's arithmetic at rest on an unchanged target (its result is then
+    known). Off, every SYNC computes it in full: the tests compare the two frame for frame."""
+
     def __init__(
         self,
         axis: str,
@@ -801,7 +805,16 @@ class SimDrive:
                     target, limited = hi, True
             self._limit_flag = limited
             target_mm = target / self._cpu
-            err = target_mm - self._pos
+            pos = self._pos
+            if v == 0.0 and target_mm == pos and target_mm == self._target_prev and self._rest_shortcut:
+                # At rest on an unchanged target (most SYNCs of most axes in a procedure): what the
+                # step below computes then, to the bit (v = +0.0, the position plus +0.0).
+                self._target_prev = target_mm
+                self._stalled = False
+                self._pos = pos + 0.0
+                self._vel = 0.0
+                return
+            err = target_mm - pos
             a = self._a_max
             # Feedforward of the target's own speed; relative to it, approach no faster than
             # can still be braked within the remaining error (no overshoot on a step).

@@ -410,3 +410,37 @@ def test_move_to_beyond_travel_brakes_to_the_limit() -> None:
         assert abs(v - prev_v) <= d.max_accel * DT * (1 + 1e-9)
         prev_x, prev_v = x, v
     assert core.commands.axes["ante_wire_rot"].target == pytest.approx(d.travel_max)
+
+
+@given(
+    st.sampled_from(["ante_wire", "ante_mc", "retro_wire", "retro_mc", "ante_wire_rot"]),
+    st.floats(-3.0, 3.0),
+    st.integers(0, 60),
+    st.integers(1, 200),
+)
+def test_the_rest_shortcut_gives_the_full_arithmetics_commands_to_the_bit(
+    axis: str, distance: float, moving: int, holding: int
+) -> None:
+    """An axis held at rest skips the braking and limit arithmetic; a controller that always does
+    it in full commands the same targets and keeps the same setpoints and velocities (sign of
+    zero included), through a move of any length, its braking under a hold and the rest after."""
+
+    def run(shortcut: bool) -> list[tuple[str, ...]]:
+        core, plant, clock = _running(noise=0.0)
+        core.controller._rest_shortcut = shortcut
+        start = core.commands.axes[axis].target
+        move = Objective(
+            "ready", True, MappingProxyType({axis: AxisObjective(AxisMotion.MOVE_TO, start + distance, 20.0)})
+        )
+        seen: list[tuple[str, ...]] = []
+        for k in range(moving + holding):
+            _cycle(core, plant, clock, move if k < moving else Objective("ready", True))
+            ctl = core.controller
+            seen.append(
+                tuple(core.commands.axes[a].target.hex() for a in AXES)
+                + tuple(v.hex() for v in ctl.setpoint)
+                + tuple(v.hex() for v in ctl.velocity)
+            )
+        return seen
+
+    assert run(True) == run(False)

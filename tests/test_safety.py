@@ -348,8 +348,8 @@ def random_dt(draw: st.DrawFn, chaos: int = 1) -> float:
 # ---------------------------------------------------------------------------- examples
 
 
-def _running() -> tuple[SafetySupervisor, Feedback, Commands, Estimate]:
-    sup = SafetySupervisor(CFG)
+def _running(cfg: Config = CFG) -> tuple[SafetySupervisor, Feedback, Commands, Estimate]:
+    sup = SafetySupervisor(cfg)
     fb = Feedback.for_axes(AXES)
     for af in fb.axes.values():
         af.state = DriveState.OPERATION_ENABLED
@@ -400,9 +400,11 @@ def test_speed_step_is_accel_limited_and_reported() -> None:
     assert cmds.axes["retro_wire"].target == pytest.approx(-amax * CFG.period**2)
 
 
-def test_force_stop_quick_stops_every_axis_same_cycle_and_latches() -> None:
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_force_stop_quick_stops_every_axis_same_cycle_and_latches(sign: float) -> None:
+    """``|force| >= force_stop`` faults: at the threshold itself, pushed or pulled."""
     sup, fb, cmds, est = _running()
-    fb.axes["ante_wire"].force = CFG.drives["ante_wire"].force_stop
+    fb.axes["ante_wire"].force = sign * CFG.drives["ante_wire"].force_stop
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
     assert v.fault and v.reason == Reason.FORCE_STOP and v.axis == "ante_wire"
     assert all(c.goal == DriveGoal.QUICK_STOP for c in cmds.axes.values())
@@ -416,15 +418,29 @@ def test_force_stop_quick_stops_every_axis_same_cycle_and_latches() -> None:
     assert cmds.axes["retro_mc"].target == 3.0  # reset never moves: target = actual
 
 
-def test_force_alarm_blocks_advance_but_allows_retreat() -> None:
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_force_alarm_blocks_advance_but_allows_retreat(sign: float) -> None:
+    """``|force| >= force_alarm``: no advance, at the threshold itself, pushed or pulled."""
     sup, fb, cmds, est = _running()
-    fb.axes["ante_wire"].force = CFG.drives["ante_wire"].force_alarm
+    fb.axes["ante_wire"].force = sign * CFG.drives["ante_wire"].force_alarm
     cmds.axes["ante_wire"].target = 0.0005
     v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
     assert v.reason == Reason.FORCE_ALARM and cmds.axes["ante_wire"].target == 0.0
     cmds.axes["ante_wire"].target = -0.0005
     sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
     assert cmds.axes["ante_wire"].target == -0.0005
+
+
+@pytest.mark.parametrize("force", [math.inf, -math.inf])
+def test_a_force_that_is_not_finite_is_rejected_input_not_a_force_stop(force: float) -> None:
+    """Invariant 7: an infinite force is a broken reading, held and counted like any rejected
+    input (a force stop needs a measured ``|force| >= force_stop``)."""
+    sup, fb, cmds, est = _running()
+    fb.axes["ante_wire"].force = force
+    cmds.axes["retro_wire"].target = -0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.NON_FINITE and not v.fault and not sup.latched
+    assert sup.rejected == 1 and cmds.axes["retro_wire"].target == 0.0
 
 
 @pytest.mark.parametrize(
@@ -486,6 +502,20 @@ def test_gap_floor_holds_the_advancing_mc_and_allows_retreat() -> None:
     assert cmds.axes["retro_mc"].target == -0.0005 and cmds.axes["ante_mc"].target == 0.0
 
 
+def test_at_the_gap_floor_itself_an_advance_is_held_by_the_floor() -> None:
+    """The window ``[gap_min, gap_max]`` is closed: a gap exactly at gap_min is inside it, so an
+    advancing MC is held by the floor (GAP_FLOOR), not reported as a gap already outside."""
+    sup, fb, cmds, est = _running()
+    est.gap = CFG.procedure.gap_min
+    cmds.axes["ante_mc"].target = 0.0005
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.GAP_FLOOR and v.axis == "ante_mc" and cmds.axes["ante_mc"].target == 0.0
+    est.gap = CFG.procedure.gap_min - 0.001  # outside: the same hold is the window's
+    cmds.axes["ante_mc"].target = 0.0005
+    v = sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.reason == Reason.GAP_WINDOW and cmds.axes["ante_mc"].target == 0.0
+
+
 def test_approach_from_a_gap_above_the_window_is_allowed() -> None:
     sup, fb, cmds, est = _running()
     est.gap = 31.6  # the starting situation: MC tips far apart
@@ -505,6 +535,16 @@ def test_persistent_coupling_violation_faults_after_configured_cycles() -> None:
         assert not v.fault
     v = sup.enforce(0.0025 * (n + 1), CFG.period, cmds, fb, est, MOVE, HELD)
     assert v.fault and v.reason == Reason.COUPLING
+
+
+@pytest.mark.parametrize("coupling", [0.0, CFG.procedure.coupling_max])
+def test_a_coupling_at_either_end_of_its_window_is_in_range(coupling: float) -> None:
+    """The coupling window ``[0, coupling_max]`` is closed: at either end, for longer than the
+    grace, nothing faults."""
+    sup, fb, cmds, est = _running()
+    est.coupling = coupling
+    for k in range(CFG.safety.coupling_fault_cycles + 3):
+        assert not sup.enforce(0.0025 * (k + 1), CFG.period, cmds, fb, est, MOVE, HELD).fault, k
 
 
 def test_coupling_grace_counts_from_the_very_first_cycle() -> None:
@@ -539,6 +579,30 @@ def test_drive_fault_while_running_latches_and_external_faults_latch() -> None:
     assert sup2.acknowledge(fb2) and sup2.generation == 1
     with pytest.raises(ValueError, match="reason"):
         sup2.raise_fault(Reason.OK, "nothing")
+
+
+def test_disabling_on_purpose_and_enabling_again_is_no_fault() -> None:
+    """Only a drive seen OPERATION ENABLED under an ENABLED goal can leave it: after a DISABLED
+    goal (the drives switched off on purpose), the climb back through the CiA 402 states under
+    an ENABLED goal holds every axis and faults nothing; once enabled, leaving is a fault again."""
+    sup, fb, cmds, est = _running()
+    t = 0.0
+    for goal, state in (
+        (DriveGoal.DISABLED, DriveState.OPERATION_ENABLED),  # asked, not there yet
+        (DriveGoal.DISABLED, DriveState.SWITCH_ON_DISABLED),
+        (DriveGoal.ENABLED, DriveState.SWITCH_ON_DISABLED),
+        (DriveGoal.ENABLED, DriveState.READY_TO_SWITCH_ON),
+        (DriveGoal.ENABLED, DriveState.SWITCHED_ON),
+        (DriveGoal.ENABLED, DriveState.OPERATION_ENABLED),
+    ):
+        for a in AXES:
+            cmds.axes[a].goal, fb.axes[a].state = goal, state
+        t += CFG.period
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault and not sup.latched, (goal, state)
+    fb.axes["ante_mc"].state = DriveState.SWITCH_ON_DISABLED
+    v = sup.enforce(t + CFG.period, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v.fault and v.reason == Reason.DRIVE_FAULT and v.axis == "ante_mc"
 
 
 @pytest.mark.parametrize("state", [DriveState.QUICK_STOP_ACTIVE, DriveState.FAULT_REACTION_ACTIVE])
@@ -874,6 +938,22 @@ def test_closing_stops_every_axis_without_latching() -> None:
     assert all(c.goal == DriveGoal.DISABLED for c in cmds.axes.values())
 
 
+def test_after_closing_every_axis_starts_again_from_rest() -> None:
+    """A closing cycle puts every target at its actual position and forgets the speed: if cycles
+    go on (the application acts again), an axis asked to stay where it was stopped stays."""
+    axis = "retro_wire"
+    sup, fb, cmds, est, t = _at_speed(axis, 10.0)
+    t += CFG.period
+    sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(stop_goal=DriveGoal.QUICK_STOP))
+    assert sup.velocity == [0.0] * len(sup.axes)
+    x = cmds.axes[axis].target
+    assert x == fb.axes[axis].position
+    for c in cmds.axes.values():
+        c.goal = DriveGoal.ENABLED
+    v = sup.enforce(t + CFG.period, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert v == Verdict() and cmds.axes[axis].target == x
+
+
 # ---------------------------------------------------------------------------- escalation (invariant 9)
 
 
@@ -1099,7 +1179,8 @@ def test_a_request_that_is_not_finite_holds_that_axis_and_counts_once(request_: 
 
 
 @pytest.mark.parametrize(
-    ("gap", "coupling"), [(math.nan, 0.5), (4.5, math.nan), (-math.inf, 0.5), (4.5, math.inf)]
+    ("gap", "coupling"),
+    [(math.nan, 0.5), (4.5, math.nan), (-math.inf, 0.5), (math.inf, 0.5), (4.5, -math.inf), (4.5, math.inf)],
 )
 def test_an_estimate_with_any_non_finite_distance_is_rejected(gap: float, coupling: float) -> None:
     sup, fb, cmds, est = _running()
@@ -1122,6 +1203,122 @@ def test_an_axis_at_speed_asked_to_stop_dead_ramps_down() -> None:
         v_new = (cmds.axes[axis].target - x) / CFG.period
         assert v_new == pytest.approx(max(0.0, v - amax * CFG.period), abs=1e-9)
         x, v = cmds.axes[axis].target, v_new
+
+
+def test_a_slow_axis_asked_to_stay_ramps_down_too() -> None:
+    """Invariant 3 at any speed: a wire at 1 mm/s asked to stay where its last target was brakes
+    at a_max (a_max * period = 0.5 mm/s per cycle here), it is not stopped dead."""
+    axis = "ante_wire"
+    sup, fb, cmds, est = _running()
+    h = CFG.period
+    i = sup.axes.index(axis)
+    dv = CFG.drives[axis].max_accel * h
+    # 0.5, 0.5, then 1 mm/s: targets on whole and half multiples of the period (exact speeds)
+    t = 0.0
+    for x in (0.5 * h, h, 2.0 * h):
+        t += h
+        cmds.axes[axis].target = x
+        assert sup.enforce(t, h, cmds, fb, est, MOVE, HELD) == Verdict()
+        fb.axes[axis].position = x
+    assert sup.velocity[i] == 1.0
+    x, v = 2.0 * h, 1.0
+    while v > 0.0:
+        t += h
+        cmds.axes[axis].target = x
+        verdict = sup.enforce(t, h, cmds, fb, est, MOVE, HELD)
+        v_new = (cmds.axes[axis].target - x) / h
+        assert v_new == pytest.approx(max(0.0, v - dv), abs=1e-9)
+        assert verdict.reason == (Reason.ACCEL_LIMIT if v > 0.0 and v_new > 0.0 else Reason.OK)
+        x, v = cmds.axes[axis].target, v_new
+
+
+def test_of_equal_ranks_the_rule_applied_first_names_the_verdict() -> None:
+    """The support rule runs before the gap window and both rank alike: when each holds an axis
+    in the same cycle, the verdict is the support rule's (of equal reasons, the first)."""
+    sup, fb, cmds, est = _running()
+    u = CFG.procedure.unsupported_max
+    # the ante wire a hair short of its support limit; the MCs 31 mm apart (above gap_max), the
+    # retro wire 1 mm out of its MC
+    est.tips.update(ante_wire=u - 0.0005, ante_mc=0.0, retro_wire=30.0, retro_mc=31.0)
+    est.gap, est.coupling = 31.0, 30.0 - (u - 0.0005)
+    cmds.axes["ante_wire"].target = 0.001  # past the support limit
+    cmds.axes["retro_mc"].target = -0.0005  # withdrawing opens the gap further
+    v = sup.enforce(0.0025, CFG.period, cmds, fb, est, Objective("approach", True), HELD)
+    assert cmds.axes["ante_wire"].target == 0.0 and cmds.axes["retro_mc"].target == 0.0
+    assert v.reason == Reason.SUPPORT and v.axis == "ante_wire"
+
+
+def _limited(reason: Reason) -> tuple[Verdict, str, str, tuple[float, ...]]:
+    """One cycle in which ``reason``'s rule limits one axis: the verdict, that axis, a word the
+    text must have and the configured limits it must quote."""
+    p, h = CFG.procedure, CFG.period
+    obj = MOVE
+    sup, fb, cmds, est = _running(CFG_TIGHT if reason is Reason.TRAVEL_LIMIT else CFG)
+    axis = "ante_wire"
+    d = CFG.drives[axis]
+    limits: tuple[float, ...]
+    if reason is Reason.ACCEL_LIMIT:
+        cmds.axes[axis].target = d.max_speed * h  # max speed from rest in one cycle
+        word, limits = "acceleration", (d.max_accel,)
+    elif reason is Reason.SPEED_LIMIT:
+        cmds.axes[axis].target = 2.0 * d.max_speed * h
+        word, limits = "speed", (d.max_speed,)
+    elif reason is Reason.TRAVEL_LIMIT:
+        cmds.axes[axis].target = 2.0 * CFG_TIGHT.drives[axis].travel_max
+        word, limits = "travel", (CFG_TIGHT.drives[axis].travel_min, CFG_TIGHT.drives[axis].travel_max)
+    elif reason is Reason.FORCE_ALARM:
+        fb.axes[axis].force = d.force_alarm
+        cmds.axes[axis].target = 0.0005
+        word, limits = "force_alarm", (d.force_alarm,)
+    elif reason is Reason.NON_FINITE:
+        cmds.axes[axis].target = math.nan
+        word, limits = "not finite", ()
+    elif reason is Reason.SUPPORT:
+        est.tips["ante_wire"] = p.unsupported_max - 0.0005  # its MC tip at 0, retro far away
+        est.tips.update(retro_wire=30.0, retro_mc=31.0)
+        cmds.axes[axis].target = 0.001
+        word, limits = "unsupported", (p.unsupported_max,)
+    elif reason is Reason.COUPLING:
+        axis = "retro_wire"
+        est.coupling = -0.5
+        cmds.axes[axis].target = 0.0005
+        word, limits = "coupling", (p.coupling_max,)
+    elif reason is Reason.GAP_FLOOR:
+        axis = "ante_mc"
+        est.gap = p.gap_min + 0.0004
+        cmds.axes[axis].target = 0.0005
+        word, limits = "gap", (p.gap_min, p.gap_max)
+    else:
+        axis = "retro_mc"
+        est.gap = 31.6
+        cmds.axes[axis].target = -0.0005
+        obj = Objective("approach", True)
+        word, limits = "gap", (p.gap_min, p.gap_max)
+    return sup.enforce(h, h, cmds, fb, est, obj, HELD), axis, word, limits
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        Reason.ACCEL_LIMIT,
+        Reason.SPEED_LIMIT,
+        Reason.TRAVEL_LIMIT,
+        Reason.FORCE_ALARM,
+        Reason.NON_FINITE,
+        Reason.SUPPORT,
+        Reason.COUPLING,
+        Reason.GAP_FLOOR,
+        Reason.GAP_WINDOW,
+    ],
+)
+def test_every_limit_verdict_says_which_axis_and_which_limit(reason: Reason) -> None:
+    """What the operator reads when a rule limits a command: the axis held and the rule, with
+    the configured limit it applied."""
+    v, axis, word, limits = _limited(reason)
+    assert v.reason == reason and not v.fault and v.axis == axis
+    assert axis in v.text and word in v.text, v.text
+    for limit in limits:
+        assert f"{limit:g}" in v.text, (limit, v.text)
 
 
 @pytest.mark.parametrize(("phase", "coupled"), [("approach", True), ("hand_in_hand.retro_step", False)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Iterable, Mapping
@@ -642,3 +643,48 @@ def test_an_invalid_plant_force_raises_out_of_the_sync_on_simulated_time() -> No
         pytest.raises(ValueError, match=r"load force of ante_wire \(=-1.0\) must be a finite"),
     ):
         rig.cycle()
+
+
+def _rest_run(
+    moves: list[tuple[int, int]], shortcut: bool
+) -> tuple[list[tuple[int, int, int]], list[tuple[str, str]]]:
+    """TPDO1s of node 1 and its (position, velocity) as float hex after every SYNC."""
+    with Rig(System()) as rig:
+        rig.drive(1)._rest_shortcut = shortcut
+        rig.start_all()
+        rig.enable([1])
+        frames: list[tuple[int, int, int]] = []
+        state: list[tuple[str, str]] = []
+        for target, cycles in moves:
+            rig.target[1] = target
+            for _ in range(cycles):
+                frames += tpdos(rig.cycle(), 1)
+                d = rig.drive(1)
+                state.append((d._pos.hex(), d._vel.hex()))
+        return frames, state
+
+
+@given(
+    moves=st.lists(
+        st.tuples(st.integers(-30_000, 30_000), st.integers(1, 120)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_rest_shortcut_gives_the_full_steps_frames_and_state_to_the_bit(
+    moves: list[tuple[int, int]],
+) -> None:
+    # A drive at rest on an unchanged target skips the position arithmetic; a drive that always
+    # computes it in full must send the same TPDO1s and hold the same position and velocity
+    # (sign of zero included) through steps, ramps and holds of every length.
+    assert _rest_run(moves, True) == _rest_run(moves, False)
+
+
+def test_a_drive_holding_its_target_takes_the_rest_shortcut_with_the_same_frames() -> None:
+    moves = [(0, 20), (4000, 300), (4000, 100), (-1500, 300), (-1500, 50)]
+    short = _rest_run(moves, True)
+    assert short == _rest_run(moves, False)
+    _frames, state = short
+    # cycles at rest on the target (position unchanged, velocity +0.0): where the shortcut runs
+    at_rest = sum(1 for a, b in itertools.pairwise(state) if a == b and b[1] == (0.0).hex())
+    assert at_rest > 300

@@ -69,6 +69,10 @@ def profile_velocity(error: float, v_limit: float, accel: float, dt: float) -> f
 class Controller:
     """Per-axis trajectories and regulators; writes requested targets into a ``Commands``."""
 
+    _rest_shortcut: bool = True
+    """Skip the braking and limit arithmetic of an axis held at rest inside its travel (its
+    result is then known). Off, every cycle computes it in full: the tests compare the two."""
+
     def __init__(self, cfg: Config, estimator: Estimator) -> None:
         names = [a for a in ALL_AXES if a in cfg.drives]
         # followers last: they use this cycle's commanded leader positions
@@ -216,6 +220,16 @@ class Controller:
                 ax = objective.axes.get(name, _HOLD_OBJECTIVE)
                 motion = ax.motion
                 if motion == _HOLD:
+                    if v0 == 0.0 and tmin_t[i] <= x <= tmax_t[i] and self._rest_shortcut:
+                        # held at rest inside its travel (most cycles of most axes): what the
+                        # braking and limits below give then, to the bit (v = +0.0, x + 0.0)
+                        if i == i_amc:
+                            self.integral = 0.0
+                        x_new = x + 0.0
+                        sp[i] = x_new
+                        vel[i] = 0.0
+                        cmd.target = x_new
+                        continue
                     v_des = 0.0
                 else:
                     speed = ax.speed

@@ -298,7 +298,20 @@ class _Triggers:
     """The machine's model. transitions replaces these methods with the triggers (model_override);
     the bodies here only give mypy the signatures."""
 
-    state: str = Phase.IDLE.value
+    _state: str = Phase.IDLE.value
+    now: Phase = Phase.IDLE
+    """The phase of ``state``, kept as transitions sets it: the procedure reads its phase many
+    times a cycle and a transition is rare, so the name is looked up once per change."""
+
+    @property
+    def state(self) -> str:
+        """The machine's state name (transitions reads and sets it by this name)."""
+        return self._state
+
+    @state.setter
+    def state(self, name: str) -> None:
+        self._state = name
+        self.now = _PHASE_OF[name]
 
     def start(self) -> bool:
         return False
@@ -437,6 +450,8 @@ class Procedure:
         negative while imaging keeps finding the tip behind where its drive put it."""
         self._age_prev = math.inf
         self._aw_prev = math.nan
+        self._blocked: str | None = None
+        """:meth:`_blocker` of the present tick (None outside :meth:`tick`)."""
         self._still = {p: Objective(phase=p.value) for p in Phase}
         self._made: dict[Phase, dict[int, _Slot]] = {p: {} for p in Phase}
         """Per phase and mask of axes named: the objective handed out and its axes (``_slot``)."""
@@ -456,8 +471,8 @@ class Procedure:
         for p in _MOTION_ORDER:
             self._machine.get_state(_name(p)).add_callback("enter", self._entered)
         # the update guards, resolved to bound methods once (tick asks them every cycle)
-        self._update_checks: dict[str, tuple[tuple[Callable[[], bool], ...], ...]] = {
-            state: tuple(tuple(getattr(self._model, c) for c in conds) for conds in alternatives)
+        self._update_checks: dict[Phase, tuple[tuple[Callable[[], bool], ...], ...]] = {
+            _PHASE_OF[state]: tuple(tuple(getattr(self._model, c) for c in conds) for conds in alternatives)
             for state, alternatives in _UPDATE_GUARDS.items()
         }
 
@@ -465,7 +480,7 @@ class Procedure:
     @property
     def phase(self) -> Phase:
         """The present phase."""
-        return _PHASE_OF[self._model.state]
+        return self._model.now
 
     @property
     def done(self) -> bool:
@@ -520,22 +535,30 @@ class Procedure:
         self._inputs = inputs
         if math.isnan(self._t_enter):
             self._t_enter = t
-        if math.isnan(self._t0) and self.phase is not Phase.IDLE:
+        model = self._model
+        if math.isnan(self._t0) and model.now is not Phase.IDLE:
             self._t0 = t
         held_in = inputs.operator.enable_held
         if held_in != self._input_held:
             self._input_held = held_in
             self._log_event("operator", action="enable_input", held=held_in)
         self._held = self._api_held and held_in
-        if self.phase is Phase.APPROACH or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
+        phase = model.now
+        if phase is Phase.APPROACH or phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_stalls()
-        if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or self.phase is Phase.HAND_IN_HAND_RETRO_STEP:
+        if phase is Phase.HAND_IN_HAND_ANTE_FOLLOW or phase is Phase.HAND_IN_HAND_RETRO_STEP:
             self._track_wire()
         self._track_lag()
-        checks = self._update_checks.get(self._model.state)
-        if checks is not None and self._update_may_fire(checks):
-            self._model.update()
-        return self._objective()
+        # what blocks motion depends only on this tick's inputs and the enable: the guards and
+        # the objective ask it up to three times a cycle
+        self._blocked = self._find_blocker()
+        try:
+            checks = self._update_checks.get(phase)
+            if checks is not None and self._update_may_fire(checks):
+                model.update()
+            return self._objective()
+        finally:
+            self._blocked = None  # between ticks (operator calls) it is asked afresh
 
     @staticmethod
     def _update_may_fire(checks: tuple[tuple[Callable[[], bool], ...], ...]) -> bool:
@@ -546,10 +569,13 @@ class Procedure:
         transition fires, and the trigger machinery is most of a tick. A guard that raises is
         left to the trigger, whose ``on_exception`` latches the fault.
         """
+        # a guard shared by two transitions in a row (deviation) is asked once
+        failed: Callable[[], bool] | None = None
         try:
             for conds in checks:
                 for check in conds:
-                    if not check():
+                    if check is failed or not check():
+                        failed = check
                         break
                 else:
                     return True
@@ -753,6 +779,12 @@ class Procedure:
 
     def _blocker(self) -> str:
         """Why motion may not run now ('' when it may)."""
+        blocked = self._blocked
+        if blocked is not None:
+            return blocked
+        return self._find_blocker()
+
+    def _find_blocker(self) -> str:
         i = self._inputs
         if not self._held:
             return "enable released"
@@ -854,7 +886,7 @@ class Procedure:
                 )
                 return True
         lag = self._p.lag_rewind
-        if lag > 0.0 and self._lag < -lag and self.phase is not Phase.HAND_IN_HAND_REWIND:
+        if lag > 0.0 and self._lag < -lag and self._model.now is not Phase.HAND_IN_HAND_REWIND:
             self._why = (
                 f"lag: the frames put the ante wire tip {-self._lag:.2f} mm behind its drive "
                 f"(rewind at {lag:g} mm)"
@@ -864,7 +896,7 @@ class Procedure:
         # the coupling grows beyond what the step planned (the ante wire falls back: buckled in a
         # false track, or stuck), or close to its limit: back off while it is still in range
         late = min(self._cpl_plan + _COUPLING_SLIP, (1.0 - 0.5 * _COUPLING_MARGIN) * self._p.coupling_max)
-        if self._coupling and c > late and self.phase is not Phase.HAND_IN_HAND_REWIND:
+        if self._coupling and c > late and self._model.now is not Phase.HAND_IN_HAND_REWIND:
             self._why = f"stall: coupling {c:.2f} mm > {late:.2f} mm, the ante wire does not follow"
             return True
         if self._wire_stalled:
@@ -878,7 +910,7 @@ class Procedure:
 
     def _stall_axis(self) -> str:
         """The wire the present hand-in-hand sub-phase advances."""
-        return "ante_wire" if self.phase is Phase.HAND_IN_HAND_ANTE_FOLLOW else "retro_wire"
+        return "ante_wire" if self._model.now is Phase.HAND_IN_HAND_ANTE_FOLLOW else "retro_wire"
 
     def _unsupported(self) -> tuple[float, float]:
         """Estimated unsupported length of (ante, retro) wire (mm)."""
@@ -1037,7 +1069,7 @@ class Procedure:
         est = self._inputs.estimate
         age = est.imaging_age
         aw = est.tips.get("ante_wire", math.nan)
-        if age < self._age_prev and self.phase in _LAG_PHASES:
+        if age < self._age_prev and self._model.now in _LAG_PHASES:
             jump = aw - self._aw_prev  # a frame's correction (the drive moves it < 0.02 mm a cycle)
             if jump == jump:  # noqa: PLR0124 (NaN: no tip before this frame)
                 self._lag = 0.5 * self._lag + jump
@@ -1060,7 +1092,7 @@ class Procedure:
     def _objective(self) -> Objective:
         """This cycle's objective: one object per phase and set of axes, built on first use and
         updated in place afterwards (the cycle allocates nothing for it; copy one to keep it)."""
-        phase = self.phase
+        phase = self._model.now
         if phase not in MOTION_PHASES or not self._g_can_move():
             return self._still[phase]
         p = self._p

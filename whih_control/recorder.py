@@ -276,7 +276,8 @@ class RunRecorder:
         max_force = self.max_force
         for axis, af in feedback.axes.items():
             f = abs(af.force)
-            max_force[axis] = max(max_force[axis], f)
+            if f > max_force[axis]:  # noqa: PLR1730 (max() as a test: the same, NaN too, without a call)
+                max_force[axis] = f
             if count_stale and af.age_cycles > 0:
                 self.stale_cycles += 1
         tel = self.telemetry

@@ -1032,6 +1032,8 @@ class Runtime:
             self._take_commands()
             self._apply_scheduled_faults()
         t = self.pacer.next()  # real time: sleeps until the cycle's slot, the lock free meanwhile
+        core, master, procedure = self.core, self.master, self.procedure
+        estimator, supervisor = core.estimator, core.supervisor
         with self._lock:
             # the master's own clock (slots skipped in real time, a kernel advanced in simulated
             # time): a stopped, starved or frozen master is one input of the supervisor
@@ -1039,36 +1041,32 @@ class Runtime:
             self._t = t
             seen = len(rec.faults)
             # 2. read: SYNC out, one TPDO1 per drive in
-            fb = self.master.read(t, self.pacer.deadline())
+            fb = master.read(t, self.pacer.deadline())
             # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
-            for event in self.master.service(t):
+            for event in master.service(t):
                 self._drive_event(event)
             rec.poll(t)  # a dead trace or telemetry writer -> supervisor
             # 4. supervise: the cycle's fault conditions are inputs of the supervisor (step 6)
             self._expire_teleop(t)
             self._gather_measurements(t)
             # 5. procedure: decides on the previous cycle's estimate (one cycle old)
-            est = self.core.estimator.estimate
-            if not self.core.estimator.calibrated:
+            est = estimator.estimate
+            if not estimator.calibrated:
                 self._calibrate()
-            verdict = self.core.supervisor.fault_verdict
+            verdict = supervisor.fault_verdict
             inputs = self._inputs  # one record, refreshed in place every cycle
             inputs.estimate = est
             inputs.verdict = verdict
             inputs.drives_ready = self._drives_ready()
-            inputs.fault_active = self.core.supervisor.fault_pending
+            inputs.fault_active = supervisor.fault_pending
             inputs.fault_text = verdict.text
             inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
-            before = self.procedure.phase
-            objective = self.procedure.tick(t, inputs)
-            if self._jogging and self.procedure.jog_allowed() and self.operator.enable_held:
-                objective = self._jog_objective[self.procedure.phase]  # every axis holds but the jog
-            if (
-                self._want_enabled
-                and not self.core.supervisor.latched
-                and self.core.goal is DriveGoal.SWITCHED_ON
-            ):
-                self.core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
+            before = procedure.phase
+            objective = procedure.tick(t, inputs)
+            if self._jogging and procedure.jog_allowed() and self.operator.enable_held:
+                objective = self._jog_objective[procedure.phase]  # every axis holds but the jog
+            if self._want_enabled and not supervisor.latched and core.goal is DriveGoal.SWITCHED_ON:
+                core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
             # 6. update: estimate, regulators, then the supervisor makes the commands safe
             cyc = self._cycle_in
             # a process stopped inside this cycle (SIGSTOP, starved) stalled it too: what read
@@ -1077,21 +1075,21 @@ class Runtime:
             cyc.drives_wanted_enabled = self._want_enabled
             cyc.motion_phase = before in MOTION_PHASES
             cyc.imaging_watched = before in MOTION_PHASES or before is Phase.PAUSED
-            cyc.calibrated = self.core.estimator.calibrated
-            self.core.update(t, fb, objective, self.operator, self._measurements, cyc)
-            cmds = self.master.commands.axes
-            for axis, src in self.core.commands.axes.items():
+            cyc.calibrated = estimator.calibrated
+            core.update(t, fb, objective, self.operator, self._measurements, cyc)
+            cmds = master.commands.axes
+            for axis, src in core.commands.axes.items():
                 dst = cmds[axis]
                 dst.target = src.target
                 dst.goal = src.goal  # the supervisor's: nothing after it changes a goal
                 dst.escalate = src.escalate
             # 7. write: one RPDO1 per drive
-            self.master.write()
+            master.write()
             # 8. record: the commands are out (a quick stop included); only now is anything logged
-            latched = self.core.supervisor.latched
+            latched = supervisor.latched
             if latched and self._latch_t is None:
                 self._latch_t = t
-                v = self.core.supervisor.latched_verdict
+                v = supervisor.latched_verdict
                 if not any(f.endswith(v.text) for f in rec.faults):
                     # the cause before what this cycle read of its consequences (e.g. a stall)
                     rec.faults.insert(seen, f"{t:.3f}s {v.axis or 'all'}: {v.text}")
@@ -1100,12 +1098,13 @@ class Runtime:
                 self._latch_t = None
             rec.end_cycle(
                 t,
-                self.procedure.phase,
-                self.core.estimator.estimate,
-                self.core.estimator.calibrated,
+                procedure.phase,
+                estimator.estimate,
+                estimator.calibrated,
                 fb,
-                self.master.commands,
-                self._true_gap(),
+                master.commands,
+                # the true gap only goes into telemetry rows
+                self._true_gap() if rec.telemetry is not None else math.nan,
                 self._want_enabled,
             )
 

@@ -50,7 +50,7 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
 - **Support** (invariant 5, :mod:`whih_control.support`): a change that would take a wire's
   worst-case unsupported length past ``procedure.unsupported_max`` (or, already past it,
   further) brakes: ante wire advance, ante MC retreat, retro MC withdrawal, retro wire advance,
-  in that order until the bound holds. Pulling a wire back is never held.
+  in that order until the bound holds (all where no one alone does). Pulling back is never held.
 - **Closing** (``CycleInputs.stop_goal``): QUICK_STOP, then DISABLED on every axis, targets at
   the actual positions; nothing after the supervisor changes a goal.
 
@@ -649,7 +649,9 @@ class SafetySupervisor:
 
         Each tip's range runs from where it is to where its command would bring it to rest
         braking at a_max (the look-ahead of :func:`limits.geometry`): checking only the next
-        target let a tip at speed brake up to v^2/(2 a_max) past the limit."""
+        target let a tip at speed brake up to v^2/(2 a_max) past the limit. Where no single hold
+        is enough (one wire's advance ends the coupling that supports the other), every
+        lengthening motion is held."""
         order = self._lin4
         reach = self._cmax
         # scratch lists of the supervisor, refilled every cycle (nothing allocated per cycle)
@@ -690,6 +692,14 @@ class SafetySupervisor:
                 i = order[k]
                 new[i] = braked[k]
                 kind, axis_i = 1, i
+        if ua > bound_a or ur > bound_r:
+            # no single hold was enough (one wire's advance ends the coupling that supports the
+            # other): hold every lengthening motion, which leaves at most ``best``
+            for k, _sign in _SUPPORT_CANDIDATES:
+                if lengthening[k]:
+                    i = order[k]
+                    new[i] = braked[k]
+                    kind, axis_i = 1, i
         return kind, axis_i
 
     def _verdict(self, reason: Reason, i: int, estimate: Estimate) -> Verdict:
