@@ -301,6 +301,23 @@ def test_braking_one_tip_can_take_the_other_out_and_the_next_pass_brakes_that_on
     assert high <= hi
 
 
+def test_braking_a_retreat_can_take_the_other_tip_below_the_floor_and_the_next_pass_brakes_it() -> None:
+    """The mirror of the case above (every insertion negated, the distance reflected in the
+    window): braking axis 0's retreat for the ceiling takes axis 1's advance below the floor;
+    the next pass brakes axis 1 (an advance, at the floor)."""
+    new = [-0.025, 0.01]
+    target, vel, pos = [0.0, 0.0], [-10.0, 4.0], [-0.0245, 0.0]
+    lo, hi = 2.0, 2.4901
+    value = lo + hi - 2.4
+    kind, axis = limits.geometry(new, target, vel, pos, (100.0, 100.0), PERIOD, 0, 1, value, lo, hi)
+    assert (kind, axis) == (1, 1)
+    assert new == pytest.approx([-(10.0 - 100.0 * PERIOD) * PERIOD, -(-4.0 + 100.0 * PERIOD) * PERIOD])
+    v = [(new[i] - target[i]) / PERIOD for i in range(2)]
+    stop = [limits.stopping_distance(v[i], 100.0) * (1.0 if v[i] > 0 else -1.0) for i in range(2)]
+    low, _ = limits.worst_case(value, new[0], new[1], pos[0], pos[1], stop[0], stop[1])
+    assert low >= lo
+
+
 # ---------------------------------------------------------------------------- least intervention
 
 
@@ -465,13 +482,14 @@ def test_geometry_above_the_window_lets_the_closing_axis_go_and_holds_the_openin
 def geometry_cases(
     draw: st.DrawFn,
 ) -> tuple[list[float], list[float], list[float], list[float], tuple[float, float], float, float, float]:
-    """One cycle of two tips: last targets, their velocities, actual positions a little off, and
+    """One cycle of two tips: last targets, their velocities, actual positions off by a little or a lot, and
     requests that continue, brake, stop, jump or hold; the distance anywhere around the window."""
     dt = draw(DT)
     amax = (draw(AMAX), draw(AMAX))
     target = [draw(st.floats(-1.0, 1.0)) for _ in range(2)]
     vel = [draw(st.one_of(st.floats(-20.0, 20.0), st.just(0.0))) for _ in range(2)]
-    pos = [target[i] + draw(st.floats(-0.05, 0.05)) for i in range(2)]
+    # a tip a little off its target, or far (slack, a following error, a stale measurement)
+    pos = [target[i] + draw(st.one_of(st.floats(-0.05, 0.05), st.floats(-3.0, 3.0))) for i in range(2)]
     new = []
     for i in range(2):
         braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
@@ -519,10 +537,19 @@ def test_geometry_brakes_only_what_takes_the_distance_out_and_says_which(
     for i in changed:
         braked = target[i] + limits.brake_velocity(vel[i], amax[i] * dt) * dt
         assert new[i] in (braked, target[i]), f"axis {i}: {asked[i]} became {new[i]}"
-        # the distance closes when an insertion grows: the floor stops advances, the ceiling retreats
+        # the distance closes when an insertion grows: the floor stops advances, the ceiling
+        # retreats; as asked, or with the other axis already braked (which can take this one's
+        # bound out: why the braking repeats)
         assert asked[i] != target[i]
         out_low = value < lo or low < lo
         out_high = value > hi or high > hi
+        both = list(asked)
+        both[1 - i] = new[1 - i]
+        vb = [(both[j] - target[j]) / dt for j in range(2)]
+        sb = [vb[j] * abs(vb[j]) / (2.0 * amax[j]) for j in range(2)]
+        low_b, high_b = limits.worst_case(value, both[0], both[1], pos[0], pos[1], sb[0], sb[1])
+        out_low = out_low or low_b < lo
+        out_high = out_high or high_b > hi
         assert (out_low and asked[i] > target[i]) or (out_high and asked[i] < target[i])
     # an axis still free (neither braked nor held) does not take the distance out, stopping
     # distance included (the ramp is braked for in time)
@@ -565,13 +592,15 @@ def test_geometry_the_window_is_closed_and_an_axis_without_a_share_is_left_alone
 
 def test_a_cycle_longer_than_a_second_still_keeps_travel() -> None:
     """The functions hold for any dt > 0: at 1/s with a 2 s step the travel limit 1.0 ahead is
-    braked for (one step alone would end at 2.0)."""
+    braked for (one step alone would end at 2.0), and the one 1.0 behind the same way."""
     out, r = limits.enforce_axis(0.0, 1.0, 2.0, 2.0, 10.0, 100.0, -5.0, 1.0, False)
     assert r == Reason.TRAVEL_LIMIT and 0.0 < out <= 1.0
     v = out / 2.0
     assert v * 2.0 + limits.stopping_distance(v, 100.0) <= 1.0 + 1e-12
     out, r = limits.enforce_axis(0.0, -1.0, -2.0, 2.0, 10.0, 100.0, -1.0, 5.0, False)
     assert r == Reason.TRAVEL_LIMIT and -1.0 <= out < 0.0
+    v = out / 2.0
+    assert -v * 2.0 + limits.stopping_distance(v, 100.0) <= 1.0 + 1e-12
 
 
 @pytest.mark.parametrize(
@@ -588,3 +617,120 @@ def test_a_slow_braking_axis_is_braked_for_its_travel_anywhere(
     v = (out - p) / 0.5
     room = tmax - p if v0 > 0 else p - tmin
     assert abs(v) * 0.5 + limits.stopping_distance(v, 0.25) <= room + 1e-12
+
+
+# ---------------------------------------------------------------------------- two tips, exact cases
+
+FLOOR, CEILING = 1, 2
+SIDES = pytest.mark.parametrize("side", [FLOOR, CEILING], ids=["floor", "ceiling"])
+
+
+def _two_tips(
+    side: int, new: list[float], target: list[float], vel: list[float], pos: list[float], room: float
+) -> tuple[int, int, list[float]]:
+    """geometry on binary-exact numbers (dt 0.25, a_max 2: braking takes 0.5/s a cycle), the case
+    given at the floor: the distance ``room`` above a floor of 2, no ceiling. At the ceiling the
+    same case mirrored: every insertion negated (an advance becomes a retreat), the distance
+    ``room`` below a ceiling of 20 over a floor of 0. Returns kind, axis and the new targets
+    (mirrored back)."""
+    s = 1.0 if side == FLOOR else -1.0
+    out = [s * x for x in new]
+    value, lo, hi = (2.0 + room, 2.0, math.inf) if side == FLOOR else (20.0 - room, 0.0, 20.0)
+    mirrored = ([s * x for x in target], [s * x for x in vel], [s * x for x in pos])
+    kind, axis = limits.geometry(out, *mirrored, (2.0, 2.0), 0.25, 0, 1, value, lo, hi)
+    return kind, axis, [s * x for x in out]
+
+
+@SIDES
+def test_geometry_a_worst_case_exactly_on_the_bound_is_inside_and_a_share_is_the_axis_own(side: int) -> None:
+    """The window is closed: a worst case that reaches the bound exactly is inside, nothing braked
+    (the other axis, at rest, adds nothing). Beyond it, only the axis whose tip can go past where
+    it is now is braked; one whose stopping point is exactly its position has no share."""
+    # axis 0 at 1/s: its tip may reach 0.5 (0.25 and a stopping distance of 0.25)
+    assert _two_tips(side, [0.25, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0], 0.5) == (0, -1, [0.25, 0.0])
+    # axis 0 comes to rest at 0.25, where its tip is; axis 1 takes 0.5
+    got = _two_tips(side, [0.0, 0.25], [-0.25, 0.0], [1.0, 1.0], [0.25, 0.0], 0.25)
+    assert got == (side, 1, [0.0, 0.125])
+
+
+@SIDES
+def test_geometry_a_ramp_ending_exactly_on_the_bound_is_not_held(side: int) -> None:
+    """Axis 0 on its braking ramp (1/s down to 0.5/s: nothing left to brake), its tip at its
+    target, the distance at the bound: its stopping distance takes the worst case out, but its
+    target does not (the hold only acts when the ramp itself leaves the window)."""
+    assert _two_tips(side, [0.125, 0.0], [0.0, 0.0], [1.0, 0.0], [0.125, 0.0], 0.0) == (0, -1, [0.125, 0.0])
+
+
+@SIDES
+@pytest.mark.parametrize("larger", [0, 1])
+def test_geometry_holds_the_larger_share_first_and_the_other_only_if_it_must(side: int, larger: int) -> None:
+    """Both axes on their braking ramps (1/s down to 0.5/s), their targets 0.5 and 0.25 ahead of
+    their tips (lagging), 0.6875 of room: the ramps alone take 0.75. Holding the axis with the
+    larger share (0.125 less) is enough; the other goes on. Far apart (10 and -10), so that the
+    shares are the tips' distances to their targets and nothing else."""
+    shares = (0.5, 0.25) if larger == 0 else (0.25, 0.5)
+    new = [10.125, -9.875]
+    pos = [new[0] - shares[0], new[1] - shares[1]]
+    held = [10.0, -10.0]
+    expect = list(new)
+    expect[larger] = held[larger]
+    assert _two_tips(side, new, held, [1.0, 1.0], pos, 0.6875) == (side, larger, expect)
+
+
+@SIDES
+def test_geometry_on_a_tie_holds_axis_ia(side: int) -> None:
+    """Both shares 0.5, 0.9375 of room: holding one is enough, and on a tie that is ``ia``."""
+    new = [10.125, -9.875]
+    got = _two_tips(side, new, [10.0, -10.0], [1.0, 1.0], [new[0] - 0.5, new[1] - 0.5], 0.9375)
+    assert got == (side, 0, [10.0, -9.875])
+
+
+@SIDES
+def test_geometry_holds_only_a_moving_axis_and_never_turns_a_retreat_into_an_advance(side: int) -> None:
+    """The ramp (without stopping distances) leaves the window, and the only axis that moves that
+    way is axis 1, on its braking ramp: it is held. Axis 0's share is not from this cycle: at
+    rest, its tip still 0.5 behind its target; or retreating on its ramp, its tip 0.75 behind.
+    Holding axis 0 would do nothing, or move its target back up to where it was: toward the
+    bound (it did, when an axis without motion counted a share of -1 mm and axis 1's tip was
+    more than 1 mm ahead of its target)."""
+    # axis 0 at rest, axis 1's share 0.125
+    got = _two_tips(side, [10.0, -9.875], [10.0, -10.0], [0.0, 1.0], [9.5, -10.0], 0.5)
+    assert got == (side, 1, [10.0, -10.0])
+    # the same with the axes' roles swapped
+    got = _two_tips(side, [10.125, -10.0], [10.0, -10.0], [1.0, 0.0], [10.0, -10.5], 0.5)
+    assert got == (side, 0, [10.0, -10.0])
+    # axis 0 retreating, axis 1's tip 2 ahead of its target
+    got = _two_tips(side, [9.875, -9.875], [10.0, -10.0], [-1.0, 1.0], [9.125, -7.875], 0.5)
+    assert got == (side, 1, [9.875, -10.0])
+
+
+@SIDES
+def test_geometry_beyond_the_bound_lets_motion_back_go(side: int) -> None:
+    """Already 0.5 beyond the bound: axis 0 at rest, axis 1 moving back toward the window. Neither
+    takes the distance further out: nothing changes."""
+    got = _two_tips(side, [0.0, -0.125], [0.0, 0.0], [0.0, -1.0], [0.0, 0.0], -0.5)
+    assert got == (0, -1, [0.0, -0.125])
+
+
+@SIDES
+def test_geometry_leaves_an_axis_asked_to_stay_where_it_is(side: int) -> None:
+    """Axis 0 was moving back at 1/s and is asked to stay at its last target (harder than a_max:
+    not geometry's business), its tip 0.5 behind it: the worst case is out by that lag, but this
+    cycle's request does not move the distance out, so it is not braked (to a ramp back)."""
+    assert _two_tips(side, [0.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [-0.5, 0.0], 0.25) == (0, -1, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0], ids=["tmax", "tmin"])
+def test_a_request_a_hair_beyond_travel_within_every_speed_tolerance_is_clamped(side: float) -> None:
+    """At rest on a travel limit, a request 2.9e-14 beyond it: its speed is within every
+    tolerance (1e-9), so nothing but travel stops it, and travel is exact: the limit, reported."""
+    out, r = limits.enforce_axis(
+        side, 0.0, side * 1.0000000000000286, 0.001953125, 1.0, 1.0, -1.0, 1.0, False
+    )
+    assert (out, r) == (side, Reason.TRAVEL_LIMIT)
+    # from outside travel, back toward it, the request passes bit for bit
+    n = side * 1.5
+    assert limits.enforce_axis(side * 1.5 + side * 1e-12, 0.0, n, 0.25, 1.0, 1.0, -1.0, 1.0, False) == (
+        n,
+        Reason.OK,
+    )

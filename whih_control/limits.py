@@ -193,7 +193,7 @@ def enforce_axis(
         v = v0 - dv
         if not r:
             r = _ACCEL
-    if not r:
+    if not r and _travel(p, n, tmin, tmax) == n:  # (n is within travel, or on its way back)
         return n, r  # a request within the limits passes bit for bit
     out = _travel(p, p + v * dt, tmin, tmax)
     return out, (_TRAVEL if out != p + v * dt else r)
@@ -274,17 +274,17 @@ def geometry(
         if not changed:
             break
     # the ramp itself would leave the window (less room than the look-ahead assumed): hold the
-    # axis with the larger share first, then see whether the other still has to
+    # axis with the larger share first (ia on a tie), then see whether the other still has to
     for _ in range(2):
         na, nr = new[ia], new[ir]
         low, high = worst_case(value, na, nr, xa, xr, 0.0, 0.0)
         if (value < lo or low < lo) and (na > pa or nr > pr):
-            da = na - xa if na > pa else -1.0
-            dr = nr - xr if nr > pr else -1.0
+            da = na - xa if na > pa else -math.inf
+            dr = nr - xr if nr > pr else -math.inf
             i, p, k = (ia, pa, 1) if da >= dr else (ir, pr, 1)
         elif (value > hi or high > hi) and (na < pa or nr < pr):
-            da = xa - na if na < pa else -1.0
-            dr = xr - nr if nr < pr else -1.0
+            da = xa - na if na < pa else -math.inf
+            dr = xr - nr if nr < pr else -math.inf
             i, p, k = (ia, pa, 2) if da >= dr else (ir, pr, 2)
         else:
             break
