@@ -656,28 +656,33 @@ class SafetySupervisor:
         reach = self._cmax
         # scratch lists of the supervisor, refilled every cycle (nothing allocated per cycle)
         moves, held, braked, lengthening = self._s_moves, self._s_held, self._s_braked, self._s_len
-        for k in range(4):
-            i = order[k]
-            m = _DIR4[k] * (_rest_point(new[i], target[i], h, amax[i]) - pos[i])
-            moves[k] = m
-            held[k] = m
-            braked[k] = 0.0
-            lengthening[k] = False
         some = False
         for k, sign in _SUPPORT_CANDIDATES:
             i = order[k]
-            if (new[i] - target[i]) * _DIR4[k] * sign > 0.0:
-                lengthening[k] = some = True
+            lengthening[k] = (new[i] - target[i]) * _DIR4[k] * sign > 0.0
+            some = some or lengthening[k]
+        if not some:
+            return 0, -1
+        for k in range(4):
+            i = order[k]
+            moves[k] = _DIR4[k] * (_rest_point(new[i], target[i], h, amax[i]) - pos[i])
+        ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), reach)
+        u_max = self._u_max + _EPS
+        if ua <= u_max and ur <= u_max:
+            # within the limit itself, which no bound below is under: nothing to hold
+            return 0, -1
+        for k in range(4):
+            held[k] = moves[k]
+            braked[k] = 0.0
+            if lengthening[k]:
+                i = order[k]
                 b = target[i] + limits.brake_velocity(vel[i], amax[i] * h) * h
                 braked[k] = b
                 held[k] = _DIR4[k] * (_rest_point(b, target[i], h, amax[i]) - pos[i])
-        if not some:
-            return 0, -1
         best = support.worst_unsupported(tips, (held[0], held[1], held[2], held[3]), reach)
         bound_a = max(self._u_max, best[0]) + _EPS
         bound_r = max(self._u_max, best[1]) + _EPS
         kind, axis_i = 0, -1
-        ua, ur = support.worst_unsupported(tips, (moves[0], moves[1], moves[2], moves[3]), reach)
         for k, _sign in _SUPPORT_CANDIDATES:
             if ua <= bound_a and ur <= bound_r:
                 break
