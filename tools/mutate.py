@@ -5,8 +5,11 @@ a unary minus or ``not``, a number, True/False); the module is rewritten with it
 copy of the repository and the chosen test files run against it (``pytest -x``, hypothesis
 profile ``mutation``: the ``ci`` examples without shrinking, unless ``HYPOTHESIS_PROFILE`` says
 otherwise). A mutant is *killed* when a test fails or the run exceeds its time limit,
-*survived* otherwise. Mutants judged equivalent (no observable change of behaviour) are listed,
-with the reason, in ``tools/mutate_equivalent.txt`` and left out of the score.
+*survived* otherwise. The limit is CPU time (3x the unmutated run's, plus 30 s; the kernel ends
+the run with SIGXCPU), so a busy machine does not turn a slow survivor into a kill; a wall-clock
+limit ten times as long only ends a run that waits without spending CPU. Mutants judged
+equivalent (no observable change of behaviour) are listed, with the reason, in
+``tools/mutate_equivalent.txt`` and left out of the score.
 
 To be cheap enough on a busy machine, a mutant first runs only the tests that execute its
 statement (one coverage run of the target's tests, per-test contexts), those that killed
@@ -29,7 +32,9 @@ import argparse
 import ast
 import importlib
 import json
+import math
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -340,15 +345,20 @@ def _start(
     tests: tuple[str, ...],
     order: list[str] | None = None,
     cover: str | None = None,
+    cpu_limit: float | None = None,
 ) -> int:
     """Fork a child that runs ``pytest -x`` on ``tests`` in ``workdir``; returns its pid.
 
     ``order``: run only these node ids, in this order. ``cover``: measure which test executes
-    which line of this file (relative to ``workdir``) and write it to :data:`MAP_FILE`."""
+    which line of this file (relative to ``workdir``) and write it to :data:`MAP_FILE`.
+    ``cpu_limit``: CPU seconds after which the kernel ends the child (SIGXCPU)."""
     pid = os.fork()
     if pid:
         return pid
     try:  # the child: never returns
+        if cpu_limit is not None:
+            soft = math.ceil(cpu_limit)
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
         os.chdir(workdir)
         sys.path.insert(0, str(workdir))
         Path(KILLER_FILE).unlink(missing_ok=True)
@@ -381,12 +391,13 @@ def _start(
         os._exit(99)
 
 
-def _wait(pids: dict[int, float]) -> tuple[int, bool]:
-    """Wait for one child of ``pids`` (pid -> deadline); (pid, passed). Over its deadline: killed."""
+def _wait(pids: dict[int, float]) -> tuple[int, bool, float]:
+    """Wait for one child of ``pids`` (pid -> wall-clock deadline); (pid, passed, its CPU
+    seconds). Over its deadline: killed."""
     while True:
-        pid, status = os.waitpid(-1, os.WNOHANG)
+        pid, status, usage = os.wait4(-1, os.WNOHANG)
         if pid:
-            return pid, os.waitstatus_to_exitcode(status) == 0
+            return pid, os.waitstatus_to_exitcode(status) == 0, usage.ru_utime + usage.ru_stime
         now = time.monotonic()
         for p, deadline in pids.items():
             if now > deadline:
@@ -396,12 +407,13 @@ def _wait(pids: dict[int, float]) -> tuple[int, bool]:
 
 def _run_tests(
     workdir: Path, tests: tuple[str, ...], timeout: float, cover: str | None = None
-) -> tuple[bool, float]:
-    """(passed, seconds) for the tests in ``workdir``; a time-out counts as a failure."""
+) -> tuple[bool, float, float]:
+    """(passed, wall seconds, CPU seconds) for the tests in ``workdir``; a time-out counts as a
+    failure."""
     t0 = time.perf_counter()
     pid = _start(workdir, tests, cover=cover)
-    _, passed = _wait({pid: time.monotonic() + timeout})
-    return passed, time.perf_counter() - t0
+    _, passed, cpu = _wait({pid: time.monotonic() + timeout})
+    return passed, time.perf_counter() - t0, cpu
 
 
 def load_equivalent() -> dict[str, str]:
@@ -514,10 +526,12 @@ def run_target(
     one: every survivor of it is run again against the target's whole tests, and only a survivor
     of that run counts. Without ``select`` every mutant runs the whole tests, in file order."""
     stats = {"selected_killed": 0, "confirm_runs": 0, "confirm_killed": 0, "timeouts": 0}
-    ok, base = _run_tests(workdirs[0], t.tests, timeout=3600, cover=t.path if select else None)
+    ok, base, base_cpu = _run_tests(workdirs[0], t.tests, timeout=3600, cover=t.path if select else None)
     if not ok:
         raise RuntimeError(f"{t.name}: the tests fail without any mutant; fix them first")
-    full_limit = 3 * base + 30
+    cpu_limit = 3 * base_cpu + 30
+    # a backstop for a run that waits without spending CPU (the CPU limit ends a busy loop)
+    full_limit = 10 * base + 120
     spans = statement_lines(t)
     cmap = _load_map(workdirs[0]) if select else None
     if cmap is not None:
@@ -530,11 +544,11 @@ def run_target(
         pending: dict[int, str] = {}
         deadlines: dict[int, float] = {}
         for k, (what, check) in enumerate(checks.items()):
-            pid = _start(workdirs[k % len(workdirs)], t.tests, order=check)
+            pid = _start(workdirs[k % len(workdirs)], t.tests, order=check, cpu_limit=cpu_limit)
             pending[pid], deadlines[pid] = what, time.monotonic() + full_limit
             if len(pending) == len(workdirs) or k == len(checks) - 1:
                 while pending:
-                    pid, passed = _wait(deadlines)
+                    pid, passed, _cpu = _wait(deadlines)
                     how_run = pending.pop(pid)
                     del deadlines[pid]
                     if not passed:
@@ -542,7 +556,12 @@ def run_target(
                             f"{t.name}: the tests fail {how_run} without any mutant; fix them first"
                         )
     how = " (with coverage)" if select else ""
-    print(f"{t.name}: {len(todo)} to run; tests {base:.0f} s{how}", file=log, flush=True)
+    print(
+        f"{t.name}: {len(todo)} to run; tests {base:.0f} s, {base_cpu:.0f} CPU s{how}; "
+        f"limit {cpu_limit:.0f} CPU s",
+        file=log,
+        flush=True,
+    )
     killers: dict[str, dict[str, int]] = {}
     results: dict[Mutant, str] = {}
     free = list(workdirs)
@@ -568,9 +587,9 @@ def run_target(
                     args = _files_of(t.tests, chosen)
             (w / KILLER_FILE).unlink(missing_ok=True)
             (w / t.path).write_text(mutated_source(t, m), encoding="utf-8")
-            pid = _start(w, args, order=order)
+            pid = _start(w, args, order=order, cpu_limit=cpu_limit)
             running[pid] = _Job(m, w, time.monotonic() + full_limit, confirm, len(order or ()))
-        pid, passed = _wait({p: j.deadline for p, j in running.items()})
+        pid, passed, _cpu = _wait({p: j.deadline for p, j in running.items()})
         job = running.pop(pid)
         m, w = job.mutant, job.workdir
         (w / t.path).write_text(_source(t), encoding="utf-8")
