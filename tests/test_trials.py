@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -394,7 +395,10 @@ def test_cli_sweep_killed_with_sigkill_resumes_without_duplicates_or_reruns(tmp_
         (["--set", "procedure.gap_target=3,3"], "procedure.gap_target=3 would run twice"),
         (["--ablate", "no-coupling", "--ablate", "no-coupling"], "ablate=no-coupling would run twice"),
         (["--seeds", f"0..{2**64}"], r"must be <= 2\*\*63-1"),
-        (["--seeds", "0..100000000"], "1,400,000,014 trials: one sweep runs at most 1,000,000"),
+        (["--seeds", "0..100000000"], "100,000,001 seeds, more than 1,000,000 trials"),
+        (["--seeds", f"0..{2**63 - 1}"], "more than 1,000,000 trials"),
+        (["--cohort", "synthetic:1001", "--seeds", "0..999"], "1,001,000 trials: one sweep runs at most"),
+        (["--dask", "foo"], r"--dask \(='foo'\)"),
         (["--out", ""], r"--out \(=''\) must be a folder path"),
         (["--config", str(CONFIGS / "rig-epos4.toml")], "sim.enabled is false"),
     ],
@@ -475,32 +479,91 @@ def test_a_stopped_sweep_leaves_no_worker_running(tmp_path: Path, sig: signal.Si
 
 def test_a_folder_holds_one_sweep_and_nothing_else(tmp_path: Path) -> None:
     kwargs = {"variants": [{SHORT: 1}], "progress": False}
+    t = tmp_path / "t"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "t", **kwargs)
-        for other in ({"seeds": [0, 1]}, {"seeds": [0], "variants": [{SHORT: 2}]}):
+        wc.trials(_cases(1), seeds=[0], executor=pool, out=t, **kwargs)
+        for other, part in (
+            ({"seeds": [0, 1]}, r"its seeds \(0..0; this sweep: 0..1\)"),
+            (
+                {"variants": [{SHORT: 2}]},
+                r"its variants \(procedure.max_time_s=1; this sweep: procedure.max_time_s=2\)",
+            ),
+            ({"variants": {"procedure.max_time_s=1": {SHORT: 2}}}, "its variants"),  # same name
+        ):
             args = {**kwargs, "seeds": [0], **other}
-            with pytest.raises(TrialsError, match=r"holds another sweep \(1 cases, variants .*, seeds 0..0"):
-                wc.trials(_cases(1), executor=pool, out=tmp_path / "t", **args)  # type: ignore[arg-type]
-        with pytest.raises(TrialsError, match="holds another sweep"):
-            wc.trials(_cases(2), seeds=[0], executor=pool, out=tmp_path / "t", **kwargs)
-        # the same sweep again: nothing to run, the same rows
-        again = wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "t", **kwargs)
+            with pytest.raises(TrialsError, match=f"holds another sweep: {part}"):
+                wc.trials(_cases(1), executor=pool, out=t, **args)  # type: ignore[arg-type]
+        with pytest.raises(TrialsError, match=r"its cases \(case C0; this sweep: 2 cases, C0...C1\)"):
+            wc.trials(_cases(2), seeds=[0], executor=pool, out=t, **kwargs)
+        # the same sweep again, however spelled: nothing to run, the same rows
+        again = wc.trials(
+            _cases(1), seeds=[0], executor=pool, out=t, **{**kwargs, "variants": [{SHORT: 1.0}]}
+        )
         assert len(again) == 1
         (tmp_path / "mine").mkdir()
         (tmp_path / "mine" / "notes.txt").write_text("x")
         with pytest.raises(TrialsError, match=r"not a trials folder \(no sweep.json; it holds notes.txt\)"):
             wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "mine", **kwargs)
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
-    (tmp_path / "t" / "sweep.json").write_text('{"base_config_hash": "')  # a torn write
+    (t / "sweep.json").write_text('{"base_config_hash": "')  # a torn write
     with pytest.raises(TrialsError, match=r"sweep\.json: unreadable"):
-        wc.trials(_cases(1), seeds=[0], out=tmp_path / "t", **kwargs)
+        wc.trials(_cases(1), seeds=[0], out=t, **kwargs)
+
+
+def test_the_same_sweep_in_another_order_resumes(tmp_path: Path) -> None:
+    two = sweep({SHORT: [1], "procedure.gap_target": [3, 6]})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = wc.trials(_cases(2), variants=two, seeds=[0, 1], executor=pool, out=tmp_path, progress=False)
+        ran: list[Any] = []
+        again = wc.trials(
+            list(reversed(_cases(2))),
+            variants=list(reversed(two)),
+            seeds=[1, 0],
+            executor=pool,
+            out=tmp_path,
+            progress=False,
+            on_row=ran.append,
+        )
+    assert ran == []
+    key = ["case_id", "variant", "seed"]
+    pd.testing.assert_frame_equal(
+        again.sort_values(key).reset_index(drop=True), first.sort_values(key).reset_index(drop=True)
+    )
+
+
+def test_a_first_run_killed_while_writing_sweep_json_resumes(tmp_path: Path) -> None:
+    (tmp_path / ".lock").touch()
+    (tmp_path / "sweep.json.tmp").write_text('{"base_')  # the rename never happened
+    df = wc.trials(_cases(1), variants=[{SHORT: 1}], jobs=1, out=tmp_path, progress=False)
+    assert len(df) == 1
+    assert json.loads((tmp_path / "sweep.json").read_text())["sweep"]["seeds"][1] == "0..0"
+
+
+def test_a_folder_from_before_sweep_identities_is_adopted_only_by_its_own_sweep(tmp_path: Path) -> None:
+    kwargs = {"variants": [{SHORT: 1}], "progress": False}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        wc.trials(_cases(1), seeds=[0, 1], executor=pool, out=tmp_path / "a", **kwargs)
+        shutil.copytree(tmp_path / "a", tmp_path / "b")
+        for folder in ("a", "b"):  # as written before: the base configuration only
+            path = tmp_path / folder / "sweep.json"
+            path.write_text(
+                json.dumps({"base_config_hash": json.loads(path.read_text())["base_config_hash"]})
+            )
+        with pytest.raises(TrialsError, match="written before trials folders recorded their sweep"):
+            wc.trials(_cases(1), seeds=[5], executor=pool, out=tmp_path / "a", **kwargs)
+        ran: list[Any] = []
+        wc.trials(_cases(1), seeds=[0, 1, 2], executor=pool, out=tmp_path / "b", on_row=ran.append, **kwargs)
+    assert [r["seed"] for r in ran] == [2]  # its rows are this sweep's: adopted, only seed 2 ran
+    with pytest.raises(TrialsError, match="its seeds"):
+        wc.trials(_cases(1), seeds=[5], out=tmp_path / "b", **kwargs)
 
 
 def test_api_arguments_are_named_when_wrong(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"seeds \(=5\) must be an iterable of integers"):
         wc.trials(_cases(1), seeds=5, progress=False)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"seeds: 1,000,001 seeds \(more than 1,000,000"):
-        wc.trials(_cases(1), seeds=range(1_000_001), progress=False)
+    for many in (range(1_000_001), range(2**63)):
+        with pytest.raises(ValueError, match="seeds: more than 1,000,000 seeds"):
+            wc.trials(_cases(1), seeds=many, progress=False)
     with pytest.raises(ValueError, match=r"out \(=''\)"):
         wc.trials(_cases(1), out="", progress=False)
     with pytest.raises(ValueError, match=r"sim\.enabled is false"):
@@ -518,7 +581,7 @@ def test_cli_exits_1_when_a_trial_raised(tmp_path: Path, capsys: pytest.CaptureF
     assert "2 rows" in captured.out
     # rerun: nothing left to run, the same answer, and the header says what the folder held
     assert main([*argv, "--jobs", "1", "--out", str(tmp_path / "t")]) == 1
-    assert "(2 already in the folder: running the rest)" in capsys.readouterr().out
+    assert "(the folder's journal holds 2 rows: only missing trials run)" in capsys.readouterr().out
 
 
 def test_a_script_without_a_main_guard_is_told_so(tmp_path: Path) -> None:

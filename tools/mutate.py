@@ -357,8 +357,12 @@ def _start(
         return pid
     try:  # the child: never returns
         if cpu_limit is not None:
-            soft = math.ceil(cpu_limit)
-            resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
+            # within a hard limit the tool was started under; no core file from SIGXCPU
+            _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            cap = math.inf if hard == resource.RLIM_INFINITY else hard
+            soft = int(min(math.ceil(cpu_limit), cap))
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, int(min(soft + 5, cap))))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.chdir(workdir)
         sys.path.insert(0, str(workdir))
         Path(KILLER_FILE).unlink(missing_ok=True)

@@ -193,6 +193,11 @@ def _trials(args: argparse.Namespace) -> int:
         cases = resolve_cohort(args.cohort)
         for v in variants:
             v.apply(cfg)
+        if not cfg.sim.enabled:
+            raise ValueError(
+                f"--config (={str(cfg.source)!r}): sim.enabled is false (a configuration for real "
+                "drives): trials run simulated procedures only"
+            )
     except ConfigError as exc:
         print("whih trials: invalid --set", file=sys.stderr)
         for line in exc.problems:
@@ -208,7 +213,7 @@ def _trials(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     journal = out / "results.jsonl"
     held = journal.read_bytes().count(b"\n") if journal.is_file() else 0
-    resumed = f" ({held:,} already in the folder: running the rest)" if held else ""
+    resumed = f" (the folder's journal holds {held:,} rows: only missing trials run)" if held else ""
     _emit(sys.stdout, f"whih trials: {sizes} -> {out}{resumed}\n", flush=True)
     client = None
     # SIGTERM (a job scheduler, `kill`) stops the sweep like Ctrl-C: the pool's workers are ended
@@ -220,7 +225,7 @@ def _trials(args: argparse.Namespace) -> int:
 
             try:
                 client = Client(args.dask, timeout=10)  # type: ignore[no-untyped-call]
-            except OSError as exc:
+            except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address
                 print(
                     f"whih trials: --dask (={args.dask!r}): cannot reach the scheduler ({exc})",
                     file=sys.stderr,
@@ -237,9 +242,6 @@ def _trials(args: argparse.Namespace) -> int:
             record=args.record,
         )
     except ImportError as exc:  # dask.distributed for --dask
-        print(f"whih trials: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:  # the API's own checks of what the command line gave it
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

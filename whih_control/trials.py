@@ -65,6 +65,7 @@ __all__ = [
     "ABLATIONS",
     "CASE_COLUMNS",
     "RESULT_COLUMNS",
+    "TrialsArgumentError",
     "TrialsError",
     "TrialsLostError",
     "Variant",
@@ -147,6 +148,10 @@ def require_extra() -> None:
 class TrialsError(WhihError):
     """A sweep cannot start or finish: the trials folder holds another sweep's results, is in use,
     or trials were lost with their worker (:class:`TrialsLostError`)."""
+
+
+class TrialsArgumentError(TrialsError, ValueError):
+    """An argument of :func:`trials` is refused before anything runs (a ValueError too)."""
 
 
 class TrialsLostError(TrialsError):
@@ -305,6 +310,8 @@ def parse_seeds(text: str) -> range:
         raise ValueError(f"--seeds (={text!r}): B (={b}) must be >= A (={a})")
     if b > _SEED_MAX:
         raise ValueError(f"--seeds (={text!r}): B (={b}) must be <= 2**63-1")
+    if b - a + 1 > MAX_TRIALS:
+        raise ValueError(f"--seeds (={text!r}): {b - a + 1:,} seeds, more than {MAX_TRIALS:,} trials")
     return range(a, b + 1)
 
 
@@ -552,6 +559,8 @@ class _Folder:
                 f"out (={str(out)!r}): another sweep is writing to this trials folder"
             ) from None
         self.rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._identity: dict[str, tuple[str, str]] = {}
+        self._adopt_pending = False
         self._journal: IO[bytes] | None = None
         self._csv: IO[str] | None = None
 
@@ -561,10 +570,13 @@ class _Folder:
                 fh.close()
         self._lock.close()
 
-    def check_sweep(self, base_hash: str, sweep_hash: str, described: str) -> None:
-        """Refuse a folder that holds another sweep (base configuration, cohort, variants or
-        seeds), or files that are not a trials folder's."""
+    def check_sweep(self, base_hash: str, identity: dict[str, tuple[str, str]]) -> None:
+        """Refuse a folder that holds another sweep (base configuration, cases, variants or
+        seeds; ``identity`` maps each part to its hash and description), or files that are not a
+        trials folder's. A folder from before sweep identities is adopted by :meth:`adopt`."""
         path = self.out / _SWEEP
+        self._identity = identity
+        self._adopt_pending = False
         if path.exists():
             try:
                 held = json.loads(path.read_text(encoding="utf-8"))
@@ -577,25 +589,60 @@ class _Folder:
                     f"out (={str(self.out)!r}) holds trials of another base configuration "
                     f"(config hash {held.get('base_config_hash')}, this sweep {base_hash}): use a new folder"
                 )
-            if held.setdefault("sweep_hash", sweep_hash) != sweep_hash:
+            parts = held.get("sweep")
+            if not isinstance(parts, dict):
+                self._adopt_pending = True  # written before sweep identities: see adopt()
+                return
+            differ = [
+                f"its {name} ({parts.get(name, ['', '?'])[1]}; this sweep: {desc})"
+                for name, (digest, desc) in identity.items()
+                if parts.get(name, [None])[0] != digest
+            ]
+            if differ:
                 raise TrialsError(
-                    f"out (={str(self.out)!r}) holds another sweep ({held.get('sweep', '?')}; this one: "
-                    f"{described}): rerun that sweep's command to resume it, or use a new folder"
+                    f"out (={str(self.out)!r}) holds another sweep: {'; '.join(differ)}. Rerun that "
+                    "sweep's command to resume it, or use a new folder"
                 )
-        else:
-            others = sorted(p.name for p in self.out.iterdir() if p.name != _LOCK)
-            if others:
-                if self._made_lock:  # leave someone else's folder as it was
-                    (self.out / _LOCK).unlink(missing_ok=True)
-                raise TrialsError(
-                    f"out (={str(self.out)!r}) is not a trials folder (no {_SWEEP}; it holds "
-                    f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): use a new or empty folder"
-                )
-            held = {"base_config_hash": base_hash, "sweep_hash": sweep_hash}
-        held["sweep"] = held.get("sweep", described)
-        tmp = path.with_suffix(".json.tmp")  # a crash mid-write leaves the old file whole
-        tmp.write_text(json.dumps(held) + "\n", encoding="utf-8")
+            return
+        # a crash of the first run may have left a temporary file, nothing else of its own
+        others = sorted(p.name for p in self.out.iterdir() if p.name != _LOCK and not p.name.endswith(".tmp"))
+        if others:
+            if self._made_lock:  # leave someone else's folder as it was
+                (self.out / _LOCK).unlink(missing_ok=True)
+            raise TrialsError(
+                f"out (={str(self.out)!r}) is not a trials folder (no {_SWEEP}; it holds "
+                f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): use a new or empty folder"
+            )
+        self._write_sweep(base_hash)
+
+    def adopt(self, base_hash: str, plan: Mapping[tuple[str, str, int], int]) -> None:
+        """After :meth:`load`: a folder written before sweep identities becomes this sweep's
+        only if every row it holds is one of this sweep's trials."""
+        if not self._adopt_pending:
+            return
+        if any(key not in plan for key in self.rows):
+            raise TrialsError(
+                f"out (={str(self.out)!r}) was written before trials folders recorded their sweep and "
+                "holds trials this sweep does not have: use a new folder"
+            )
+        self._write_sweep(base_hash)
+
+    def _write_sweep(self, base_hash: str) -> None:
+        """sweep.json, fsynced and renamed into place with the folder fsynced (a power cut
+        leaves the old file or the new one, never an empty one)."""
+        held = {"base_config_hash": base_hash, "sweep": {k: list(v) for k, v in self._identity.items()}}
+        path = self.out / _SWEEP
+        tmp = path.with_suffix(".json.tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(held) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(path)
+        fd = os.open(self.out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def load(self) -> None:
         """Read the journal; a torn last line (a crash mid-append) is cut off."""
@@ -808,42 +855,65 @@ def _as_variants(
     else:
         out = [v if isinstance(v, Variant) else Variant.of(v) for v in variants]
     if not out:
-        raise ValueError("variants: must hold at least one variant")
+        raise TrialsArgumentError("variants: must hold at least one variant")
     names = [v.name for v in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"variants: names must be unique (repeated: {', '.join(dup)})")
+        raise TrialsArgumentError(f"variants: names must be unique (repeated: {', '.join(dup)})")
     return out
 
 
 def _as_seeds(seeds: Iterable[int]) -> list[int]:
     if not isinstance(seeds, Iterable) or isinstance(seeds, str | bytes):
-        raise ValueError(f"seeds (={seeds!r}) must be an iterable of integers, e.g. range(5)")
-    if isinstance(seeds, Sized) and len(seeds) > MAX_TRIALS:  # before listing a range(10**9)
-        raise ValueError(f"seeds: {len(seeds):,} seeds (more than {MAX_TRIALS:,} trials in one sweep)")
+        raise TrialsArgumentError(f"seeds (={seeds!r}) must be an iterable of integers, e.g. range(5)")
+    if isinstance(seeds, Sized):  # before listing a range(10**9)
+        try:
+            n = len(seeds)
+        except OverflowError:  # range(2**63): more than a C ssize_t
+            n = MAX_TRIALS + 1
+        if n > MAX_TRIALS:
+            raise TrialsArgumentError(f"seeds: more than {MAX_TRIALS:,} seeds in one sweep")
     out = list(seeds)
     for s in out:
         if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= _SEED_MAX:
-            raise ValueError(f"seeds: each seed (={s!r}) must be an integer in [0...2**63-1]")
+            raise TrialsArgumentError(f"seeds: each seed (={s!r}) must be an integer in [0...2**63-1]")
     if not out or len(set(out)) != len(out):
-        raise ValueError(f"seeds (={out!r}) must be a non-empty list of distinct integers")
+        raise TrialsArgumentError(f"seeds (={out!r}) must be a non-empty list of distinct integers")
     return out
 
 
 def _sweep_identity(
-    cases: Sequence[Scenario], variants: Sequence[Variant], seeds: Sequence[int]
-) -> tuple[str, str]:
-    """(hash, description) of a sweep's cases, variants and seeds: what one trials folder holds."""
-    ident = {
-        "cases": [_case_fields(c) for c in cases],
-        "variants": [[v.name, list(v.settings)] for v in variants],
-        "seeds": list(seeds),
+    cases: Sequence[Scenario],
+    variants: Sequence[Variant],
+    variant_hashes: Sequence[str],
+    seeds: Sequence[int],
+) -> dict[str, tuple[str, str]]:
+    """What one trials folder holds, part by part: (hash, description) of its cases, variants and
+    seeds. The order they are given in does not count, nor how a value is spelled (3 or 3.0): a
+    variant is its name and the configuration it makes."""
+
+    def digest(data: Any) -> str:
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    ordered = sorted(seeds)
+    contiguous = ordered == list(range(ordered[0], ordered[-1] + 1))
+    names = sorted(v.name for v in variants)
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    ids = sorted(c.case_id for c in cases)
+    return {
+        "cases": (
+            digest(sorted((_case_fields(c) for c in cases), key=lambda f: str(f["case_id"]))),
+            f"{len(ids)} cases, {ids[0]}...{ids[-1]}" if len(ids) > 1 else f"case {ids[0]}",
+        ),
+        "variants": (
+            digest(sorted(zip((v.name for v in variants), variant_hashes, strict=True))),
+            shown,
+        ),
+        "seeds": (
+            digest(ordered),
+            f"{ordered[0]}..{ordered[-1]}" if contiguous else f"{len(ordered)} seeds",
+        ),
     }
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    contiguous = list(seeds) == list(range(seeds[0], seeds[-1] + 1))
-    span = f"{seeds[0]}..{seeds[-1]}" if contiguous else f"{len(seeds)} of them"
-    names = ", ".join(v.name for v in variants[:4]) + (", ..." if len(variants) > 4 else "")
-    return digest, f"{len(cases)} cases, variants {names}, seeds {span}"
 
 
 def _slug(text: str) -> str:
@@ -938,15 +1008,15 @@ def trials(
     from tqdm import tqdm  # noqa: PLC0415
 
     if out is not None and not str(out).strip():
-        raise ValueError("out (='') must be a folder path (or None to keep no folder)")
+        raise TrialsArgumentError("out (='') must be a folder path (or None to keep no folder)")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"jobs (={jobs!r}) must be None or an integer >= 1")
+        raise TrialsArgumentError(f"jobs (={jobs!r}) must be None or an integer >= 1")
     if record and out is None:
-        raise ValueError("record: run folders need out (a trials folder)")
+        raise TrialsArgumentError("record: run folders need out (a trials folder)")
     cases = resolve_cohort(cohort)
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
-        raise ValueError("cohort: case ids must be unique")
+        raise TrialsArgumentError("cohort: case ids must be unique")
     variant_list = _as_variants(variants)
     seed_list = _as_seeds(seeds)
     if config is None:
@@ -957,17 +1027,17 @@ def trials(
         base = load_config(config)
     if not base.sim.enabled:
         where = f" {base.source}" if base.source else ""
-        raise ValueError(
+        raise TrialsArgumentError(
             f"config{where}: sim.enabled is false (a configuration for real drives): trials run "
             "simulated procedures only"
         )
-    for v in variant_list:  # a bad key or value is refused before anything runs
-        v.apply(base)
+    # a bad key or value is refused before anything runs
+    variant_hashes = [config_hash(v.apply(base)) for v in variant_list]
     base_dict = base.to_dict()
     base_dir = str(Path(base.source).parent) if base.source else None
     total = len(cases) * len(variant_list) * len(seed_list)
     if total > MAX_TRIALS:
-        raise ValueError(
+        raise TrialsArgumentError(
             f"{len(cases)} cases x {len(variant_list)} variants x {len(seed_list)} seeds = {total:,} "
             f"trials: one sweep runs at most {MAX_TRIALS:,}"
         )
@@ -978,8 +1048,10 @@ def trials(
     try:
         done: dict[tuple[str, str, int], dict[str, Any]] = {}
         if folder is not None:
-            folder.check_sweep(config_hash(base), *_sweep_identity(cases, variant_list, seed_list))
+            base_hash = config_hash(base)
+            folder.check_sweep(base_hash, _sweep_identity(cases, variant_list, variant_hashes, seed_list))
             folder.load()
+            folder.adopt(base_hash, order)
             by_id = {c.case_id: _case_fields(c) for c in cases}
             for key, row in folder.rows.items():
                 fields = by_id.get(key[0])
