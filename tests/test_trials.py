@@ -171,7 +171,7 @@ H = "case_id,lesion_length,jcto,mc_gap"
         (f"{H},ipsilateral\nA,10,2,4,maybe\n", " line 2: ipsilateral (='maybe') must be true/false"),
         (f"{H}\nA1,15,1\n", " line 2: mc_gap is missing (the row has 3 of 4 columns)"),
         (f"{H}\nA1,15\n", " line 2: jcto, mc_gap are missing (the row has 2 of 4 columns)"),
-        (f"{H},seed\nA1,15,1,4\n", " line 2: short (the row has 4 of 5 columns)"),
+        (f"{H},seed\nA1,15,1,4\n", " line 2: seed is missing (the row has 4 of 5 columns)"),
         (f"{H}\nA1,15,1,4,9\n", " line 2: the row has 5 fields, the header 4 columns (extra: '9')"),
         (
             f"{H}\nA,10,2,4\nB,11,2,4\nA,12,2,4\n",

@@ -381,9 +381,12 @@ def load_cases(path: str | os.PathLike[str]) -> list[Scenario]:
 def _csv_case(header: list[str], row: list[str], lines: dict[str, int], line: int) -> Scenario:
     """One row of the CSV cohort; ``lines`` maps each case id seen so far to its line."""
     if len(row) < len(header):
-        absent = [c for c in header[len(row) :] if c in _CSV_REQUIRED]
-        what = f"{', '.join(absent)} {'is' if len(absent) == 1 else 'are'} missing" if absent else "short"
-        raise ValueError(f"{what} (the row has {len(row)} of {len(header)} columns)")
+        # an absent optional cell is refused too: a seed left out by mistake would change the results
+        absent = header[len(row) :]
+        verb = "is" if len(absent) == 1 else "are"
+        raise ValueError(
+            f"{', '.join(absent)} {verb} missing (the row has {len(row)} of {len(header)} columns)"
+        )
     if len(row) > len(header):
         raise ValueError(
             f"the row has {len(row)} fields, the header {len(header)} columns "
@@ -420,7 +423,7 @@ def resolve_cohort(spec: str | os.PathLike[str] | Sequence[Scenario]) -> list[Sc
     if isinstance(spec, Sequence) and not isinstance(spec, str | bytes):
         cases = list(spec)
         if not cases:
-            raise ValueError("cohort (=[]) must hold at least one Scenario")
+            raise ValueError(f"cohort (={spec!r}) must hold at least one Scenario")
         for i, c in enumerate(cases):
             if not isinstance(c, Scenario):
                 raise ValueError(f"cohort[{i}] (={c!r}) must be a Scenario")
