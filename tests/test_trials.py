@@ -479,15 +479,25 @@ def test_cli_sweep_killed_with_sigkill_resumes_without_duplicates_or_reruns(tmp_
         (["--cohort", "nope"], "cohort"),
         (["--cohort", "synthetic:x"], "synthetic:x"),
         (["--jobs", "0"], "--jobs"),
+        (["--set", "procedure.gap_target=3,3"], "procedure.gap_target=3 would run twice"),
+        (["--ablate", "no-coupling", "--ablate", "no-coupling"], "ablate=no-coupling would run twice"),
+        (["--seeds", f"0..{2**64}"], r"must be <= 2\*\*63-1"),
+        (["--seeds", "0..100000000"], "1,400,000,014 trials: one sweep runs at most 1,000,000"),
+        (["--out", ""], r"--out \(=''\) must be a folder path"),
+        (["--config", str(CONFIGS / "rig-epos4.toml")], "sim.enabled is false"),
     ],
 )
 def test_cli_bad_input_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], match: str
 ) -> None:
     base = {"--cohort": "paper-2025", "--out": str(tmp_path / "x")}
+    extra: list[str] = []
     for flag, value in zip(argv[::2], argv[1::2], strict=True):
-        base[flag] = value
-    assert main(["trials", *[x for kv in base.items() for x in kv]]) == 2
+        if flag in base:
+            base[flag] = value
+        else:
+            extra += [flag, value]
+    assert main(["trials", *[x for kv in base.items() for x in kv], *extra]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert pytest.importorskip("re").search(match, err), err
@@ -549,3 +559,62 @@ def test_a_stopped_sweep_leaves_no_worker_running(tmp_path: Path, sig: signal.Si
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [w for w in workers if _alive(w)], f"workers left running after {sig.name}"
+
+
+def test_a_folder_holds_one_sweep_and_nothing_else(tmp_path: Path) -> None:
+    kwargs = {"variants": [{SHORT: 1}], "progress": False}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "t", **kwargs)
+        for other in ({"seeds": [0, 1]}, {"seeds": [0], "variants": [{SHORT: 2}]}):
+            args = {**kwargs, "seeds": [0], **other}
+            with pytest.raises(TrialsError, match=r"holds another sweep \(1 cases, variants .*, seeds 0..0"):
+                wc.trials(_cases(1), executor=pool, out=tmp_path / "t", **args)  # type: ignore[arg-type]
+        with pytest.raises(TrialsError, match="holds another sweep"):
+            wc.trials(_cases(2), seeds=[0], executor=pool, out=tmp_path / "t", **kwargs)
+        # the same sweep again: nothing to run, the same rows
+        again = wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "t", **kwargs)
+        assert len(again) == 1
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("x")
+        with pytest.raises(TrialsError, match=r"not a trials folder \(no sweep.json; it holds notes.txt\)"):
+            wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "mine", **kwargs)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"
+
+
+def test_api_arguments_are_named_when_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"seeds \(=5\) must be an iterable of integers"):
+        wc.trials(_cases(1), seeds=5, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"seeds: 1,000,001 seeds \(more than 1,000,000"):
+        wc.trials(_cases(1), seeds=range(1_000_001), progress=False)
+    with pytest.raises(ValueError, match=r"out \(=''\)"):
+        wc.trials(_cases(1), out="", progress=False)
+    with pytest.raises(ValueError, match=r"sim\.enabled is false"):
+        wc.trials(_cases(1), config=CONFIGS / "rig-epos4.toml", progress=False)
+
+
+def test_cli_exits_1_when_a_trial_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = tmp_path / "cases.csv"
+    # a gap target above the variant's gap_max: that case's configuration is refused in its trial
+    cases.write_text("case_id,lesion_length,jcto,mc_gap\nOK,10,2,4.5\nBAD,10,2,15\n")
+    argv = ["trials", "--cohort", str(cases), "--set", f"{SHORT}=1", "--set", "procedure.gap_max=8"]
+    assert main([*argv, "--jobs", "1", "--out", str(tmp_path / "t")]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 trials raised (outcome 'error'" in captured.err
+    assert "2 rows" in captured.out
+    # rerun: nothing left to run, the same answer, and the header says what the folder held
+    assert main([*argv, "--jobs", "1", "--out", str(tmp_path / "t")]) == 1
+    assert "(2 already in the folder: running the rest)" in capsys.readouterr().out
+
+
+def test_a_script_without_a_main_guard_is_told_so(tmp_path: Path) -> None:
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        "import whih_control as wc\n"
+        f"wc.trials('synthetic:1', variants=[{{'{SHORT}': 1}}], jobs=1, out='t', progress=False)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode != 0
+    assert "if __name__ == '__main__':" in proc.stderr
+    assert "another sweep is writing" not in proc.stderr

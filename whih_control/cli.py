@@ -30,6 +30,7 @@ from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
 from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec, realtime_scheduling
 from whih_control.sim import Plant
+from whih_control.trials import ABLATIONS
 
 EXIT_OK = 0
 EXIT_NOT_CROSSED = 1
@@ -45,11 +46,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _sub(sub: Any, name: str, *, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose own ``--help`` starts with what it does (the listing's line)."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="whih", description="WHIH robotic CTO crossing: simulate, run and check.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("demo", help="run the simulated WHIH procedure on the default configuration")
-    run = sub.add_parser("run", help="run the procedure from a configuration file")
+    _sub(sub, "demo", help="run the simulated WHIH procedure on the default configuration")
+    run = _sub(sub, "run", help="run the procedure from a configuration file")
     run.add_argument("--config", required=True, type=Path, help="TOML configuration")
     run.add_argument("--out", help="run folder to write (new, or empty)")
     run.add_argument("--seed", type=int, help="override sim.seed")
@@ -68,29 +75,27 @@ def _parser() -> argparse.ArgumentParser:
         help="fault KIND[:AXIS][:ARG]@T_SECONDS (repeatable)",
     )
     run.add_argument("--max-time", type=float, help="stop after this many seconds")
-    chk = sub.add_parser("check-config", help="validate a configuration and print its summary")
+    chk = _sub(sub, "check-config", help="validate a configuration and print its summary")
     chk.add_argument("file", type=Path)
-    prb = sub.add_parser(
-        "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
+    prb = _sub(
+        sub, "probe", help="scan the configured bus: identity, NMT state, EDS match, capability (read-only)"
     )
     prb.add_argument("--config", required=True, type=Path, help="TOML configuration")
     prb.add_argument("--all", action="store_true", help="scan every node id 1..127, not only the configured")
-    drv = sub.add_parser(
-        "sim-drives", help="serve the configured simulated drives on a CAN bus until Ctrl-C or SIGTERM"
+    drv = _sub(
+        sub, "sim-drives", help="serve the configured simulated drives on a CAN bus until Ctrl-C or SIGTERM"
     )
     drv.add_argument("--config", required=True, type=Path, help="TOML configuration")
     drv.add_argument("--interface", help="python-can interface (default: the config's bus.interface)")
     drv.add_argument(
         "--channel", help="python-can channel (udp_multicast: GROUP or GROUP@PORT; default: bus.channel)"
     )
-    dia = sub.add_parser("diagram", help="print the procedure state machine")
+    dia = _sub(sub, "diagram", help="print the procedure state machine")
     dia.add_argument("--format", choices=("mermaid",), default="mermaid")
-    dbc = sub.add_parser(
-        "dbc", help="write a DBC of the configured cyclic frames (cantools, SavvyCAN, Vector)"
-    )
+    dbc = _sub(sub, "dbc", help="write a DBC of the configured cyclic frames (cantools, SavvyCAN, Vector)")
     dbc.add_argument("--config", required=True, type=Path, help="TOML configuration")
     dbc.add_argument("-o", "--output", type=Path, help="DBC file to write (default: standard output)")
-    ins = sub.add_parser("inspect", help="verify a run folder: event chain, trace, summary; redraw the plot")
+    ins = _sub(sub, "inspect", help="verify a run folder: event chain, trace, summary; redraw the plot")
     ins.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.add_argument("--no-plot", action="store_true", help="do not redraw plot.png")
@@ -99,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_trials_parser(sub: Any) -> None:
-    tri = sub.add_parser(
+    tri = _sub(
+        sub,
         "trials",
         help="simulated trials: cohort x variants x seeds on every core or a Dask cluster (resumable)",
     )
@@ -119,13 +125,25 @@ def _add_trials_parser(sub: Any) -> None:
         metavar="KEY=V1,V2",
         help="sweep a config key (repeatable; the variants are the cross product)",
     )
-    tri.add_argument("--ablate", action="append", default=[], metavar="NAME", help="ablation (repeatable)")
+    tri.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"compare with an ablation of the strategy: {', '.join(ABLATIONS)} (repeatable)",
+    )
     where = tri.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=int, help="worker processes (default: the machine's cores)")
     where.add_argument("--dask", metavar="ADDRESS", help="run on this dask.distributed scheduler")
     tri.add_argument("--config", type=Path, help="base configuration (default: the shipped sim.toml)")
     tri.add_argument("--record", action="store_true", help="a run folder per trial under DIR/runs")
-    tri.add_argument("--out", required=True, type=Path, help="trials folder (rerun to resume)")
+    tri.add_argument(
+        "--out", required=True, help="trials folder, new or empty (rerun the same command to resume)"
+    )
+    tri.epilog = (
+        "exit status: 0 every trial ran (crossed or not), 1 a trial raised (outcome 'error'), was lost "
+        "with its worker or the sweep was stopped (rerun to resume), 2 bad input"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -135,16 +153,28 @@ def _interrupt(signum: int, frame: object) -> None:
 def _trials(args: argparse.Namespace) -> int:
     # imported here: the other commands never pay for pandas
     from whih_control.trials import (  # noqa: PLC0415
+        MAX_TRIALS,
         TrialsError,
         TrialsLostError,
         format_summary,
         parse_seeds,
         parse_set,
+        require_extra,
         resolve_cohort,
         summarize,
         sweep,
         trials,
     )
+
+    try:
+        require_extra()
+    except ImportError as exc:  # the 'trials' extra is not installed
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.out.strip():
+        print("whih trials: --out (='') must be a folder path", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out)
 
     try:
         cfg = load_config(args.config if args.config is not None else default_config_path())
@@ -173,12 +203,14 @@ def _trials(args: argparse.Namespace) -> int:
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     total = len(cases) * len(variants) * len(seeds)
-    _emit(
-        sys.stdout,
-        f"whih trials: {len(cases)} cases x {len(variants)} variants x {len(seeds)} seeds = {total} trials "
-        f"-> {args.out}\n",
-        flush=True,
-    )
+    sizes = f"{len(cases)} cases x {len(variants)} variants x {len(seeds)} seeds = {total:,} trials"
+    if total > MAX_TRIALS:
+        print(f"whih trials: {sizes}: one sweep runs at most {MAX_TRIALS:,}", file=sys.stderr)
+        return EXIT_USAGE
+    journal = out / "results.jsonl"
+    held = journal.read_bytes().count(b"\n") if journal.is_file() else 0
+    resumed = f" ({held:,} already in the folder: running the rest)" if held else ""
+    _emit(sys.stdout, f"whih trials: {sizes} -> {out}{resumed}\n", flush=True)
     client = None
     # SIGTERM (a job scheduler, `kill`) stops the sweep like Ctrl-C: the pool's workers are ended
     # with it and the folder stays resumable, instead of the parent dying and its workers running on
@@ -201,11 +233,14 @@ def _trials(args: argparse.Namespace) -> int:
             seeds=seeds,
             jobs=args.jobs,
             executor=client,
-            out=args.out,
+            out=out,
             config=cfg,
             record=args.record,
         )
-    except ImportError as exc:  # the 'trials' extra is not installed
+    except ImportError as exc:  # dask.distributed for --dask
+        print(f"whih trials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:  # the API's own checks of what the command line gave it
         print(f"whih trials: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -223,10 +258,15 @@ def _trials(args: argparse.Namespace) -> int:
             client.close()  # type: ignore[no-untyped-call]
     summary = summarize(frame, [v.name for v in variants])
     _emit(sys.stdout, format_summary(summary) + "\n")
-    _emit(
-        sys.stdout,
-        f"{len(frame)} rows: {args.out / 'results.parquet'}, results.csv, summary.csv, plots/\n",
-    )
+    _emit(sys.stdout, f"{len(frame)} rows: {out / 'results.parquet'}, results.csv, summary.csv, plots/\n")
+    errors = int((frame["outcome"] == "error").sum())
+    if errors:
+        print(
+            f"whih trials: {errors} of {len(frame)} trials raised (outcome 'error'; the reason column "
+            "says why)",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_CROSSED
     return EXIT_OK
 
 

@@ -21,8 +21,12 @@ A case's settings (lesion length, J-CTO, gap target, seed) are applied first, th
 so a variant that sets ``procedure.gap_target`` runs every case at that gap. The simulation seed
 of a trial is derived from the case's seed and the trial seed (``trial_seed``).
 
-pandas, pyarrow, tqdm and dask.distributed come with ``pip install 'whih[trials]'``; they are
-imported when a sweep starts, so ``import whih_control`` stays light.
+One folder holds one sweep: a folder of another base configuration, cohort, set of variants or
+seeds is refused, so its tables, summary and plots always describe the same rows.
+
+pandas, pyarrow, tqdm and dask.distributed come with the ``trials`` extra (``pip install
+'.[trials]'`` in a clone); they are imported when a sweep starts, so ``import whih_control``
+stays light.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -131,6 +135,22 @@ PARQUET_EVERY_S = 30.0
 _JOURNAL = "results.jsonl"
 _SWEEP = "sweep.json"
 _LOCK = ".lock"
+
+MAX_TRIALS = 1_000_000
+"""Largest sweep (cases x variants x seeds) one call runs: a typo in ``--seeds`` is refused at once
+rather than planned for hours."""
+
+EXTRA_HINT = "pip install '.[trials]' in a clone of whih (or 'whih[trials]')"
+
+
+def require_extra() -> None:
+    """Raise ImportError naming the ``trials`` extra if pandas, pyarrow or tqdm is missing."""
+    try:
+        import pandas  # noqa: F401, PLC0415
+        import pyarrow  # noqa: F401, PLC0415
+        import tqdm  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise ImportError(f"trials need pandas, pyarrow and tqdm: {EXTRA_HINT} ({exc})") from exc
 
 
 class TrialsError(WhihError):
@@ -249,6 +269,12 @@ def sweep(sets: Mapping[str, Sequence[Any]] | None = None, ablate: Sequence[str]
         out.append(Variant.of(settings))
         for name in ablations:
             out.append(Variant.of({**settings, ABLATION_KEY: [name]}))
+    names = [v.name for v in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(
+            f"sweep: variant {dup[0]} would run twice (a value or an ablation given twice): give each once"
+        )
     return out
 
 
@@ -273,6 +299,10 @@ def parse_set(text: str) -> tuple[str, list[Any]]:
     return key, [_parse_value(p) for p in parts]
 
 
+_SEED_MAX = 2**63 - 1
+"""Seeds are stored as 64-bit integers (the Parquet and DataFrame columns)."""
+
+
 def parse_seeds(text: str) -> range:
     """``A..B`` (inclusive) or ``N`` -> a range of seeds; ``ValueError`` names the bad text."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?", text)
@@ -282,6 +312,8 @@ def parse_seeds(text: str) -> range:
     b = int(m.group(2)) if m.group(2) is not None else a
     if b < a:
         raise ValueError(f"--seeds (={text!r}): B (={b}) must be >= A (={a})")
+    if b > _SEED_MAX:
+        raise ValueError(f"--seeds (={text!r}): B (={b}) must be <= 2**63-1")
     return range(a, b + 1)
 
 
@@ -578,18 +610,32 @@ class _Folder:
                 fh.close()
         self._lock.close()
 
-    def check_sweep(self, base_hash: str) -> None:
-        """Refuse a folder that holds results of another base configuration."""
+    def check_sweep(self, base_hash: str, sweep_hash: str, described: str) -> None:
+        """Refuse a folder that holds another sweep (base configuration, cohort, variants or
+        seeds), or files that are not a trials folder's."""
         path = self.out / _SWEEP
         if path.exists():
-            held = json.loads(path.read_text(encoding="utf-8")).get("base_config_hash")
-            if held != base_hash:
+            held = json.loads(path.read_text(encoding="utf-8"))
+            if held.get("base_config_hash") != base_hash:
                 raise TrialsError(
                     f"out (={str(self.out)!r}) holds trials of another base configuration "
-                    f"(config hash {held}, this sweep {base_hash}): use a new folder"
+                    f"(config hash {held.get('base_config_hash')}, this sweep {base_hash}): use a new folder"
+                )
+            if held.setdefault("sweep_hash", sweep_hash) != sweep_hash:
+                raise TrialsError(
+                    f"out (={str(self.out)!r}) holds another sweep ({held.get('sweep', '?')}; this one: "
+                    f"{described}): rerun that sweep's command to resume it, or use a new folder"
                 )
         else:
-            path.write_text(json.dumps({"base_config_hash": base_hash}) + "\n", encoding="utf-8")
+            others = sorted(p.name for p in self.out.iterdir() if p.name != _LOCK)
+            if others:
+                raise TrialsError(
+                    f"out (={str(self.out)!r}) is not a trials folder (no {_SWEEP}; it holds "
+                    f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): use a new or empty folder"
+                )
+            held = {"base_config_hash": base_hash, "sweep_hash": sweep_hash}
+        held["sweep"] = held.get("sweep", described)
+        path.write_text(json.dumps(held) + "\n", encoding="utf-8")
 
     def load(self) -> None:
         """Read the journal; a torn last line (a crash mid-append) is cut off."""
@@ -752,7 +798,7 @@ def plot(results: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Pat
     ax.set_xticks(xs, names, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("crossing rate (Wilson 95 % CI)")
-    ax.set_title("device success per variant")
+    ax.set_title("crossing rate per variant")
     fig.tight_layout()
     paths.append(folder / "rate.png")
     fig.savefig(paths[-1], dpi=100)
@@ -811,13 +857,33 @@ def _as_variants(
 
 
 def _as_seeds(seeds: Iterable[int]) -> list[int]:
+    if not isinstance(seeds, Iterable) or isinstance(seeds, str | bytes):
+        raise ValueError(f"seeds (={seeds!r}) must be an iterable of integers, e.g. range(5)")
+    if isinstance(seeds, Sized) and len(seeds) > MAX_TRIALS:  # before listing a range(10**9)
+        raise ValueError(f"seeds: {len(seeds):,} seeds (more than {MAX_TRIALS:,} trials in one sweep)")
     out = list(seeds)
     for s in out:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"seeds: each seed (={s!r}) must be an integer >= 0")
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= _SEED_MAX:
+            raise ValueError(f"seeds: each seed (={s!r}) must be an integer in [0...2**63-1]")
     if not out or len(set(out)) != len(out):
         raise ValueError(f"seeds (={out!r}) must be a non-empty list of distinct integers")
     return out
+
+
+def _sweep_identity(
+    cases: Sequence[Scenario], variants: Sequence[Variant], seeds: Sequence[int]
+) -> tuple[str, str]:
+    """(hash, description) of a sweep's cases, variants and seeds: what one trials folder holds."""
+    ident = {
+        "cases": [_case_fields(c) for c in cases],
+        "variants": [[v.name, list(v.settings)] for v in variants],
+        "seeds": list(seeds),
+    }
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    contiguous = list(seeds) == list(range(seeds[0], seeds[-1] + 1))
+    span = f"{seeds[0]}..{seeds[-1]}" if contiguous else f"{len(seeds)} of them"
+    names = ", ".join(v.name for v in variants[:4]) + (", ..." if len(variants) > 4 else "")
+    return digest, f"{len(cases)} cases, variants {names}, seeds {span}"
 
 
 def _slug(text: str) -> str:
@@ -899,14 +965,20 @@ def trials(
     shipped one). ``record``: a run folder per trial (needs ``out``). ``progress``: a progress
     bar on stderr when it is a terminal. ``on_row``: called in this process as each row arrives.
     """
-    try:
-        import pandas  # noqa: F401, PLC0415
-        import pyarrow  # noqa: F401, PLC0415
-        from tqdm import tqdm  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImportError(
-            f"trials need pandas, pyarrow and tqdm: pip install 'whih[trials]' ({exc})"
-        ) from exc
+    import multiprocessing  # noqa: PLC0415
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a spawned worker is importing the script that called trials() (what multiprocessing's
+        # own bootstrapping check looks at): running it again here would start a sweep per worker
+        raise TrialsError(
+            "trials: called while a worker process was starting: each worker imports the script "
+            "that calls trials(), so put the call under `if __name__ == '__main__':`"
+        )
+    require_extra()
+    from tqdm import tqdm  # noqa: PLC0415
+
+    if out is not None and not str(out).strip():
+        raise ValueError("out (='') must be a folder path (or None to keep no folder)")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs (={jobs!r}) must be None or an integer >= 1")
     if record and out is None:
@@ -923,10 +995,22 @@ def trials(
         base = config
     else:
         base = load_config(config)
+    if not base.sim.enabled:
+        where = f" {base.source}" if base.source else ""
+        raise ValueError(
+            f"config{where}: sim.enabled is false (a configuration for real drives): trials run "
+            "simulated procedures only"
+        )
     for v in variant_list:  # a bad key or value is refused before anything runs
         v.apply(base)
     base_dict = base.to_dict()
     base_dir = str(Path(base.source).parent) if base.source else None
+    total = len(cases) * len(variant_list) * len(seed_list)
+    if total > MAX_TRIALS:
+        raise ValueError(
+            f"{len(cases)} cases x {len(variant_list)} variants x {len(seed_list)} seeds = {total:,} "
+            f"trials: one sweep runs at most {MAX_TRIALS:,}"
+        )
 
     plan = [(c, v, s) for c in cases for v in variant_list for s in seed_list]
     order = {(c.case_id, v.name, s): i for i, (c, v, s) in enumerate(plan)}
@@ -934,7 +1018,7 @@ def trials(
     try:
         done: dict[tuple[str, str, int], dict[str, Any]] = {}
         if folder is not None:
-            folder.check_sweep(config_hash(base))
+            folder.check_sweep(config_hash(base), *_sweep_identity(cases, variant_list, seed_list))
             folder.load()
             by_id = {c.case_id: _case_fields(c) for c in cases}
             for key, row in folder.rows.items():
@@ -965,16 +1049,21 @@ def trials(
         rows = sorted(done.values(), key=lambda r: order[_row_key(r)])
         frame = _frame(rows)
         if folder is not None:
-            extra = sorted((r for k, r in folder.rows.items() if k not in order), key=_row_key)
-            everything = _frame([*rows, *extra]) if extra else frame
-            folder.write_csv([*rows, *extra])
-            folder.write_parquet(everything)
-            summary = summarize(everything, [v.name for v in variant_list])
+            # the folder holds this sweep only (check_sweep): tables, summary and plots agree
+            folder.write_csv(rows)
+            folder.write_parquet(frame)
+            summary = summarize(frame, [v.name for v in variant_list])
             summary.to_csv(folder.out / "summary.csv", index=False)
-            plot(everything, summary, folder.out / "plots")
+            plot(frame, summary, folder.out / "plots")
         if lost:
+            hint = ""
+            if lost == len(todo):
+                hint = (
+                    " (no trial ran: if the workers failed at start, the error they printed says why; "
+                    "a script calling trials() needs `if __name__ == '__main__':`)"
+                )
             raise TrialsLostError(
-                f"{lost} trial(s) were lost with their worker: rerun the same sweep to run them"
+                f"{lost} trial(s) were lost with their worker: rerun the same sweep to run them{hint}"
             )
         return frame
     finally:
