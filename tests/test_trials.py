@@ -140,7 +140,7 @@ def test_csv_cohort_loads_documented_columns(tmp_path: Path) -> None:
     assert load_cases(path)[1].seed == b.seed  # a derived seed is deterministic
 
 
-H = "case_id,lesion_length,jcto,mc_gap"
+_HEADER = "case_id,lesion_length,jcto,mc_gap"
 
 
 @pytest.mark.parametrize(
@@ -150,40 +150,47 @@ H = "case_id,lesion_length,jcto,mc_gap"
             "case_id,lesion_length,jcto\nA,1,2\n",
             ": missing column(s) mc_gap (got case_id, lesion_length, jcto)",
         ),
-        (f"{H},colour\nA,10,2,4,red\n", ": unknown column(s) colour (allowed "),
-        (f"{H},jcto\nA,10,2,4,3\n", ": column(s) jcto appear more than once in the header"),
+        (f"{_HEADER},colour\nA,10,2,4,red\n", ": unknown column(s) colour (allowed "),
+        (f"{_HEADER},jcto\nA,10,2,4,3\n", ": column(s) jcto appear more than once in the header"),
         ("", ": the file is empty (a header row with case_id, lesion_length, jcto, mc_gap is needed)"),
         ("\n \n,,,\n", ": the file is empty (a header row with case_id, lesion_length, jcto, mc_gap"),
-        (f"{H}\n", ": no cases (only a header row)"),
+        (f"{_HEADER}\n", ": no cases (only a header row)"),
         # conversion failures and range failures read alike: column, value, what is allowed
-        (f"{H}\nA,10,2,4\nB,abc,2,4\n", " line 3: lesion_length (='abc') must be a number in [1...200] mm"),
-        (f"{H}\nA,,2,4\n", " line 2: lesion_length (='') must be a number in [1...200] mm"),
-        (f"{H}\nA,0.5,2,4\n", " line 2: lesion_length (=0.5) must be a number in [1...200] mm"),
-        (f"{H}\nA,nan,2,4\n", " line 2: lesion_length (=nan) must be a number in [1...200] mm"),
-        (f"{H}\nA,10,1.5,4\n", " line 2: jcto (='1.5') must be an integer in [0...5]"),
-        (f"{H}\nA,10,9,4\n", " line 2: jcto (=9) must be an integer in [0...5]"),
-        (f"{H}\nA,10,2,x\n", " line 2: mc_gap (='x') must be a number in (0...100] mm"),
-        (f"{H}\nA,10,2,0\n", " line 2: mc_gap (=0.0) must be a number in (0...100] mm"),
-        (f"{H},seed\nA,10,2,4,1e3\n", " line 2: seed (='1e3') must be an integer in [0...2**63-1]"),
-        (f"{H},seed\nA,10,2,4,-1\n", " line 2: seed (=-1) must be an integer in [0...2**63-1]"),
-        (f"{H},seed\nA,10,2,4,{2**63}\n", f" line 2: seed (={2**63}) must be an integer in [0...2**63-1]"),
-        (f"{H},collateral\nA,10,2,4,radial\n", " line 2: collateral (='radial') must be one of"),
-        (f"{H},ipsilateral\nA,10,2,4,maybe\n", " line 2: ipsilateral (='maybe') must be true/false"),
-        (f"{H}\nA1,15,1\n", " line 2: mc_gap is missing (the row has 3 of 4 columns)"),
-        (f"{H}\nA1,15\n", " line 2: jcto, mc_gap are missing (the row has 2 of 4 columns)"),
-        (f"{H},seed\nA1,15,1,4\n", " line 2: seed is missing (the row has 4 of 5 columns)"),
-        (f"{H}\nA1,15,1,4,9\n", " line 2: the row has 5 fields, the header 4 columns (extra: '9')"),
         (
-            f"{H}\nA,10,2,4\nB,11,2,4\nA,12,2,4\n",
+            f"{_HEADER}\nA,10,2,4\nB,abc,2,4\n",
+            " line 3: lesion_length (='abc') must be a number in [1...200] mm",
+        ),
+        (f"{_HEADER}\nA,,2,4\n", " line 2: lesion_length (='') must be a number in [1...200] mm"),
+        (f"{_HEADER}\nA,0.5,2,4\n", " line 2: lesion_length (=0.5) must be a number in [1...200] mm"),
+        (f"{_HEADER}\nA,nan,2,4\n", " line 2: lesion_length (=nan) must be a number in [1...200] mm"),
+        (f"{_HEADER}\nA,10,1.5,4\n", " line 2: jcto (='1.5') must be an integer in [0...5]"),
+        (f"{_HEADER}\nA,10,9,4\n", " line 2: jcto (=9) must be an integer in [0...5]"),
+        (f"{_HEADER}\nA,10,2,x\n", " line 2: mc_gap (='x') must be a number in (0...100] mm"),
+        (f"{_HEADER}\nA,10,2,0\n", " line 2: mc_gap (=0.0) must be a number in (0...100] mm"),
+        (f"{_HEADER},seed\nA,10,2,4,1e3\n", " line 2: seed (='1e3') must be an integer in [0...2**63-1]"),
+        (f"{_HEADER},seed\nA,10,2,4,-1\n", " line 2: seed (=-1) must be an integer in [0...2**63-1]"),
+        (
+            f"{_HEADER},seed\nA,10,2,4,{2**63}\n",
+            f" line 2: seed (={2**63}) must be an integer in [0...2**63-1]",
+        ),
+        (f"{_HEADER},collateral\nA,10,2,4,radial\n", " line 2: collateral (='radial') must be one of"),
+        (f"{_HEADER},ipsilateral\nA,10,2,4,maybe\n", " line 2: ipsilateral (='maybe') must be true/false"),
+        (f"{_HEADER}\nA1,15,1\n", " line 2: mc_gap is missing (the row has 3 of 4 columns)"),
+        (f"{_HEADER}\nA1,15\n", " line 2: jcto, mc_gap are missing (the row has 2 of 4 columns)"),
+        (f"{_HEADER},seed\nA1,15,1,4\n", " line 2: seed is missing (the row has 4 of 5 columns)"),
+        (f"{_HEADER}\nA1,15,1,4,9\n", " line 2: the row has 5 fields, the header 4 columns (extra: '9')"),
+        (
+            f"{_HEADER}\nA,10,2,4\nB,11,2,4\nA,12,2,4\n",
             " line 4: case_id (='A') must be unique (line 2 has it too)",
         ),
-        (f"{H}\n,10,2,4\n", " line 2: case_id (='') must be non-empty"),
+        (f"{_HEADER}\n,10,2,4\n", " line 2: case_id (='') must be non-empty"),
         # blank lines are skipped but counted: the line is the file's
         (
-            f"{H}\nA,10,2,4\n\n,,,\nB,x,2,4\n",
+            f"{_HEADER}\nA,10,2,4\n\n,,,\nB,x,2,4\n",
             " line 5: lesion_length (='x') must be a number in [1...200] mm",
         ),
         (b"case_id\xff", ": not UTF-8 text (byte 0xff at offset 7)"),
+        (f"{_HEADER}\nA,{'1' * 200_000},2,4\n", " line 2: field larger than field limit"),  # a csv.Error
     ],
 )
 def test_csv_cohort_errors_name_the_line_column_value_and_range(
@@ -234,7 +241,7 @@ def test_cli_bad_csv_cohort_is_a_usage_error_naming_line_column_and_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "cases.csv"
-    path.write_text(f"{H}\nA,10,1.5,4\n", encoding="utf-8")
+    path.write_text(f"{_HEADER}\nA,10,1.5,4\n", encoding="utf-8")
     assert main(["trials", "--cohort", str(path), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err == f"whih trials: cohort CSV {path} line 2: jcto (='1.5') must be an integer in [0...5]\n"
