@@ -585,7 +585,10 @@ def test_a_folder_holds_one_sweep_and_nothing_else(tmp_path: Path) -> None:
         (tmp_path / "mine" / "notes.txt").write_text("x")
         with pytest.raises(TrialsError, match=r"not a trials folder \(no sweep.json; it holds notes.txt\)"):
             wc.trials(_cases(1), seeds=[0], executor=pool, out=tmp_path / "mine", **kwargs)
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    (tmp_path / "t" / "sweep.json").write_text('{"base_config_hash": "')  # a torn write
+    with pytest.raises(TrialsError, match=r"sweep\.json: unreadable"):
+        wc.trials(_cases(1), seeds=[0], out=tmp_path / "t", **kwargs)
 
 
 def test_api_arguments_are_named_when_wrong(tmp_path: Path) -> None:

@@ -592,6 +592,7 @@ class _Folder:
             raise TrialsError(
                 f"out (={str(out)!r}): cannot create the trials folder: {exc.strerror or exc}"
             ) from exc
+        self._made_lock = not (out / _LOCK).exists()
         self._lock: IO[bytes] = (out / _LOCK).open("ab")
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -615,7 +616,12 @@ class _Folder:
         seeds), or files that are not a trials folder's."""
         path = self.out / _SWEEP
         if path.exists():
-            held = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                held = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(held, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                raise TrialsError(f"{path}: unreadable ({exc}): use a new folder") from None
             if held.get("base_config_hash") != base_hash:
                 raise TrialsError(
                     f"out (={str(self.out)!r}) holds trials of another base configuration "
@@ -629,13 +635,17 @@ class _Folder:
         else:
             others = sorted(p.name for p in self.out.iterdir() if p.name != _LOCK)
             if others:
+                if self._made_lock:  # leave someone else's folder as it was
+                    (self.out / _LOCK).unlink(missing_ok=True)
                 raise TrialsError(
                     f"out (={str(self.out)!r}) is not a trials folder (no {_SWEEP}; it holds "
                     f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): use a new or empty folder"
                 )
             held = {"base_config_hash": base_hash, "sweep_hash": sweep_hash}
         held["sweep"] = held.get("sweep", described)
-        path.write_text(json.dumps(held) + "\n", encoding="utf-8")
+        tmp = path.with_suffix(".json.tmp")  # a crash mid-write leaves the old file whole
+        tmp.write_text(json.dumps(held) + "\n", encoding="utf-8")
+        tmp.replace(path)
 
     def load(self) -> None:
         """Read the journal; a torn last line (a crash mid-append) is cut off."""
