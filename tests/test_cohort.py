@@ -8,7 +8,7 @@ import pytest
 
 from whih_control.config import ConfigError, load_config
 from whih_control.sim import Scenario, cohort
-from whih_control.sim.cohort import GAP_MARGIN
+from whih_control.sim.cohort import GAP_MARGIN, SYNTHETIC_DEFAULT_N
 
 from .conftest import CONFIGS
 
@@ -84,37 +84,91 @@ def test_apply_revalidates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "message"),
     [
-        ({"lesion_length": 0.5}, "lesion_length"),
-        ({"lesion_length": float("nan")}, "lesion_length"),
-        ({"jcto": 6}, "jcto"),
-        ({"mc_gap": 0.0}, "mc_gap"),
-        ({"collateral": "radial"}, "collateral"),
-        ({"seed": -1}, "seed"),
+        ({"lesion_length": 0.5}, "lesion_length (=0.5) must be a number in [1...200] mm"),
+        ({"lesion_length": 200.5}, "lesion_length (=200.5) must be a number in [1...200] mm"),
+        ({"lesion_length": float("nan")}, "lesion_length (=nan) must be a number in [1...200] mm"),
+        ({"lesion_length": float("inf")}, "lesion_length (=inf) must be a number in [1...200] mm"),
+        ({"lesion_length": "20"}, "lesion_length (='20') must be a number in [1...200] mm"),
+        ({"jcto": 6}, "jcto (=6) must be an integer in [0...5]"),
+        ({"jcto": -1}, "jcto (=-1) must be an integer in [0...5]"),
+        ({"mc_gap": 0.0}, "mc_gap (=0.0) must be a number in (0...100] mm"),
+        ({"mc_gap": 100.5}, "mc_gap (=100.5) must be a number in (0...100] mm"),
+        ({"collateral": "radial"}, "collateral (='radial') must be one of 'septal', 'epicardial'"),
+        ({"seed": -1}, "seed (=-1) must be an integer in [0...2**63-1]"),
+        ({"seed": 2**63}, f"seed (={2**63}) must be an integer in [0...2**63-1]"),
+        ({"seed": 10**400}, "seed (=1000"),  # too large for a float: still the message, no OverflowError
+        ({"seed": True}, "seed (=True) must be an integer"),
     ],
 )
-def test_scenario_rejects_bad_values(kwargs: dict[str, object], match: str) -> None:
-    good: dict[str, object] = {
-        "case_id": "Z",
-        "lesion_length": 20.0,
-        "jcto": 2,
-        "mc_gap": 4.5,
-        "collateral": "septal",
-        "ipsilateral": False,
-        "retrograde_first": True,
-        "seed": 0,
-    }
-    with pytest.raises(ValueError, match=match):
-        Scenario(**{**good, **kwargs})  # type: ignore[arg-type]
+def test_scenario_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Scenario(**{**_GOOD, **kwargs})  # type: ignore[arg-type]
+    assert str(info.value).startswith(message), info.value
 
 
-def test_unknown_cohort_and_bad_sizes_are_errors() -> None:
-    with pytest.raises(ValueError, match=r"name .*'nope'"):
-        cohort("nope")
-    with pytest.raises(ValueError, match="n "):
-        cohort("synthetic", n=0)
-    with pytest.raises(ValueError, match="n "):
-        cohort("paper-2025", n=20)
-    with pytest.raises(ValueError, match="seed"):
-        cohort("paper-2025", seed=-1)
+_GOOD: dict[str, object] = {
+    "case_id": "Z",
+    "lesion_length": 20.0,
+    "jcto": 2,
+    "mc_gap": 4.5,
+    "collateral": "septal",
+    "ipsilateral": False,
+    "retrograde_first": True,
+    "seed": 0,
+}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lesion_length": 1.0},
+        {"lesion_length": 200},
+        {"jcto": 0},
+        {"jcto": 5},
+        {"mc_gap": 1e-9},
+        {"mc_gap": 100.0},
+        {"seed": 2**63 - 1},
+    ],
+)
+def test_scenario_accepts_the_ends_of_each_range(kwargs: dict[str, object]) -> None:
+    case = Scenario(**{**_GOOD, **kwargs})  # type: ignore[arg-type]
+    ((key, value),) = kwargs.items()
+    assert getattr(case, key) == value
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("nope",), {}, "cohort (='nope') must be one of 'paper-2025', 'synthetic' (with :N for a size)"),
+        ((42,), {}, "cohort (=42) must be one of 'paper-2025', 'synthetic' (with :N for a size)"),
+        (("paper-2025:3",), {}, "cohort (='paper-2025:3'): paper-2025 has exactly 14 cases; give no size"),
+        (("synthetic:0",), {}, "cohort (='synthetic:0'): N must be an integer in [1...1000000]"),
+        (("synthetic:-2",), {}, "cohort (='synthetic:-2'): N must be an integer in [1...1000000]"),
+        (("synthetic:+2",), {}, "cohort (='synthetic:+2'): N must be an integer in [1...1000000]"),
+        (("synthetic:2x",), {}, "cohort (='synthetic:2x'): N must be an integer in [1...1000000]"),
+        (("synthetic:1000001",), {}, "cohort (='synthetic:1000001'): N must be an integer in [1...1000000]"),
+        (
+            ("synthetic:5",),
+            {"n": 5},
+            "cohort (='synthetic:5'): give the size in the name or as n (=5), not both",
+        ),
+        (("synthetic",), {"n": 0}, "n (=0) must be an integer in [1...1000000]"),
+        (("synthetic",), {"n": True}, "n (=True) must be an integer in [1...1000000]"),
+        (("paper-2025",), {"n": 20}, "n (=20) must be None or 14: paper-2025 has exactly 14 cases"),
+        (("paper-2025",), {"seed": -1}, "seed (=-1) must be an integer in [0...2**63-1]"),
+    ],
+)
+def test_unknown_cohort_and_bad_sizes_are_errors(
+    args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        cohort(*args, **kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_a_size_in_the_name_is_the_same_as_n() -> None:
+    assert cohort("synthetic:7", 3) == cohort("synthetic", 3, n=7)
+    assert cohort("paper-2025:14") == cohort("paper-2025")
+    assert len(cohort("synthetic")) == SYNTHETIC_DEFAULT_N == 100  # documented in README and --help

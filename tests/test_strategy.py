@@ -149,7 +149,7 @@ def _mapping() -> dict[str, object]:
 def test_synthetic_n_names_a_cohort_of_n_cases() -> None:
     cases = cohort("synthetic:300")
     assert len(cases) == 300 and cases == cohort("synthetic", n=300)
-    with pytest.raises(ValueError, match="synthetic:N"):
+    with pytest.raises(ValueError, match=r"cohort \(='synthetic:abc'\): N must be an integer"):
         cohort("synthetic:abc")
 
 

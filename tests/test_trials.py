@@ -27,7 +27,7 @@ from scipy.stats import binomtest
 
 import whih_control as wc
 from whih_control.cli import main
-from whih_control.sim.cohort import Scenario
+from whih_control.sim.cohort import Scenario, cohort
 from whih_control.trials import (
     RESULT_COLUMNS,
     TrialsError,
@@ -141,23 +141,118 @@ def test_csv_cohort_loads_documented_columns(tmp_path: Path) -> None:
     assert load_cases(path)[1].seed == b.seed  # a derived seed is deterministic
 
 
+_HEADER = "case_id,lesion_length,jcto,mc_gap"
+
+
 @pytest.mark.parametrize(
-    ("text", "match"),
+    ("text", "message"),
     [
-        ("case_id,lesion_length,jcto\nA,1,2\n", "missing column.*mc_gap"),
-        ("case_id,lesion_length,jcto,mc_gap,colour\nA,10,2,4,red\n", "unknown column.*colour"),
-        ("case_id,lesion_length,jcto,mc_gap\nA,ten,2,4\n", "line 2"),
-        ("case_id,lesion_length,jcto,mc_gap\nA,10,9,4\n", r"line 2: jcto \(=9\)"),
-        ("case_id,lesion_length,jcto,mc_gap\nA,10,2,4\nA,11,2,4\n", "line 3: case_id"),
-        ("case_id,lesion_length,jcto,mc_gap,ipsilateral\nA,10,2,4,maybe\n", "ipsilateral"),
-        ("case_id,lesion_length,jcto,mc_gap\n", "no cases"),
+        (
+            "case_id,lesion_length,jcto\nA,1,2\n",
+            ": missing column(s) mc_gap (got case_id, lesion_length, jcto)",
+        ),
+        (f"{_HEADER},colour\nA,10,2,4,red\n", ": unknown column(s) colour (allowed "),
+        (f"{_HEADER},jcto\nA,10,2,4,3\n", ": column(s) jcto appear more than once in the header"),
+        ("", ": the file is empty (a header row with case_id, lesion_length, jcto, mc_gap is needed)"),
+        ("\n \n,,,\n", ": the file is empty (a header row with case_id, lesion_length, jcto, mc_gap"),
+        (f"{_HEADER}\n", ": no cases (only a header row)"),
+        # conversion failures and range failures read alike: column, value, what is allowed
+        (
+            f"{_HEADER}\nA,10,2,4\nB,abc,2,4\n",
+            " line 3: lesion_length (='abc') must be a number in [1...200] mm",
+        ),
+        (f"{_HEADER}\nA,,2,4\n", " line 2: lesion_length (='') must be a number in [1...200] mm"),
+        (f"{_HEADER}\nA,0.5,2,4\n", " line 2: lesion_length (=0.5) must be a number in [1...200] mm"),
+        (f"{_HEADER}\nA,nan,2,4\n", " line 2: lesion_length (=nan) must be a number in [1...200] mm"),
+        (f"{_HEADER}\nA,10,1.5,4\n", " line 2: jcto (='1.5') must be an integer in [0...5]"),
+        (f"{_HEADER}\nA,10,9,4\n", " line 2: jcto (=9) must be an integer in [0...5]"),
+        (f"{_HEADER}\nA,10,2,x\n", " line 2: mc_gap (='x') must be a number in (0...100] mm"),
+        (f"{_HEADER}\nA,10,2,0\n", " line 2: mc_gap (=0.0) must be a number in (0...100] mm"),
+        (f"{_HEADER},seed\nA,10,2,4,1e3\n", " line 2: seed (='1e3') must be an integer in [0...2**63-1]"),
+        (f"{_HEADER},seed\nA,10,2,4,-1\n", " line 2: seed (=-1) must be an integer in [0...2**63-1]"),
+        (
+            f"{_HEADER},seed\nA,10,2,4,{2**63}\n",
+            f" line 2: seed (={2**63}) must be an integer in [0...2**63-1]",
+        ),
+        (f"{_HEADER},collateral\nA,10,2,4,radial\n", " line 2: collateral (='radial') must be one of"),
+        (f"{_HEADER},ipsilateral\nA,10,2,4,maybe\n", " line 2: ipsilateral (='maybe') must be true/false"),
+        (f"{_HEADER}\nA1,15,1\n", " line 2: mc_gap is missing (the row has 3 of 4 columns)"),
+        (f"{_HEADER}\nA1,15\n", " line 2: jcto, mc_gap are missing (the row has 2 of 4 columns)"),
+        (f"{_HEADER},seed\nA1,15,1,4\n", " line 2: seed is missing (the row has 4 of 5 columns)"),
+        (f"{_HEADER}\nA1,15,1,4,9\n", " line 2: the row has 5 fields, the header 4 columns (extra: '9')"),
+        (
+            f"{_HEADER}\nA,10,2,4\nB,11,2,4\nA,12,2,4\n",
+            " line 4: case_id (='A') must be unique (line 2 has it too)",
+        ),
+        (f"{_HEADER}\n,10,2,4\n", " line 2: case_id (='') must be non-empty"),
+        # blank lines are skipped but counted: the line is the file's
+        (
+            f"{_HEADER}\nA,10,2,4\n\n,,,\nB,x,2,4\n",
+            " line 5: lesion_length (='x') must be a number in [1...200] mm",
+        ),
+        (b"case_id\xff", ": not UTF-8 text (byte 0xff at offset 7)"),
+        (f"{_HEADER}\nA,{'1' * 200_000},2,4\n", " line 2: field larger than field limit"),  # a csv.Error
     ],
 )
-def test_csv_cohort_errors_name_the_line_and_column(tmp_path: Path, text: str, match: str) -> None:
+def test_csv_cohort_errors_name_the_line_column_value_and_range(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
     path = tmp_path / "cases.csv"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ValueError, match=match):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError) as info:
         load_cases(path)
+    got = str(info.value)
+    assert got.startswith(f"cohort CSV {path}{message}"), got
+    assert got.count("cohort CSV") == 1, got  # the prefix once, never nested
+
+
+def test_csv_cohort_skips_blank_lines_and_fills_empty_optional_cells(tmp_path: Path) -> None:
+    path = tmp_path / "cases.csv"
+    path.write_text(
+        "\n case_id , lesion_length,jcto,mc_gap,collateral,ipsilateral,seed\n\nA,10,2,4,,,\n,,,,,,\n",
+        encoding="utf-8",
+    )
+    (a,) = load_cases(path)
+    assert (a.case_id, a.collateral, a.ipsilateral) == ("A", "septal", False)
+    assert a.seed == load_cases(path)[0].seed
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (42, "cohort (=42) must be a cohort name, a CSV path or a sequence of Scenario"),
+        (None, "cohort (=None) must be a cohort name, a CSV path or a sequence of Scenario"),
+        ([], "cohort (=[]) must hold at least one Scenario"),
+        (["A"], "cohort[0] (='A') must be a Scenario"),
+        ("paper-2025:3", "cohort (='paper-2025:3'): paper-2025 has exactly 14 cases; give no size"),
+        ("synthetic:0", "cohort (='synthetic:0'): N must be an integer in [1...1000000]"),
+        ("synthetic:-2", "cohort (='synthetic:-2'): N must be an integer in [1...1000000]"),
+        ("synthetic:x", "cohort (='synthetic:x'): N must be an integer in [1...1000000]"),
+        ("synthetic:1000001", "cohort (='synthetic:1000001'): N must be an integer in [1...1000000]"),
+        ("nope", "cohort (='nope') must be one of paper-2025, synthetic (with :N for a size) or a CSV file"),
+    ],
+)
+def test_a_bad_cohort_names_it(spec: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        wc.trials(spec, progress=False)
+    assert str(info.value).startswith(message), info.value
+
+
+def test_cli_bad_csv_cohort_is_a_usage_error_naming_line_column_and_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cases.csv"
+    path.write_text(f"{_HEADER}\nA,10,1.5,4\n", encoding="utf-8")
+    assert main(["trials", "--cohort", str(path), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"whih trials: cohort CSV {path} line 2: jcto (='1.5') must be an integer in [0...5]\n"
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_help_says_what_a_bare_synthetic_cohort_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["trials", "--help"])
+    assert f"synthetic alone: {len(cohort('synthetic'))} cases" in " ".join(capsys.readouterr().out.split())
 
 
 # --- summary ----------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def _add_trials_parser(sub: Any) -> None:
         "--cohort",
         required=True,
         metavar="NAME[:N]",
-        help="paper-2025, synthetic:N or a CSV file of cases",
+        help="paper-2025 (14 cases), synthetic:N (N cases; synthetic alone: 100 cases) or a CSV file of "
+        "cases (columns: README, Trials)",
     )
     tri.add_argument("--seeds", default="0", metavar="A..B", help="seeds A to B inclusive (default 0)")
     tri.add_argument(

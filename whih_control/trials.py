@@ -55,7 +55,16 @@ from typing import IO, TYPE_CHECKING, Any
 
 from whih_control.config import Config, ProcedureConfig, default_config_path, load_config
 from whih_control.errors import ConfigError, WhihError
-from whih_control.sim.cohort import COHORTS, Scenario, cohort
+from whih_control.sim.cohort import (
+    COHORTS,
+    JCTO,
+    LESION_LENGTH,
+    MC_GAP,
+    SEED,
+    Bounds,
+    Scenario,
+    cohort,
+)
 from whih_control.types import ALL_AXES
 
 if TYPE_CHECKING:
@@ -333,97 +342,138 @@ _CSV_OPTIONAL = {
 }
 
 
-def _csv_bool(text: str, where: str) -> bool:
+def _csv_bool(text: str, name: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes", "y"):
         return True
     if low in ("0", "false", "no", "n", ""):
         return False
-    raise ValueError(f"{where} (={text!r}) must be true/false (or 1/0, yes/no)")
+    raise ValueError(f"{name} (={text!r}) must be true/false (or 1/0, yes/no)")
+
+
+def _csv_number(text: str, bounds: Bounds) -> float:
+    # only the conversion is checked here; the range is Scenario's (the same Bounds)
+    try:
+        return float(text)
+    except ValueError:
+        raise bounds.error(text) from None
+
+
+def _csv_int(text: str, bounds: Bounds) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise bounds.error(text) from None
 
 
 def load_cases(path: str | os.PathLike[str]) -> list[Scenario]:
     """Cases from a CSV file with a header row.
 
-    Columns: ``case_id`` (unique), ``lesion_length`` (mm), ``jcto`` (0-5), ``mc_gap`` (mm) are
-    required; ``collateral`` ('septal'/'epicardial', default septal), ``ipsilateral`` and
-    ``retrograde_first`` (true/false, default false) and ``seed`` (>= 0; default derived from the
-    case id) are optional. Other columns are refused. ``ValueError`` names the row, column and value.
+    Columns: ``case_id`` (unique), ``lesion_length`` (mm, [1...200]), ``jcto`` (integer,
+    [0...5]), ``mc_gap`` (mm, (0...100]) are required; ``collateral`` ('septal'/'epicardial',
+    default septal), ``ipsilateral`` and ``retrograde_first`` (true/false, default false) and
+    ``seed`` (integer, [0...2**63-1]; default derived from the case id) are optional. Other
+    columns are refused; blank lines are skipped. ``ValueError`` names the file, line, column,
+    value and what the column allows.
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ValueError(f"cohort CSV {str(p)!r}: cannot read ({exc.strerror or exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in _CSV_REQUIRED if c not in header]
-    if missing:
-        raise ValueError(f"cohort CSV {p}: missing column(s) {', '.join(missing)} (got {', '.join(header)})")
-    unknown = [c for c in header if c not in _CSV_REQUIRED and c not in _CSV_OPTIONAL]
-    if unknown:
-        allowed = ", ".join([*_CSV_REQUIRED, *_CSV_OPTIONAL])
-        raise ValueError(f"cohort CSV {p}: unknown column(s) {', '.join(unknown)} (allowed {allowed})")
-    cases: list[Scenario] = []
-    seen: set[str] = set()
-    for line, row in enumerate(reader, start=2):
-        where = f"cohort CSV {p} line {line}"
-        values = {
-            k: (row.get(k) or _CSV_OPTIONAL.get(k, "")).strip() for k in (*_CSV_REQUIRED, *_CSV_OPTIONAL)
-        }
-        case_id = values["case_id"]
-        if not case_id or case_id in seen:
-            raise ValueError(f"{where}: case_id (={case_id!r}) must be non-empty and unique")
-        seen.add(case_id)
-        try:
-            length = float(values["lesion_length"])
-            jcto = int(values["jcto"])
-            gap = float(values["mc_gap"])
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        seed_text = values["seed"]
-        if seed_text:
-            if not seed_text.isdigit():
-                raise ValueError(f"{where}: seed (={seed_text!r}) must be an integer >= 0")
-            seed = int(seed_text)
-        else:
-            seed = trial_seed(0, int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:4], "big"))
-        try:
-            cases.append(
-                Scenario(
-                    case_id,
-                    length,
-                    jcto,
-                    gap,
-                    values["collateral"],
-                    _csv_bool(values["ipsilateral"], f"{where}: ipsilateral"),
-                    _csv_bool(values["retrograde_first"], f"{where}: retrograde_first"),
-                    seed,
-                )
-            )
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"cohort CSV {p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    reader = csv.reader(io.StringIO(text))
+    where = f"cohort CSV {p}"
+    try:
+        # csv.reader gives [] for an empty line and a line of commas or blanks is no case either
+        rows = (r for r in reader if any(cell.strip() for cell in r))
+        header = [name.strip() for name in next(rows, [])]
+        if not header:
+            raise ValueError(f"the file is empty (a header row with {', '.join(_CSV_REQUIRED)} is needed)")
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise ValueError(f"column(s) {', '.join(twice)} appear more than once in the header")
+        missing = [c for c in _CSV_REQUIRED if c not in header]
+        if missing:
+            raise ValueError(f"missing column(s) {', '.join(missing)} (got {', '.join(header)})")
+        unknown = [c for c in header if c not in _CSV_REQUIRED and c not in _CSV_OPTIONAL]
+        if unknown:
+            allowed = ", ".join([*_CSV_REQUIRED, *_CSV_OPTIONAL])
+            raise ValueError(f"unknown column(s) {', '.join(unknown)} (allowed {allowed})")
+        cases: list[Scenario] = []
+        lines: dict[str, int] = {}
+        for row in rows:
+            where = f"cohort CSV {p} line {reader.line_num}"
+            cases.append(_csv_case(header, row, lines, reader.line_num))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    except csv.Error as exc:
+        raise ValueError(f"cohort CSV {p} line {reader.line_num}: {exc}") from None
     if not cases:
-        raise ValueError(f"cohort CSV {p}: no cases")
+        raise ValueError(f"cohort CSV {p}: no cases (only a header row)")
     return cases
 
 
+def _csv_case(header: list[str], row: list[str], lines: dict[str, int], line: int) -> Scenario:
+    """One row of the CSV cohort; ``lines`` maps each case id seen so far to its line."""
+    if len(row) < len(header):
+        # an absent optional cell is refused too: a seed left out by mistake would change the results
+        absent = header[len(row) :]
+        verb = "is" if len(absent) == 1 else "are"
+        raise ValueError(
+            f"{', '.join(absent)} {verb} missing (the row has {len(row)} of {len(header)} columns)"
+        )
+    if len(row) > len(header):
+        raise ValueError(
+            f"the row has {len(row)} fields, the header {len(header)} columns "
+            f"(extra: {', '.join(repr(v) for v in row[len(header) :])})"
+        )
+    values = {**_CSV_OPTIONAL, **dict(zip(header, (v.strip() for v in row), strict=True))}
+    case_id = values["case_id"]
+    if not case_id:
+        raise ValueError("case_id (='') must be non-empty")
+    if case_id in lines:
+        raise ValueError(f"case_id (={case_id!r}) must be unique (line {lines[case_id]} has it too)")
+    lines[case_id] = line
+    seed_text = values["seed"]
+    if seed_text:
+        seed = _csv_int(seed_text, SEED)
+    else:
+        seed = trial_seed(0, int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:4], "big"))
+    # Scenario checks the ranges (and the collateral) with the same messages
+    return Scenario(
+        case_id,
+        _csv_number(values["lesion_length"], LESION_LENGTH),
+        _csv_int(values["jcto"], JCTO),
+        _csv_number(values["mc_gap"], MC_GAP),
+        values["collateral"] or _CSV_OPTIONAL["collateral"],
+        _csv_bool(values["ipsilateral"], "ipsilateral"),
+        _csv_bool(values["retrograde_first"], "retrograde_first"),
+        seed,
+    )
+
+
 def resolve_cohort(spec: str | os.PathLike[str] | Sequence[Scenario]) -> list[Scenario]:
-    """``'paper-2025'``, ``'synthetic:N'`` (or ``'synthetic'``, 100), a CSV path, or scenarios."""
-    if isinstance(spec, Sequence) and not isinstance(spec, str):
+    """``'paper-2025'``, ``'synthetic:N'`` (or ``'synthetic'``, 100 cases), a CSV path, or a
+    sequence of :class:`Scenario`. ``ValueError`` names the bad value and what is allowed."""
+    if isinstance(spec, Sequence) and not isinstance(spec, str | bytes):
         cases = list(spec)
-        if not cases or not all(isinstance(c, Scenario) for c in cases):
-            raise ValueError("cohort: a sequence of cases must hold at least one Scenario and nothing else")
+        if not cases:
+            raise ValueError(f"cohort (={spec!r}) must hold at least one Scenario")
+        for i, c in enumerate(cases):
+            if not isinstance(c, Scenario):
+                raise ValueError(f"cohort[{i}] (={c!r}) must be a Scenario")
         return cases
+    if not isinstance(spec, str | os.PathLike):
+        raise ValueError(f"cohort (={spec!r}) must be a cohort name, a CSV path or a sequence of Scenario")
     text = os.fspath(spec)
-    name, sep, n_text = text.partition(":")
-    if name in COHORTS:
-        n: int | None = None
-        if sep:
-            if not n_text.isdigit():
-                raise ValueError(f"cohort (={text!r}): N (={n_text!r}) must be a positive integer")
-            n = int(n_text)
-        return cohort(name, 0, n=n)
+    if not isinstance(text, str):  # a PathLike of bytes
+        raise ValueError(f"cohort (={spec!r}) must be a cohort name, a CSV path or a sequence of Scenario")
+    if text.partition(":")[0] in COHORTS:
+        return cohort(text, 0)
     if text.lower().endswith(".csv") or Path(text).is_file():
         return load_cases(text)
     raise ValueError(

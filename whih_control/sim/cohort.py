@@ -14,16 +14,80 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from whih_control.config import Config
 
-__all__ = ["COHORTS", "GAP_MARGIN", "Scenario", "cohort"]
+__all__ = [
+    "COHORTS",
+    "GAP_MARGIN",
+    "JCTO",
+    "LESION_LENGTH",
+    "MC_GAP",
+    "SEED",
+    "SYNTHETIC_DEFAULT_N",
+    "SYNTHETIC_MAX_N",
+    "Bounds",
+    "Scenario",
+    "cohort",
+]
 
 GAP_MARGIN = 0.5
 """mm kept between a scenario's gap target and the configured gap window (see Scenario.apply)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The allowed values of one numeric field of :class:`Scenario`, and how a message says them.
+
+    ``str(bounds)`` reads ``a number in [1...200] mm`` or ``an integer in [0...5]``; an open lower
+    end is written ``(``. :meth:`error` is the one message shape for a bad value, whether it failed
+    the range here or could not be read as a number at all (the CSV cohort).
+    """
+
+    name: str
+    lo: float
+    hi: float
+    integer: bool = False
+    lo_open: bool = False
+    unit: str = ""
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        # int() keeps a huge integer exact (float() would overflow); NaN and the infinities fail
+        # the comparisons below
+        x = int(value) if isinstance(value, numbers.Integral) else float(value)
+        above = x > self.lo if self.lo_open else x >= self.lo
+        return above and x <= self.hi
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{kind} in {'(' if self.lo_open else '['}{_fmt(self.lo)}...{_fmt(self.hi)}]{unit}"
+
+    def error(self, value: object) -> ValueError:
+        """``name (=value) must be <self>``."""
+        return ValueError(f"{self.name} (={value!r}) must be {self}")
+
+
+def _fmt(x: float) -> str:
+    return "2**63-1" if x == 2**63 - 1 else f"{x:g}"
+
+
+LESION_LENGTH = Bounds("lesion_length", 1.0, 200.0, unit="mm")
+JCTO = Bounds("jcto", 0, 5, integer=True)
+MC_GAP = Bounds("mc_gap", 0.0, 100.0, lo_open=True, unit="mm")
+SEED = Bounds("seed", 0, 2**63 - 1, integer=True)
+SYNTHETIC_DEFAULT_N = 100
+"""Cases in ``cohort("synthetic")`` when no size is given."""
+SYNTHETIC_MAX_N = 1_000_000
+"""The largest synthetic cohort."""
+_SYNTHETIC_N = range(1, SYNTHETIC_MAX_N + 1)
+_SYNTHETIC_SIZE = f"an integer in [1...{SYNTHETIC_MAX_N}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +111,18 @@ class Scenario:
     """Seed of the simulated lesion and imaging of this case."""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.lesion_length) and 1.0 <= self.lesion_length <= 200.0):
-            raise ValueError(f"lesion_length (={self.lesion_length!r}) must be in [1...200] mm")
-        if not 0 <= self.jcto <= 5:
-            raise ValueError(f"jcto (={self.jcto!r}) must be in [0...5]")
-        if not (math.isfinite(self.mc_gap) and 0.0 < self.mc_gap <= 100.0):
-            raise ValueError(f"mc_gap (={self.mc_gap!r}) must be in (0...100] mm")
+        # the ranges live in the Bounds constants above, which the CSV cohort's messages also use;
+        # jcto is not held to an integer here: a configuration's J-CTO (a float) may be run as a case
+        for bounds, value in (
+            (LESION_LENGTH, self.lesion_length),
+            (JCTO, self.jcto),
+            (MC_GAP, self.mc_gap),
+            (SEED, self.seed),
+        ):
+            if value not in bounds:
+                raise bounds.error(value)
         if self.collateral not in ("septal", "epicardial"):
             raise ValueError(f"collateral (={self.collateral!r}) must be one of 'septal', 'epicardial'")
-        if self.seed < 0:
-            raise ValueError(f"seed (={self.seed!r}) must be in [0...2**63-1]")
 
     def apply(self, cfg: Config) -> Config:
         """``cfg`` with this case's lesion, J-CTO, gap target and seed (validated again).
@@ -93,18 +159,19 @@ _PAPER_2025: tuple[tuple[float, int, float, str, bool, bool], ...] = (
     (64.0, 3, 12.0, "septal", False, True),
     (87.3, 4, 20.0, "epicardial", True, False),
 )
+_PAPER_SIZE = f"paper-2025 has exactly {len(_PAPER_2025)} cases"
 
 
 def _seeds(seed: int, n: int) -> list[int]:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed (={seed!r}) must be an integer in [0...2**63-1]")
+    if not isinstance(seed, int) or seed not in SEED:
+        raise SEED.error(seed)
     rng = random.Random(seed)
     return [rng.getrandbits(63) for _ in range(n)]
 
 
 def _paper_2025(seed: int, n: int | None) -> list[Scenario]:
     if n is not None and n != len(_PAPER_2025):
-        raise ValueError(f"n (={n}) must be None or {len(_PAPER_2025)} for 'paper-2025'")
+        raise ValueError(f"n (={n!r}) must be None or {len(_PAPER_2025)}: {_PAPER_SIZE}")
     seeds = _seeds(seed, len(_PAPER_2025))
     return [
         Scenario(f"P{i + 1:02d}", length, jcto, gap, coll, ipsi, first, seeds[i])
@@ -122,9 +189,9 @@ _P_SEPTAL, _P_IPSI_GIVEN_EPI, _P_RETRO_FIRST = 8 / 14, 4 / 6, 6 / 14
 
 
 def _synthetic(seed: int, n: int | None) -> list[Scenario]:
-    n = 100 if n is None else n
-    if not isinstance(n, int) or not 1 <= n <= 1_000_000:
-        raise ValueError(f"n (={n!r}) must be an integer in [1...1000000]")
+    n = SYNTHETIC_DEFAULT_N if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= SYNTHETIC_MAX_N:
+        raise ValueError(f"n (={n!r}) must be {_SYNTHETIC_SIZE}")
     seeds = _seeds(seed, n)
     rng = random.Random(seed ^ 0x5EED_C0407)
     out = []
@@ -162,17 +229,22 @@ COHORTS: dict[str, Callable[[int, int | None], list[Scenario]]] = {
 def cohort(name: str, seed: int = 0, *, n: int | None = None) -> list[Scenario]:
     """The scenarios of cohort ``name`` (one of :data:`COHORTS`), deterministic for ``seed``.
 
-    ``n`` sets the size of a synthetic cohort (default 100), as does ``"synthetic:N"``; the
-    published preset has 14 cases.
+    ``n`` sets the size of a synthetic cohort (default ``SYNTHETIC_DEFAULT_N``, 100), as does
+    ``"synthetic:N"``; the published preset has 14 cases and takes no size.
     """
-    if isinstance(name, str) and name.startswith("synthetic:"):
-        size = name.partition(":")[2]
-        if not size.isdigit() or n is not None:
-            raise ValueError(f"name (={name!r}) must be 'synthetic:N' with N an integer and no n argument")
-        name, n = "synthetic", int(size)
-    builder = COHORTS.get(name)
+    base, sep, size = name.partition(":") if isinstance(name, str) else (name, "", "")
+    builder = COHORTS.get(base) if isinstance(base, str) else None
     if builder is None:
         raise ValueError(
-            f"name (={name!r}) must be one of {', '.join(repr(k) for k in COHORTS)} or 'synthetic:N'"
+            f"cohort (={name!r}) must be one of {', '.join(repr(k) for k in COHORTS)} (with :N for a size)"
         )
+    if sep:
+        if n is not None:
+            raise ValueError(f"cohort (={name!r}): give the size in the name or as n (={n!r}), not both")
+        if base == "paper-2025" and size != str(len(_PAPER_2025)):
+            raise ValueError(f"cohort (={name!r}): {_PAPER_SIZE}; give no size")
+        # ASCII only: int() would also read other scripts' digits
+        if base == "synthetic" and not (size.isascii() and size.isdecimal() and int(size) in _SYNTHETIC_N):
+            raise ValueError(f"cohort (={name!r}): N must be {_SYNTHETIC_SIZE}")
+        n = int(size)
     return builder(seed, n)
