@@ -1036,7 +1036,8 @@ def trials(
     """Run every (case, variant, seed) of a sweep and return one row each (:data:`RESULT_COLUMNS`),
     sorted by case, variant and seed.
 
-    ``cohort``: 'paper-2025', 'synthetic:N', a CSV file (:func:`load_cases`) or scenarios.
+    ``cohort``: 'paper-2025', 'synthetic:N' ('synthetic' alone: 100 cases), a CSV file
+    (:func:`load_cases`) or scenarios.
     ``variants``: :class:`Variant`\\ s, settings mappings (named from their settings) or a mapping
     name -> settings; see :func:`sweep`. ``jobs``: worker processes (default: the machine's cores)
     or, with ``executor``, how many trials to keep in flight per worker. ``executor``: any
