@@ -31,6 +31,7 @@ Injected faults (:meth:`SimulatedDrives.inject`, kinds in
 
 from __future__ import annotations
 
+import configparser
 import functools
 import math
 import threading
@@ -168,7 +169,39 @@ def _is_error_code(code: int) -> bool:
 @functools.lru_cache(maxsize=64)
 def _parsed_od(path: str, mtime_ns: int, node_id: int) -> canopen.ObjectDictionary:
     del mtime_ns  # part of the cache key only: an edited file is parsed again
-    return canopen.import_od(path, node_id)
+    od = canopen.import_od(path, node_id)
+    commissioned = _commissioned_node(path)
+    if commissioned is not None and commissioned != node_id:
+        _renumber(od, commissioned, node_id)
+    return od
+
+
+def _commissioned_node(path: str) -> int | None:
+    """The node id a DCF was written for (``[DeviceComissioning] NodeID``); None for an EDS."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(path, encoding="latin-1")
+        return int(parser.get("DeviceComissioning", "NodeID"), 0)
+    except (configparser.Error, ValueError):
+        return None
+
+
+def _renumber(od: canopen.ObjectDictionary, commissioned: int, node_id: int) -> None:
+    """A DCF's node-relative values (COB-IDs whose default is ``$NODEID+...``) were written for
+    the node it was commissioned as: a drive at another node id has its own. A value equal to the
+    commissioned node's default becomes this node's default (a real drive computes 0x1014 EMCY,
+    for one, from its own node id); any other value is a deliberate setting and stays."""
+    for obj in od.values():
+        variables = (
+            obj.values()
+            if isinstance(obj, canopen.objectdictionary.ODRecord | canopen.objectdictionary.ODArray)
+            else (obj,)
+        )
+        for var in variables:
+            if not getattr(var, "relative", False) or var.value is None or var.default is None:
+                continue
+            if var.value == var.default - node_id + commissioned:
+                var.value = var.default
 
 
 def _object_dictionary(eds: Path, node_id: int) -> canopen.ObjectDictionary:

@@ -483,6 +483,21 @@ def test_a_vendor_dcf_drive_is_simulated_too() -> None:
             assert d.position == pytest.approx(0.5, abs=0.5 / d.config.counts_per_unit)
 
 
+def test_a_dcf_written_for_node_1_gives_each_node_its_own_emcy_cob_id() -> None:
+    # the EPOS4 DCF holds 0x1014 = 0x81 (its commissioned node 1): a real drive at node n sends EMCY
+    # on 0x80 + n, so the master can name the axis; the heartbeat-loss EMCY of every node shows it
+    with Rig(load_config(CONFIGS / "rig-epos4.toml")) as rig:
+        assert [rig.sdo_read(n, 0x1014) for n in rig.nodes()] == [0x80 + n for n in rig.nodes()]
+        rig.start_all(qs_option=6)
+        rig.enable()
+        rig.run(10)
+        rig.master_hb = False
+        rig.master_rpdo = False
+        frames = rig.run(60)
+        for n in rig.nodes():
+            assert emcys(frames, n) == [0x8130], n
+
+
 # --- load, torque, stall --------------------------------------------------------------------------
 
 
