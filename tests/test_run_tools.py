@@ -520,3 +520,30 @@ def test_trace_writer_refuses_an_unknown_suffix(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and ".asc" in proc.stderr
+
+
+def test_inspect_verifies_a_run_with_an_injected_sync_loss(tmp_path: Path) -> None:
+    # the master sends no SYNC after an injected sync-loss, by design: only the cycles before it
+    # must each have their SYNC in the trace
+    out = tmp_path / "run"
+    main(
+        [
+            "run",
+            "--config",
+            str(CONFIGS / "sim.toml"),
+            "--out",
+            str(out),
+            "--inject",
+            "sync-loss@2",
+            "--max-time",
+            "4",
+        ]
+    )
+    report = inspect_run(out, plot=False)
+    assert report.ok, report.problems
+    syncs = [m for m in read_trace(out / "trace.asc") if m.arbitration_id == 0x80]
+    assert 2.0 * 400 - 2 <= len(syncs) < json.loads((out / "summary.json").read_text())["cycles"]
+    lines = (out / "trace.asc").read_text().splitlines(keepends=True)
+    early = [i for i, line in enumerate(lines) if line.split()[2:4] == ["80", "Tx"]][10:13]
+    (out / "trace.asc").write_text("".join(line for i, line in enumerate(lines) if i not in early))
+    assert any("before the injected sync-loss at 2 s" in p for p in inspect_run(out, plot=False).problems)

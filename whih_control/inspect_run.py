@@ -293,12 +293,40 @@ def _check_trace(run_dir: Path, report: InspectReport) -> None:
             report.problem(
                 f"{path.name}: not ended by its writer although the run closed ({len(frames)} frames)"
             )
-        cycles = (report.summary or {}).get("cycles")
-        if isinstance(cycles, int) and not report.trace["recorder_dropped"] and len(syncs) < cycles:
+        summary = report.summary or {}
+        cycles = summary.get("cycles")
+        counted = len(syncs)
+        lost_at = _sync_loss_at(summary)
+        if lost_at is not None and isinstance(cycles, int):
+            # an injected sync-loss: the master withholds SYNC from then on, by design; each cycle
+            # before it still has its SYNC (the first at t = 0)
+            rate = summary.get("config", {}).get("cycle", {}).get("rate_hz")
+            if isinstance(rate, int | float) and rate > 0:
+                counted = sum(1 for t in syncs if t < lost_at)
+                # (in real time a late cycle skips its slot: at most the run's overruns are missing)
+                skipped = summary.get("overruns") if isinstance(summary.get("overruns"), int) else 0
+                cycles = min(cycles, math.ceil(lost_at * rate - 1e-9) - skipped)
+            else:
+                cycles = None
+        if isinstance(cycles, int) and not report.trace["recorder_dropped"] and counted < cycles:
+            before = f" before the injected sync-loss at {lost_at:g} s" if lost_at is not None else ""
             report.problem(
-                f"{path.name}: {len(syncs)} SYNC frames, fewer than the summary's {cycles} cycles "
+                f"{path.name}: {counted} SYNC frames, fewer than the summary's {cycles} cycles{before} "
                 "(frames missing, none counted as dropped)"
             )
+
+
+def _sync_loss_at(summary: dict[str, Any]) -> float | None:
+    """Time of the first injected ``sync-loss`` (``summary.json``'s ``injected`` specs), or None."""
+    times = []
+    for spec in summary.get("injected") or ():
+        kind, _, when = str(spec).partition("@")
+        if kind.split(":", 1)[0] == "sync-loss":
+            try:
+                times.append(float(when))
+            except ValueError:
+                continue
+    return min(times) if times else None
 
 
 def _tpdo1_missing(frames: list[can.Message], summary: dict[str, Any] | None) -> dict[str, int]:
