@@ -304,7 +304,8 @@ def _check_trace(run_dir: Path, report: InspectReport) -> None:
             if isinstance(rate, int | float) and rate > 0:
                 counted = sum(1 for t in syncs if t < lost_at)
                 # (in real time a late cycle skips its slot: at most the run's overruns are missing)
-                skipped = summary.get("overruns") if isinstance(summary.get("overruns"), int) else 0
+                overruns = summary.get("overruns")
+                skipped = overruns if isinstance(overruns, int) else 0
                 cycles = min(cycles, math.ceil(lost_at * rate - 1e-9) - skipped)
             else:
                 cycles = None
