@@ -324,6 +324,11 @@ def test_a_drive_fault_without_simulated_drives_and_a_negative_seed_are_usage_er
     assert "drive faults need simulated drives" in capsys.readouterr().err
     assert main(["run", "--config", str(SIM_TOML), "--seed", "-1"]) == 2
     assert "--seed (=-1)" in capsys.readouterr().err
+    # external drives run in another process: a drive fault cannot be injected from here
+    ext = ["run", "--config", str(SIM_TOML), "--realtime", "--external-drives", "--max-time", "1"]
+    assert main([*ext, "--inject", "heartbeat-loss:retro_mc@2"]) == 2
+    err = capsys.readouterr().err
+    assert "drive faults cannot be injected into external drives" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from firmware_iface.bus import SIM_INTERFACE, open_bus
+from firmware_iface.faults import RUNTIME_FAULT_KINDS, parse_fault
 from firmware_iface.plan import plan_system
 from firmware_iface.sim import SimulatedDrives
 from whih_control.api import Robot
@@ -655,6 +656,16 @@ def _main(argv: Sequence[str] | None) -> int:
                 raise ValueError(
                     "--external-drives needs --realtime (another process cannot share simulated time)"
                 )
+            if args.external_drives:
+                # the drives run in another process (whih sim-drives): nothing here can fault them
+                for spec in args.inject:
+                    if parse_fault(spec).kind not in RUNTIME_FAULT_KINDS:
+                        kinds = ", ".join(sorted(k.value for k in RUNTIME_FAULT_KINDS))
+                        raise ValueError(
+                            f"--inject (={spec!r}): drive faults cannot be injected into external drives "
+                            "(--external-drives); inject them where the drives run, or leave "
+                            f"--external-drives off (master-side kinds: {kinds})"
+                        )
             if args.out is not None and not args.out.strip():
                 raise ValueError(f"--out (={args.out!r}) must name a folder")
             options = {
