@@ -700,3 +700,17 @@ def test_ctrl_c_stops_safely_and_keeps_the_run_folder(tmp_path: Path) -> None:
     assert verify_log(tmp_path / "run" / "events.jsonl").ok
     states = {a.state for a in robot.runtime.master.feedback.axes.values()}
     assert states <= {DriveState.SWITCH_ON_DISABLED}, states
+
+
+def test_a_set_up_that_times_out_is_not_called_a_recording_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # external imaging with nothing feeding it: enable() waits for the first tip measurement
+    text = SIM_TOML.read_text().replace('source = "sim"', 'source = "external"', 1)
+    assert 'source = "external"' in text
+    cfg = tmp_path / "ext.toml"
+    cfg.write_text(text)
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "calibration: not reached within 10 s" in err
+    assert "recording failed" not in err

@@ -528,6 +528,8 @@ def _run(
                     keys.append(k)
                     result = robot.run_procedure(max_time=max_time, hold_on_fault=True, confirm=confirm)
     except OSError as exc:  # the run folder's disk; the drives were stopped before this
+        if isinstance(exc, WhihError):  # a set-up or command time-out is no recording failure
+            raise
         failure = exc
     if result is not None:
         _print_result(result, sys.stdout)
