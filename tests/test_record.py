@@ -3,6 +3,8 @@ keeps what it was given when the recording process dies."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -188,3 +190,16 @@ def test_frames_after_close_are_counted_not_written(tmp_path: Path) -> None:
     rec.close()
     assert (rec.written, rec.dropped) == (1, 1)
     assert len(list(can.LogReader(str(tmp_path / "trace.asc")))) == 1
+
+
+def test_summary_json_is_strict_json_with_null_for_what_was_not_measured(tmp_path: Path) -> None:
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    path = tmp_path / "summary.json"
+    record_module.write_json_atomic(path, {"min_gap": math.nan, "f": [math.inf, 1.5], "u": {"a": -math.inf}})
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "min_gap": None,
+        "f": [None, 1.5],
+        "u": {"a": None},
+    }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import queue
 import select
@@ -508,11 +509,24 @@ def read_telemetry(path: Path) -> dict[str, list[Any]]:
     return cols
 
 
+def _strict_json(value: Any) -> Any:
+    """``value`` with NaN and the infinities as None: strict JSON (``null``) that every parser
+    reads, where Python's NaN token is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file, fsync and rename: never a half-written file."""
+    """Write strict JSON (a value not measured, NaN, is ``null``) through a temporary file, fsync
+    and rename: never a half-written file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        json.dump(_strict_json(data), f, indent=2, sort_keys=False, default=str, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
