@@ -183,6 +183,26 @@ def test_a_jog_raises_when_a_fault_latches_during_it(cfg: wc.Config) -> None:
             robot.jog("ante_mc", 1.0)
 
 
+def test_jog_and_teleop_are_refused_at_once_with_the_dead_man_released(cfg: wc.Config) -> None:
+    with wc.Robot(cfg, clock="simulated") as robot:
+        robot.enable()
+        robot.set_inputs(enable_held=False)
+        before = robot.status()
+        t0 = robot.time
+        with pytest.raises(wc.SafetyError, match=r"jog: ante_mc refused: enable \(dead-man\) released"):
+            robot.jog("ante_mc", 0.5)
+        with pytest.raises(wc.SafetyError, match=r"teleop: ante_mc refused: enable \(dead-man\) released"):
+            robot.teleop("ante_mc", 1.0)
+        assert robot.time - t0 < 0.1  # refused, not held until a time-out
+        after = robot.status()
+        assert after.jogging == () and after.teleop == ()
+        assert {a: d.target for a, d in after.drives.items()} == {
+            a: d.target for a, d in before.drives.items()
+        }
+        robot.set_inputs(enable_held=True)
+        robot.jog("ante_mc", 0.5)  # held again: the same jog goes
+
+
 def test_status_is_a_snapshot(cfg: wc.Config) -> None:
     with wc.Robot(cfg, clock="simulated") as robot:
         robot.enable()

@@ -724,6 +724,8 @@ class Runtime:
                 raise ProcedureError(
                     f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)"
                 )
+            if not self.operator.enable_held:  # the supervisor would hold it: say so at once
+                raise SafetyError(f"jog: {axis} refused: enable (dead-man) released; hold it to move")
             self.core.jog(axis, delta)
             self._jogging = True
 
@@ -776,6 +778,8 @@ class Runtime:
                 )
             if self.core.supervisor.latched:
                 raise SafetyError(f"teleop: {axis} refused: fault latched; acknowledge first")
+            if not self.operator.enable_held:
+                raise SafetyError(f"teleop: {axis} refused: enable (dead-man) released; hold it to move")
             self.core.controller.teleop(axis, float(velocity))
             self._teleop_until[axis] = self._t + self.cfg.operator.teleop_timeout_s
             self._jogging = True
