@@ -113,10 +113,13 @@ def test_cli_a_bus_that_stays_refusing_ends_with_a_message_exit_1_and_a_summary(
     monkeypatch.setattr(runtime_module, "simulated_time_bus", simulated_time_bus)
     out = tmp_path / "run"
     code = main(["run", "--config", str(CONFIGS / "sim.toml"), "--out", str(out), "--max-time", "4"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 1
     assert "Traceback" not in err
     assert "shutdown incomplete" in err and "RPDO1 not sent" in err
+    # the run ended and was summarised before its closing failed: the console says how it ended
+    assert "outcome: fault" in captured.out and f"run folder: {out}" in captured.out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["outcome"] == "fault" and "Transmit buffer full" in summary["reason"]
     assert opened and opened[0].refused > 0

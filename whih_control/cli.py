@@ -517,6 +517,7 @@ def _run(
         imaging.robot = robot
     result: RunResult | None = None
     failure: OSError | None = None
+    closing: WhihError | None = None
     try:
         with robot:
             robot.enable()
@@ -527,9 +528,11 @@ def _run(
                 with OperatorKeys(robot) as k:
                     keys.append(k)
                     result = robot.run_procedure(max_time=max_time, hold_on_fault=True, confirm=confirm)
-    except OSError as exc:  # the run folder's disk; the drives were stopped before this
-        if isinstance(exc, WhihError):  # a set-up or command time-out is no recording failure
+    except WhihError as exc:  # a set-up or command time-out is no recording failure
+        if result is None:
             raise
+        closing = exc  # the run ended and was summarised; closing it did not (the drives gone)
+    except OSError as exc:  # the run folder's disk; the drives were stopped before this
         failure = exc
     if result is not None:
         _print_result(result, sys.stdout)
@@ -540,6 +543,9 @@ def _run(
             file=sys.stderr,
         )
         print(json.dumps(rec.summary, indent=1, default=str), file=sys.stderr)
+    if closing is not None:
+        print(f"whih run: {closing}", file=sys.stderr)
+        return EXIT_NOT_CROSSED
     if failure is not None:
         print(f"whih run: recording failed: {failure}", file=sys.stderr)
         return EXIT_NOT_CROSSED
