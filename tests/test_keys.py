@@ -7,7 +7,7 @@ import pty
 import termios
 import threading
 
-from whih_control.errors import ProcedureError
+from whih_control.errors import ProcedureError, SafetyError
 from whih_control.keys import KEYS, OperatorKeys
 
 
@@ -53,7 +53,7 @@ def test_every_key_reaches_its_verb_through_a_terminal() -> None:
                 assert verbs.done.wait(10.0), verbs.calls
             assert termios.tcgetattr(slave) == before  # the terminal is put back as it was
         assert verbs.calls == ["pause", "resume", "acknowledge", "abort", "confirm_crossing"]
-        assert ("resume", "refused: resume: refused in phase 'paused' (enable released)") in keys.answers
+        assert ("resume", "refused in phase 'paused' (enable released)") in keys.answers
         assert keys.line == "[c] confirm_crossing accepted"
     finally:
         os.close(master)
@@ -65,3 +65,13 @@ def test_an_unknown_key_says_which_keys_there_are() -> None:
     keys.press("x")
     assert keys.line.startswith("key 'x': not a key (keys: p pause")
     assert keys.answers == []
+
+
+def test_a_refusal_is_said_once() -> None:
+    class _Refusing(_Verbs):
+        def acknowledge(self) -> None:
+            raise SafetyError("acknowledge refused: e-stop still pressed")
+
+    keys = OperatorKeys(_Refusing())
+    keys.press("a")
+    assert keys.line == "[a] acknowledge refused: e-stop still pressed"

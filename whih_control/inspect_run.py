@@ -128,7 +128,7 @@ class InspectReport:
                 lines.append(f"  reason: {s['reason']}")
         if self.faults:
             lines.append(f"faults ({len(self.faults)}):")
-            lines += [f"  {f['t']:9.3f} s  {f['axis'] or 'all'}: {f['text']}" for f in self.faults]
+            lines += [f"  {f['t']:9.3f} s  {_who(f)}" for f in self.faults]
         else:
             lines.append("faults: none")
         if self.recovered:
@@ -153,6 +153,12 @@ def _strict(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_strict(v) for v in value]
     return value
+
+
+def _who(fault: dict[str, Any]) -> str:
+    """``axis: text``, without a second axis where the text already starts with it."""
+    who, text = fault["axis"] or "all", str(fault["text"])
+    return text if text.startswith(f"{who}:") else f"{who}: {text}"
 
 
 def _num(v: Any, spec: str) -> str:
@@ -210,7 +216,10 @@ def _check_events(run_dir: Path, report: InspectReport) -> None:
     }
     for e in events:
         if e.get("kind") == "fault":
-            report.faults.append({"t": e.get("t"), "axis": e.get("axis"), "text": e.get("text", "")})
+            text = e.get("text", "")
+            if e.get("source") == "inputs" and report.faults and report.faults[-1]["text"] == text:
+                continue  # the procedure taking up the supervisor's fault just logged: one fault
+            report.faults.append({"t": e.get("t"), "axis": e.get("axis"), "text": text})
         elif e.get("kind") == "drive":
             report.faults.append(
                 {"t": e.get("t"), "axis": e.get("axis"), "text": e.get("text", e.get("event"))}

@@ -110,7 +110,12 @@ class OperatorKeys:
         try:
             action()
         except (WhihError, ValueError) as exc:
-            answer = f"refused: {exc}"
+            text = str(exc)
+            for prefix in (f"{verb} refused: ", f"{verb}: "):  # the line names the verb already
+                if text.startswith(prefix):
+                    text = text[len(prefix) :]
+                    break
+            answer = text if text.startswith("refused") else f"refused: {text}"
         else:
             answer = "accepted"
         self.answers.append((verb, answer))

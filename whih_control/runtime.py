@@ -1096,7 +1096,9 @@ class Runtime:
                 v = supervisor.latched_verdict
                 if not any(f.endswith(v.text) for f in rec.faults):
                     # the cause before what this cycle read of its consequences (e.g. a stall)
-                    rec.faults.insert(seen, f"{t:.3f}s {v.axis or 'all'}: {v.text}")
+                    who = v.axis or "all"  # a verdict's text may already start with its axis
+                    text = v.text if v.text.startswith(f"{who}:") else f"{who}: {v.text}"
+                    rec.faults.insert(seen, f"{t:.3f}s {text}")
                 rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
             elif not latched:
                 self._latch_t = None
