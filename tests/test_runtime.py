@@ -31,6 +31,7 @@ from whih_control.cli import main
 from whih_control.config import Config, load_config
 from whih_control.errors import RunFolderError, SafetyError, WhihError
 from whih_control.events import read_events, verify_log
+from whih_control.inspect_run import inspect_run
 from whih_control.interrupts import Mode
 from whih_control.record import read_telemetry
 from whih_control.runtime import Progress, RunResult, Runtime
@@ -714,3 +715,10 @@ def test_a_set_up_that_times_out_is_not_called_a_recording_failure(
     err = capsys.readouterr().err
     assert "calibration: not reached within 10 s" in err
     assert "recording failed" not in err
+    # the run folder says why nothing ran: an event, the summary's reason, and inspect's faults
+    failed = [e for e in read_events(tmp_path / "run" / "events.jsonl") if e["kind"] == "enable_failed"]
+    assert len(failed) == 1 and "calibration: not reached within 10 s" in failed[0]["text"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "calibration: not reached" in summary["reason"]
+    report = inspect_run(tmp_path / "run", plot=False)
+    assert report.ok and any(f["text"].startswith("enable failed: ") for f in report.faults)

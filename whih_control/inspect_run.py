@@ -220,6 +220,10 @@ def _check_events(run_dir: Path, report: InspectReport) -> None:
             if e.get("source") == "inputs" and report.faults and report.faults[-1]["text"] == text:
                 continue  # the procedure taking up the supervisor's fault just logged: one fault
             report.faults.append({"t": e.get("t"), "axis": e.get("axis"), "text": text})
+        elif e.get("kind") == "enable_failed":
+            report.faults.append(
+                {"t": e.get("t"), "axis": None, "text": f"enable failed: {e.get('text', '')}"}
+            )
         elif e.get("kind") == "drive":
             report.faults.append(
                 {"t": e.get("t"), "axis": e.get("axis"), "text": e.get("text", e.get("event"))}

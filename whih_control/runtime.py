@@ -307,6 +307,7 @@ class Runtime:
         }
         self._teleop_until: dict[str, float] = {}
         self._latch_t: float | None = None
+        self._enable_failure = ""
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
         self._stopped = False
         self._summary_written = False
@@ -595,6 +596,18 @@ class Runtime:
         self._require_open("enable")
         if self.set_up and self.procedure.phase is not Phase.IDLE:
             raise ProcedureError(f"enable: already enabled (phase {self.procedure.phase.value})")
+        try:
+            self._enable()
+        except WhihError as exc:
+            # the run folder says why nothing ran, not only the application's console
+            self._enable_failure = str(exc)
+            with self._lock:
+                self.recorder.event(
+                    self._t, "enable_failed", error=type(exc).__name__, text=str(exc), safety=True
+                )
+            raise
+
+    def _enable(self) -> None:
         if not self.set_up:
             with self._exclusive():
                 self.master.setup()
@@ -1206,7 +1219,7 @@ class Runtime:
     def _end_reason(self) -> str:
         if self.core.supervisor.latched:
             return self.core.supervisor.latched_verdict.text
-        return self.procedure.reason
+        return self.procedure.reason or self._enable_failure
 
     def _finish(self, outcome: str) -> RunResult:
         """The result as of now, logged and written to ``summary.json`` (the plot follows at close)."""
