@@ -336,6 +336,12 @@ def _check_write(plan: SetupPlan, drive: DriveConfig, w: Write, where: str) -> N
         )
         plan.readback[(w.index, w.sub)] = (own, 0xFFFF_FFFF if own >= 0 else -1)
         return
+    if entry.writable and not entry.fixed:
+        # accept_fixed keeps a value the drive fixes; this one is ours and out of what it takes
+        remedy = (
+            "; the configured value that gives it must change (e.g. counts_per_unit, or the limit "
+            "in axis units it is scaled from)"
+        )
     plan.problems.append(
         f"{where}: {obj} {entry.name} = {w.value} ({w.what}) would be refused: {reason}; the drive "
         f"would abort the SDO write and set-up stop before enabling (on the robot: {w.effect}){remedy}"

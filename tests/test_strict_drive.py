@@ -21,6 +21,7 @@ from canopen.sdo.exceptions import SdoAbortedError
 from firmware_iface.cia402 import DriveState
 from firmware_iface.errors import DriveError, DriveSetupError, DriveTimeoutError
 from firmware_iface.master import Master
+from firmware_iface.plan import plan_system
 from firmware_iface.spec import frame_bits_worst_case
 from firmware_iface.types import DriveGoal
 from hil_tests.bench import bench_robot
@@ -376,3 +377,16 @@ def test_drives_quick_stop_themselves_when_the_master_goes_quiet(channel: str, b
         assert any(cob == 0x81 for _, cob, _ in drives.log)  # EMCY 0x8130 heartbeat error
         m.shutdown()
         assert all(d.state == SOD for d in drives)
+
+
+def test_a_value_out_of_the_objects_type_is_not_offered_accept_fixed() -> None:
+    # 1e7 counts/mm x 3600 deg of travel overflows 0x607D's INTEGER32: accept_fixed (a value the
+    # drive fixes) cannot help, the configuration has to change
+    cfg = load_config(CONFIGS / "rig-epos4.toml")
+    rot = dataclasses.replace(cfg.drives["ante_wire_rot"], counts_per_unit=1e7)
+    cfg = cfg.replace(drives={**cfg.drives, "ante_wire_rot": rot})
+    _plans, problems = plan_system(cfg)
+    text = "\n".join(problems)
+    assert "0x607D:1" in text and "INTEGER32" in text
+    assert "the configured value that gives it must change" in text
+    assert "to drives.ante_wire_rot.accept_fixed" not in text
