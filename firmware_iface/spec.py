@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import can
+
 __all__ = [
     "ACCEPTABLE_OBJECTS",
     "BUILTIN_EDS_DIR",
@@ -65,6 +67,8 @@ class BusConfig:
         "virtual",
         doc="python-can interface name ('virtual', 'socketcan', 'pcan', ...; 'whih-sim' = "
         "simulated-time bus)",
+        # what python-can can open here (its own interfaces and installed plugins, ours included)
+        choices=tuple(sorted(can.interfaces.VALID_INTERFACES)),
     )
     channel: str = setting("whih0", doc="python-can channel (e.g. 'can0' for socketcan)")
     bitrate: int = setting(

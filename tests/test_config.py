@@ -85,6 +85,7 @@ MALFORMED = [
     ("bus.master_node_id", _set("bus.master_node_id", 0)),
     ("bus.master_node_id", _set("bus.master_node_id", 128)),
     ("bus.bogus", _set("bus.bogus", 1)),
+    ("bus.interface", _set("bus.interface", "nosuchif")),  # python-can could not open it
     ("cycle.rate_hz", _set("cycle.rate_hz", math.nan)),
     ("cycle.rate_hz", _set("cycle.rate_hz", math.inf)),
     ("cycle.rate_hz", _set("cycle.rate_hz", 1000.0)),  # 6 drives at 1 Mbit/s do not fit 1 kHz
