@@ -295,6 +295,13 @@ def plan_system(system: DriveSystem) -> tuple[dict[str, SetupPlan], list[str]]:
     return plans, problems
 
 
+_CHANGE_CONFIG = (
+    "; the configured value that gives it must change (e.g. counts_per_unit, or the limit in axis "
+    "units it is scaled from)"
+)
+"""The remedy for a value of ours that a writable object cannot hold."""
+
+
 def _check_write(plan: SetupPlan, drive: DriveConfig, w: Write, where: str) -> None:
     entry = plan.dictionary.entry(w.index, w.sub)
     obj = f"0x{w.index:04X}:{w.sub}"
@@ -336,12 +343,8 @@ def _check_write(plan: SetupPlan, drive: DriveConfig, w: Write, where: str) -> N
         )
         plan.readback[(w.index, w.sub)] = (own, 0xFFFF_FFFF if own >= 0 else -1)
         return
-    if entry.writable and not entry.fixed:
-        # accept_fixed keeps a value the drive fixes; this one is ours and out of what it takes
-        remedy = (
-            "; the configured value that gives it must change (e.g. counts_per_unit, or the limit "
-            "in axis units it is scaled from)"
-        )
+    if entry.writable and not entry.fixed:  # accept_fixed keeps a value the drive fixes: not this one
+        remedy = _CHANGE_CONFIG
     plan.problems.append(
         f"{where}: {obj} {entry.name} = {w.value} ({w.what}) would be refused: {reason}; the drive "
         f"would abort the SDO write and set-up stop before enabling (on the robot: {w.effect}){remedy}"

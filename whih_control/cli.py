@@ -161,6 +161,7 @@ def _trials(args: argparse.Namespace) -> int:
         parse_seeds,
         parse_set,
         require_extra,
+        require_simulated,
         resolve_cohort,
         summarize,
         sweep,
@@ -195,11 +196,7 @@ def _trials(args: argparse.Namespace) -> int:
         cases = resolve_cohort(args.cohort)
         for v in variants:
             v.apply(cfg)
-        if not cfg.sim.enabled:
-            raise ValueError(
-                f"--config (={str(cfg.source)!r}): sim.enabled is false (a configuration for real "
-                "drives): trials run simulated procedures only"
-            )
+        require_simulated(cfg, "--config")
     except ConfigError as exc:
         print("whih trials: invalid --set", file=sys.stderr)
         for line in exc.problems:

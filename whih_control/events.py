@@ -42,6 +42,7 @@ __all__ = [
     "SAFETY_KINDS",
     "EventLog",
     "LogReport",
+    "fault_line",
     "read_events",
     "verify_log",
 ]
@@ -52,6 +53,11 @@ SAFETY_KINDS = frozenset({"fault", "phase", "operator", "abort", "open", "close"
 """Kinds that are fsynced before :meth:`EventLog.write` returns."""
 RESERVED_KEYS = ("seq", "t", "wall", "kind", "prev")
 """Keys every line carries; event fields may not use them."""
+
+
+def fault_line(who: str, text: str) -> str:
+    """``who: text`` (an axis, or 'all'), without naming it twice where the text starts with it."""
+    return text if text.startswith(f"{who}:") else f"{who}: {text}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -33,9 +33,10 @@ from mcap.reader import make_reader
 from mcap.records import Channel, Message
 from mcap.stream_reader import StreamReader
 
+from firmware_iface.faults import FaultKind, parse_fault
 from firmware_iface.pdo import SYNC_COB
 from whih_control.errors import RunFolderError
-from whih_control.events import verify_log
+from whih_control.events import fault_line, verify_log
 from whih_control.record import plot_run, read_telemetry
 from whih_control.telemetry_mcap import EVENTS_TOPIC
 
@@ -128,7 +129,9 @@ class InspectReport:
                 lines.append(f"  reason: {s['reason']}")
         if self.faults:
             lines.append(f"faults ({len(self.faults)}):")
-            lines += [f"  {f['t']:9.3f} s  {_who(f)}" for f in self.faults]
+            lines += [
+                f"  {f['t']:9.3f} s  {fault_line(f['axis'] or 'all', str(f['text']))}" for f in self.faults
+            ]
         else:
             lines.append("faults: none")
         if self.recovered:
@@ -153,12 +156,6 @@ def _strict(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_strict(v) for v in value]
     return value
-
-
-def _who(fault: dict[str, Any]) -> str:
-    """``axis: text``, without a second axis where the text already starts with it."""
-    who, text = fault["axis"] or "all", str(fault["text"])
-    return text if text.startswith(f"{who}:") else f"{who}: {text}"
 
 
 def _num(v: Any, spec: str) -> str:
@@ -333,13 +330,13 @@ def _check_trace(run_dir: Path, report: InspectReport) -> None:
 def _sync_loss_at(summary: dict[str, Any]) -> float | None:
     """Time of the first injected ``sync-loss`` (``summary.json``'s ``injected`` specs), or None."""
     times = []
-    for spec in summary.get("injected") or ():
-        kind, _, when = str(spec).partition("@")
-        if kind.split(":", 1)[0] == "sync-loss":
-            try:
-                times.append(float(when))
-            except ValueError:
-                continue
+    for text in summary.get("injected") or ():
+        try:
+            spec = parse_fault(str(text))
+        except ValueError:
+            continue  # not a spec this tool knows: nothing to allow for
+        if spec.kind is FaultKind.SYNC_LOSS:
+            times.append(spec.t)
     return min(times) if times else None
 
 

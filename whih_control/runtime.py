@@ -55,6 +55,7 @@ from whih_control.errors import (
     SafetyError,
     WhihError,
 )
+from whih_control.events import fault_line
 from whih_control.interrupts import HOLD_CODES, InterruptGuard, sigint_held
 from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
@@ -1109,9 +1110,7 @@ class Runtime:
                 v = supervisor.latched_verdict
                 if not any(f.endswith(v.text) for f in rec.faults):
                     # the cause before what this cycle read of its consequences (e.g. a stall)
-                    who = v.axis or "all"  # a verdict's text may already start with its axis
-                    text = v.text if v.text.startswith(f"{who}:") else f"{who}: {v.text}"
-                    rec.faults.insert(seen, f"{t:.3f}s {text}")
+                    rec.faults.insert(seen, f"{t:.3f}s {fault_line(v.axis or 'all', v.text)}")
                 rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
             elif not latched:
                 self._latch_t = None

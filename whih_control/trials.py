@@ -274,13 +274,32 @@ def sweep(sets: Mapping[str, Sequence[Any]] | None = None, ablate: Sequence[str]
         out.append(Variant.of(settings))
         for name in ablations:
             out.append(Variant.of({**settings, ABLATION_KEY: [name]}))
-    names = [v.name for v in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = _repeated(v.name for v in out)
     if dup:
         raise ValueError(
             f"sweep: variant {dup[0]} would run twice (a value or an ablation given twice): give each once"
         )
     return out
+
+
+def _repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for name in names:
+        (twice if name in seen else seen).add(name)
+    return sorted(twice)
+
+
+def require_simulated(cfg: Config, name: str = "config") -> None:
+    """ValueError (naming ``name``) unless ``cfg`` runs simulated drives: a trial is a simulated
+    procedure, and a configuration for real drives would only time out in every trial."""
+    if not cfg.sim.enabled:
+        where = f" (={str(cfg.source)!r})" if cfg.source else ""
+        raise TrialsArgumentError(
+            f"{name}{where}: sim.enabled is false (a configuration for real drives): trials run "
+            "simulated procedures only"
+        )
 
 
 def _parse_value(text: str) -> Any:
@@ -393,7 +412,7 @@ def load_cases(path: str | os.PathLike[str]) -> list[Scenario]:
         header = [name.strip() for name in next(rows, [])]
         if not header:
             raise ValueError(f"the file is empty (a header row with {', '.join(_CSV_REQUIRED)} is needed)")
-        twice = sorted({c for c in header if header.count(c) > 1})
+        twice = _repeated(header)
         if twice:
             raise ValueError(f"column(s) {', '.join(twice)} appear more than once in the header")
         missing = [c for c in _CSV_REQUIRED if c not in header]
@@ -906,8 +925,7 @@ def _as_variants(
         out = [v if isinstance(v, Variant) else Variant.of(v) for v in variants]
     if not out:
         raise TrialsArgumentError("variants: must hold at least one variant")
-    names = [v.name for v in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = _repeated(v.name for v in out)
     if dup:
         raise TrialsArgumentError(f"variants: names must be unique (repeated: {', '.join(dup)})")
     return out
@@ -1076,12 +1094,7 @@ def trials(
         base = config
     else:
         base = load_config(config)
-    if not base.sim.enabled:
-        where = f" {base.source}" if base.source else ""
-        raise TrialsArgumentError(
-            f"config{where}: sim.enabled is false (a configuration for real drives): trials run "
-            "simulated procedures only"
-        )
+    require_simulated(base)
     # a bad key or value is refused before anything runs
     variant_hashes = [config_hash(v.apply(base)) for v in variant_list]
     base_dict = base.to_dict()
