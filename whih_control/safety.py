@@ -612,7 +612,7 @@ class SafetySupervisor:
         age = min(self._fbs[k].age_cycles for k in silent)
         n = len(self.axes)
         if sync_missed > 0:
-            cause = f"SYNC lost: the master sent none for {sync_missed} cycles; "
+            cause = f"SYNC lost: the master sent no SYNC for {sync_missed} cycles; "
         else:
             cause = ""
         if len(silent) == n and n > 1:
