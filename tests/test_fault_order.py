@@ -118,10 +118,10 @@ def test_without_a_stall_a_drives_emcy_comes_first_as_before(tmp_path: Path) -> 
     assert run.inspected[0] == f"ante_mc: {emcy}"
 
 
-def _stop_inside_a_cycle(at_call: int, seconds: float) -> tuple[Robot, list[dict[str, Any]]]:
+def _stop_inside_a_cycle(out: Path, at_call: int, seconds: float) -> tuple[Robot, list[dict[str, Any]]]:
     """A real-time stop inside one cycle (SIGSTOP, starvation) shows only in ``pacer.elapsed``:
     it returns ``seconds`` at its ``at_call``-th call of that cycle, else 0."""
-    robot = Robot(CFG, clock="simulated", auto_confirm=True)
+    robot = Robot(CFG, clock="simulated", out=out, auto_confirm=True)
     robot.__enter__()
     robot.enable()
     robot.start_procedure()
@@ -140,33 +140,38 @@ def _stop_inside_a_cycle(at_call: int, seconds: float) -> tuple[Robot, list[dict
     robot.step(1)
     rt.pacer.elapsed = real  # type: ignore[method-assign]
     robot.step(1)
-    events = read_events(rt.log.path) if rt.log is not None else []
-    return robot, events
+    return robot, read_events(out / "events.jsonl")
 
 
-def test_a_stop_before_the_procedure_decides_is_its_reason_with_the_same_figure() -> None:
+def test_a_stop_before_the_procedure_decides_is_its_reason_with_the_same_figure(tmp_path: Path) -> None:
     """Stopped in read or service (first look at the time): the procedure already names the
     stall, with the very text the supervisor latches."""
-    robot, _ = _stop_inside_a_cycle(1, 0.2)
+    robot, events = _stop_inside_a_cycle(tmp_path / "run", 1, 0.2)
     try:
         rt = robot.runtime
         latched = rt.core.supervisor.latched_verdict.text
         assert latched.startswith("master stalled: 200.0 ms"), latched
         assert rt.procedure.phase.value == "fault" and rt.procedure.reason == latched
         assert rt.faults[0].endswith(latched)
+        latch = next(e for e in events if e["kind"] == "fault" and "reason" in e)
+        phase = next(e for e in events if e["kind"] == "phase" and e["to"] == "fault")
+        assert phase["t"] == latch["t"] and phase["why"] == latched  # in the same cycle
     finally:
         robot.__exit__(None, None, None)
 
 
-def test_a_stop_after_the_procedure_decided_still_latches_the_stall() -> None:
+def test_a_stop_after_the_procedure_decided_still_latches_the_stall(tmp_path: Path) -> None:
     """Stopped between the procedure's tick and the supervisor (second look at the time): the
     supervisor latches the stall in that cycle, the procedure takes it up in the next."""
-    robot, _ = _stop_inside_a_cycle(2, 0.2)
+    robot, events = _stop_inside_a_cycle(tmp_path / "run", 2, 0.2)
     try:
         rt = robot.runtime
         latched = rt.core.supervisor.latched_verdict.text
         assert latched.startswith("master stalled: 200.0 ms"), latched
         assert rt.procedure.phase.value == "fault" and rt.procedure.reason == latched
+        latch = next(e for e in events if e["kind"] == "fault" and "reason" in e)
+        phase = next(e for e in events if e["kind"] == "phase" and e["to"] == "fault")
+        assert phase["t"] == pytest.approx(latch["t"] + CFG.period) and phase["why"] == latched
     finally:
         robot.__exit__(None, None, None)
 

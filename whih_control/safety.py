@@ -608,25 +608,21 @@ class SafetySupervisor:
         supervisor can tell apart (one drive silent, several, every one), and a SYNC the master
         did not send (``Feedback.sync_missed``), since every drive answers SYNC alone."""
         max_age = self._max_age
-        silent = [k for k, af in enumerate(self._fbs) if _stale(af.age_cycles, max_age)]
-        age = min(self._fbs[k].age_cycles for k in silent)
+        fbs = self._fbs
+        silent = [k for k, af in enumerate(fbs) if _stale(af.age_cycles, max_age)]
+        cause = f"SYNC lost: the master sent no SYNC for {sync_missed} cycles; " if sync_missed > 0 else ""
         n = len(self.axes)
-        if sync_missed > 0:
-            cause = f"SYNC lost: the master sent no SYNC for {sync_missed} cycles; "
-        else:
-            cause = ""
-        if len(silent) == n and n > 1:
+        if len(silent) == n > 1:
+            age = min(fbs[k].age_cycles for k in silent)
             text = f"no TPDO1 from any of the {n} drives for {age} cycles (allowed {max_age})"
-            if not cause:
-                text += ": SYNC lost or bus down"
-            return Verdict(Reason.STALE_FEEDBACK, cause + text, True)
+            return Verdict(
+                Reason.STALE_FEEDBACK, cause + text if cause else f"{text}: SYNC lost or bus down", True
+            )
         name = self.axes[i]
-        text = f"{name}: no TPDO1 for {self._fbs[i].age_cycles} cycles (allowed {max_age})"
+        text = f"no TPDO1 for {fbs[i].age_cycles} cycles (allowed {max_age})"
         if len(silent) > 1:
             text += " (also silent: " + ", ".join(self.axes[k] for k in silent if k != i) + ")"
-        if cause:
-            text = f"{name}: {cause}{text[len(name) + 2 :]}"
-        return Verdict(Reason.STALE_FEEDBACK, text, True, name)
+        return Verdict(Reason.STALE_FEEDBACK, f"{name}: {cause}{text}", True, name)
 
     def _stop_all(self, goal: DriveGoal) -> None:
         """Every axis gets ``goal`` (a quick stop or disable) and a target at its actual position;
