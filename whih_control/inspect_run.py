@@ -9,8 +9,8 @@
   a drive before the next one), frames the recorder dropped (``summary.json``).
 - ``telemetry.csv`` rows, and ``telemetry.mcap`` message counts per channel (equal to the rows
   for a finished run).
-- ``summary.json`` and the faults with their times (from the event log); ``plot.png`` redrawn
-  from ``telemetry.csv``.
+- ``summary.json`` and the faults with their times (from the event log, each text once, in
+  the order of the summary's faults); ``plot.png`` redrawn from ``telemetry.csv``.
 
 :func:`inspect_run` returns an :class:`InspectReport`; ``ok`` is False when anything does not
 verify, and ``problems`` says what and where.
