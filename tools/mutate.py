@@ -360,6 +360,7 @@ def _start(
         # backstop and the clean-up reach whatever the tests spawned too
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
+        _LIVE.add(pid)
         return pid
     try:  # the child: never returns
         os.setpgid(0, 0)
@@ -402,6 +403,11 @@ def _start(
         os._exit(99)
 
 
+# the test runs under way: their groups no longer get the terminal's Ctrl-C, so they are ended
+# when the campaign ends however it ends
+_LIVE: set[int] = set()
+
+
 def _kill_group(pgid: int) -> None:
     """SIGKILL the process group a test run leads (gone already: nothing to do)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -416,6 +422,7 @@ def _wait(pids: dict[int, float]) -> tuple[int, bool, float]:
         if pid:
             # a test's leftover subprocess must not run on into the next mutant's
             _kill_group(pid)
+            _LIVE.discard(pid)
             return pid, os.waitstatus_to_exitcode(status) == 0, usage.ru_utime + usage.ru_stime
         now = time.monotonic()
         for p, deadline in pids.items():
@@ -749,4 +756,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    finally:
+        for _pid in _LIVE:
+            _kill_group(_pid)
