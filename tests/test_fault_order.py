@@ -19,6 +19,7 @@ import pytest
 import whih_control as wc
 from firmware_iface import pdo
 from firmware_iface.simbus import SimTimeBus
+from whih_control import events as events_module
 from whih_control.api import Robot
 from whih_control.events import fault_line, read_events
 from whih_control.inspect_run import inspect_run
@@ -233,3 +234,52 @@ def test_a_sync_the_interface_refused_is_named() -> None:
     assert "sending SYNC failed: CanOperationError: Transmit buffer full" in result.reason, result.reason
     t = float(result.faults[0].split("s ", 1)[0])
     assert 1.0 <= t <= 1.0 + 2 * CFG.period
+
+
+def test_after_a_stall_the_quick_stop_goes_out_before_the_log_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reordering the cycle's events costs no time before the RPDOs: they are held in memory
+    until then, and written and fsynced once, in the order above."""
+    order: list[str] = []
+    out = tmp_path / "run"
+    with Robot(CFG, clock="simulated", out=out, inject=["master-freeze:250@0.5"], auto_confirm=True) as robot:
+        robot.enable()
+        rt = robot.runtime
+        assert rt.log is not None
+        robot.wait(lambda s: s.t >= 0.45, timeout=1.0)
+        file = rt.log._file
+
+        class Disk:
+            def write(self, b: bytes) -> int:
+                order.append("write")
+                return int(file.write(b))
+
+            def flush(self) -> None:
+                order.append("flush")
+                file.flush()
+
+            def fileno(self) -> int:
+                return int(file.fileno())
+
+            def close(self) -> None:
+                file.close()
+
+        real_fsync = events_module.os.fsync
+        monkeypatch.setattr(rt.log, "_file", Disk())
+        monkeypatch.setattr(events_module.os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+        write = rt.master.write
+
+        def traced_write() -> None:
+            write()
+            order.append("rpdo " + ",".join(f"0x{cw:x}" for cw in rt.master.last_controlword))
+
+        monkeypatch.setattr(rt.master, "write", traced_write)
+        while not rt.core.supervisor.latched:
+            rt._cycle()
+        stop = order.index("rpdo " + ",".join(["0x2"] * len(AXES)))
+        assert order[stop - 1].startswith("rpdo "), order[-6:]  # nothing before it in its cycle
+        assert order[stop + 1 :] == ["write", "flush", "fsync"], order[-6:]  # once, after it
+    events = read_events(out / "events.jsonl")
+    first = next(i for i, e in enumerate(events) if e["kind"] == "inject")
+    assert events[first + 1]["kind"] == "fault" and events[first + 1]["text"].startswith("master stalled")

@@ -12,7 +12,8 @@ One JSON object per line::
   the last content line is covered too.
 - Safety-relevant kinds (:data:`SAFETY_KINDS`: faults, phase changes, operator actions) are written
   and ``fsync``-ed before :meth:`EventLog.write` returns, unless :attr:`EventLog.hold_sync` holds
-  them back until :meth:`EventLog.release_sync` (the runtime does, during a cycle). Other kinds
+  them back until :meth:`EventLog.release_sync` (the runtime does, during a cycle; a held event
+  may be written ``before_mark``, ahead of those held since :meth:`EventLog.mark`). Other kinds
   are buffered and flushed when 0.5 s of the supplied time has passed since the last flush
   (checked on every write and on :meth:`EventLog.poll`), and on close.
 

@@ -13,7 +13,8 @@ control core, procedure, recorder). :meth:`Runtime._cycle_body` is the whole cyc
    commands safe (the one owner of faults);
 7. **write**: ``master.write`` sends one RPDO1 per drive;
 8. **record**: only now is anything logged or fsynced; frames go to the trace writer process,
-   telemetry rows to a writer thread.
+   telemetry rows to a writer thread. A fault latched on a master stall is logged ahead of
+   everything the cycle logged since it began to read (the drives' EMCYs are its consequence).
 
 **Never unattended** (docs/DESIGN.md section 2): in real time, from the first ``enable()`` (the SDO
 set-up) to ``close()``, a thread of its own runs the cycle at the configured rate whatever the
