@@ -189,6 +189,8 @@ def test_an_injected_sync_loss_names_the_sync_and_every_drive(tmp_path: Path) ->
     )
     assert run.summary_faults == [f"all: {reason}"] and run.inspected == run.summary_faults
     assert not any(a in reason for a in AXES)  # no drive is blamed
+    assert run.result.outcome == "fault"
+    assert [e["why"] for e in run.events if e["kind"] == "phase" and e["to"] == "fault"] == [reason]
 
 
 def test_one_silent_drive_is_named(tmp_path: Path) -> None:

@@ -955,11 +955,12 @@ def test_a_missing_tpdo1_names_one_drive_several_or_every_one() -> None:
     assert one.text == "retro_mc: no TPDO1 for 3 cycles (allowed 2)"
     two = _silent(0, "ante_mc", "retro_mc", ages={"retro_mc": 5})
     assert (
-        two.axis == "ante_mc"
+        two.fault
+        and two.axis == "ante_mc"
         and two.text == "ante_mc: no TPDO1 for 3 cycles (allowed 2) (also silent: retro_mc)"
     )
     every = _silent(0, *AXES, ages={"ante_wire": 4})
-    assert every.reason == Reason.STALE_FEEDBACK and every.axis == ""
+    assert every.fault and every.reason == Reason.STALE_FEEDBACK and every.axis == ""
     assert (
         every.text
         == f"no TPDO1 from any of the {len(AXES)} drives for 3 cycles (allowed 2): SYNC lost or bus down"
@@ -968,12 +969,17 @@ def test_a_missing_tpdo1_names_one_drive_several_or_every_one() -> None:
 
 def test_a_missing_tpdo1_after_a_sync_the_master_did_not_send_names_the_sync() -> None:
     every = _silent(3, *AXES)
-    assert every.axis == "" and every.text == (
-        f"SYNC lost: the master sent no SYNC for 3 cycles; no TPDO1 from any of the {len(AXES)} drives "
-        "for 3 cycles (allowed 2)"
+    assert (
+        every.fault
+        and every.axis == ""
+        and every.text
+        == (
+            f"SYNC lost: the master sent no SYNC for 3 cycles; no TPDO1 from any of the {len(AXES)} drives "
+            "for 3 cycles (allowed 2)"
+        )
     )
     one = _silent(1, "ante_wire")
-    assert one.axis == "ante_wire"
+    assert one.fault and one.axis == "ante_wire"
     assert (
         one.text
         == "ante_wire: SYNC lost: the master sent no SYNC for 1 cycles; no TPDO1 for 3 cycles (allowed 2)"

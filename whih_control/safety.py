@@ -612,7 +612,7 @@ class SafetySupervisor:
         silent = [k for k, af in enumerate(fbs) if _stale(af.age_cycles, max_age)]
         cause = f"SYNC lost: the master sent no SYNC for {sync_missed} cycles; " if sync_missed > 0 else ""
         n = len(self.axes)
-        if len(silent) == n > 1:
+        if len(silent) == n:  # (a configuration has at least the four linear axes)
             age = min(fbs[k].age_cycles for k in silent)
             text = f"no TPDO1 from any of the {n} drives for {age} cycles (allowed {max_age})"
             return Verdict(
