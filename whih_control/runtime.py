@@ -1118,7 +1118,7 @@ class Runtime:
             if not estimator.calibrated:
                 self._calibrate()
             # the fault step 6 latches first, a stall included: the procedure names the same cause
-            verdict = supervisor.next_fault(cyc.stall_s)
+            verdict = supervisor.next_fault(cyc.stall_s) if stall else supervisor.fault_verdict
             inputs = self._inputs  # one record, refreshed in place every cycle
             inputs.estimate = est
             inputs.verdict = verdict
