@@ -687,7 +687,9 @@ class Runtime:
             sup = self.core.supervisor
             if not sup.latched and self.procedure.phase is not Phase.FAULT:
                 raise ProcedureError(f"acknowledge: no fault latched (phase {self.procedure.phase.value})")
-            if sup.latched and not self.core.acknowledge(self.master.feedback):
+            # it lands in paused (which watches imaging) when there is a phase to resume
+            lands_paused = self.procedure.resume_target is not None
+            if sup.latched and not self.core.acknowledge(self.master.feedback, imaging_watched=lands_paused):
                 raise SafetyError(f"acknowledge refused: {sup.ack_blocker}")
             inputs = self._inputs
             inputs.fault_active = sup.latched
@@ -1114,6 +1116,10 @@ class Runtime:
                 rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
             elif not latched:
                 self._latch_t = None
+            if supervisor.escalation_log:
+                for axis, text in supervisor.take_escalations():
+                    rec.faults.append(f"{t:.3f}s {fault_line(axis, text)}")
+                    rec.event(t, "escalated", axis=axis, text=text, safety=True)
             rec.end_cycle(
                 t,
                 procedure.phase,

@@ -19,7 +19,14 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
   reporting one after the quick-stop ramp, or silent (feedback older than
   ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable
-  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge.
+  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge. So does
+  a drive that has not finished its own stop by the *stop deadline* (twice the slowest
+  quick-stop ramp from max speed, plus the frames' two cycles, plus the feedback age allowed;
+  ``stop_deadline_cycles``): fresh and still in FAULT REACTION ACTIVE, in QUICK STOP ACTIVE
+  without "target reached" (at rest), or in either of them with its position more than its
+  ``position_jump_tolerance`` away from where it stood at the deadline (a drive whose ramp was
+  made slower, e.g. 0x6085 rewritten by another node). Each escalation is named once in
+  ``escalation_log`` (the run's events and faults).
 - **Rejected input** (invariant 7; counted in ``rejected``, every axis holds): non-finite or
   out-of-range ``dt`` (then braking runs on the nominal period), feedback position/force,
   estimate; a non-finite requested target holds that axis.
@@ -98,6 +105,12 @@ _AT_STOP = frozenset(
 _LEAVING_STOP = frozenset(
     {DriveState.READY_TO_SWITCH_ON, DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED}
 )
+_STOPPING = frozenset({DriveState.FAULT_REACTION_ACTIVE, DriveState.QUICK_STOP_ACTIVE})
+"""The stop states in which the drive still holds torque: its own ramp may still move it."""
+_TORQUE_ON = frozenset(
+    {DriveState.OPERATION_ENABLED, DriveState.QUICK_STOP_ACTIVE, DriveState.FAULT_REACTION_ACTIVE}
+)
+"""States in which the drive's torque actual (the force) is a reading; elsewhere it reports 0."""
 _GOAL_ENABLED = DriveGoal.ENABLED
 _QUICK_STOP = DriveGoal.QUICK_STOP
 _DISABLED = DriveGoal.DISABLED
@@ -179,7 +192,26 @@ class SafetySupervisor:
         # invariant 9: a drive still reporting (fresh) a powered state this many cycles into a
         # latch has not stopped on its own: the ramp from max speed, plus the frames' two cycles
         self._stop_cycles = max(math.ceil(d.max_speed / d.quick_stop_decel / cfg.period) + 2 for d in drives)
+        # invariant 9: by this many cycles into a latch every drive has finished its own stop:
+        # twice the slowest ramp from max speed (a drive catching up on its target may run above
+        # max_speed, up to its own 0x607F; the quick-stop ramp is 0x6085 = quick_stop_decel,
+        # written by set-up and read back), plus the frames' two cycles, plus the feedback age
+        # allowed. A drive still stopping, or still moving, then has not stopped on its own.
+        ramp = max(d.max_speed / d.quick_stop_decel for d in drives)
+        self.stop_deadline_cycles: int = math.ceil(2.0 * ramp / cfg.period) + 2 + self._max_age
+        """Cycles into a latch by which every drive's own stop must be over (see escalation)."""
+        self._still_tol = tuple(d.position_jump_tolerance for d in drives)
         self._latched_cycles = 0
+        self._stop_pos: list[float] = [math.nan] * n
+        self.escalation_log: list[tuple[str, str]] = []
+        """(axis, why) of each escalation, once per axis and latch; the runtime takes them
+        (:meth:`take_escalations`) into the run's events and fault list."""
+        # the last force each drive reported while it held torque, and where it stood then: a
+        # drive stopped with torque off reports 0, which says nothing of the load it stopped under
+        self._held_force: list[float] = [0.0] * n
+        self._held_pos: list[float] = [math.nan] * n
+        self._imaging_age = 0.0
+        self._calibrated = False
         self._stop_seen = [False] * n
         self.escalated: list[bool] = [False] * n
         """Per axis (``axes`` order): seen leaving its stop under the present latch, so the
@@ -258,14 +290,21 @@ class SafetySupervisor:
             self._latched_cycles = 0
             for i in range(len(self.axes)):
                 self._stop_seen[i] = self.escalated[i] = False
+                self._stop_pos[i] = math.nan
 
-    def acknowledge(self, feedback: Feedback) -> bool:
+    def acknowledge(self, feedback: Feedback, *, imaging_watched: bool = False) -> bool:
         """Clear the latch if every cause is gone; never moves anything.
 
         Needs: e-stop released (as last seen), bus OK, every drive at rest (none in FAULT REACTION
         ACTIVE, none in QUICK STOP ACTIVE before it reports target reached: re-enabling walks
         through a state without holding torque), every drive's heartbeat OK, fresh and finite
-        feedback, force below ``force_alarm``. A drive's own FAULT state is not a blocker: the
+        feedback, force below ``force_alarm``: the force read now for a drive holding torque,
+        else the last force it reported while it held torque, as long as it stands where it was
+        then (within its ``position_jump_tolerance``: with torque off a drive reports 0 whatever
+        its load, and re-enabling it would find that load again at once). With
+        ``imaging_watched`` (the acknowledge lands in a phase that watches imaging, i.e. paused)
+        and the estimator calibrated, imaging must not be lost (its age at most twice
+        ``imaging_max_age_s``), or the next cycle would fault again. A drive's own FAULT state is not a blocker: the
         next cycle sends FAULT_RESET (targets = actual positions) and the runtime re-enables.
         After a coupling fault, the coupling is held to account at once: the first hand-in-hand
         cycle with it still outside ``[0, coupling_max]`` faults again, without the usual
@@ -296,8 +335,21 @@ class SafetySupervisor:
                     why = f"{name}: feedback not finite (position {af.position}, force {af.force})"
                 elif abs(af.force) >= self._falarm[i]:
                     why = f"{name}: force {af.force:.3g} N still >= force_alarm {self._falarm[i]:g} N"
+                elif st not in _TORQUE_ON:
+                    f, x = self._held_force[i], self._held_pos[i]
+                    if abs(f) >= self._falarm[i] and abs(af.position - x) <= self._still_tol[i]:
+                        why = (
+                            f"{name}: force {f:.3g} N when it last held torque >= force_alarm "
+                            f"{self._falarm[i]:g} N, and it stands where it was then (torque off "
+                            "reads 0 N; re-enabling would find the load again): relieve the load"
+                        )
                 if why:
                     break
+        if not why and imaging_watched and self._calibrated and _imaging_lost(self._imaging_age, self._img_max):
+            why = (
+                f"imaging lost for {self._imaging_age:.1f} s (allowed {2.0 * self._img_max:g} s, twice "
+                "imaging_max_age_s, in the paused phase this acknowledge lands in): wait for imaging"
+            )
         self.ack_blocker = why
         if why:
             return False
@@ -334,11 +386,19 @@ class SafetySupervisor:
         fbs = self._fbs
         cmds = self._cmds
         pos = self._pos
+        held_f, held_x = self._held_force, self._held_pos
         for i, a in enumerate(names):
             af = fbs[i] = fb_axes[a]
             cmds[i] = cmd_axes[a]
-            pos[i] = af.position
+            x = pos[i] = af.position
+            if af.state in _TORQUE_ON and not _stale(af.age_cycles, self._max_age):
+                f = af.force
+                if -_BIG < f < _BIG and -_BIG < x < _BIG:
+                    held_f[i] = f
+                    held_x[i] = x
         self._estop = operator.estop
+        self._imaging_age = estimate.imaging_age
+        self._calibrated = cyc.calibrated
         stop_goal = cyc.stop_goal
         if not self.latched:
             fault = self._detect_fault(estimate, objective, operator, feedback.bus_ok, cyc)
@@ -608,21 +668,38 @@ class SafetySupervisor:
         if latched:
             self._latched_cycles += 1
         late = self._latched_cycles > self._stop_cycles
+        overdue = self._latched_cycles > self.stop_deadline_cycles
         seen, escalated = self._stop_seen, self.escalated
+        stop_pos = self._stop_pos
         for i, cmd in enumerate(self._cmds):
             if latched:
                 af = fbs[i]
                 st = af.state
-                if _stale(af.age_cycles, self._max_age):
+                if escalated[i]:
+                    pass  # for as long as the latch lasts
+                elif _stale(af.age_cycles, self._max_age):
                     # silent (e.g. put in pre-operational by another node): its stop cannot be seen
                     if late:
-                        escalated[i] = True
+                        self._escalate(i, f"no TPDO1 for {af.age_cycles} cycles after the quick-stop ramp")
                 elif st in _AT_STOP:
                     seen[i] = True
+                    x = af.position
+                    if not overdue or stop_pos[i] != stop_pos[i]:  # noqa: PLR0124 (NaN: first seen)
+                        stop_pos[i] = x
+                    elif st in _STOPPING:
+                        # invariant 9: its own stop is overdue (a ramp made slower than set up,
+                        # e.g. 0x6085 rewritten), or it still moves while claiming to be at rest
+                        moved = x - stop_pos[i]
+                        if st is DriveState.FAULT_REACTION_ACTIVE or not af.statusword & SW_TARGET_REACHED:
+                            self._escalate(i, f"still {st.name} {self._stop_late_text()}")
+                        elif moved > self._still_tol[i] or -moved > self._still_tol[i]:
+                            self._escalate(i, f"moved {moved:+.3f} in {st.name} {self._stop_late_text()}")
                 elif st in _LEAVING_STOP and (seen[i] or late):
                     # invariant 9: back out of its stop (another node's controlwords), or never
                     # stopped: escalate within this cycle and for as long as the latch lasts
-                    escalated[i] = True
+                    self._escalate(
+                        i, f"{'left its stop' if seen[i] else 'never stopped'} (now {st.name})"
+                    )
                 cmd.escalate = escalated[i]
             else:
                 cmd.escalate = False
@@ -632,6 +709,24 @@ class SafetySupervisor:
             cmd.goal = goal
             cmd.target = target[i] if _isfinite(target[i]) else 0.0
             vel[i] = 0.0
+
+    def _escalate(self, i: int, why: str) -> None:
+        self.escalated[i] = True
+        name = self.axes[i]
+        self.escalation_log.append((name, f"{name}: escalated (disable voltage, NMT stop): {why}"))
+
+    def _stop_late_text(self) -> str:
+        p = self._period
+        return (
+            f"{self._latched_cycles * p:.4f} s into the fault (every drive's stop is over by "
+            f"{self.stop_deadline_cycles * p:.4f} s)"
+        )
+
+    def take_escalations(self) -> list[tuple[str, str]]:
+        """The escalations since the last call, as (axis, text); empties the log."""
+        out = list(self.escalation_log)
+        self.escalation_log.clear()
+        return out
 
     def _support(
         self,
