@@ -304,8 +304,9 @@ class SafetySupervisor:
         its load, and re-enabling it would find that load again at once). With
         ``imaging_watched`` (the acknowledge lands in a phase that watches imaging, i.e. paused)
         and the estimator calibrated, imaging must not be lost (its age at most twice
-        ``imaging_max_age_s``), or the next cycle would fault again. A drive's own FAULT state is not a blocker: the
-        next cycle sends FAULT_RESET (targets = actual positions) and the runtime re-enables.
+        ``imaging_max_age_s``), or the next cycle would fault again. A drive's own FAULT state is
+        not a blocker: the next cycle sends FAULT_RESET (targets = actual positions) and the
+        runtime re-enables.
         After a coupling fault, the coupling is held to account at once: the first hand-in-hand
         cycle with it still outside ``[0, coupling_max]`` faults again, without the usual
         ``coupling_fault_cycles`` of grace (it can only be brought back by motion, e.g. a jog,
@@ -345,9 +346,10 @@ class SafetySupervisor:
                         )
                 if why:
                     break
-        if not why and imaging_watched and self._calibrated and _imaging_lost(self._imaging_age, self._img_max):
+        lost = self._calibrated and _imaging_lost(self._imaging_age, self._img_max)
+        if not why and imaging_watched and lost:
             why = (
-                f"imaging lost for {self._imaging_age:.1f} s (allowed {2.0 * self._img_max:g} s, twice "
+                f"imaging lost for {self._imaging_age:.2f} s (allowed {2.0 * self._img_max:g} s, twice "
                 "imaging_max_age_s, in the paused phase this acknowledge lands in): wait for imaging"
             )
         self.ack_blocker = why
@@ -684,7 +686,7 @@ class SafetySupervisor:
                 elif st in _AT_STOP:
                     seen[i] = True
                     x = af.position
-                    if not overdue or stop_pos[i] != stop_pos[i]:  # noqa: PLR0124 (NaN: first seen)
+                    if not overdue or stop_pos[i] != stop_pos[i]:  # NaN: not seen before
                         stop_pos[i] = x
                     elif st in _STOPPING:
                         # invariant 9: its own stop is overdue (a ramp made slower than set up,
@@ -697,9 +699,7 @@ class SafetySupervisor:
                 elif st in _LEAVING_STOP and (seen[i] or late):
                     # invariant 9: back out of its stop (another node's controlwords), or never
                     # stopped: escalate within this cycle and for as long as the latch lasts
-                    self._escalate(
-                        i, f"{'left its stop' if seen[i] else 'never stopped'} (now {st.name})"
-                    )
+                    self._escalate(i, f"{'left its stop' if seen[i] else 'never stopped'} (now {st.name})")
                 cmd.escalate = escalated[i]
             else:
                 cmd.escalate = False

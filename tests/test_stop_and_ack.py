@@ -1,4 +1,5 @@
-"""A drive that does not finish its own stop is escalated; a drive that ramps normally never is.
+"""After a fault: a drive that does not finish its own stop is escalated, one that ramps normally
+never is; acknowledge is refused while its cause would be found again at once.
 
 Run on the simulated-time bus with the project's simulated CiA 402 drives. The slow ramp is made
 the way another node on a real bus would make it: an SDO download of quick-stop deceleration
@@ -22,6 +23,7 @@ from firmware_iface.sim import SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from whih_control.api import Robot
 from whih_control.config import Config, load_config
+from whih_control.errors import SafetyError
 from whih_control.events import read_events
 
 from .conftest import CONFIGS, FAULT_EXAMPLES
@@ -164,3 +166,64 @@ def test_a_drive_whose_quick_stop_ramp_was_rewritten_is_escalated_at_the_stop_de
     assert "QUICK_STOP_ACTIVE" in named[0]
     events = [e for e in read_events(out / "events.jsonl") if e["kind"] == "escalated"]
     assert [e["axis"] for e in events] == [axis]
+
+
+def _faulted(robot: Robot) -> None:
+    """Run the procedure to its (injected) fault, then until every drive's stop is over."""
+    robot.enable()
+    robot.start_procedure()
+    robot.wait(until="fault", timeout=20.0)
+    robot.step(robot.runtime.core.supervisor.stop_deadline_cycles + 2)
+
+
+def _refused(robot: Robot, text: str) -> None:
+    """Acknowledge is refused with ``text`` in its reason, and nothing was reset or re-enabled."""
+    rt = robot.runtime
+    sup = rt.core.supervisor
+    faults, generation = sup.faults, sup.generation
+    with pytest.raises(SafetyError, match="acknowledge refused: ") as err:
+        robot.acknowledge()
+    assert text in str(err.value), str(err.value)
+    robot.step(40)
+    assert sup.latched and sup.faults == faults and sup.generation == generation
+    assert all(d.state != "OPERATION_ENABLED" for d in robot.status().drives.values())
+
+
+def test_acknowledge_after_a_force_stop_is_refused_while_the_drive_stands_under_its_load(
+    tmp_path: Path,
+) -> None:
+    """force-spike: the wire stops with torque off, reading 0 N. The force it read while it held
+    torque (5 N and its load, >= force_alarm) is what re-enabling would find: refused, named with
+    the alarm, without re-enabling any drive; so again later, as it still stands there."""
+    cfg = _sim_time_config()
+    alarm = cfg.drives["retro_wire"].force_alarm
+    with Robot(
+        cfg, clock="simulated", out=tmp_path / "run", inject=["force-spike:retro_wire:5@2.5"]
+    ) as robot:
+        _faulted(robot)
+        assert robot.status().drives["retro_wire"].force == 0.0  # torque off
+        _refused(robot, f">= force_alarm {alarm:g} N")
+        assert "retro_wire: force 5" in robot.runtime.core.supervisor.ack_blocker
+        robot.step(400)
+        _refused(robot, "retro_wire: force 5")
+
+
+def test_acknowledge_into_paused_is_refused_while_imaging_is_lost_and_accepted_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """imaging-loss: the fault latches at twice the allowed imaging age; paused, where the
+    acknowledge lands, watches imaging: refused with the age and the limit, no drive re-enabled;
+    once images come again, accepted."""
+    cfg = _sim_time_config()
+    lim = 2.0 * cfg.safety.imaging_max_age_s
+    with Robot(cfg, clock="simulated", out=tmp_path / "run", inject=["imaging-loss@2.5"]) as robot:
+        rt = robot.runtime
+        _faulted(robot)
+        assert rt.procedure.resume_target is not None  # it lands in paused
+        _refused(robot, "imaging lost for ")
+        assert f"(allowed {lim:g} s, twice imaging_max_age_s" in rt.core.supervisor.ack_blocker
+        rt._imaging_lost = False
+        robot.wait(until=lambda s: rt.core.estimator.estimate.imaging_age <= lim, timeout=5.0)
+        robot.acknowledge()
+        assert robot.status().phase == "paused"
+        assert all(d.state == "OPERATION_ENABLED" for d in robot.status().drives.values())
