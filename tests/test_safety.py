@@ -1133,6 +1133,24 @@ def test_a_drive_at_rest_in_quick_stop_active_is_left_alone_unless_it_moves() ->
     assert "moved -0.075 in QUICK_STOP_ACTIVE" in sup.escalation_log[0][1]
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_drive_at_rest_in_quick_stop_active_may_move_exactly_its_tolerance(sign: float) -> None:
+    """The bound is inclusive: exactly position_jump_tolerance from where it stood is still at
+    rest (0.0 and the tolerance are exact in binary arithmetic here)."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state, af.statusword, af.position = DriveState.QUICK_STOP_ACTIVE, SW_TARGET_REACHED, 0.0
+    deadline = _deadline()
+    for k in range(deadline + 2):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    tol = CFG.drives["ante_mc"].position_jump_tolerance
+    fb.axes["ante_mc"].position = sign * tol
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 2) == []
+    fb.axes["ante_mc"].position = sign * math.nextafter(tol, 1.0)
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 3) == ["ante_mc"]
+
+
 _V_AXES = ("ante_wire", "ante_mc", "retro_wire", "retro_mc")
 
 
@@ -1247,12 +1265,12 @@ def test_acknowledge_is_refused_at_the_force_alarm_and_accepted_below_it() -> No
     assert sup.acknowledge(fb)
 
 
-def _stopped_under_load(axis: str, force: float) -> tuple[SafetySupervisor, Feedback]:
-    """A fault latched while ``axis`` held torque against ``force`` at position 2.0; then every
+def _stopped_under_load(axis: str, force: float, at: float = 2.0) -> tuple[SafetySupervisor, Feedback]:
+    """A fault latched while ``axis`` held torque against ``force`` at position ``at``; then every
     drive at rest with torque off (SWITCH ON DISABLED, torque actual 0 N), where it stopped."""
     sup, fb, cmds, est = _running()
     for af in fb.axes.values():
-        af.position = 2.0
+        af.position = at
     fb.axes[axis].force = force
     sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
     sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
@@ -1284,6 +1302,34 @@ def test_acknowledge_takes_a_force_below_the_alarm_when_it_last_held_torque() ->
     alarm = CFG.drives["ante_mc"].force_alarm
     sup, fb = _stopped_under_load("ante_mc", math.nextafter(alarm, 0.0))
     assert sup.acknowledge(fb)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_acknowledge_bounds_for_a_force_read_with_torque_on_are_inclusive(sign: float) -> None:
+    """Exactly force_alarm refuses; exactly position_jump_tolerance away still stands there."""
+    alarm = CFG.drives["ante_mc"].force_alarm
+    tol = CFG.drives["ante_mc"].position_jump_tolerance
+    sup, fb = _stopped_under_load("ante_mc", alarm, at=0.0)
+    fb.axes["ante_mc"].position = sign * tol
+    assert not sup.acknowledge(fb) and "ante_mc: force" in sup.ack_blocker
+    fb.axes["ante_mc"].position = sign * math.nextafter(tol, 1.0)
+    assert sup.acknowledge(fb)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_force_is_no_reading_for_acknowledge(bad: float) -> None:
+    """Rejected input while it held torque: the force judged is the last finite one (below the
+    alarm here), not the rejected value."""
+    sup, fb, cmds, est = _running()
+    for af in fb.axes.values():
+        af.position = 2.0
+    fb.axes["retro_mc"].force = bad
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD)
+    for af in fb.axes.values():
+        af.state, af.force = DriveState.SWITCH_ON_DISABLED, 0.0
+    sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD)
+    assert sup.acknowledge(fb), sup.ack_blocker
 
 
 @given(
@@ -1323,6 +1369,10 @@ def test_acknowledge_into_paused_is_refused_while_imaging_is_lost() -> None:
         for af in fb.axes.values():
             af.state = DriveState.SWITCH_ON_DISABLED
         sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(calibrated=calibrated))
+        if watched:
+            assert sup.acknowledge(fb), "imaging_watched is off unless asked for"
+            sup.raise_fault(Reason.STALE_FEEDBACK, "imaging lost")
+            sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(calibrated=calibrated))
         assert sup.acknowledge(fb, imaging_watched=watched) is ok, (calibrated, age, watched)
         if not ok:
             assert sup.ack_blocker == (

@@ -118,6 +118,7 @@ _OK = Verdict()
 _RESET = Verdict(Reason.OK, "fault reset sent; targets = actual positions")
 _CLOSING = Verdict(Reason.OK, "closing: every axis stopped, targets = actual positions")
 _NO_INPUTS = CycleInputs()
+_NO_ESTIMATE = Estimate()
 _EPS = 1e-9
 _BIG = math.inf
 _DIR4 = (1.0, 1.0, -1.0, -1.0)
@@ -208,10 +209,11 @@ class SafetySupervisor:
         (:meth:`take_escalations`) into the run's events and fault list."""
         # the last force each drive reported while it held torque, and where it stood then: a
         # drive stopped with torque off reports 0, which says nothing of the load it stopped under
-        self._held_force: list[float] = [0.0] * n
+        self._held_force: list[float] = [math.nan] * n
         self._held_pos: list[float] = [math.nan] * n
-        self._imaging_age = 0.0
-        self._calibrated = False
+        # the last cycle's estimate and inputs (for acknowledge: would imaging fault again?)
+        self._estimate = _NO_ESTIMATE
+        self._inputs = _NO_INPUTS
         self._stop_seen = [False] * n
         self.escalated: list[bool] = [False] * n
         """Per axis (``axes`` order): seen leaving its stop under the present latch, so the
@@ -346,10 +348,11 @@ class SafetySupervisor:
                         )
                 if why:
                     break
-        lost = self._calibrated and _imaging_lost(self._imaging_age, self._img_max)
+        age = self._estimate.imaging_age
+        lost = self._inputs.calibrated and _imaging_lost(age, self._img_max)
         if not why and imaging_watched and lost:
             why = (
-                f"imaging lost for {self._imaging_age:.2f} s (allowed {2.0 * self._img_max:g} s, twice "
+                f"imaging lost for {age:.2f} s (allowed {2.0 * self._img_max:g} s, twice "
                 "imaging_max_age_s, in the paused phase this acknowledge lands in): wait for imaging"
             )
         self.ack_blocker = why
@@ -393,14 +396,16 @@ class SafetySupervisor:
             af = fbs[i] = fb_axes[a]
             cmds[i] = cmd_axes[a]
             x = pos[i] = af.position
-            if af.state in _TORQUE_ON and not _stale(af.age_cycles, self._max_age):
+            if af.state in _TORQUE_ON:
                 f = af.force
-                if -_BIG < f < _BIG and -_BIG < x < _BIG:
+                # a non-finite force is rejected input, not a reading (a non-finite position
+                # never matches one later, so it needs no test here)
+                if -_BIG < f < _BIG:
                     held_f[i] = f
                     held_x[i] = x
         self._estop = operator.estop
-        self._imaging_age = estimate.imaging_age
-        self._calibrated = cyc.calibrated
+        self._estimate = estimate
+        self._inputs = cyc
         stop_goal = cyc.stop_goal
         if not self.latched:
             fault = self._detect_fault(estimate, objective, operator, feedback.bus_ok, cyc)
