@@ -1063,6 +1063,80 @@ def test_closing_never_escalates() -> None:
         assert not v.fault and not any(c.escalate for c in cmds.axes.values())
 
 
+# ---------------------------------------------------------------------------- a drive follows its target
+
+
+def _follow_bounds(axis: str) -> tuple[float, int]:
+    """The drive's own following-error window plus two cycles at max speed; its time-out in
+    cycles plus two (from the config, not from the supervisor)."""
+    d = CFG.drives[axis]
+    return (
+        d.following_error_window + 2.0 * d.max_speed * CFG.period,
+        math.ceil(d.following_error_timeout_ms / 1000.0 / CFG.period) + 2,
+    )
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_drive_that_does_not_follow_its_target_is_a_fault_after_window_and_time(sign: float) -> None:
+    """The master's own check: the target sent a cycle ago farther than the window from the
+    position, for more than the time-out's cycles: a DRIVE_FAULT naming axis, position, target,
+    error and window; one cycle less is not; an error back within the window restarts the count."""
+    axis = "retro_mc"
+    win, cycles = _follow_bounds(axis)
+    sup, fb, cmds, est, t = _at_speed(axis, 0.0)
+    x = fb.axes[axis].position
+    target = x + sign * math.nextafter(win, math.inf) + sign * 1e-9
+    # the supervisor sent ``target``: feed it as the last target (as after a ramp it allowed)
+    sup.target[sup.axes.index(axis)] = target
+    cmds.axes[axis].target = target
+    for k in range(cycles):
+        t += CFG.period
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault, (k, v)
+        cmds.axes[axis].target = target
+        sup.target[sup.axes.index(axis)] = target
+    fb.axes[axis].position = target - sign * 0.5 * win  # within the window: count restarts
+    t += CFG.period
+    assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault
+    fb.axes[axis].position = x
+    for k in range(cycles + 1):
+        cmds.axes[axis].target = target
+        sup.target[sup.axes.index(axis)] = target
+        t += CFG.period
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert v.fault == (k == cycles), (k, v)
+    assert v.reason == Reason.DRIVE_FAULT and v.axis == axis
+    assert v.text.startswith(
+        f"{axis}: does not follow its target: position {x:.3f}, target sent {target:.3f}"
+    )
+    assert f"beyond {win:.3g} for {cycles + 1} cycles" in v.text
+
+
+@given(
+    axis=st.sampled_from(AXES),
+    errors=st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=60),
+    stale=st.lists(st.booleans(), min_size=60, max_size=60),
+)
+def test_property_a_drive_within_its_following_window_is_never_a_following_fault(
+    axis: str, errors: list[float], stale: list[bool]
+) -> None:
+    """Whatever its error within the window (as a fraction of it), fresh or one cycle late, a
+    drive that follows is never faulted for it, however long it runs."""
+    win, _ = _follow_bounds(axis)
+    sup, fb, cmds, est = _running()
+    i = sup.axes.index(axis)
+    t = 0.0
+    for k, frac in enumerate(errors * 3):
+        t += CFG.period
+        target = 1.0
+        sup.target[i] = target
+        cmds.axes[axis].target = target
+        fb.axes[axis].position = target - frac * win
+        fb.axes[axis].age_cycles = 1 if stale[k % 60] else 0
+        v = sup.enforce(t, CFG.period, cmds, fb, est, Objective("ready", True), HELD)
+        assert not v.fault, (k, v)
+
+
 # ---------------------------------------------------------------------------- the stop deadline
 
 

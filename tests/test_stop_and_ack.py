@@ -227,3 +227,34 @@ def test_acknowledge_into_paused_is_refused_while_imaging_is_lost_and_accepted_o
         robot.acknowledge()
         assert robot.status().phase == "paused"
         assert all(d.state == "OPERATION_ENABLED" for d in robot.status().drives.values())
+
+
+def test_a_stuck_encoder_is_a_fault_of_the_master_when_the_drive_s_own_window_is_switched_off(
+    tmp_path: Path,
+) -> None:
+    """The following-error window 0x6065 of retro_mc is switched off (0xFFFFFFFF); then its
+    encoder sticks while it moves. The drive no longer faults by itself; the master's own check
+    does (target sent vs position actual), before the axis is more than the window plus a few
+    cycles of motion away from where its position is reported."""
+    cfg = _sim_time_config()
+    axis = "retro_mc"
+    with Robot(cfg, clock="simulated", out=tmp_path / "run") as robot:
+        rt = robot.runtime
+        assert rt.drives is not None and isinstance(rt.bus, SimTimeBus)
+        drive = rt.drives.drive(axis)
+        robot.enable()
+        robot.start_procedure()
+        robot.wait(until=lambda s: s.t >= 2.0)
+        # in its own object dictionary, as a service tool or another node would leave it (the
+        # master's set-up wrote 1 mm; no bus traffic here, so nothing for the master to see)
+        drive.node.set_data(0x6065, 0, struct.pack("<I", 0xFFFFFFFF))
+        robot.step(2)
+        assert not rt.core.supervisor.fault_pending
+        robot.wait(until=lambda s: abs(drive.velocity) > 0.5, timeout=10.0)
+        rt.drives.inject(f"encoder-stuck:{axis}@0")
+        status = robot.wait(until="fault", timeout=10.0)
+        assert status.fault.startswith(f"{axis}: does not follow its target"), status.fault
+        d = cfg.drives[axis]
+        reported = rt.master.feedback.axes[axis].position
+        bound = d.following_error_window + 2.0 * d.max_speed * cfg.period * 3
+        assert abs(drive.position - reported) <= bound

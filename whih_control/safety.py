@@ -202,6 +202,16 @@ class SafetySupervisor:
         self.stop_deadline_cycles: int = math.ceil(2.0 * ramp / cfg.period) + 2 + self._max_age
         """Cycles into a latch by which every drive's own stop must be over (see escalation)."""
         self._still_tol = tuple(d.position_jump_tolerance for d in drives)
+        # a drive follows its target (the master's own check, whatever 0x6065/0x6066 say now):
+        # the drive's own following-error window plus two cycles of motion at max speed (the
+        # target compared was sent one cycle before the position was measured, and a frame may
+        # be one cycle late), for longer than the drive's own time-out plus the frames' two
+        # cycles. A drive that follows within its own set-up window never reaches it.
+        self._follow_win = tuple(d.following_error_window + 2.0 * d.max_speed * cfg.period for d in drives)
+        self._follow_cycles = tuple(
+            math.ceil(d.following_error_timeout_ms / 1000.0 / cfg.period) + 2 for d in drives
+        )
+        self._lag = [0] * len(drives)
         self._latched_cycles = 0
         self._stop_pos: list[float] = [math.nan] * n
         self.escalation_log: list[tuple[str, str]] = []
@@ -608,6 +618,7 @@ class SafetySupervisor:
         if not bus_ok:
             return Verdict(Reason.BUS_FAULT, "bus fault (collision, bus error or SYNC loss)", True)
         was = self._was_enabled
+        lag = self._lag
         fstop = self._fstop
         cmds = self._cmds
         max_age = self._max_age
@@ -617,12 +628,22 @@ class SafetySupervisor:
             enabled = st == _ENABLED
             if cmds[i].goal != _GOAL_ENABLED:
                 was[i] = False
+                lag[i] = 0
             elif _left_enabled(was[i], enabled):
                 name = self.axes[i]
                 return Verdict(
                     Reason.DRIVE_FAULT, f"{name}: left OPERATION ENABLED (now {st.name})", True, name
                 )
             elif enabled:
+                if was[i] and not af.age_cycles:
+                    # enabled since the last cycle, fresh: it has had its last target a cycle
+                    e = self.target[i] - af.position
+                    if e > self._follow_win[i] or -e > self._follow_win[i]:
+                        lag[i] += 1
+                        if lag[i] > self._follow_cycles[i]:
+                            return self._not_following(i, e)
+                    else:
+                        lag[i] = 0
                 was[i] = True
             if watch_age and _stale(af.age_cycles, max_age):
                 name = self.axes[i]
@@ -714,6 +735,18 @@ class SafetySupervisor:
             cmd.goal = goal
             cmd.target = target[i] if _isfinite(target[i]) else 0.0
             vel[i] = 0.0
+
+    def _not_following(self, i: int, error: float) -> Verdict:
+        name = self.axes[i]
+        return Verdict(
+            Reason.DRIVE_FAULT,
+            f"{name}: does not follow its target: position {self._fbs[i].position:.3f}, target sent "
+            f"{self.target[i]:.3f}, error {error:+.3f} beyond {self._follow_win[i]:.3g} for "
+            f"{self._lag[i]} cycles (its following-error window plus two cycles at max speed, for "
+            "its time-out plus two cycles)",
+            True,
+            name,
+        )
 
     def _escalate(self, i: int, why: str) -> None:
         self.escalated[i] = True
