@@ -1112,6 +1112,73 @@ def test_a_drive_that_does_not_follow_its_target_is_a_fault_after_window_and_tim
     assert f"beyond {win:.3g} for {cycles + 1} cycles" in v.text
 
 
+def _follow_cycle(
+    sup: SafetySupervisor,
+    fb: Feedback,
+    cmds: Commands,
+    est: Estimate,
+    t: float,
+    axis: str,
+    target: float,
+    position: float,
+    *,
+    age: int = 0,
+    goal: DriveGoal = DriveGoal.ENABLED,
+) -> Verdict:
+    """One cycle in which the supervisor had sent ``target`` to ``axis`` and it reports ``position``."""
+    sup.target[sup.axes.index(axis)] = target
+    cmds.axes[axis].target = target
+    cmds.axes[axis].goal = goal
+    fb.axes[axis].position = position
+    fb.axes[axis].age_cycles = age
+    return sup.enforce(t, CFG.period, cmds, fb, est, Objective("ready", True), HELD)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_following_counts_only_fresh_cycles_beyond_the_window_of_a_drive_enabled_since_the_last(
+    sign: float,
+) -> None:
+    """Exactly at the window is within it; stale cycles are not counted (nor do they restart the
+    count); a goal other than ENABLED restarts it, and the first cycle after it is not counted."""
+    axis = "ante_wire"
+    win, cycles = _follow_bounds(axis)
+    sup, fb, cmds, est = _running()
+    t = 0.0
+    for k in range(3 * cycles):
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, sign * win, 0.0).fault, k
+    far = sign * math.nextafter(win, math.inf)
+    for k in range(cycles):
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0).fault, k
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0, age=1).fault, k
+    t += CFG.period
+    assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0, goal=DriveGoal.SWITCHED_ON).fault
+    for k in range(cycles + 1):  # the first is not counted: not enabled since the last cycle
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0).fault, k
+    t += CFG.period
+    assert _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0).fault
+
+
+def test_following_time_is_the_drive_s_time_out_in_cycles_rounded_up_plus_two() -> None:
+    """1001 ms at 2.5 ms is 400.4 cycles: 401, plus two; then the fault."""
+    axis = "retro_mc"
+    cfg = CFG.replace(
+        drives={**CFG.drives, axis: dataclasses.replace(CFG.drives[axis], following_error_timeout_ms=1001)}
+    )
+    sup = SafetySupervisor(cfg)
+    _, fb, cmds, est = _running()
+    sup.enforce(0.0, CFG.period, cmds, fb, est, Objective("ready", True), HELD)
+    win, _ = _follow_bounds(axis)
+    t = 0.0
+    for k in range(404):
+        t += CFG.period
+        v = _follow_cycle(sup, fb, cmds, est, t, axis, 2.0 * win, 0.0)
+        assert v.fault == (k == 403), k
+
+
 @given(
     axis=st.sampled_from(AXES),
     errors=st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=60),

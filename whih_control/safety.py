@@ -12,7 +12,10 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   recording failure; latched by the next ``enforce``); e-stop pressed; ``feedback.bus_ok``
   false; a drive that left OPERATION ENABLED under an
   ``ENABLED`` goal (:func:`~whih_control.limits.left_enabled`); stale feedback while the drives
-  are wanted enabled; ``|force| >= force_stop``; the dead-man released in a motion phase;
+  are wanted enabled; a drive that does not follow its target (the target sent a cycle ago
+  beyond its ``following_error_window`` plus two cycles at max speed from the fresh position,
+  for more than its ``following_error_timeout_ms`` plus two cycles: the master's own check,
+  whatever 0x6065/0x6066 say now); ``|force| >= force_stop``; the dead-man released in a motion phase;
   imaging lost for twice its allowed age while moving or paused for it; wire coupling outside
   ``[0, coupling_max]`` during hand-in-hand for more than ``safety.coupling_fault_cycles``.
 - **Escalation** (invariant 9): while a fault is latched, a drive seen back in a powered state
