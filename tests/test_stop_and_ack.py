@@ -20,7 +20,7 @@ import canopen
 import pytest
 
 from firmware_iface.cia402 import DriveState
-from firmware_iface.sim import SimulatedDrives
+from firmware_iface.sim import FORCE_SPIKE_S, SimulatedDrives
 from firmware_iface.simbus import SimTimeBus
 from whih_control.api import Robot
 from whih_control.config import Config, load_config
@@ -192,23 +192,35 @@ def _refused(robot: Robot, text: str) -> None:
     assert all(d.state != "OPERATION_ENABLED" for d in robot.status().drives.values())
 
 
-def test_acknowledge_after_a_force_stop_is_refused_while_the_drive_stands_under_its_load(
+def test_acknowledge_after_a_force_stop_re_enables_in_place_where_a_load_still_there_faults_again(
     tmp_path: Path,
 ) -> None:
-    """force-spike: the wire stops with torque off, reading 0 N. The force it read while it held
-    torque (5 N and its load, >= force_alarm) is what re-enabling would find: refused, named with
-    the alarm, without re-enabling any drive; so again later, as it still stands there."""
+    """force-spike (5 N for FORCE_SPIKE_S): the wire stops with torque off, reading 0 N, which says
+    nothing of its load. Acknowledged while the spike lasts, the drives are re-enabled where they
+    stand and the force, read again, latches at once; once it is gone the acknowledge stands, and
+    the wire can be jogged back (a latch that waited for the load to go could never be cleared)."""
     cfg = _sim_time_config()
-    alarm = cfg.drives["retro_wire"].force_alarm
     with Robot(
         cfg, clock="simulated", out=tmp_path / "run", inject=["force-spike:retro_wire:5@2.5"]
     ) as robot:
         _faulted(robot)
+        sup = robot.runtime.core.supervisor
         assert robot.status().drives["retro_wire"].force == 0.0  # torque off
-        _refused(robot, f">= force_alarm {alarm:g} N")
-        assert "retro_wire: force 5" in robot.runtime.core.supervisor.ack_blocker
+        with pytest.raises(SafetyError, match=r"accepted, then a fault latched again: .*force 5"):
+            robot.acknowledge()
+        robot.step(math.ceil(FORCE_SPIKE_S / cfg.period))  # the spike is over
+        for _ in range(50):  # the second stop finishes
+            try:
+                robot.acknowledge()
+                break
+            except SafetyError as exc:
+                assert "still stopping" in str(exc), str(exc)
+                robot.step(5)
         robot.step(400)
-        _refused(robot, "retro_wire: force 5")
+        assert not sup.latched and robot.status().phase == "paused"
+        before = robot.status().drives["retro_wire"].position
+        robot.jog("retro_wire", -0.5)
+        assert robot.status().drives["retro_wire"].position == pytest.approx(before - 0.5, abs=0.05)
 
 
 def test_acknowledge_into_paused_is_refused_while_imaging_is_lost_and_accepted_once_it_is_back(

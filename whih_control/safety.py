@@ -110,10 +110,6 @@ _LEAVING_STOP = frozenset(
 )
 _STOPPING = frozenset({DriveState.FAULT_REACTION_ACTIVE, DriveState.QUICK_STOP_ACTIVE})
 """The stop states in which the drive still holds torque: its own ramp may still move it."""
-_TORQUE_ON = frozenset(
-    {DriveState.OPERATION_ENABLED, DriveState.QUICK_STOP_ACTIVE, DriveState.FAULT_REACTION_ACTIVE}
-)
-"""States in which the drive's torque actual (the force) is a reading; elsewhere it reports 0."""
 _GOAL_ENABLED = DriveGoal.ENABLED
 _QUICK_STOP = DriveGoal.QUICK_STOP
 _DISABLED = DriveGoal.DISABLED
@@ -220,10 +216,6 @@ class SafetySupervisor:
         self.escalation_log: list[tuple[str, str]] = []
         """(axis, why) of each escalation, once per axis and latch; the runtime takes them
         (:meth:`take_escalations`) into the run's events and fault list."""
-        # the last force each drive reported while it held torque, and where it stood then: a
-        # drive stopped with torque off reports 0, which says nothing of the load it stopped under
-        self._held_force: list[float] = [math.nan] * n
-        self._held_pos: list[float] = [math.nan] * n
         # the last cycle's estimate and inputs (for acknowledge: would imaging fault again?)
         self._estimate = _NO_ESTIMATE
         self._inputs = _NO_INPUTS
@@ -313,10 +305,11 @@ class SafetySupervisor:
         Needs: e-stop released (as last seen), bus OK, every drive at rest (none in FAULT REACTION
         ACTIVE, none in QUICK STOP ACTIVE before it reports target reached: re-enabling walks
         through a state without holding torque), every drive's heartbeat OK, fresh and finite
-        feedback, force below ``force_alarm``: the force read now for a drive holding torque,
-        else the last force it reported while it held torque, as long as it stands where it was
-        then (within its ``position_jump_tolerance``: with torque off a drive reports 0 whatever
-        its load, and re-enabling it would find that load again at once). With
+        feedback, force below ``force_alarm`` as read now. (With torque off a drive reads 0 N
+        whatever its load: re-enabled where it stands, a load still at ``force_stop`` faults again
+        in the cycle it is read, and one at ``force_alarm`` lets the axis move only away from
+        it, e.g. a jog back; a latch that waited for the load to go could never be cleared, as
+        nothing reads it with torque off.) With
         ``imaging_watched`` (the acknowledge lands in a phase that watches imaging, i.e. paused)
         and the estimator calibrated, imaging must not be lost (its age at most twice
         ``imaging_max_age_s``), or the next cycle would fault again. A drive's own FAULT state is
@@ -351,14 +344,6 @@ class SafetySupervisor:
                     why = f"{name}: feedback not finite (position {af.position}, force {af.force})"
                 elif abs(af.force) >= self._falarm[i]:
                     why = f"{name}: force {af.force:.3g} N still >= force_alarm {self._falarm[i]:g} N"
-                elif st not in _TORQUE_ON:
-                    f, x = self._held_force[i], self._held_pos[i]
-                    if abs(f) >= self._falarm[i] and abs(af.position - x) <= self._still_tol[i]:
-                        why = (
-                            f"{name}: force {f:.3g} N when it last held torque >= force_alarm "
-                            f"{self._falarm[i]:g} N, and it stands where it was then (torque off "
-                            "reads 0 N; re-enabling would find the load again): relieve the load"
-                        )
                 if why:
                     break
         age = self._estimate.imaging_age
@@ -404,18 +389,10 @@ class SafetySupervisor:
         fbs = self._fbs
         cmds = self._cmds
         pos = self._pos
-        held_f, held_x = self._held_force, self._held_pos
         for i, a in enumerate(names):
             af = fbs[i] = fb_axes[a]
             cmds[i] = cmd_axes[a]
-            x = pos[i] = af.position
-            if af.state in _TORQUE_ON:
-                f = af.force
-                # a non-finite force is rejected input, not a reading (a non-finite position
-                # never matches one later, so it needs no test here)
-                if -_BIG < f < _BIG:
-                    held_f[i] = f
-                    held_x[i] = x
+            pos[i] = af.position
         self._estop = operator.estop
         self._estimate = estimate
         self._inputs = cyc
