@@ -187,8 +187,11 @@ def test_an_injected_sync_loss_names_the_sync_and_every_drive(tmp_path: Path) ->
         f"SYNC lost: the master sent no SYNC for 3 cycles; no TPDO1 from any of the {len(AXES)} "
         "drives for 3 cycles (allowed 2)"
     )
-    assert run.summary_faults == [f"all: {reason}"] and run.inspected == run.summary_faults
+    assert run.summary_faults[0] == f"all: {reason}" and run.inspected == run.summary_faults
     assert not any(a in reason for a in AXES)  # no drive is blamed
+    # the silent drives are escalated after the quick-stop ramp: that too says why they are silent
+    for line in run.summary_faults[1:]:
+        assert "escalated" in line and "the master sent no SYNC for" in line, line
     assert run.result.outcome == "fault"
     assert [e["why"] for e in run.events if e["kind"] == "phase" and e["to"] == "fault"] == [reason]
 

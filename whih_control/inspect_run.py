@@ -225,7 +225,7 @@ def _check_events(run_dir: Path, report: InspectReport) -> None:
             report.faults.append(
                 {"t": e.get("t"), "axis": None, "text": f"enable failed: {e.get('text', '')}"}
             )
-        elif e.get("kind") == "drive":
+        elif e.get("kind") in ("drive", "escalated"):
             text = e.get("text", e.get("event"))
             listed.add(str(text))
             report.faults.append({"t": e.get("t"), "axis": e.get("axis"), "text": text})

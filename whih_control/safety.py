@@ -420,10 +420,10 @@ class SafetySupervisor:
             if fault is not None:
                 self._latch(fault)
         if self.latched:
-            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP)
+            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP, feedback.sync_missed)
             return self.latched_verdict
         if stop_goal is not None:
-            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP)
+            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP, feedback.sync_missed)
             return _CLOSING
         target = self.target
         vel = self.velocity
@@ -692,9 +692,10 @@ class SafetySupervisor:
             text += " (also silent: " + ", ".join(self.axes[k] for k in silent if k != i) + ")"
         return Verdict(Reason.STALE_FEEDBACK, f"{name}: {cause}{text}", True, name)
 
-    def _stop_all(self, goal: DriveGoal) -> None:
+    def _stop_all(self, goal: DriveGoal, sync_missed: int) -> None:
         """Every axis gets ``goal`` (a quick stop or disable) and a target at its actual position;
-        while a fault is latched, a drive seen leaving its stop is escalated (invariant 9)."""
+        while a fault is latched, a drive seen leaving its stop is escalated (invariant 9).
+        ``sync_missed`` (``Feedback.sync_missed``) only goes into the text of a silent drive's."""
         target = self.target
         vel = self.velocity
         pos = self._pos
@@ -715,7 +716,10 @@ class SafetySupervisor:
                 elif _stale(af.age_cycles, self._max_age):
                     # silent (e.g. put in pre-operational by another node): its stop cannot be seen
                     if late:
-                        self._escalate(i, f"no TPDO1 for {af.age_cycles} cycles after the quick-stop ramp")
+                        why = f"no TPDO1 for {af.age_cycles} cycles after the quick-stop ramp"
+                        if sync_missed > 0:  # what it was given to answer: nothing
+                            why += f" (the master sent no SYNC for {sync_missed} cycles)"
+                        self._escalate(i, why)
                 elif st in _AT_STOP:
                     seen[i] = True
                     x = af.position
