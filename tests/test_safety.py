@@ -1848,3 +1848,29 @@ def test_same_inputs_same_commands(data: st.DataObject) -> None:
 
     first, second = replay(), replay()
     assert repr(first) == repr(second)
+
+
+@pytest.mark.parametrize("sync_missed", [0, 1, 40])
+def test_a_silent_drive_escalated_after_the_ramp_says_whether_the_master_sent_sync(sync_missed: int) -> None:
+    """A drive that sends no TPDO1 after the quick-stop ramp is escalated either way; its text
+    adds the SYNCs the master did not send, which is why every drive then stays silent."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.BUS_FAULT, "SYNC lost")
+    for af in fb.axes.values():
+        af.state = DriveState.SWITCH_ON_DISABLED  # the others stopped
+    fb.axes["retro_mc"].age_cycles = 1_000
+    fb.sync_missed = sync_missed
+    k = 0
+    while not sup.escalation_log:
+        _latched_cycle(sup, fb, cmds, est, k)
+        k += 1
+        assert k < 1_000
+    (axis, text), *_ = sup.escalation_log
+    base = (
+        "retro_mc: escalated (disable voltage, NMT stop): no TPDO1 for 1000 cycles after the quick-stop ramp"
+    )
+    assert axis == "retro_mc"
+    if sync_missed:
+        assert text == f"{base} (the master sent no SYNC for {sync_missed} cycles)"
+    else:
+        assert text == base
