@@ -27,6 +27,7 @@ from whih_control.api import Robot
 from whih_control.config import Config, load_config
 from whih_control.errors import SafetyError
 from whih_control.events import read_events
+from whih_control.inspect_run import inspect_run
 from whih_control.types import Reason
 
 from .conftest import CONFIGS
@@ -276,6 +277,9 @@ def test_a_flood_of_an_unknown_cob_id_is_one_event_and_its_count_in_the_summary(
     assert master["collisions"] == 0 and master["queue_drops"] == 0
     assert 130 < master["cycles"] <= rt.master.stats.cycles  # as of the end of the run, before close
     assert set(master) >= {"bad_dlc", "error_frames", "send_errors", "stale_cycles", "rejected_targets"}
+    report = inspect_run(out, plot=False)
+    assert report.ok, report.problems
+    assert "  bus: 1001 frame(s) on unknown COB-IDs (first 0x001)\n" in report.text()
 
 
 def test_a_run_without_foreign_frames_has_no_such_event_and_zero_counts(tmp_path: Path) -> None:
@@ -287,3 +291,21 @@ def test_a_run_without_foreign_frames_has_no_such_event_and_zero_counts(tmp_path
     assert not [e for e in read_events(out / "events.jsonl") if e["kind"] == "unknown_cob_id"]
     master = json.loads((out / "summary.json").read_text())["master"]
     assert (master["unknown_cob_ids"], master["collisions"], master["first_unknown_cob_id"]) == (0, 0, -1)
+    assert "bus:" not in inspect_run(out, plot=False).text()
+
+
+def test_the_bus_line_names_what_happened_and_is_empty_when_nothing_did() -> None:
+    from whih_control.recorder import bus_line  # noqa: PLC0415
+
+    quiet = {"unknown_cob_ids": 0, "first_unknown_cob_id": -1, "collisions": 0, "bad_dlc": 0}
+    assert bus_line(quiet) == ""
+    busy = quiet | {
+        "unknown_cob_ids": 3,
+        "first_unknown_cob_id": 0x181,
+        "first_unknown_extended": True,
+        "collisions": 2,
+        "queue_drops": 7,
+    }
+    assert bus_line(busy) == (
+        "bus: 3 frame(s) on unknown COB-IDs (first 0x00000181), 2 collision(s), 7 service frame(s) dropped"
+    )

@@ -38,7 +38,7 @@ from whih_control.record import (
 )
 from whih_control.types import LINEAR_AXES, Estimate
 
-__all__ = ["RUN_FILES", "RunRecorder", "RunResult", "make_run_folder"]
+__all__ = ["RUN_FILES", "RunRecorder", "RunResult", "bus_line", "make_run_folder"]
 
 RUN_FILES = (
     "summary.json",
@@ -89,6 +89,34 @@ class RunResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return dataclasses.asdict(self)
+
+
+_BUS_COUNTS = (
+    ("collisions", "collision(s)"),
+    ("bad_dlc", "frame(s) of the wrong length"),
+    ("queue_drops", "service frame(s) dropped"),
+    ("error_frames", "error frame(s)"),
+    ("send_errors", "send/receive error(s)"),
+)
+
+
+def bus_line(master: Mapping[str, Any]) -> str:
+    """One line on what the bus did besides the drives' own frames (a summary's ``master``), or
+    "" when nothing did."""
+    parts: list[str] = []
+    unknown = master.get("unknown_cob_ids")
+    if isinstance(unknown, int) and unknown:
+        first = master.get("first_unknown_cob_id")
+        if isinstance(first, int) and first >= 0:
+            ident = f"0x{first:08X}" if master.get("first_unknown_extended") else f"0x{first:03X}"
+            parts.append(f"{unknown} frame(s) on unknown COB-IDs (first {ident})")
+        else:
+            parts.append(f"{unknown} frame(s) on unknown COB-IDs")
+    for key, what in _BUS_COUNTS:
+        n = master.get(key)
+        if isinstance(n, int) and n:
+            parts.append(f"{n} {what}")
+    return "bus: " + ", ".join(parts) if parts else ""
 
 
 def make_run_folder(out: Path) -> None:
