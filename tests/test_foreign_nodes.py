@@ -226,6 +226,7 @@ def test_set_up_is_lost_on_a_boot_up_or_a_fall_back_to_pre_operational_and_resto
         for state in (pdo.NMT_OPERATIONAL, pdo.NMT_PRE_OPERATIONAL, pdo.NMT_PRE_OPERATIONAL):
             bus.kernel.device_send(_heartbeat(4, state))
         bus.kernel.device_send(_heartbeat(1, pdo.NMT_BOOTUP))
+        bus.kernel.device_send(_heartbeat(1, pdo.NMT_PRE_OPERATIONAL))  # what a booted drive says next
         m.read(t, None)
         events = [e for e in m.service(t) if e.kind is DriveEventKind.BOOTUP]
         assert [e.axis for e in events] == ["retro_wire", "ante_wire"]  # once each
@@ -243,6 +244,23 @@ def test_set_up_is_lost_on_a_boot_up_or_a_fall_back_to_pre_operational_and_resto
 
 
 # --------------------------------------------------------------------------- the run folder says why
+
+
+def test_the_first_unknown_frame_is_kept_29_bit_or_not() -> None:
+    cfg = _sim_time_config()
+    bus = SimTimeBus(period=cfg.period)
+    try:
+        m = Master(cfg, bus)
+        assert (m.stats.first_unknown_cob_id, m.stats.unknown_cob_ids) == (-1, 0)
+        for cob, extended in ((0x181, True), (0x001, False), (0x182, True)):
+            bus.kernel.device_send(can.Message(arbitration_id=cob, data=bytes(8), is_extended_id=extended))
+        fb = m.read(cfg.period, None)
+        assert m.service(cfg.period) == [] and fb.bus_ok
+        assert m.stats.unknown_cob_ids == 3
+        assert (m.stats.first_unknown_cob_id, m.stats.first_unknown_extended) == (0x181, True)
+        assert fb.axes["ante_wire"].age_cycles > 0  # a 29-bit 0x181 is no TPDO1
+    finally:
+        bus.shutdown()
 
 
 def test_a_flood_of_an_unknown_cob_id_is_one_event_and_its_count_in_the_summary(tmp_path: Path) -> None:
