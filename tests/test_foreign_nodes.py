@@ -17,6 +17,8 @@ from typing import Any
 import can
 import canopen
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_iface import pdo
 from firmware_iface.master import Master
@@ -154,6 +156,46 @@ def test_sdo_frames_are_no_collision_before_set_up_and_a_default_run_has_none() 
         stats = robot.runtime.master.stats
         assert not robot.runtime.core.supervisor.latched
         assert (stats.collisions, stats.unknown_cob_ids, stats.bad_dlc) == (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def set_up_master() -> Iterator[tuple[Master, SimTimeBus]]:
+    cfg = _sim_time_config()
+    bus = SimTimeBus(period=cfg.period)
+    drives = SimulatedDrives(cfg, bus)
+    drives.start()
+    try:
+        m = Master(cfg, bus)
+        m.setup()
+        yield m, bus
+    finally:
+        drives.stop()
+        bus.shutdown()
+
+
+_SDO_COBS = [base + n for base in (0x580, 0x600) for n in range(1, 7)]
+
+
+@settings(deadline=None)
+@given(frames=st.lists(st.tuples(st.sampled_from(_SDO_COBS), st.binary(max_size=8)), min_size=1, max_size=8))
+def test_any_sdo_frame_of_a_drive_once_set_up_is_one_collision_naming_it(
+    set_up_master: tuple[Master, SimTimeBus], frames: list[tuple[int, bytes]]
+) -> None:
+    """Whatever its length or content, each SDO frame of a configured drive is one COLLISION in
+    the cycle that reads it, naming its COB-ID and the drive's axis; the cycle's bus is not OK."""
+    m, bus = set_up_master
+    before = m.stats.collisions
+    for cob, data in frames:
+        bus.kernel.device_send(can.Message(arbitration_id=cob, data=data, is_extended_id=False))
+    fb = m.read(bus.kernel.time + bus.kernel.period, None)
+    events = [e for e in m.service(fb.t) if e.kind is DriveEventKind.COLLISION]
+    assert not fb.bus_ok
+    assert m.stats.collisions - before == len(frames)
+    assert [(e.code, e.axis) for e in events] == [
+        (cob, m.axes[m.nodes.index(cob & 0x7F)]) for cob, _ in frames
+    ]
+    for (cob, _), e in zip(frames, events, strict=True):
+        assert f"COB-ID 0x{cob:03X}" in e.text and f"node {cob & 0x7F} " in e.text
 
 
 # --------------------------------------------------------------------------- a drive reset mid-run
