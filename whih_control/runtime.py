@@ -86,6 +86,13 @@ _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.IMPLAUSIBLE: Reason.DRIVE_FAULT,
 }
 
+SETUP_LOST_REMEDY = (
+    "a reset drive is back at its power-on values (heartbeat consumer 0x1016, mode 0x6060, "
+    "limits, PDO mapping) and only set-up restores them; close this robot and open a new one "
+    "(wc.Robot(cfg), or whih run again): its enable() sets every drive up again"
+)
+"""What acknowledge says when a drive booted since set-up (nothing in a running robot sets a
+drive up again: set-up runs once, in the first enable())."""
 STOP_SETTLE_S = 0.5
 """How long a run waits in fault after the quick stop, so the ramps finish and are recorded."""
 WAIT_POLL_S = 0.01
@@ -380,6 +387,7 @@ class Runtime:
                     self.imaging = ImagingSource(cfg, self.plant, seed=self.seed)
             self.master = Master(cfg, bus)
             self.master.tap = self.recorder.tap
+            self.recorder.watch_master(self.master.stats)
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
             self.procedure = Procedure(cfg, log=self.recorder.log, auto_confirm=self.auto_confirm)
@@ -694,6 +702,9 @@ class Runtime:
             sup = self.core.supervisor
             if not sup.latched and self.procedure.phase is not Phase.FAULT:
                 raise ProcedureError(f"acknowledge: no fault latched (phase {self.procedure.phase.value})")
+            lost = self.master.needs_setup()
+            if lost:  # the master knows the boot; no acknowledge restores what set-up wrote
+                raise SafetyError(f"acknowledge refused: {'; '.join(lost)}: {SETUP_LOST_REMEDY}")
             if sup.latched and self.recorder.lost:
                 # the writers are gone for good: nothing may move again without its record
                 raise SafetyError(
