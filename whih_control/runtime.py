@@ -312,8 +312,9 @@ class Runtime:
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
         }
         self._teleop_until: dict[str, float] = {}
-        self._latch_t: float | None = None
         self._stop_reason = ""
+        """Why the run stopped when the procedure does not say: enable failed, or its time bound."""
+        self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
         self._stopped = False
         self._summary_written = False
@@ -1081,6 +1082,7 @@ class Runtime:
         hold_on_fault: bool,
     ) -> RunResult:
         """:meth:`run_procedure` with ``left`` seconds of the run's bound ``max_time`` to go."""
+        self._stop_reason = ""  # an earlier enable failure or bound says nothing about this run
         end = None if left is None else self._t + left  # from the call, its start included
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
             self.start_procedure()
