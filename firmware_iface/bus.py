@@ -62,7 +62,8 @@ def open_bus(
     if multicast and not receive_own_messages:
         from firmware_iface.echo import EchoFilter  # noqa: PLC0415  (only when chosen)
 
-        return EchoFilter(bus)
+        # python-can's udp_multicast names its channel "unknown": the faults that quote it would too
+        return EchoFilter(bus, name=f"udp_multicast {bus_config.channel}")
     return bus
 
 

@@ -28,10 +28,12 @@ class EchoFilter(can.BusABC):
     MAX_PENDING = 4096
     """Echoes awaited at most; an interface that stops echoing cannot make this grow."""
 
-    def __init__(self, bus: can.BusABC, **kwargs: Any) -> None:
+    def __init__(self, bus: can.BusABC, *, name: str | None = None, **kwargs: Any) -> None:
+        """``name``: what ``channel_info`` calls the wrapped interface (default its own
+        ``channel_info``)."""
         super().__init__(channel=str(getattr(bus, "channel", "")), **kwargs)
         self.bus = bus
-        self.channel_info = f"{bus.channel_info} (own echoes dropped)"
+        self.channel_info = f"{name or bus.channel_info} (own echoes dropped)"
         self._pending: dict[tuple[int, bytes], int] = {}
         self._lock = threading.Lock()
 

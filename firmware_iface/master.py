@@ -199,6 +199,8 @@ class Master:
         """Per drive: counts per second no drive exceeds."""
         self._tpdo_t = [0.0] * n
         """Per drive: cycle time of the cycle that took its last TPDO1."""
+        self._tpdo_perf = [0.0] * n
+        """Per drive, real time only: ``perf_counter`` just after the SYNC of that cycle."""
         self._jump_tol = tuple(d.position_jump_tolerance * d.counts_per_unit for d in self._drives)
         self._have_pos = bytearray(n)
         self._jump = [0] * n
@@ -606,10 +608,16 @@ class Master:
             t = self.feedback.t
             if self._have_pos[i]:
                 # invariant 7: no further than the axis can move since its last TPDO1, in the
-                # time that passed (on the wall clock a stalled master sees a drive move further)
+                # time that passed (on the wall clock a stalled master sees a drive move further).
+                # In real time that is also the time between the two SYNCs: a master held up
+                # between its cycle's slot and its SYNC finds the drive moved on meanwhile
+                # (0 on the simulated-time bus, where the cycle's time is the SYNC's)
                 jump = counts - self._actual_counts[i]
                 elapsed = t - self._tpdo_t[i]
-                allowed = self._jump_rate[i] * (elapsed if elapsed > self._period else self._period)
+                since_sync = self._read_perf - self._tpdo_perf[i]
+                elapsed = since_sync if since_sync > elapsed else elapsed
+                elapsed = elapsed if elapsed > self._period else self._period
+                allowed = self._jump_rate[i] * elapsed
                 allowed += self._jump_tol[i]
                 if jump > allowed or -jump > allowed:
                     self._jump[i] = jump
@@ -618,6 +626,7 @@ class Master:
                     self._bus_ok_cycle = False
             self._have_pos[i] = 1
             self._tpdo_t[i] = t
+            self._tpdo_perf[i] = self._read_perf
             axis.statusword = sw
             axis.state = _STATE_LUT[sw & 0x7F]
             axis.position = counts * self._inv_cpu[i]

@@ -11,8 +11,10 @@ import can
 import pytest
 
 from firmware_iface import pdo
+from firmware_iface.bus import open_bus
 from firmware_iface.errors import DriveError
 from firmware_iface.simbus import SimTimeBus
+from firmware_iface.spec import BusConfig
 from whih_control import runtime as runtime_module
 from whih_control.api import Robot
 from whih_control.cli import main
@@ -134,5 +136,15 @@ def test_shutdown_names_each_frame_it_could_not_send() -> None:
             robot.enable()
             while robot.time < 0.6:
                 robot.runtime._cycle()
+    finally:
+        bus.shutdown()
+
+
+def test_a_udp_multicast_bus_is_named_by_its_group_where_faults_and_banners_quote_it() -> None:
+    """python-can's udp_multicast calls its channel "unknown": a bus fault read "CAN interface
+    unknown (own echoes dropped)", and ``whih sim-drives`` said it served "on unknown"."""
+    bus = open_bus(BusConfig(interface="udp_multicast", channel="239.74.163.9@43117"))
+    try:
+        assert bus.channel_info == "udp_multicast 239.74.163.9@43117 (own echoes dropped)"
     finally:
         bus.shutdown()

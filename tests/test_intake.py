@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import can
 import pytest
 
+from firmware_iface import master as master_module
 from firmware_iface import pdo
 from firmware_iface.cia402 import DriveState, encode_statusword
 from firmware_iface.master import PLAUSIBLE_SPEED_FACTOR, Master
@@ -125,6 +126,54 @@ def test_a_position_jump_beyond_physics_is_a_fault_in_the_cycle_it_arrives(
         )
         simbus.kernel.device_send(_tpdo(node, 2 * step + 2 + further if node == 1 else 0))
     assert m.read(0.015, None).bus_ok
+
+
+class _PerfClock:
+    """``time`` for the master's real-time read: ``perf_counter`` is set by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_in_real_time_a_sync_sent_late_allows_what_the_drive_moved_meanwhile(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master held up between its cycle's slot and its SYNC (the scheduler, a collection) finds
+    a drive in CSP moved on toward its target meanwhile: the bound counts the time between the
+    SYNCs, so that is no position jump; one cycle later the bound is one period's again."""
+    clock = _PerfClock()
+    monkeypatch.setattr(master_module, "time", clock)
+    rt = cfg.replace(bus=dataclasses.replace(cfg.bus, interface="virtual", channel="intake-late-sync"))
+    master_bus = can.Bus(interface="virtual", channel="intake-late-sync", ignore_config=True)
+    drive_bus = can.Bus(interface="virtual", channel="intake-late-sync", ignore_config=True)
+    try:
+        m = Master(rt, master_bus)
+        d = rt.drives["ante_wire"]
+        per_cycle = int(
+            (PLAUSIBLE_SPEED_FACTOR * d.max_speed * rt.period + d.position_jump_tolerance) * d.counts_per_unit
+        )
+        late = 0.1  # the second SYNC went out 100 ms after the first, in the next slot
+
+        def cycle(t: float, counts: int) -> bool:
+            for node in m.nodes:
+                drive_bus.send(_tpdo(node, counts if node == 1 else 0))
+            ok = m.read(t, clock.now + 0.5).bus_ok
+            m.service(t)
+            return ok
+
+        assert cycle(0.0025, 0)
+        clock.now += late
+        moved = int(PLAUSIBLE_SPEED_FACTOR * d.max_speed * late * d.counts_per_unit)  # at full speed
+        assert cycle(0.005, moved)
+        assert m.feedback.axes["ante_wire"].position == pytest.approx(moved / d.counts_per_unit)
+        clock.now += rt.period
+        assert not cycle(0.0075, moved + 2 * per_cycle)  # on time again: one period's bound
+    finally:
+        master_bus.shutdown()
+        drive_bus.shutdown()
 
 
 def test_feedback_age_counts_from_the_start_of_the_exchange(cfg: Config, simbus: SimTimeBus) -> None:

@@ -252,3 +252,36 @@ def test_in_simulated_time_another_thread_is_refused_not_raced(cfg: wc.Config) -
         assert len(caught) == 1 and isinstance(caught[0], wc.WhihError)
         assert "thread that opened it" in str(caught[0])
         assert robot.status().phase == "ready"
+
+
+def test_acknowledging_a_position_jump_calibrates_again_from_a_new_image(
+    cfg: wc.Config, tmp_path: Path
+) -> None:
+    """After a linear axis' position actual jumped, the encoder-to-tip calibration is not to be
+    trusted (the jumped encoder may be the right one now): acknowledge clears it and returns once
+    an image taken after it calibrated the axes again, so the resumed procedure moves on what the
+    image shows (before: on the jumped encoder, the gap estimate about 8 mm off)."""
+    out = tmp_path / "run"
+    with wc.Robot(cfg, clock="simulated", out=out, inject=["encoder-jump:ante_mc:-8@5"]) as robot:
+        robot.enable()
+        robot.start_procedure()
+        status = robot.wait(until="fault", timeout=10.0)
+        assert "node 3: position actual jumped" in status.fault
+        for _ in range(100):  # until every quick stop has finished
+            try:
+                robot.acknowledge()
+                break
+            except wc.SafetyError as exc:
+                assert "still stopping" in str(exc) or "bus not OK" in str(exc)
+                robot.step(10)
+        t_ack = robot.status().t
+        rt = robot.runtime
+        assert rt.core.estimator.calibrated
+        assert abs(rt.core.estimator.estimate.gap - rt._true_gap()) < 0.5
+        robot.resume()  # at once: the new calibration is there
+        assert robot.status().phase != "paused"
+    events = read_events(out / "events.jsonl")
+    cleared = next(e for e in events if e["kind"] == "calibration_cleared")
+    assert cleared["axis"] == "ante_mc"
+    again = [e for e in events if e["kind"] == "calibrated" and e["t"] >= cleared["t"]]
+    assert again and again[0]["t"] <= t_ack

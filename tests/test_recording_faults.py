@@ -33,6 +33,7 @@ import pytest
 from whih_control.api import Robot
 from whih_control.cli import main
 from whih_control.config import Config, load_config
+from whih_control.errors import SafetyError
 from whih_control.events import verify_log
 
 from .conftest import CONFIGS, ROOT, THOROUGH
@@ -256,3 +257,31 @@ def test_sigkill_at_random_moments_leaves_a_verifiable_record(tmp_path: Path, ru
             checked += 1
         assert all(0.0 < b - a < 0.011 for a, b in itertools.pairwise(rows))  # no gap
     assert checked >= runs // 2  # most kills came more than 0.5 s into the run
+
+
+def test_a_recording_fault_is_never_acknowledged(tmp_path: Path) -> None:
+    """The writers that failed do not come back: whatever moved after an acknowledge would go
+    unrecorded, so acknowledge refuses for the rest of the run and names what was lost."""
+    robot = Robot(_cfg(), out=tmp_path / "run")
+    answers: list[str] = []
+    # (close() raises for the lost recording: the answers are checked after it)
+    with pytest.raises(OSError, match="telemetry writer failed"), robot:
+        robot.enable()
+        robot.start_procedure()
+        robot.wait(until="approach")
+        rt = robot.runtime
+        assert rt.recorder.telemetry is not None
+        rt.recorder.telemetry._file = _FullFile(rt.recorder.telemetry._file)  # type: ignore[assignment]
+        answers.append(robot.wait(until="fault", timeout=1.0).fault)
+        for _ in range(3):
+            robot.step(200)  # the quick stops have long finished: only the loss remains
+            try:
+                robot.acknowledge()
+                answers.append("accepted")
+            except SafetyError as exc:
+                answers.append(str(exc))
+        answers.append(robot.status().phase)
+    assert "telemetry writer" in answers[0]
+    for answer in answers[1:4]:
+        assert re.search(r"refused: recording lost \(telemetry writer .*start a new run", answer), answer
+    assert answers[4] == "fault"

@@ -7,9 +7,10 @@ profile ``mutation``: the ``ci`` examples without shrinking, unless ``HYPOTHESIS
 otherwise). A mutant is *killed* when a test fails or the run exceeds its time limit,
 *survived* otherwise. The limit is CPU time (3x the unmutated run's, plus 30 s; the kernel ends
 the run with SIGXCPU), so a busy machine does not turn a slow survivor into a kill; a wall-clock
-limit ten times as long only ends a run that waits without spending CPU. Mutants judged
-equivalent (no observable change of behaviour) are listed, with the reason, in
-``tools/mutate_equivalent.txt`` and left out of the score.
+limit ten times as long only ends a run that waits without spending CPU. Each run leads a
+process group of its own, killed whole when the run ends or overruns, so nothing a test spawned
+outlives it. Mutants judged equivalent (no observable change of behaviour) are listed, with the
+reason, in ``tools/mutate_equivalent.txt`` and left out of the score.
 
 To be cheap enough on a busy machine, a mutant first runs only the tests that execute its
 statement (one coverage run of the target's tests, per-test contexts), those that killed
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import json
 import math
@@ -354,8 +356,14 @@ def _start(
     ``cpu_limit``: CPU seconds after which the kernel ends the child (SIGXCPU)."""
     pid = os.fork()
     if pid:
+        # a process group of its own (set on both sides of the fork: no race), so that the
+        # backstop and the clean-up reach whatever the tests spawned too
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        _LIVE.add(pid)
         return pid
     try:  # the child: never returns
+        os.setpgid(0, 0)
         if cpu_limit is not None:
             # within a hard limit the tool was started under; no core file from SIGXCPU
             _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -395,17 +403,31 @@ def _start(
         os._exit(99)
 
 
+# the test runs under way: their groups no longer get the terminal's Ctrl-C, so they are ended
+# when the campaign ends however it ends
+_LIVE: set[int] = set()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the process group a test run leads (gone already: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _wait(pids: dict[int, float]) -> tuple[int, bool, float]:
     """Wait for one child of ``pids`` (pid -> wall-clock deadline); (pid, passed, its CPU
     seconds). Over its deadline: killed."""
     while True:
         pid, status, usage = os.wait4(-1, os.WNOHANG)
         if pid:
+            # a test's leftover subprocess must not run on into the next mutant's
+            _kill_group(pid)
+            _LIVE.discard(pid)
             return pid, os.waitstatus_to_exitcode(status) == 0, usage.ru_utime + usage.ru_stime
         now = time.monotonic()
         for p, deadline in pids.items():
             if now > deadline:
-                os.kill(p, signal.SIGKILL)
+                _kill_group(p)
         time.sleep(0.05)
 
 
@@ -734,4 +756,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    finally:
+        for _pid in _LIVE:
+            _kill_group(_pid)

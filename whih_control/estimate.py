@@ -121,6 +121,12 @@ class Estimator:
         self.calibrated = True
         self._publish()
 
+    def forget_calibration(self) -> None:
+        """Distrust the calibration (a linear axis' position actual jumped): the estimate is
+        invalid, and linear axes hold, until :meth:`calibrate` runs again."""
+        self.calibrated = False
+        self._publish()
+
     def tip_of(self, i: int, insertion: float) -> float:
         """Model tip of linear axis ``i`` if the drive went to ``insertion`` from where it is now."""
         return self.offset[i] + self.direction[i] * play(self.x_eff[i], insertion, self.half_slack)

@@ -316,6 +316,12 @@ class Runtime:
         """Why the run stopped when the procedure does not say: enable failed, or its time bound."""
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
+        self._enable_failure = ""
+        self._position_doubted = ""
+        """A linear axis whose position actual jumped since the last acknowledge ('' none): the
+        calibration tying its encoder to its tip is no longer to be trusted."""
+        self._calibrate_from = -math.inf
+        """Only tip images taken at or after this cycle time may calibrate (after a reset of it)."""
         self._stopped = False
         self._summary_written = False
         self.interrupts = InterruptGuard()
@@ -728,8 +734,27 @@ class Runtime:
             sup = self.core.supervisor
             if not sup.latched and self.procedure.phase is not Phase.FAULT:
                 raise ProcedureError(f"acknowledge: no fault latched (phase {self.procedure.phase.value})")
+            if sup.latched and self.recorder.lost:
+                # the writers are gone for good: nothing may move again without its record
+                raise SafetyError(
+                    f"acknowledge refused: recording lost ({self.recorder.lost[0]}); this run cannot "
+                    "move again: close it and start a new run"
+                )
             if sup.latched and not self.core.acknowledge(self.master.feedback):
                 raise SafetyError(f"acknowledge refused: {sup.ack_blocker}")
+            if self._position_doubted:
+                # the jumped encoder may be the one that is right now: only a new image can say
+                # where the tips are, so the linear axes hold until one calibrates them again
+                self.core.estimator.forget_calibration()
+                self._calibrate_from = self._t
+                self.recorder.event(
+                    self._t,
+                    "calibration_cleared",
+                    axis=self._position_doubted,
+                    text="position actual jumped: linear axes hold until the next image calibrates",
+                    safety=True,
+                )
+                self._position_doubted = ""
             inputs = self._inputs
             inputs.fault_active = sup.latched
             inputs.verdict = sup.latched_verdict
@@ -738,16 +763,30 @@ class Runtime:
             self._fault_stop_t = None
 
         self.command("acknowledge", ack)
-        if not self._want_enabled:
-            return
-        # the drives are reset and enabled again where they stand: return once they hold torque
         sup = self.core.supervisor
-        self._wait_for(
-            lambda: sup.latched or self._drives_ready(),
-            timeout=self.cfg.bus.boot_timeout_s,
-            what="acknowledge: drives back in OPERATION ENABLED",
-            give_up=False,
-        )
+        est = self.core.estimator
+        if self._want_enabled:
+            # the drives are reset and enabled again where they stand: return once they hold torque
+            self._wait_for(
+                lambda: sup.latched or self._drives_ready(),
+                timeout=self.cfg.bus.boot_timeout_s,
+                what="acknowledge: drives back in OPERATION ENABLED",
+                give_up=False,
+            )
+        if not sup.latched and not est.calibrated and math.isfinite(self._calibrate_from):
+            # calibration cleared above: a resume right after this call must find it again
+            try:
+                self._wait_for(
+                    lambda: sup.latched or est.calibrated,
+                    timeout=self.cfg.bus.boot_timeout_s,
+                    what="acknowledge: a new image to calibrate from",
+                    give_up=False,
+                )
+            except CommandTimeoutError as exc:
+                raise SafetyError(
+                    f"acknowledge: accepted, but {exc}; the linear axes hold (resume is refused) "
+                    "until an image of every tip calibrates them"
+                ) from None
         if sup.latched:
             raise SafetyError(
                 f"acknowledge: accepted, then a fault latched again: {sup.latched_verdict.text}"
@@ -1275,7 +1314,7 @@ class Runtime:
     def _calibrate(self) -> None:
         """Tie encoder insertion to tip position with the first complete tip measurement."""
         for m in self._measurements:
-            if all(a in m.tips for a in LINEAR_AXES):
+            if m.t_capture >= self._calibrate_from and all(a in m.tips for a in LINEAR_AXES):
                 insertion = {a: self.master.feedback.axes[a].position for a in LINEAR_AXES}
                 self.core.estimator.calibrate(insertion, m.tips)
                 self.recorder.event(self._t, "calibrated", tips={a: round(m.tips[a], 3) for a in LINEAR_AXES})
@@ -1323,6 +1362,8 @@ class Runtime:
         self.recorder.faults.append(f"{event.t:.3f}s {event.axis or 'bus'}: {text}")
         # latched before it is logged: a failing disk must not keep the fault from stopping the drives
         self.core.supervisor.raise_fault(_EVENT_REASON[event.kind], text, event.axis)
+        if event.kind is DriveEventKind.IMPLAUSIBLE and event.axis in LINEAR_AXES:
+            self._position_doubted = event.axis
         self.recorder.event(
             event.t, "drive", event=event.kind.name, axis=event.axis, code=event.code, text=text, safety=True
         )
