@@ -316,7 +316,6 @@ class Runtime:
         """Why the run stopped when the procedure does not say: enable failed, or its time bound."""
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
-        self._enable_failure = ""
         self._position_doubted = ""
         """A linear axis whose position actual jumped since the last acknowledge ('' none): the
         calibration tying its encoder to its tip is no longer to be trusted."""
