@@ -115,6 +115,16 @@ def test_a_bad_time_bound_names_the_argument_and_sets_nothing_up(cfg: wc.Config,
         assert not robot.runtime.set_up and robot.status().phase == "idle"
 
 
+def test_enable_and_run_outside_the_with_block_is_a_clear_error(cfg: wc.Config) -> None:
+    robot = wc.Robot(cfg, clock="simulated")
+    with pytest.raises(wc.WhihError, match=r"enable: the robot is not open"):
+        robot.enable_and_run(max_time=1.0)
+    with robot:
+        robot.enable_and_run(max_time=0.5)
+        with pytest.raises(wc.ProcedureError, match=r"enable: already enabled \(phase approach\)"):
+            robot.enable_and_run(max_time=0.5)
+
+
 def test_whih_run_max_time_ends_a_run_still_enabling_as_a_timeout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1162,8 +1162,8 @@ class Runtime:
         result say so in ``reason``); any other failure of enable raises as from :meth:`enable`.
         """
         check_max_time(max_time)
-        start = self._now()
         self._require_not_enabled()
+        start = self._now()
         try:
             enabled = self._enable(max_time)
         except WhihError as exc:
