@@ -872,11 +872,11 @@ class Runtime:
         if held:
             by = self.core.supervisor.latched_verdict.text or "a limit"
             return (
-                f"jog {axis} {delta:+g}: target not reached within {budget:.1f} s (held by: {by}); "
+                f"jog {axis} {delta:+g}: target not reached within {budget:.3g} s (held by: {by}); "
                 f"{where}; cancelled"
             )
         return (
-            f"jog {axis} {delta:+g}: {axis} did not arrive within {budget:.1f} s: the setpoint is at "
+            f"jog {axis} {delta:+g}: {axis} did not arrive within {budget:.3g} s: the setpoint is at "
             f"the target but the position actual is not; {where}; cancelled"
         )
 
