@@ -1063,6 +1063,318 @@ def test_closing_never_escalates() -> None:
         assert not v.fault and not any(c.escalate for c in cmds.axes.values())
 
 
+# ---------------------------------------------------------------------------- a drive follows its target
+
+
+def _follow_bounds(axis: str) -> tuple[float, int]:
+    """The drive's own following-error window plus two cycles at max speed; its time-out in
+    cycles plus two (from the config, not from the supervisor)."""
+    d = CFG.drives[axis]
+    return (
+        d.following_error_window + 2.0 * d.max_speed * CFG.period,
+        math.ceil(d.following_error_timeout_ms / 1000.0 / CFG.period) + 2,
+    )
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_drive_that_does_not_follow_its_target_is_a_fault_after_window_and_time(sign: float) -> None:
+    """The master's own check: the target sent a cycle ago farther than the window from the
+    position, for more than the time-out's cycles: a DRIVE_FAULT naming axis, position, target,
+    error and window; one cycle less is not; an error back within the window restarts the count."""
+    axis = "retro_mc"
+    win, cycles = _follow_bounds(axis)
+    sup, fb, cmds, est, t = _at_speed(axis, 0.0)
+    x = fb.axes[axis].position
+    target = x + sign * math.nextafter(win, math.inf) + sign * 1e-9
+    # the supervisor sent ``target``: feed it as the last target (as after a ramp it allowed)
+    sup.target[sup.axes.index(axis)] = target
+    cmds.axes[axis].target = target
+    for k in range(cycles):
+        t += CFG.period
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert not v.fault, (k, v)
+        cmds.axes[axis].target = target
+        sup.target[sup.axes.index(axis)] = target
+    fb.axes[axis].position = target - sign * 0.5 * win  # within the window: count restarts
+    t += CFG.period
+    assert not sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD).fault
+    fb.axes[axis].position = x
+    for k in range(cycles + 1):
+        cmds.axes[axis].target = target
+        sup.target[sup.axes.index(axis)] = target
+        t += CFG.period
+        v = sup.enforce(t, CFG.period, cmds, fb, est, MOVE, HELD)
+        assert v.fault == (k == cycles), (k, v)
+    assert v.reason == Reason.DRIVE_FAULT and v.axis == axis
+    assert v.text.startswith(
+        f"{axis}: does not follow its target: position {x:.3f}, target sent {target:.3f}"
+    )
+    assert f"beyond {win:.3g} for {cycles + 1} cycles" in v.text
+
+
+def _follow_cycle(
+    sup: SafetySupervisor,
+    fb: Feedback,
+    cmds: Commands,
+    est: Estimate,
+    t: float,
+    axis: str,
+    target: float,
+    position: float,
+    *,
+    age: int = 0,
+    goal: DriveGoal = DriveGoal.ENABLED,
+) -> Verdict:
+    """One cycle in which the supervisor had sent ``target`` to ``axis`` and it reports ``position``."""
+    sup.target[sup.axes.index(axis)] = target
+    cmds.axes[axis].target = target
+    cmds.axes[axis].goal = goal
+    fb.axes[axis].position = position
+    fb.axes[axis].age_cycles = age
+    return sup.enforce(t, CFG.period, cmds, fb, est, Objective("ready", True), HELD)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_following_counts_only_fresh_cycles_beyond_the_window_of_a_drive_enabled_since_the_last(
+    sign: float,
+) -> None:
+    """Exactly at the window is within it; stale cycles are not counted (nor do they restart the
+    count); a goal other than ENABLED restarts it, and the first cycle after it is not counted."""
+    axis = "ante_wire"
+    win, cycles = _follow_bounds(axis)
+    sup, fb, cmds, est = _running()
+    t = 0.0
+    for k in range(3 * cycles):
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, sign * win, 0.0).fault, k
+    far = sign * math.nextafter(win, math.inf)
+    for k in range(cycles):
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0).fault, k
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0, age=1).fault, k
+    t += CFG.period
+    assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0, goal=DriveGoal.SWITCHED_ON).fault
+    for k in range(cycles + 1):  # the first is not counted: not enabled since the last cycle
+        t += CFG.period
+        assert not _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0).fault, k
+    t += CFG.period
+    assert _follow_cycle(sup, fb, cmds, est, t, axis, far, 0.0).fault
+
+
+def test_following_time_is_the_drive_s_time_out_in_cycles_rounded_up_plus_two() -> None:
+    """1001 ms at 2.5 ms is 400.4 cycles: 401, plus two; then the fault."""
+    axis = "retro_mc"
+    cfg = CFG.replace(
+        drives={**CFG.drives, axis: dataclasses.replace(CFG.drives[axis], following_error_timeout_ms=1001)}
+    )
+    sup = SafetySupervisor(cfg)
+    _, fb, cmds, est = _running()
+    sup.enforce(0.0, CFG.period, cmds, fb, est, Objective("ready", True), HELD)
+    win, _ = _follow_bounds(axis)
+    t = 0.0
+    for k in range(404):
+        t += CFG.period
+        v = _follow_cycle(sup, fb, cmds, est, t, axis, 2.0 * win, 0.0)
+        assert v.fault == (k == 403), k
+
+
+@given(
+    axis=st.sampled_from(AXES),
+    errors=st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=60),
+    stale=st.lists(st.booleans(), min_size=60, max_size=60),
+)
+def test_property_a_drive_within_its_following_window_is_never_a_following_fault(
+    axis: str, errors: list[float], stale: list[bool]
+) -> None:
+    """Whatever its error within the window (as a fraction of it), fresh or one cycle late, a
+    drive that follows is never faulted for it, however long it runs."""
+    win, _ = _follow_bounds(axis)
+    sup, fb, cmds, est = _running()
+    i = sup.axes.index(axis)
+    t = 0.0
+    for k, frac in enumerate(errors * 3):
+        t += CFG.period
+        target = 1.0
+        sup.target[i] = target
+        cmds.axes[axis].target = target
+        fb.axes[axis].position = target - frac * win
+        fb.axes[axis].age_cycles = 1 if stale[k % 60] else 0
+        v = sup.enforce(t, CFG.period, cmds, fb, est, Objective("ready", True), HELD)
+        assert not v.fault, (k, v)
+
+
+# ---------------------------------------------------------------------------- the stop deadline
+
+
+def _deadline() -> int:
+    """Twice the slowest quick-stop ramp from max speed, plus the frames' two cycles, plus the
+    feedback age allowed (computed here from the config, not taken from the supervisor)."""
+    ramp = max(d.max_speed / d.quick_stop_decel for d in CFG.drives.values())
+    return math.ceil(2.0 * ramp / CFG.period) + 2 + CFG.safety.feedback_max_age_cycles
+
+
+def test_the_stop_deadline_is_twice_the_slowest_ramp_plus_frames_and_feedback_age() -> None:
+    assert SafetySupervisor(CFG).stop_deadline_cycles == _deadline()
+    slow = CFG.replace(
+        drives={
+            **CFG.drives,
+            "retro_mc": dataclasses.replace(CFG.drives["retro_mc"], quick_stop_decel=250.0),
+        }
+    )
+    # retro_mc: 10 mm/s at 250 mm/s^2 is 0.04 s, twice that 32 cycles
+    assert SafetySupervisor(slow).stop_deadline_cycles == 32 + 2 + CFG.safety.feedback_max_age_cycles
+
+
+@pytest.mark.parametrize("state", [DriveState.QUICK_STOP_ACTIVE, DriveState.FAULT_REACTION_ACTIVE])
+def test_a_drive_still_stopping_at_the_stop_deadline_is_escalated_then_not_before(state: DriveState) -> None:
+    """Still ramping (QUICK STOP ACTIVE without target reached, or FAULT REACTION ACTIVE) once every
+    drive's stop must be over: escalated in the next cycle, named once; the others stopped."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for a, af in fb.axes.items():
+        af.state, af.statusword = (state, 0) if a == "ante_mc" else (DriveState.SWITCH_ON_DISABLED, 0)
+    deadline = _deadline()
+    for k in range(deadline):
+        fb.axes["ante_mc"].position = 0.001 * k  # still sliding on its own ramp
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    assert sup.escalation_log == []
+    assert _latched_cycle(sup, fb, cmds, est, deadline) == ["ante_mc"]
+    assert len(sup.escalation_log) == 1
+    axis, text = sup.escalation_log[0]
+    assert axis == "ante_mc" and text.startswith(
+        f"ante_mc: escalated (disable voltage, NMT stop): still {state.name}"
+    )
+    assert sup.take_escalations() == [(axis, text)] and sup.escalation_log == []
+    fb.axes["ante_mc"].state = DriveState.SWITCH_ON_DISABLED  # stopped at last: still escalated
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 1) == ["ante_mc"]
+    assert sup.escalation_log == []  # named once per latch
+
+
+def test_a_drive_at_rest_in_quick_stop_active_is_left_alone_unless_it_moves() -> None:
+    """Quick-stop options 5..8 stay in QUICK STOP ACTIVE at rest (target reached): not escalated
+    while it stands within its position_jump_tolerance of where it was at the deadline; beyond,
+    it moves on its own with torque on: escalated. Torque off (SWITCH ON DISABLED), a drive
+    pushed by its load is not (disabling its voltage again would change nothing)."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for a, af in fb.axes.items():
+        af.state = DriveState.QUICK_STOP_ACTIVE if a == "retro_wire" else DriveState.SWITCH_ON_DISABLED
+        af.statusword = SW_TARGET_REACHED
+        af.position = 1.0
+    tol = CFG.drives["retro_wire"].position_jump_tolerance
+    deadline = _deadline()
+    for k in range(deadline + 20):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    fb.axes["ante_wire"].position = 1.0 + 10 * tol  # torque off, pushed: not escalated
+    fb.axes["retro_wire"].position = 1.0 - 0.9 * tol
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 20) == []
+    fb.axes["retro_wire"].position = 1.0 - 1.5 * tol
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 21) == ["retro_wire"]
+    assert "moved -0.075 in QUICK_STOP_ACTIVE" in sup.escalation_log[0][1]
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_drive_at_rest_in_quick_stop_active_may_move_exactly_its_tolerance(sign: float) -> None:
+    """The bound is inclusive: exactly position_jump_tolerance from where it stood is still at
+    rest (0.0 and the tolerance are exact in binary arithmetic here)."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state, af.statusword, af.position = DriveState.QUICK_STOP_ACTIVE, SW_TARGET_REACHED, 0.0
+    deadline = _deadline()
+    for k in range(deadline + 2):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
+    tol = CFG.drives["ante_mc"].position_jump_tolerance
+    fb.axes["ante_mc"].position = sign * tol
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 2) == []
+    fb.axes["ante_mc"].position = sign * math.nextafter(tol, 1.0)
+    assert _latched_cycle(sup, fb, cmds, est, deadline + 3) == ["ante_mc"]
+
+
+_V_AXES = ("ante_wire", "ante_mc", "retro_wire", "retro_mc")
+
+
+@given(
+    axis=st.sampled_from(_V_AXES),
+    speed=st.floats(0.0, 2.0),
+    faster=st.floats(1.0, 50.0),
+    delay=st.integers(0, 2),
+    option6=st.booleans(),
+    age=st.integers(0, CFG.safety.feedback_max_age_cycles),
+)
+def test_property_a_drive_that_ramps_at_least_as_hard_as_set_up_is_never_escalated(
+    axis: str, speed: float, faster: float, delay: int, option6: bool, age: int
+) -> None:
+    """Invariant 9 spares a healthy stop: from up to twice max speed, starting up to two cycles
+    late, at least at its quick_stop_decel, seen with feedback up to the allowed age, ending in
+    SWITCH ON DISABLED (option 2) or at rest in QUICK STOP ACTIVE (option 6): never escalated."""
+    sup, fb, cmds, est = _running()
+    d = CFG.drives[axis]
+    v = speed * d.max_speed
+    decel = faster * d.quick_stop_decel
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state = DriveState.SWITCH_ON_DISABLED
+    af = fb.axes[axis]
+    x = 0.0
+    history: list[tuple[DriveState, int, float]] = []
+    for k in range(_deadline() + 40):
+        if k >= delay:
+            v = max(0.0, v - decel * CFG.period)
+        x += v * CFG.period
+        if v > 0.0 or k < delay:
+            history.append((DriveState.QUICK_STOP_ACTIVE, 0, x))
+        elif option6:
+            history.append((DriveState.QUICK_STOP_ACTIVE, SW_TARGET_REACHED, x))
+        else:
+            history.append((DriveState.SWITCH_ON_DISABLED, 0, x))
+        # the feedback of ``age`` cycles ago (stale by that much, within the allowance)
+        af.state, af.statusword, af.position = history[max(0, len(history) - 1 - age)]
+        af.age_cycles = min(age, k)
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], (k, af.state)
+
+
+@given(
+    axis=st.sampled_from(_V_AXES),
+    speed=st.floats(0.5, 2.0),
+    lie=st.booleans(),
+)
+def test_property_a_drive_still_moving_after_the_stop_deadline_is_escalated_in_the_next_cycle(
+    axis: str, speed: float, lie: bool
+) -> None:
+    """Invariant 9 catches a slow stop: a drive whose ramp (0x6085 rewritten) leaves it moving past
+    the deadline is escalated at the first cycle past it, whether it reports the ramp (no target
+    reached) or claims to be at rest in QUICK STOP ACTIVE while it moves (``lie``), then as soon
+    as it has moved more than its position_jump_tolerance."""
+    sup, fb, cmds, est = _running()
+    d = CFG.drives[axis]
+    v = speed * d.max_speed
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state = DriveState.SWITCH_ON_DISABLED
+    af = fb.axes[axis]
+    af.state = DriveState.QUICK_STOP_ACTIVE
+    af.statusword = SW_TARGET_REACHED if lie else 0
+    deadline = _deadline()
+    x_deadline = math.nan
+    for k in range(deadline + 200):
+        af.position = v * CFG.period * k  # hardly slowing down
+        if k == deadline - 1:
+            x_deadline = af.position  # the last cycle within the deadline
+        out = _latched_cycle(sup, fb, cmds, est, k)
+        if k < deadline:
+            assert out == [], k
+        elif not lie or abs(af.position - x_deadline) > d.position_jump_tolerance:
+            assert out == [axis], k
+            if not lie:
+                assert k == deadline
+            return
+        else:
+            assert out == [], k
+    pytest.fail("never escalated")
+
+
 # ---------------------------------------------------------------------------- acknowledge and after
 
 
@@ -1092,6 +1404,35 @@ def test_acknowledge_is_refused_at_the_force_alarm_and_accepted_below_it() -> No
         assert not sup.acknowledge(fb) and "force_alarm" in sup.ack_blocker
     fb.axes["ante_wire"].force = math.nextafter(alarm, 0.0)
     assert sup.acknowledge(fb)
+
+
+def test_acknowledge_into_paused_is_refused_while_imaging_is_lost() -> None:
+    """Paused watches imaging: landing there with imaging older than twice its allowed age (and
+    the estimator calibrated) would fault again at once. Not so landing in ready (no watch) or
+    before calibration (an imaging age means nothing then)."""
+    lim = 2.0 * CFG.safety.imaging_max_age_s
+    for calibrated, age, watched, ok in [
+        (True, lim + 0.1, True, False),
+        (True, lim + 0.1, False, True),
+        (False, lim + 0.1, True, True),
+        (True, lim, True, True),
+    ]:
+        sup, fb, cmds, est = _running()
+        est = dataclasses.replace(est, imaging_age=age)
+        sup.raise_fault(Reason.STALE_FEEDBACK, "imaging lost")
+        for af in fb.axes.values():
+            af.state = DriveState.SWITCH_ON_DISABLED
+        sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(calibrated=calibrated))
+        if watched:
+            assert sup.acknowledge(fb), "imaging_watched is off unless asked for"
+            sup.raise_fault(Reason.STALE_FEEDBACK, "imaging lost")
+            sup.enforce(0.005, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(calibrated=calibrated))
+        assert sup.acknowledge(fb, imaging_watched=watched) is ok, (calibrated, age, watched)
+        if not ok:
+            assert sup.ack_blocker == (
+                f"imaging lost for {age:.2f} s (allowed {lim:g} s, twice imaging_max_age_s, in the "
+                "paused phase this acknowledge lands in): wait for imaging"
+            )
 
 
 def test_after_an_acknowledge_one_reset_cycle_then_re_enabling_is_no_new_fault() -> None:

@@ -53,10 +53,10 @@ class ControlCore:
             raise ValueError(f"request_goal: goal (={goal!r}) must be DISABLED, SWITCHED_ON or ENABLED")
         self.controller.goal = goal
 
-    def acknowledge(self, feedback: Feedback) -> bool:
+    def acknowledge(self, feedback: Feedback, *, imaging_watched: bool = False) -> bool:
         """Acknowledge a latched fault (see ``SafetySupervisor.acknowledge``); False, with the
         reason in ``supervisor.ack_blocker``, while a cause remains."""
-        return self.supervisor.acknowledge(feedback)
+        return self.supervisor.acknowledge(feedback, imaging_watched=imaging_watched)
 
     def update(
         self,

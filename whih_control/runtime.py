@@ -739,7 +739,9 @@ class Runtime:
                     f"acknowledge refused: recording lost ({self.recorder.lost[0]}); this run cannot "
                     "move again: close it and start a new run"
                 )
-            if sup.latched and not self.core.acknowledge(self.master.feedback):
+            # it lands in paused (which watches imaging) when there is a phase to resume
+            lands_paused = self.procedure.resume_target is not None
+            if sup.latched and not self.core.acknowledge(self.master.feedback, imaging_watched=lands_paused):
                 raise SafetyError(f"acknowledge refused: {sup.ack_blocker}")
             if self._position_doubted:
                 # the jumped encoder may be the one that is right now: only a new image can say
@@ -1270,6 +1272,10 @@ class Runtime:
                 rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
             elif not latched:
                 self._latch_t = None
+            if supervisor.escalation_log:
+                for axis, text in supervisor.take_escalations():
+                    rec.faults.append(f"{t:.3f}s {fault_line(axis, text)}")
+                    rec.event(t, "escalated", axis=axis, text=text, safety=True)
             rec.end_cycle(
                 t,
                 procedure.phase,

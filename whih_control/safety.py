@@ -12,14 +12,24 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   recording failure; latched by the next ``enforce``); e-stop pressed; ``feedback.bus_ok``
   false; a drive that left OPERATION ENABLED under an
   ``ENABLED`` goal (:func:`~whih_control.limits.left_enabled`); stale feedback while the drives
-  are wanted enabled; ``|force| >= force_stop``; the dead-man released in a motion phase;
+  are wanted enabled; a drive that does not follow its target (the target sent a cycle ago
+  beyond its ``following_error_window`` plus two cycles at max speed from the fresh position,
+  for more than its ``following_error_timeout_ms`` plus two cycles: the master's own check,
+  whatever 0x6065/0x6066 say now); ``|force| >= force_stop``; the dead-man released in a motion phase;
   imaging lost for twice its allowed age while moving or paused for it; wire coupling outside
   ``[0, coupling_max]`` during hand-in-hand for more than ``safety.coupling_fault_cycles``.
 - **Escalation** (invariant 9): while a fault is latched, a drive seen back in a powered state
   (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
   reporting one after the quick-stop ramp, or silent (feedback older than
   ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable
-  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge.
+  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge. So does
+  a drive that has not finished its own stop by the *stop deadline* (twice the slowest
+  quick-stop ramp from max speed, plus the frames' two cycles, plus the feedback age allowed;
+  ``stop_deadline_cycles``): fresh and still in FAULT REACTION ACTIVE, in QUICK STOP ACTIVE
+  without "target reached" (at rest), or in either of them with its position more than its
+  ``position_jump_tolerance`` away from where it stood at the deadline (a drive whose ramp was
+  made slower, e.g. 0x6085 rewritten by another node). Each escalation is named once in
+  ``escalation_log`` (the run's events and faults).
 - **Rejected input** (invariant 7; counted in ``rejected``, every axis holds): non-finite or
   out-of-range ``dt`` (then braking runs on the nominal period), feedback position/force,
   estimate; a non-finite requested target holds that axis.
@@ -98,6 +108,8 @@ _AT_STOP = frozenset(
 _LEAVING_STOP = frozenset(
     {DriveState.READY_TO_SWITCH_ON, DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED}
 )
+_STOPPING = frozenset({DriveState.FAULT_REACTION_ACTIVE, DriveState.QUICK_STOP_ACTIVE})
+"""The stop states in which the drive still holds torque: its own ramp may still move it."""
 _GOAL_ENABLED = DriveGoal.ENABLED
 _QUICK_STOP = DriveGoal.QUICK_STOP
 _DISABLED = DriveGoal.DISABLED
@@ -105,6 +117,7 @@ _OK = Verdict()
 _RESET = Verdict(Reason.OK, "fault reset sent; targets = actual positions")
 _CLOSING = Verdict(Reason.OK, "closing: every axis stopped, targets = actual positions")
 _NO_INPUTS = CycleInputs()
+_NO_ESTIMATE = Estimate()
 _EPS = 1e-9
 _BIG = math.inf
 _DIR4 = (1.0, 1.0, -1.0, -1.0)
@@ -179,7 +192,33 @@ class SafetySupervisor:
         # invariant 9: a drive still reporting (fresh) a powered state this many cycles into a
         # latch has not stopped on its own: the ramp from max speed, plus the frames' two cycles
         self._stop_cycles = max(math.ceil(d.max_speed / d.quick_stop_decel / cfg.period) + 2 for d in drives)
+        # invariant 9: by this many cycles into a latch every drive has finished its own stop:
+        # twice the slowest ramp from max speed (a drive catching up on its target may run above
+        # max_speed, up to its own 0x607F; the quick-stop ramp is 0x6085 = quick_stop_decel,
+        # written by set-up and read back), plus the frames' two cycles, plus the feedback age
+        # allowed. A drive still stopping, or still moving, then has not stopped on its own.
+        ramp = max(d.max_speed / d.quick_stop_decel for d in drives)
+        self.stop_deadline_cycles: int = math.ceil(2.0 * ramp / cfg.period) + 2 + self._max_age
+        """Cycles into a latch by which every drive's own stop must be over (see escalation)."""
+        self._still_tol = tuple(d.position_jump_tolerance for d in drives)
+        # a drive follows its target (the master's own check, whatever 0x6065/0x6066 say now):
+        # the drive's own following-error window plus two cycles of motion at max speed (the
+        # target compared was sent one cycle before the position was measured, and a frame may
+        # be one cycle late), for longer than the drive's own time-out plus the frames' two
+        # cycles. A drive that follows within its own set-up window never reaches it.
+        self._follow_win = tuple(d.following_error_window + 2.0 * d.max_speed * cfg.period for d in drives)
+        self._follow_cycles = tuple(
+            math.ceil(d.following_error_timeout_ms / 1000.0 / cfg.period) + 2 for d in drives
+        )
+        self._lag = [0] * len(drives)
         self._latched_cycles = 0
+        self._stop_pos: list[float] = [math.nan] * n
+        self.escalation_log: list[tuple[str, str]] = []
+        """(axis, why) of each escalation, once per axis and latch; the runtime takes them
+        (:meth:`take_escalations`) into the run's events and fault list."""
+        # the last cycle's estimate and inputs (for acknowledge: would imaging fault again?)
+        self._estimate = _NO_ESTIMATE
+        self._inputs = _NO_INPUTS
         self._stop_seen = [False] * n
         self.escalated: list[bool] = [False] * n
         """Per axis (``axes`` order): seen leaving its stop under the present latch, so the
@@ -258,15 +297,24 @@ class SafetySupervisor:
             self._latched_cycles = 0
             for i in range(len(self.axes)):
                 self._stop_seen[i] = self.escalated[i] = False
+                self._stop_pos[i] = math.nan
 
-    def acknowledge(self, feedback: Feedback) -> bool:
+    def acknowledge(self, feedback: Feedback, *, imaging_watched: bool = False) -> bool:
         """Clear the latch if every cause is gone; never moves anything.
 
         Needs: e-stop released (as last seen), bus OK, every drive at rest (none in FAULT REACTION
         ACTIVE, none in QUICK STOP ACTIVE before it reports target reached: re-enabling walks
         through a state without holding torque), every drive's heartbeat OK, fresh and finite
-        feedback, force below ``force_alarm``. A drive's own FAULT state is not a blocker: the
-        next cycle sends FAULT_RESET (targets = actual positions) and the runtime re-enables.
+        feedback, force below ``force_alarm`` as read now. (With torque off a drive reads 0 N
+        whatever its load: re-enabled where it stands, a load still at ``force_stop`` faults again
+        in the cycle it is read, and one at ``force_alarm`` lets the axis move only away from
+        it, e.g. a jog back; a latch that waited for the load to go could never be cleared, as
+        nothing reads it with torque off.) With
+        ``imaging_watched`` (the acknowledge lands in a phase that watches imaging, i.e. paused)
+        and the estimator calibrated, imaging must not be lost (its age at most twice
+        ``imaging_max_age_s``), or the next cycle would fault again. A drive's own FAULT state is
+        not a blocker: the next cycle sends FAULT_RESET (targets = actual positions) and the
+        runtime re-enables.
         After a coupling fault, the coupling is held to account at once: the first hand-in-hand
         cycle with it still outside ``[0, coupling_max]`` faults again, without the usual
         ``coupling_fault_cycles`` of grace (it can only be brought back by motion, e.g. a jog,
@@ -298,6 +346,13 @@ class SafetySupervisor:
                     why = f"{name}: force {af.force:.3g} N still >= force_alarm {self._falarm[i]:g} N"
                 if why:
                     break
+        age = self._estimate.imaging_age
+        lost = self._inputs.calibrated and _imaging_lost(age, self._img_max)
+        if not why and imaging_watched and lost:
+            why = (
+                f"imaging lost for {age:.2f} s (allowed {2.0 * self._img_max:g} s, twice "
+                "imaging_max_age_s, in the paused phase this acknowledge lands in): wait for imaging"
+            )
         self.ack_blocker = why
         if why:
             return False
@@ -339,6 +394,8 @@ class SafetySupervisor:
             cmds[i] = cmd_axes[a]
             pos[i] = af.position
         self._estop = operator.estop
+        self._estimate = estimate
+        self._inputs = cyc
         stop_goal = cyc.stop_goal
         if not self.latched:
             fault = self._detect_fault(estimate, objective, operator, feedback.bus_ok, cyc)
@@ -541,6 +598,7 @@ class SafetySupervisor:
         if not bus_ok:
             return Verdict(Reason.BUS_FAULT, "bus fault (collision, bus error or SYNC loss)", True)
         was = self._was_enabled
+        lag = self._lag
         fstop = self._fstop
         cmds = self._cmds
         max_age = self._max_age
@@ -550,12 +608,22 @@ class SafetySupervisor:
             enabled = st == _ENABLED
             if cmds[i].goal != _GOAL_ENABLED:
                 was[i] = False
+                lag[i] = 0
             elif _left_enabled(was[i], enabled):
                 name = self.axes[i]
                 return Verdict(
                     Reason.DRIVE_FAULT, f"{name}: left OPERATION ENABLED (now {st.name})", True, name
                 )
             elif enabled:
+                if was[i] and not af.age_cycles:
+                    # enabled since the last cycle, fresh: it has had its last target a cycle
+                    e = self.target[i] - af.position
+                    if e > self._follow_win[i] or -e > self._follow_win[i]:
+                        lag[i] += 1
+                        if lag[i] > self._follow_cycles[i]:
+                            return self._not_following(i, e)
+                    else:
+                        lag[i] = 0
                 was[i] = True
             if watch_age and _stale(af.age_cycles, max_age):
                 name = self.axes[i]
@@ -608,21 +676,36 @@ class SafetySupervisor:
         if latched:
             self._latched_cycles += 1
         late = self._latched_cycles > self._stop_cycles
+        overdue = self._latched_cycles > self.stop_deadline_cycles
         seen, escalated = self._stop_seen, self.escalated
+        stop_pos = self._stop_pos
         for i, cmd in enumerate(self._cmds):
             if latched:
                 af = fbs[i]
                 st = af.state
-                if _stale(af.age_cycles, self._max_age):
+                if escalated[i]:
+                    pass  # for as long as the latch lasts
+                elif _stale(af.age_cycles, self._max_age):
                     # silent (e.g. put in pre-operational by another node): its stop cannot be seen
                     if late:
-                        escalated[i] = True
+                        self._escalate(i, f"no TPDO1 for {af.age_cycles} cycles after the quick-stop ramp")
                 elif st in _AT_STOP:
                     seen[i] = True
+                    x = af.position
+                    if not overdue or stop_pos[i] != stop_pos[i]:  # NaN: not seen before
+                        stop_pos[i] = x
+                    elif st in _STOPPING:
+                        # invariant 9: its own stop is overdue (a ramp made slower than set up,
+                        # e.g. 0x6085 rewritten), or it still moves while claiming to be at rest
+                        moved = x - stop_pos[i]
+                        if st is DriveState.FAULT_REACTION_ACTIVE or not af.statusword & SW_TARGET_REACHED:
+                            self._escalate(i, f"still {st.name} {self._stop_late_text()}")
+                        elif moved > self._still_tol[i] or -moved > self._still_tol[i]:
+                            self._escalate(i, f"moved {moved:+.3f} in {st.name} {self._stop_late_text()}")
                 elif st in _LEAVING_STOP and (seen[i] or late):
                     # invariant 9: back out of its stop (another node's controlwords), or never
                     # stopped: escalate within this cycle and for as long as the latch lasts
-                    escalated[i] = True
+                    self._escalate(i, f"{'left its stop' if seen[i] else 'never stopped'} (now {st.name})")
                 cmd.escalate = escalated[i]
             else:
                 cmd.escalate = False
@@ -632,6 +715,36 @@ class SafetySupervisor:
             cmd.goal = goal
             cmd.target = target[i] if _isfinite(target[i]) else 0.0
             vel[i] = 0.0
+
+    def _not_following(self, i: int, error: float) -> Verdict:
+        name = self.axes[i]
+        return Verdict(
+            Reason.DRIVE_FAULT,
+            f"{name}: does not follow its target: position {self._fbs[i].position:.3f}, target sent "
+            f"{self.target[i]:.3f}, error {error:+.3f} beyond {self._follow_win[i]:.3g} for "
+            f"{self._lag[i]} cycles (its following-error window plus two cycles at max speed, for "
+            "its time-out plus two cycles)",
+            True,
+            name,
+        )
+
+    def _escalate(self, i: int, why: str) -> None:
+        self.escalated[i] = True
+        name = self.axes[i]
+        self.escalation_log.append((name, f"{name}: escalated (disable voltage, NMT stop): {why}"))
+
+    def _stop_late_text(self) -> str:
+        p = self._period
+        return (
+            f"{self._latched_cycles * p:.4f} s into the fault (every drive's stop is over by "
+            f"{self.stop_deadline_cycles * p:.4f} s)"
+        )
+
+    def take_escalations(self) -> list[tuple[str, str]]:
+        """The escalations since the last call, as (axis, text); empties the log."""
+        out = list(self.escalation_log)
+        self.escalation_log.clear()
+        return out
 
     def _support(
         self,
