@@ -323,6 +323,7 @@ class Runtime:
         self._calibrate_from = -math.inf
         """Only tip images taken at or after this cycle time may calibrate (after a reset of it)."""
         self._stopped = False
+        self._was_opened = False
         self._summary_written = False
         self.interrupts = InterruptGuard()
         self._lock = threading.Lock()
@@ -347,6 +348,11 @@ class Runtime:
         """Open the bus, start simulated drives if configured, create the run folder."""
         if self._opened:
             raise WhihError("open: the robot is already open")
+        if self._was_opened:
+            # its drives were set up by its first enable(), once: a second life would run them
+            # without their set-up (and write into a folder that already holds a run)
+            raise WhihError("open: this robot was opened and closed before; make a new one (wc.Robot(cfg))")
+        self._was_opened = True
         cfg = self.cfg
         if not self.simulated_time:
             # first, so that every thread and process started below inherits it
