@@ -105,11 +105,18 @@ class MasterStats:
     stale_cycles: dict[str, int] = field(default_factory=dict)
     """Per axis: cycles in which no valid TPDO1 arrived."""
     unknown_cob_ids: int = 0
+    """Frames on a COB-ID that is none of the configured drives' nor the master's (and 29-bit
+    or CAN FD frames): counted, not a fault."""
+    first_unknown_cob_id: int = -1
+    """The COB-ID (or 29-bit identifier) of the first of them, -1 while there was none."""
+    first_unknown_extended: bool = False
+    """That first one was a 29-bit (or CAN FD) frame."""
     bad_dlc: int = 0
     """TPDO1s (also counted as collisions), EMCYs and heartbeats with the wrong length."""
     collisions: int = 0
-    """Frames seen on a COB-ID only the master sends (NMT, SYNC, RPDO1s, master heartbeat), a
-    second TPDO1 of a drive for one SYNC and TPDO1s with the wrong length."""
+    """Frames seen on a COB-ID only the master sends (NMT, SYNC, RPDO1s, master heartbeat), SDO
+    requests to or answers from a configured drive once set up, a second TPDO1 of a drive for
+    one SYNC and TPDO1s with the wrong length."""
     queue_drops: int = 0
     """Service frames dropped because ``service`` was not called often enough."""
     error_frames: int = 0
@@ -177,10 +184,13 @@ class Master:
         self._fpt = tuple(d.force_per_torque for d in self._drives)
         self._tpdo_index = {pdo.tpdo1_cob(nid): i for i, nid in enumerate(self.nodes)}
         self._service_cobs = frozenset(
-            [pdo.emcy_cob(nid) for nid in self.nodes]
-            + [pdo.heartbeat_cob(nid) for nid in self.nodes]
-            + [pdo.sdo_tx_cob(nid) for nid in self.nodes]
+            [pdo.emcy_cob(nid) for nid in self.nodes] + [pdo.heartbeat_cob(nid) for nid in self.nodes]
         )
+        self._sdo_cobs = frozenset(
+            [pdo.sdo_rx_cob(nid) for nid in self.nodes] + [pdo.sdo_tx_cob(nid) for nid in self.nodes]
+        )
+        """Once set up this master sends no SDO: a request to a drive or an answer from it is
+        another SDO client rewriting or reading what set-up configured."""
         master_hb = pdo.heartbeat_cob(self._bus_cfg.master_node_id)
         self._own_cobs = frozenset(
             [pdo.NMT_COB, pdo.SYNC_COB, master_hb, *(pdo.rpdo1_cob(nid) for nid in self.nodes)]
@@ -237,6 +247,14 @@ class Master:
         self._hb_timeout = tuple(d.heartbeat_timeout_ms / 1000.0 for d in self._drives)
         self._last_seen: list[float | None] = [None] * n
         self._hb_lost = [False] * n
+        self.setup_lost: list[str] = [""] * n
+        """Per axis: why the drive's set-up is gone since the last :meth:`setup` ("" = intact):
+        it booted (boot-up) or fell back to pre-operational after it was operational. A reset
+        drive is back at its power-on values (heartbeat consumer 0x1016, mode 0x6060, limits,
+        PDO mapping); only a new set-up restores them."""
+        self._was_operational = bytearray(n)
+        """Per drive: a heartbeat said OPERATIONAL since set-up (a later pre-operational one
+        means it was reset or commanded back)."""
         self._fault_reported = [False] * n
         self._queue: deque[can.Message] = deque(maxlen=SERVICE_QUEUE_LEN)
         self._bus_ok_cycle = True
@@ -310,6 +328,8 @@ class Master:
             self._fault_reported[i] = False
             self._have_pos[i] = 0
             self._owed[i] = 0
+            self.setup_lost[i] = ""
+            self._was_operational[i] = 0
             # the cyclic exchange starts now: count missing TPDO1s from here, not from never
             self._fb[i].age_cycles = 0
         self._running = True
@@ -587,7 +607,7 @@ class Master:
             return 0
         if msg.is_extended_id or msg.is_fd:
             # CiA 301 frames are classic 11-bit: a 29-bit 0x181 is somebody else's, not a TPDO
-            self.stats.unknown_cob_ids += 1
+            self._unknown(msg.arbitration_id, True)
             return 0
         cob = msg.arbitration_id
         i = self._tpdo_index.get(cob)
@@ -640,9 +660,20 @@ class Master:
             self._collide(msg)
         elif cob in self._service_cobs:
             self._enqueue(msg)
+        elif cob in self._sdo_cobs and self._running:
+            self._collide(msg)  # another SDO client on a drive (this master's SDO ended with set-up)
         else:
-            self.stats.unknown_cob_ids += 1
+            self._unknown(cob, False)
         return 0
+
+    def _unknown(self, cob: int, extended: bool) -> None:
+        """Count a frame nobody here sends or expects; the first one's identifier is kept for the
+        run's record (no string is built here: the recorder reports it once)."""
+        stats = self.stats
+        if not stats.unknown_cob_ids:
+            stats.first_unknown_cob_id = cob
+            stats.first_unknown_extended = extended
+        stats.unknown_cob_ids += 1
 
     def _io_failed(self, exc: BaseException) -> None:
         """The interface refused a frame (bus-off, full queue, adapter gone): the cycle's bus is
@@ -887,6 +918,11 @@ class Master:
         if i is None:
             return
         axis = self.axes[i]
+        if cob in self._sdo_cobs:
+            events.append(
+                DriveEvent(DriveEventKind.COLLISION, axis, t, code=cob, text=self._sdo_text(i, msg))
+            )
+            return
         if cob & 0x780 == 0x080:  # EMCY
             if msg.dlc < 2:
                 self.stats.bad_dlc += 1
@@ -918,15 +954,76 @@ class Master:
             fb.heartbeat_ok = state == pdo.NMT_OPERATIONAL
             if self._hb_lost[i] and fb.heartbeat_ok:
                 self._hb_lost[i] = False
-            if state == pdo.NMT_BOOTUP and self._running:
+            if not self._running:
+                return
+            nid = self.nodes[i]
+            if state == pdo.NMT_OPERATIONAL:
+                self._was_operational[i] = 1
+            elif state == pdo.NMT_BOOTUP:
+                self._was_operational[i] = 0
+                self._lose_setup(i, f"node {nid} ({axis}) booted at {t:.3f} s (boot-up)")
                 events.append(
                     DriveEvent(
                         DriveEventKind.BOOTUP,
                         axis,
                         t,
-                        text=f"node {self.nodes[i]} booted while running: it was reset",
+                        text=f"node {nid} booted while running: it was reset",
                     )
                 )
+            elif state == pdo.NMT_PRE_OPERATIONAL and self._was_operational[i]:
+                # this master never sends a running drive back to pre-operational: it was reset
+                # (its boot-up not seen) or another node commanded it; either way, set-up is doubtful
+                self._was_operational[i] = 0
+                why = (
+                    f"node {nid} ({axis}) went pre-operational at {t:.3f} s after it was operational "
+                    "(reset, or another node's NMT command)"
+                )
+                self._lose_setup(i, why)
+                events.append(
+                    DriveEvent(
+                        DriveEventKind.BOOTUP,
+                        axis,
+                        t,
+                        text=f"node {nid} went pre-operational while running: reset or commanded by "
+                        "another node",
+                    )
+                )
+
+    def _lose_setup(self, i: int, why: str) -> None:
+        if not self.setup_lost[i]:  # the first cause is the one that lost it
+            self.setup_lost[i] = why
+
+    def needs_setup(self) -> list[str]:
+        """Why each drive whose set-up is lost since the last :meth:`setup` needs it again (see
+        :attr:`setup_lost`); empty when every drive is as set up."""
+        return [why for why in self.setup_lost if why]
+
+    def _sdo_text(self, i: int, msg: can.Message) -> str:
+        """What an SDO frame seen once running is, for its COLLISION event (CiA 301 command
+        specifiers: request 1 = write, 2 = read; answer 3 = write done, 2 = read done; 4 abort)."""
+        cob, data = msg.arbitration_id, msg.data
+        request = cob == pdo.sdo_rx_cob(self.nodes[i])
+        what = "request to" if request else "answer from"
+        obj = ""
+        if msg.dlc >= 4:
+            cs = data[0] >> 5
+            where = f"0x{int.from_bytes(data[1:3], 'little'):04X}:{data[3]}"
+            names = (
+                {1: "write of", 2: "read of", 4: "abort of"}
+                if request
+                else {
+                    3: "write of",
+                    2: "read of",
+                    4: "abort of",
+                }
+            )
+            name = names.get(cs)
+            if name is not None:
+                obj = f" ({name} {where})"
+        return (
+            f"SDO {what} node {self.nodes[i]} on COB-ID 0x{cob:03X}{obj} after set-up: another SDO "
+            "client is on the drive (this master sends no SDO once running)"
+        )
 
     def all_enabled(self) -> bool:
         """True when every drive reports OPERATION ENABLED with feedback from this cycle."""

@@ -104,9 +104,11 @@ class DriveEventKind(IntEnum):
     EMCY = 1
     HEARTBEAT_LOST = 2
     BOOTUP = 3
-    """Unexpected boot-up of a running node (it reset)."""
+    """Unexpected boot-up of a running node (it reset), or a running node back in
+    pre-operational after it was operational: its set-up is lost."""
     COLLISION = 4
-    """A frame on a COB-ID that only the master sends."""
+    """A frame on a COB-ID that only the master sends, or SDO traffic with a drive once set up
+    (another SDO client)."""
     STALE = 5
     """TPDO1 missing or malformed for longer than allowed."""
     DRIVE_FAULT = 6

@@ -1,9 +1,9 @@
 """After a fault: a drive that does not finish its own stop is escalated, one that ramps normally
 never is; acknowledge is refused while its cause would be found again at once.
 
-Run on the simulated-time bus with the project's simulated CiA 402 drives. The slow ramp is made
-the way another node on a real bus would make it: an SDO download of quick-stop deceleration
-(0x6085) by the ``canopen`` library's SDO client, heard by the drives and by the master.
+Run on the simulated-time bus with the project's simulated CiA 402 drives. The slow ramp is a
+quick-stop deceleration (0x6085) changed in the drive's own object dictionary, with no frame on
+the bus (another SDO client on the bus is a collision by itself: tests/test_foreign_nodes.py).
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
 
-import can
-import canopen
 import pytest
 
 from firmware_iface.cia402 import DriveState
-from firmware_iface.sim import FORCE_SPIKE_S, SimulatedDrives
+from firmware_iface.sim import FORCE_SPIKE_S
 from firmware_iface.simbus import SimTimeBus
 from whih_control.api import Robot
 from whih_control.config import Config, load_config
@@ -33,47 +30,6 @@ from .conftest import CONFIGS, FAULT_EXAMPLES
 def _sim_time_config() -> Config:
     cfg = load_config(CONFIGS / "sim.toml")
     return cfg.replace(bus=dataclasses.replace(cfg.bus, interface="whih-sim"))
-
-
-class _PeerBus(can.BusABC):  # type: ignore[misc]
-    """What another node puts on the wire reaches the drives and the master, as on a real bus."""
-
-    def __init__(self, bus: SimTimeBus, drives: SimulatedDrives) -> None:
-        self._bus = bus
-        self._drives = drives
-        super().__init__(channel="peer")
-
-    def send(self, msg: can.Message, timeout: float | None = None) -> None:
-        del timeout
-        frame = can.Message(arbitration_id=msg.arbitration_id, data=bytes(msg.data), is_extended_id=False)
-        self._drives.on_frame(frame)
-        self._bus.kernel.device_send(frame)
-
-    def _recv_internal(self, timeout: float | None) -> tuple[None, bool]:
-        del timeout
-        return None, False
-
-
-class CanopenPeer:
-    """The ``canopen`` library's SDO client on the simulated-time bus, as another node."""
-
-    def __init__(self, bus: SimTimeBus, drives: SimulatedDrives) -> None:
-        self.network = canopen.Network(_PeerBus(bus, drives))  # not connected: no notifier thread
-        self._bus = bus
-        bus.kernel.add_listener(self._heard)
-
-    def _heard(self, msg: can.Message) -> None:
-        # the drives' SDO answers (0x580 + node) reach the client synchronously
-        if 0x581 <= msg.arbitration_id <= 0x5FF:
-            self.network.notify(msg.arbitration_id, bytes(msg.data), msg.timestamp)
-
-    def download(self, node: int, index: int, subindex: int, data: bytes) -> None:
-        remote: Any = self.network.add_node(canopen.RemoteNode(node, canopen.ObjectDictionary()))
-        remote.sdo.download(index, subindex, data)
-
-    def close(self) -> None:
-        self._bus.kernel.remove_listener(self._heard)
-        self.network.bus.shutdown()
 
 
 def _positions(robot: Robot) -> dict[str, float]:
@@ -117,10 +73,12 @@ def test_no_drive_that_ramps_normally_is_escalated(kind: str, tmp_path: Path) ->
 def test_a_drive_whose_quick_stop_ramp_was_rewritten_is_escalated_at_the_stop_deadline(
     axis: str, tmp_path: Path
 ) -> None:
-    """Another node lowers the drive's quick-stop deceleration (0x6085 = 1 count/s^2) while the
-    procedure runs; at the fault the drive hardly slows down and stays in QUICK STOP ACTIVE.
-    The supervisor escalates it (disable voltage, NMT stop) at the stop deadline; the axis then
-    stands still, and the run folder names it (event and fault list)."""
+    """The drive's quick-stop deceleration becomes 1 count/s^2 in its own object dictionary while
+    the procedure runs (no frame: its service port, a firmware fault; over the bus another SDO
+    client is a collision by itself, tests/test_foreign_nodes.py); at the fault the drive hardly
+    slows down and stays in QUICK STOP ACTIVE. The supervisor escalates it (disable voltage, NMT
+    stop) at the stop deadline; the axis then stands still, and the run folder names it (event
+    and fault list)."""
     cfg = _sim_time_config()
     out = tmp_path / "run"
     with Robot(cfg, clock="simulated", out=out) as robot:
@@ -131,13 +89,8 @@ def test_a_drive_whose_quick_stop_ramp_was_rewritten_is_escalated_at_the_stop_de
         robot.enable()
         robot.start_procedure()
         robot.wait(until=lambda s: s.t >= 2.0)
-        peer = CanopenPeer(rt.bus, rt.drives)
-        try:
-            peer.download(cfg.drives[axis].node_id, 0x6085, 0, struct.pack("<I", 1))
-        finally:
-            peer.close()
-        # moving when the fault comes: the e-stop, unless the foreign SDO was a fault by itself
-        # (then the latch came first); counted from whichever latched, cycle by cycle
+        drive.node.sdo[0x6085].raw = 1
+        # moving when the fault comes: the e-stop; counted from the latch, cycle by cycle
         i = sup.axes.index(axis)
         k = latched_at = 0
         p_latch = math.nan

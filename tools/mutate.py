@@ -84,6 +84,7 @@ TARGETS = (
             "tests/test_master.py",
             "tests/test_intake.py",
             "tests/test_hostile.py",
+            "tests/test_foreign_nodes.py",
             "--deselect=tests/test_master.py::test_incapable_drive_refused_before_talking",
         ),
     ),

@@ -29,6 +29,7 @@ from whih_control.inspect_run import inspect_run
 from whih_control.keys import HELP as KEYS_HELP
 from whih_control.keys import OperatorKeys
 from whih_control.procedure import diagram
+from whih_control.recorder import bus_line
 from whih_control.runtime import RUN_FILES, Progress, RunResult, check_fault_spec, realtime_scheduling
 from whih_control.sim import Plant
 from whih_control.trials import ABLATIONS
@@ -446,6 +447,8 @@ def _print_result(result: RunResult, stream: TextIO) -> None:
     ]
     if result.reason:
         lines.append(f"reason: {result.reason}")
+    if bus := bus_line(result.master):
+        lines.append(bus)
     for f in result.faults:
         lines.append(f"fault: {f}")
     if result.loop and "period_error_p99_ms" in result.loop:

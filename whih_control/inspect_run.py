@@ -38,6 +38,7 @@ from firmware_iface.pdo import SYNC_COB
 from whih_control.errors import RunFolderError
 from whih_control.events import fault_line, verify_log
 from whih_control.record import plot_run, read_telemetry
+from whih_control.recorder import bus_line
 from whih_control.telemetry_mcap import EVENTS_TOPIC
 
 __all__ = ["CUT_BY_A_CRASH", "InspectReport", "inspect_run", "read_trace"]
@@ -127,6 +128,8 @@ class InspectReport:
             )
             if s.get("reason"):
                 lines.append(f"  reason: {s['reason']}")
+            if isinstance(s.get("master"), dict) and (bus := bus_line(s["master"])):
+                lines.append(f"  {bus}")
         if self.faults:
             lines.append(f"faults ({len(self.faults)}):")
             lines += [

@@ -21,6 +21,7 @@ from typing import Any
 import can
 
 from firmware_iface.cia402 import DriveState
+from firmware_iface.master import MasterStats
 from firmware_iface.types import Commands, DriveGoal, Feedback
 from whih_control import support
 from whih_control.config import Config
@@ -37,7 +38,7 @@ from whih_control.record import (
 )
 from whih_control.types import LINEAR_AXES, Estimate
 
-__all__ = ["RUN_FILES", "RunRecorder", "RunResult", "make_run_folder"]
+__all__ = ["RUN_FILES", "RunRecorder", "RunResult", "bus_line", "make_run_folder"]
 
 RUN_FILES = (
     "summary.json",
@@ -78,12 +79,44 @@ class RunResult:
     reason: str = ""
     """Why the run ended the way it did (abort or fault text)."""
     loop: Mapping[str, float | int] = field(default_factory=dict)
+    master: Mapping[str, Any] = field(default_factory=dict)
+    """The master's counters of the cyclic exchange (``MasterStats``: unknown COB-IDs, queue
+    drops, collisions, bad DLC, error frames, send errors, ...): what the bus did besides the
+    drives' own frames."""
     trace_dropped: int = 0
     out: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return dataclasses.asdict(self)
+
+
+_BUS_COUNTS = (
+    ("collisions", "collision(s)"),
+    ("bad_dlc", "frame(s) of the wrong length"),
+    ("queue_drops", "service frame(s) dropped"),
+    ("error_frames", "error frame(s)"),
+    ("send_errors", "send/receive error(s)"),
+)
+
+
+def bus_line(master: Mapping[str, Any]) -> str:
+    """One line on what the bus did besides the drives' own frames (a summary's ``master``), or
+    "" when nothing did."""
+    parts: list[str] = []
+    unknown = master.get("unknown_cob_ids")
+    if isinstance(unknown, int) and unknown:
+        first = master.get("first_unknown_cob_id")
+        if isinstance(first, int) and first >= 0:
+            ident = f"0x{first:08X}" if master.get("first_unknown_extended") else f"0x{first:03X}"
+            parts.append(f"{unknown} frame(s) on unknown COB-IDs (first {ident})")
+        else:
+            parts.append(f"{unknown} frame(s) on unknown COB-IDs")
+    for key, what in _BUS_COUNTS:
+        n = master.get(key)
+        if isinstance(n, int) and n:
+            parts.append(f"{n} {what}")
+    return "bus: " + ", ".join(parts) if parts else ""
 
 
 def make_run_folder(out: Path) -> None:
@@ -153,6 +186,8 @@ class RunRecorder:
         self.trace: TraceRecorder | None = None
         self.telemetry: Telemetry | None = None
         self._t = 0.0
+        self._master_stats: MasterStats | None = None
+        self._unknown_reported = False
         self.result_written: RunResult | None = None
         """The last result written to ``summary.json`` (its plot is drawn at close)."""
         if out is None:
@@ -223,9 +258,33 @@ class RunRecorder:
         self.faults.append(f"{t:.3f}s all: {text}")
         self._on_failure(text)
 
+    def watch_master(self, stats: MasterStats) -> None:
+        """Report ``stats`` in the summary, and the first frame on an unknown COB-ID as an event."""
+        self._master_stats = stats
+
+    def _report_unknown(self, t: float, stats: MasterStats) -> None:
+        """The first frame on a COB-ID nobody here uses: one event per run (not a fault; a flood
+        would otherwise fill the log), the count goes into the summary."""
+        self._unknown_reported = True
+        cob = stats.first_unknown_cob_id
+        ident = f"0x{cob:08X} (29-bit)" if stats.first_unknown_extended else f"0x{cob:03X}"
+        self.event(
+            t,
+            "unknown_cob_id",
+            cob_id=ident,
+            count=stats.unknown_cob_ids,
+            text=f"frames on {ident}, which neither a configured drive nor this master uses, are on "
+            "the bus: another node is there; counted (summary.json master.unknown_cob_ids), not a "
+            "fault, reported once",
+        )
+
     def poll(self, t: float) -> None:
         """Once per cycle, before the commands are made: a trace or telemetry writer that has
-        failed (a full disk, a killed writer) is a RECORDING fault, in this very cycle."""
+        failed (a full disk, a killed writer) is a RECORDING fault, in this very cycle; the first
+        frame of another node on an unknown COB-ID is an event."""
+        ms = self._master_stats
+        if ms is not None and ms.unknown_cob_ids and not self._unknown_reported:
+            self._report_unknown(t, ms)
         if not self.lost and (why := recording_failure(self.trace, self.telemetry)) is not None:
             self._lost(t, why)
 
@@ -342,6 +401,7 @@ class RunRecorder:
             },
             reason=reason,
             loop=loop,
+            master=dataclasses.asdict(self._master_stats) if self._master_stats is not None else {},
             trace_dropped=self.trace.dropped if self.trace is not None else 0,
             out=str(self.out) if self.out is not None else None,
         )

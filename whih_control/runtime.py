@@ -85,6 +85,13 @@ _EVENT_REASON: Mapping[DriveEventKind, Reason] = {
     DriveEventKind.IMPLAUSIBLE: Reason.DRIVE_FAULT,
 }
 
+SETUP_LOST_REMEDY = (
+    "a reset drive is back at its power-on values (heartbeat consumer 0x1016, mode 0x6060, "
+    "limits, PDO mapping) and only set-up restores them; close this robot and open a new one "
+    "(wc.Robot(cfg), or whih run again): its enable() sets every drive up again"
+)
+"""What acknowledge says when a drive booted since set-up (nothing in a running robot sets a
+drive up again: set-up runs once, in the first enable())."""
 STOP_SETTLE_S = 0.5
 """How long a run waits in fault after the quick stop, so the ramps finish and are recorded."""
 WAIT_POLL_S = 0.01
@@ -322,6 +329,7 @@ class Runtime:
         self._calibrate_from = -math.inf
         """Only tip images taken at or after this cycle time may calibrate (after a reset of it)."""
         self._stopped = False
+        self._was_opened = False
         self._summary_written = False
         self.interrupts = InterruptGuard()
         self._lock = threading.Lock()
@@ -346,6 +354,11 @@ class Runtime:
         """Open the bus, start simulated drives if configured, create the run folder."""
         if self._opened:
             raise WhihError("open: the robot is already open")
+        if self._was_opened:
+            # its drives were set up by its first enable(), once: a second life would run them
+            # without their set-up (and write into a folder that already holds a run)
+            raise WhihError("open: this robot was opened and closed before; make a new one (wc.Robot(cfg))")
+        self._was_opened = True
         cfg = self.cfg
         if not self.simulated_time:
             # first, so that every thread and process started below inherits it
@@ -384,6 +397,7 @@ class Runtime:
                     self.imaging = ImagingSource(cfg, self.plant, seed=self.seed)
             self.master = Master(cfg, bus)
             self.master.tap = self.recorder.tap
+            self.recorder.watch_master(self.master.stats)
             self.core = ControlCore(cfg)
             self.core.request_goal(DriveGoal.SWITCHED_ON)
             self.procedure = Procedure(cfg, log=self.recorder.log, auto_confirm=self.auto_confirm)
@@ -733,6 +747,9 @@ class Runtime:
             sup = self.core.supervisor
             if not sup.latched and self.procedure.phase is not Phase.FAULT:
                 raise ProcedureError(f"acknowledge: no fault latched (phase {self.procedure.phase.value})")
+            lost = self.master.needs_setup()
+            if lost:  # the master knows the boot; no acknowledge restores what set-up wrote
+                raise SafetyError(f"acknowledge refused: {'; '.join(lost)}: {SETUP_LOST_REMEDY}")
             if sup.latched and self.recorder.lost:
                 # the writers are gone for good: nothing may move again without its record
                 raise SafetyError(
