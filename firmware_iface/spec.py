@@ -193,6 +193,16 @@ class DriveConfig:
     following_error_timeout_ms: int = setting(
         20, unit="ms", lo=0, hi=65_535, doc="following-error time-out, 0x6066"
     )
+    position_window: float = setting(
+        0.05,
+        unit="unit",
+        lo=0.0,
+        lo_open=True,
+        hi=1000.0,
+        doc="a jog has arrived once the position actual the master read is within this of its "
+        "target (what CiA 402 0x6067 means; judged by the master, not written to the drive); at "
+        "least one encoder count and at most following_error_window",
+    )
     position_jump_tolerance: float = setting(
         0.05,
         unit="unit",

@@ -285,3 +285,16 @@ def test_acknowledging_a_position_jump_calibrates_again_from_a_new_image(
     assert cleared["axis"] == "ante_mc"
     again = [e for e in events if e["kind"] == "calibrated" and e["t"] >= cleared["t"]]
     assert again and again[0]["t"] <= t_ack
+
+
+def test_a_closed_robot_is_not_opened_again(cfg: wc.Config) -> None:
+    """Its drives were set up once, by its first enable(): opened again, the new drives ran
+    without set-up and enable ended in 'no TPDO1 for 1000001 cycles'."""
+    robot = wc.Robot(cfg, clock="simulated")
+    with robot:
+        robot.enable()
+    with pytest.raises(wc.WhihError, match=r"opened and closed before; make a new one"):
+        robot.open()
+    with wc.Robot(cfg, clock="simulated") as again:  # a new one works
+        again.enable()
+        assert again.status().phase == "ready"

@@ -60,8 +60,7 @@ def _recorded_run(max_time: float = MAX_TIME) -> tuple[list[Frame], RunResult]:
     rec = _Recorder(bus)
     try:
         with Robot(cfg, bus=bus, seed=0) as robot:
-            robot.enable()
-            result = robot.run_procedure(max_time=max_time)
+            result = robot.enable_and_run(max_time=max_time)  # what simulate runs
     finally:
         bus.shutdown()
     return rec.frames, result

@@ -143,10 +143,15 @@ class Robot:
 
     # --- operator verbs ------------------------------------------------------------------------------
 
-    def enable(self) -> None:
+    def enable(self, *, timeout: float | None = None) -> None:
         """Preflight (SDO set-up, read-back) and CiA 402 walk of every drive to OPERATION ENABLED
-        (CSP); returns once calibrated, in ready. From here the cycle never stops until close."""
-        self._runtime.enable()
+        (CSP); returns once calibrated, in ready. From here the cycle never stops until close.
+
+        Waits at most ``bus.boot_timeout_s`` + 5 s for the drives and calibration and, when
+        given, ``timeout`` seconds of the robot's clock from the call (set-up included):
+        :class:`~whih_control.errors.CommandTimeoutError` names the bound that ended it.
+        """
+        self._runtime.enable(timeout=timeout)
 
     def start_procedure(self) -> None:
         """The go: ready -> approach; returns at once (see :meth:`wait`)."""
@@ -167,6 +172,18 @@ class Robot:
         a fault does not end the run; another thread acknowledges and resumes, or aborts.
         """
         return self._runtime.run_procedure(max_time=max_time, confirm=confirm, hold_on_fault=hold_on_fault)
+
+    def enable_and_run(
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
+    ) -> RunResult:
+        """:meth:`enable`, then :meth:`run_procedure` with the time left: ``max_time`` bounds the
+        whole run, enabling included (what ``whih run --max-time`` and :func:`simulate` do). A
+        bound that ends during enable gives outcome ``"timeout"``, its ``reason`` saying so."""
+        return self._runtime.enable_and_run(max_time=max_time, confirm=confirm, hold_on_fault=hold_on_fault)
 
     def pause(self) -> None:
         """Hold every axis (each ramps down at its max_accel): motion phase -> paused."""
@@ -191,7 +208,10 @@ class Robot:
 
     def jog(self, axis: str, delta: float) -> None:
         """Relative move of ``axis`` by ``delta`` (mm or deg), through every limit, in ready or
-        paused; returns at the target, raises SafetyError if a fault latches during it."""
+        paused. Returns once the axis has arrived: its position actual, as the master read it,
+        within ``drives.<axis>.position_window`` of the target. Raises SafetyError, the jog
+        cancelled, if a fault latches, a limit holds it short, or the axis does not arrive in
+        time (a blocked axis, a stuck encoder), naming the axis, target, actual and window."""
         self._runtime.jog(axis, delta)
 
     def teleop(self, axis: str, velocity: float) -> None:
@@ -235,12 +255,12 @@ def simulate(
 ) -> RunResult:
     """Run the whole procedure on simulated drives in simulated time (deterministic for a seed).
 
-    A run folder is written only when ``out`` is given.
+    ``max_time`` (simulated seconds) bounds the whole run, enabling included (outcome
+    ``"timeout"``). A run folder is written only when ``out`` is given.
     """
     check_max_time(max_time)
     sim_cfg = cfg.replace(sim=dataclasses.replace(cfg.sim, enabled=True, seed=seed))
     with Robot(
         sim_cfg, clock="simulated", seed=seed, out=out, inject=inject, progress=progress, auto_confirm=True
     ) as robot:
-        robot.enable()
-        return robot.run_procedure(max_time=max_time)
+        return robot.enable_and_run(max_time=max_time)

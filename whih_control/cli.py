@@ -76,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="fault KIND[:AXIS][:ARG]@T_SECONDS (repeatable)",
     )
-    run.add_argument("--max-time", type=float, help="stop after this many seconds")
+    run.add_argument(
+        "--max-time",
+        type=float,
+        help="end the run (outcome timeout, exit 1) after this many seconds of its clock, enabling included",
+    )
     chk = _sub(sub, "check-config", help="validate a configuration and print its summary")
     chk.add_argument("file", type=Path)
     prb = _sub(
@@ -520,14 +524,14 @@ def _run(
     closing: WhihError | None = None
     try:
         with robot:
-            robot.enable()
             confirm = (lambda gate: True) if external_drives else None
+            # --max-time bounds the whole run, enabling included
             if not use_keys:
-                result = robot.run_procedure(max_time=max_time, confirm=confirm)
+                result = robot.enable_and_run(max_time=max_time, confirm=confirm)
             else:
                 with OperatorKeys(robot) as k:
                     keys.append(k)
-                    result = robot.run_procedure(max_time=max_time, hold_on_fault=True, confirm=confirm)
+                    result = robot.enable_and_run(max_time=max_time, hold_on_fault=True, confirm=confirm)
     except WhihError as exc:  # a set-up or command time-out is no recording failure
         if result is None:
             raise

@@ -31,7 +31,7 @@ from typing import Any
 from whih_control.config import Config, load_config
 from whih_control.errors import CommandTimeoutError, ProcedureError, SafetyError, WhihError
 from whih_control.recorder import RunResult
-from whih_control.runtime import WAIT_POLL_S, Progress, Runtime, check_max_time
+from whih_control.runtime import WAIT_POLL_S, Progress, Runtime, check_max_time, check_time_bound
 from whih_control.status import Status
 from whih_control.types import TipMeasurement
 
@@ -47,6 +47,7 @@ _VERBS = frozenset(
         "enable",
         "start_procedure",
         "run_procedure",
+        "enable_and_run",
         "pause",
         "resume",
         "abort",
@@ -276,9 +277,10 @@ class ProcessRuntime:
             raise TypeError(f"add_measurement: m (={m!r}) must be a TipMeasurement")
         self._call("add_measurement", m)
 
-    def enable(self) -> None:
+    def enable(self, *, timeout: float | None = None) -> None:
         """As :meth:`Runtime.enable`."""
-        self._call("enable")
+        check_time_bound("enable: timeout", timeout)
+        self._call("enable", timeout=timeout)
 
     def start_procedure(self) -> None:
         """As :meth:`Runtime.start_procedure`."""
@@ -349,10 +351,7 @@ class ProcessRuntime:
         pending: _Call | None = None,
         confirm: Callable[[str], bool] | None = None,
     ) -> Status:
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.0 < timeout < math.inf
-        ):
-            raise ValueError(f"wait: timeout (={timeout!r}) must be None or a finite number of seconds > 0")
+        check_time_bound("wait: timeout", timeout)
         status = self.status()
         end = math.inf if timeout is None else status.t + timeout
         last_progress = -math.inf
@@ -394,10 +393,29 @@ class ProcessRuntime:
         hold_on_fault: bool = False,
     ) -> RunResult:
         """As :meth:`Runtime.run_procedure`; ``confirm`` and ``progress`` are served here."""
+        return self._run("run_procedure", max_time, confirm, hold_on_fault)
+
+    def enable_and_run(
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
+    ) -> RunResult:
+        """As :meth:`Runtime.enable_and_run`; ``confirm`` and ``progress`` are served here."""
+        return self._run("enable_and_run", max_time, confirm, hold_on_fault)
+
+    def _run(
+        self,
+        verb: str,
+        max_time: float | None,
+        confirm: Callable[[str], bool] | None,
+        hold_on_fault: bool,
+    ) -> RunResult:
         check_max_time(max_time)
-        call = self._send("run_procedure", max_time=max_time, hold_on_fault=hold_on_fault)
+        call = self._send(verb, max_time=max_time, hold_on_fault=hold_on_fault)
         if confirm is not None or self._progress is not None:
-            self._poll(lambda s: False, None, "run_procedure", pending=call, confirm=confirm)
+            self._poll(lambda s: False, None, verb, pending=call, confirm=confirm)
         call.done.wait()
         result: RunResult = self._result(call)
         return result

@@ -115,10 +115,15 @@ class Progress:
 
 def check_max_time(max_time: float | None) -> None:
     """Refuse a ``max_time`` that is not None or a finite number of seconds > 0."""
-    if max_time is None:
+    check_time_bound("max_time", max_time)
+
+
+def check_time_bound(name: str, value: float | None) -> None:
+    """Refuse a time bound ``name`` that is not None or a finite number of seconds > 0."""
+    if value is None:
         return
-    if isinstance(max_time, bool) or not isinstance(max_time, int | float) or not 0.0 < max_time < math.inf:
-        raise ValueError(f"max_time (={max_time!r}) must be None or a finite number of seconds > 0")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < math.inf:
+        raise ValueError(f"{name} (={value!r}) must be None or a finite number of seconds > 0")
 
 
 def check_fault_spec(cfg: Config, text: str) -> FaultSpec:
@@ -315,16 +320,18 @@ class Runtime:
             p: Objective(phase=p.value, motion_allowed=True) for p in (Phase.READY, Phase.PAUSED)
         }
         self._teleop_until: dict[str, float] = {}
+        self._stop_reason = ""
+        """Why the run stopped when the procedure does not say: enable failed, or its time bound."""
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
         self._hb_timeout = cfg.bus.master_heartbeat_timeout_ms / 1000.0
-        self._enable_failure = ""
         self._position_doubted = ""
         """A linear axis whose position actual jumped since the last acknowledge ('' none): the
         calibration tying its encoder to its tip is no longer to be trusted."""
         self._calibrate_from = -math.inf
         """Only tip images taken at or after this cycle time may calibrate (after a reset of it)."""
         self._stopped = False
+        self._was_opened = False
         self._summary_written = False
         self.interrupts = InterruptGuard()
         self._lock = threading.Lock()
@@ -349,6 +356,11 @@ class Runtime:
         """Open the bus, start simulated drives if configured, create the run folder."""
         if self._opened:
             raise WhihError("open: the robot is already open")
+        if self._was_opened:
+            # its drives were set up by its first enable(), once: a second life would run them
+            # without their set-up (and write into a folder that already holds a run)
+            raise WhihError("open: this robot was opened and closed before; make a new one (wc.Robot(cfg))")
+        self._was_opened = True
         cfg = self.cfg
         if not self.simulated_time:
             # first, so that every thread and process started below inherits it
@@ -606,24 +618,48 @@ class Runtime:
             self._kernel.advance(1)
             self._t = self._kernel.time
 
-    def enable(self) -> None:
+    def enable(self, *, timeout: float | None = None) -> None:
         """Set up every drive over SDO (cycle stopped: nothing is enabled yet), then walk them to
-        OPERATION ENABLED and calibrate; returns in ready."""
+        OPERATION ENABLED and calibrate; returns in ready.
+
+        Bounded by ``bus.boot_timeout_s`` + 5 s of waiting for the drives and calibration, and,
+        when given, by ``timeout`` seconds of the robot's clock from this call (the SDO set-up
+        included; it is not interrupted, and nothing is enabled once the time is up): whichever
+        ends first raises :class:`~whih_control.errors.CommandTimeoutError`.
+        """
+        check_time_bound("enable: timeout", timeout)
+        self._require_not_enabled()
+        try:
+            if not self._enable(timeout):
+                raise CommandTimeoutError(
+                    f"enable: timeout (={timeout:g} s) ended in phase {self.procedure.phase.value}, "
+                    "before the drives reached OPERATION ENABLED and calibration"
+                )
+        except WhihError as exc:
+            self._enable_failed(exc)
+            raise
+
+    def _require_not_enabled(self) -> None:
         self._require_open("enable")
         if self.set_up and self.procedure.phase is not Phase.IDLE:
             raise ProcedureError(f"enable: already enabled (phase {self.procedure.phase.value})")
-        try:
-            self._enable()
-        except WhihError as exc:
-            # the run folder says why nothing ran, not only the application's console
-            self._enable_failure = str(exc)
-            with self._lock:
-                self.recorder.event(
-                    self._t, "enable_failed", error=type(exc).__name__, text=str(exc), safety=True
-                )
-            raise
 
-    def _enable(self) -> None:
+    def _enable_failed(self, exc: WhihError) -> None:
+        # the run folder says why nothing ran, not only the application's console
+        self._stop_reason = str(exc)
+        with self._lock:
+            self.recorder.event(
+                self._t, "enable_failed", error=type(exc).__name__, text=str(exc), safety=True
+            )
+
+    def _now(self) -> float:
+        """The robot's clock for measuring a call: simulated seconds, or wall seconds (in real
+        time the cycle's own clock starts only after the SDO set-up)."""
+        return self._kernel.time if self._kernel is not None else time.perf_counter()
+
+    def _enable(self, timeout: float | None) -> bool:
+        """:meth:`enable`'s work; False when ``timeout`` (from the call) ended it first."""
+        start = self._now()
         if not self.set_up:
             with self._exclusive():
                 self.master.setup()
@@ -637,16 +673,27 @@ class Runtime:
                         identity=ident.as_dict(),
                         notes=self.master.plans[axis].notes,
                     )
+        deadline = math.inf if timeout is None else start + timeout
+        if self._now() >= deadline:
+            return False  # the set-up used the time up: enable nothing
         self.command("enable", self._do_enable)
+        left = deadline - self._now()
         limit = self.cfg.bus.boot_timeout_s + 5.0
+        caller_bound = left < limit
         # with auto_confirm, ready lasts one cycle: a wait in real time may first see approach
-        self._wait_for(
-            lambda: self.procedure.phase not in (Phase.IDLE, Phase.PREFLIGHT, Phase.CALIBRATE),
-            timeout=limit,
-            what="enable: drives did not reach OPERATION ENABLED and calibration",
-        )
+        try:
+            self._wait_for(
+                lambda: self.procedure.phase not in (Phase.IDLE, Phase.PREFLIGHT, Phase.CALIBRATE),
+                timeout=max(left, 0.0) if caller_bound else limit,
+                what="enable: drives did not reach OPERATION ENABLED and calibration",
+            )
+        except CommandTimeoutError:
+            if caller_bound:
+                return False
+            raise
         if self.procedure.phase in (Phase.FAULT, Phase.ABORTED):
             raise WhihError(f"enable: ended in {self.procedure.phase.value}: {self._end_reason()}")
+        return True
 
     def _do_enable(self) -> None:
         if not self._inputs_set_by_app:
@@ -781,12 +828,20 @@ class Runtime:
         self.command("set_inputs", apply, enable_held=enable_held, estop=estop)
 
     def jog(self, axis: str, delta: float) -> None:
-        """Relative move through every limit; only in ready or paused. Raises SafetyError (and
-        cancels the jog) when a fault latches or a limit holds it short of its target."""
-        self._check_axis("jog", axis)
-        i = self.core.controller.index[axis]
+        """Relative move through every limit; only in ready or paused.
 
-        def start() -> None:
+        Returns once the axis has *arrived*: the setpoint is at the target and the position actual
+        the master read (the value the supervisor judges) is within ``drives.<axis>.position_window``
+        of it. Raises SafetyError, and cancels the jog, when a fault latches, when a limit holds
+        the setpoint short of the target, or when the axis does not arrive within the jog's time
+        budget (e.g. a blocked axis or a stuck encoder); the message names the axis, the target,
+        the last position actual and the window.
+        """
+        self._check_axis("jog", axis)
+        ctl = self.core.controller
+        i = ctl.index[axis]
+
+        def start() -> float:
             if not self.procedure.jog_allowed():
                 raise ProcedureError(
                     f"jog: not allowed in phase {self.procedure.phase.value} (only ready/paused)"
@@ -795,29 +850,56 @@ class Runtime:
                 raise SafetyError(f"jog: {axis} refused: enable (dead-man) released; hold it to move")
             self.core.jog(axis, delta)
             self._jogging = True
+            return ctl.jog_target[i]
 
-        self.command("jog", start, axis=axis, delta=delta)
+        target = self.command("jog", start, axis=axis, delta=delta)
         d = self.cfg.drives[axis]
+        window = d.position_window
+        feedback = self.master.feedback.axes
         v = d.max_speed * self.cfg.control.jog_speed_fraction
         budget = abs(delta) / v + 2 * v / d.max_accel + 1.0
-        ctl = self.core.controller
+        sup = self.core.supervisor
+
+        def arrived() -> bool:
+            # the setpoint first (a limit may hold it), then the axis itself
+            return not math.isfinite(ctl.jog_target[i]) and abs(feedback[axis].position - target) <= window
+
+        failure = ""
         try:
-            self._wait_for(
-                lambda: not math.isfinite(ctl.jog_target[i]) or self.core.supervisor.latched,
-                timeout=budget,
-                what=f"jog {axis} {delta:+g}: target",
-            )
+            self._wait_for(lambda: sup.latched or arrived(), timeout=budget, what=f"jog {axis} {delta:+g}")
         except CommandTimeoutError:
-            raise SafetyError(
-                f"jog {axis} {delta:+g}: target not reached within {budget:.1f} s "
-                f"(held by: {self.core.supervisor.latched_verdict.text or 'a limit'}); cancelled"
-            ) from None
+            with self._lock:
+                failure = self._jog_failure(
+                    axis, delta, target, budget, held=math.isfinite(ctl.jog_target[i])
+                )
+            raise SafetyError(failure) from None
         finally:
             # a jog never outlives this call: nothing pending may move in a later phase
             if self._opened:
-                self.command("jog_end", lambda: self._end_jog(i), axis=axis)
-        if self.core.supervisor.latched:
-            raise SafetyError(f"jog {axis} {delta:+g}: {self.core.supervisor.latched_verdict.text}")
+                end_args = {"reason": failure} if failure else {}
+                self.command("jog_end", lambda: self._end_jog(i), axis=axis, **end_args)
+        if sup.latched:
+            raise SafetyError(f"jog {axis} {delta:+g}: {sup.latched_verdict.text}")
+
+    def _jog_failure(self, axis: str, delta: float, target: float, budget: float, *, held: bool) -> str:
+        """Why a jog ended without arriving: axis, target, last position actual and window."""
+        d = self.cfg.drives[axis]
+        unit = "mm" if d.kind == "linear" else "deg"
+        actual = self.master.feedback.axes[axis].position
+        where = (
+            f"target {target:.3f} {unit}, position actual {actual:.3f} {unit}, "
+            f"window +/-{d.position_window:g} {unit} (drives.{axis}.position_window)"
+        )
+        if held:
+            by = self.core.supervisor.latched_verdict.text or "a limit"
+            return (
+                f"jog {axis} {delta:+g}: target not reached within {budget:.3g} s (held by: {by}); "
+                f"{where}; cancelled"
+            )
+        return (
+            f"jog {axis} {delta:+g}: {axis} did not arrive within {budget:.3g} s: the setpoint is at "
+            f"the target but the position actual is not; {where}; cancelled"
+        )
 
     def _end_jog(self, i: int) -> None:
         self.core.controller.jog_target[i] = math.nan
@@ -946,10 +1028,7 @@ class Runtime:
         come true (the procedure ended first) raises :class:`~whih_control.errors.ProcedureError`.
         """
         self._require_open("wait")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.0 < timeout < math.inf
-        ):
-            raise ValueError(f"wait: timeout (={timeout!r}) must be None or a finite number of seconds > 0")
+        check_time_bound("wait: timeout", timeout)
         if isinstance(until, str):
             names = {p.value for p in Phase}
             if until not in names and not any(n.startswith(until + "_") for n in names):
@@ -1052,7 +1131,18 @@ class Runtime:
         self._require_open("run_procedure")
         if not self.set_up or self.procedure.phase is Phase.IDLE:
             raise ProcedureError("run_procedure: the robot is not enabled (phase idle); call enable() first")
-        end = None if max_time is None else self._t + max_time  # from the call, its start included
+        return self._run_procedure(max_time, max_time, confirm, hold_on_fault)
+
+    def _run_procedure(
+        self,
+        left: float | None,
+        max_time: float | None,
+        confirm: Callable[[str], bool] | None,
+        hold_on_fault: bool,
+    ) -> RunResult:
+        """:meth:`run_procedure` with ``left`` seconds of the run's bound ``max_time`` to go."""
+        self._stop_reason = ""  # an earlier enable failure or bound says nothing about this run
+        end = None if left is None else self._t + left  # from the call, its start included
         if self.procedure.phase is Phase.READY and not self.auto_confirm:
             self.start_procedure()
         try:
@@ -1068,6 +1158,7 @@ class Runtime:
                 outcome = self.procedure.outcome if self.procedure.done else "fault"
             except CommandTimeoutError:
                 outcome = "timeout"
+                self._stop_reason = f"max_time (={max_time:g} s) ended in phase {self.procedure.phase.value}"
         except KeyboardInterrupt:
             self.interrupts.unwinding()  # (also when the application raised it, e.g. in progress)
             try:
@@ -1077,6 +1168,39 @@ class Runtime:
                 self._finish("interrupted")
             raise
         return self._finish(outcome)
+
+    def enable_and_run(
+        self,
+        *,
+        max_time: float | None = None,
+        confirm: Callable[[str], bool] | None = None,
+        hold_on_fault: bool = False,
+    ) -> RunResult:
+        """:meth:`enable`, then :meth:`run_procedure` with the time left: ``max_time`` seconds of
+        the robot's clock from this call bound the whole run, enabling included.
+
+        A bound that ends before the robot is enabled ends the run as ``"timeout"`` (summary and
+        result say so in ``reason``); any other failure of enable raises as from :meth:`enable`.
+        """
+        check_max_time(max_time)
+        self._require_not_enabled()
+        start = self._now()
+        try:
+            enabled = self._enable(max_time)
+        except WhihError as exc:
+            self._enable_failed(exc)
+            raise
+        left = None if max_time is None else max_time - (self._now() - start)
+        if left is not None and (not enabled or left <= 0.0):
+            phase = self.procedure.phase.value
+            self._stop_reason = (
+                f"max_time (={max_time:g} s) ended during enable, in phase {phase}, before the drives "
+                "reached OPERATION ENABLED and calibration"
+                if not enabled
+                else f"max_time (={max_time:g} s) ended in phase {phase}, before the procedure started"
+            )
+            return self._finish("timeout")
+        return self._run_procedure(left, max_time, confirm, hold_on_fault)
 
     # --- the cycle -------------------------------------------------------------------------------
 
@@ -1293,7 +1417,7 @@ class Runtime:
     def _end_reason(self) -> str:
         if self.core.supervisor.latched:
             return self.core.supervisor.latched_verdict.text
-        return self.procedure.reason or self._enable_failure
+        return self.procedure.reason or self._stop_reason
 
     def _finish(self, outcome: str) -> RunResult:
         """The result as of now, logged and written to ``summary.json`` (the plot follows at close)."""

@@ -290,6 +290,15 @@ def _cross_checks(cfg: Config, problems: list[str], bad: set[str]) -> None:
                 f"{key}.force_alarm: must be below force_stop (got {d.force_alarm:g}, allowed "
                 f"< {d.force_stop:g})"
             )
+        count = 1.0 / d.counts_per_unit
+        if not count <= d.position_window <= d.following_error_window and ok(
+            f"{key}.position_window", f"{key}.counts_per_unit", f"{key}.following_error_window"
+        ):
+            problems.append(
+                f"{key}.position_window: must lie between one encoder count and the following-error "
+                f"window (got {d.position_window:g}, allowed {count:.4g}...{d.following_error_window:g}"
+                " = 1/counts_per_unit...following_error_window)"
+            )
         if not d.heartbeat_ms < d.heartbeat_timeout_ms and ok(
             f"{key}.heartbeat_ms", f"{key}.heartbeat_timeout_ms"
         ):
