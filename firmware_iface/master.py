@@ -260,6 +260,7 @@ class Master:
         self._bus_ok_cycle = True
         self._error_frames_reported = 0
         self._io_error: BaseException | None = None
+        self._io_what = ""
         """The first send/receive failure not yet reported by ``service``."""
         self._bus_state = can.BusState.ACTIVE
         self._running = False
@@ -547,9 +548,11 @@ class Master:
             answered[i] = 0
         bus = self._bus
         tap = self.tap
+        fb.sync_missed += 1  # until the SYNC below is out
         if self.sync_enabled:
             try:
                 bus.send(sync)
+                fb.sync_missed = 0
                 owed = self._owed
                 for i in range(n):
                     if owed[i] < OWED_MAX:
@@ -557,7 +560,7 @@ class Master:
                 if tap is not None:
                     tap(sync, t, False)
             except (can.CanError, OSError) as exc:
-                self._io_failed(exc)
+                self._io_failed(exc, "sending SYNC")
         elif self._kernel is not None:
             self._kernel.advance(1)
         missing = n
@@ -580,7 +583,7 @@ class Master:
                     if tap is not None:
                         tap(msg, t + (perf() - self._read_perf), True)
         except (can.CanError, OSError) as exc:
-            self._io_failed(exc)
+            self._io_failed(exc, "receiving")
         stale = stats.stale_cycles
         axes = self.axes
         for i in range(n):
@@ -675,14 +678,16 @@ class Master:
             stats.first_unknown_extended = extended
         stats.unknown_cob_ids += 1
 
-    def _io_failed(self, exc: BaseException) -> None:
-        """The interface refused a frame (bus-off, full queue, adapter gone): the cycle's bus is
-        not OK and ``service`` reports a BUS_ERROR; the cycle itself goes on (best effort)."""
+    def _io_failed(self, exc: BaseException, what: str) -> None:
+        """The interface refused a frame (bus-off, full queue, adapter gone) while ``what`` (e.g.
+        'sending SYNC'): the cycle's bus is not OK and ``service`` reports a BUS_ERROR naming
+        both; the cycle itself goes on (best effort)."""
         self.stats.send_errors += 1
         self._bus_ok_cycle = False
         self.feedback.bus_ok = False
         if self._io_error is None:
             self._io_error = exc
+            self._io_what = what
 
     def _collide(self, msg: can.Message) -> None:
         """A frame that only a second sender explains: the cycle's bus is not OK, ``service``
@@ -757,7 +762,7 @@ class Master:
                         tap(stop, self._stamp(), False)
             except (can.CanError, OSError) as exc:
                 # the other drives still get their frame (a quick stop, once this is reported)
-                self._io_failed(exc)
+                self._io_failed(exc, "sending RPDO1")
 
     # ------------------------------------------------------------------ outside the hot path
 
@@ -780,7 +785,8 @@ class Master:
                     "",
                     t,
                     code=self.stats.send_errors,
-                    text=f"CAN interface {self._bus.channel_info}: {type(exc).__name__}: {exc}",
+                    text=f"CAN interface {self._bus.channel_info}: {self._io_what} failed: "
+                    f"{type(exc).__name__}: {exc}",
                 )
             )
         if self._running and (self._next_heartbeat is None or t >= self._next_heartbeat):
@@ -850,7 +856,7 @@ class Master:
                 if self.tap is not None:
                     self.tap(self._heartbeat, self._stamp(), False)
             except (can.CanError, OSError) as exc:
-                self._io_failed(exc)  # reported next cycle; the heartbeat goes on being tried
+                self._io_failed(exc, "sending the heartbeat")  # reported next cycle; tried again
             nxt = (self._next_heartbeat or t) + self._hb_period
             self._next_heartbeat = nxt if nxt > t else t + self._hb_period
         return events

@@ -67,6 +67,9 @@ class Feedback:
     axes: dict[str, AxisFeedback] = field(default_factory=dict)
     bus_ok: bool = True
     """False after a collision, bus error or SYNC loss detected this cycle."""
+    sync_missed: int = 0
+    """Cycles in a row, this one included, in which the master sent no SYNC (switched off, or
+    the send failed): the drives had nothing to answer. 0 when this cycle's SYNC went out."""
 
     @classmethod
     def for_axes(cls, axes: Iterable[str]) -> Feedback:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from whih_control.errors import LogIntegrityError
 from whih_control.events import GENESIS, EventLog, read_events, verify_log
@@ -211,3 +213,98 @@ def test_empty_file_is_a_valid_empty_log(tmp_path: Path) -> None:
     path.write_bytes(b"")
     report = verify_log(path)
     assert report.ok and report.lines == 0 and report.last_hash == GENESIS
+
+
+def test_an_event_before_the_mark_goes_ahead_of_the_held_events_since_the_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle logs what it read, then finds that a cause came before it (a master stall)."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, wall_clock=lambda: 7.0)
+    log.write(0.0, "open")
+    log.hold_sync = True
+    log.write(1.0, "inject", spec="master-freeze:250@1")
+    log.mark()
+    log.write(1.25, "drive", sync=True, axis="ante_wire", text="EMCY 0x8130", note=[1.5, "ü", None])
+    log.write(1.25, "drive", sync=True, axis="retro_mc", text="EMCY 0x8130")
+    before = [dict(json.loads(b)) for b in log._held]
+    assert log.write(1.25, "fault", before_mark=True, text="master stalled") == 2
+    assert log.write(1.25, "fault", before_mark=True, text="second cause") == 3  # after the first
+    assert log.write(1.25, "phase", to="fault") == 6  # after everything
+    assert len(synced) == 1 and path.stat().st_size > 0  # only the open line is on disk
+    log.release_sync()
+    assert len(synced) == 2  # one fsync for the whole cycle
+    log.close()
+    events = read_events(path)
+    assert [e["seq"] for e in events] == list(range(8)) and verify_log(path).ok
+    assert [e.get("text", e["kind"]) for e in events] == [
+        "open",
+        "inject",
+        "master stalled",
+        "second cause",
+        "EMCY 0x8130",
+        "EMCY 0x8130",
+        "phase",
+        "close",
+    ]
+    # the moved lines are the same events, renumbered and chained anew
+    moved = [{k: v for k, v in e.items() if k not in ("seq", "prev")} for e in events[4:6]]
+    assert moved == [{k: v for k, v in b.items() if k not in ("seq", "prev")} for b in before[1:]]
+
+
+def test_an_event_before_the_mark_is_a_plain_append_when_nothing_follows_the_mark(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    log.write(0.0, "a", before_mark=True)  # not holding: in order
+    log.hold_sync = True
+    log.write(0.1, "b")
+    log.mark()
+    log.write(0.2, "c", before_mark=True)  # nothing held since the mark
+    log.release_sync()
+    log.hold_sync = True
+    log.write(0.3, "d")  # a new hold: the mark of the last one is gone
+    log.write(0.3, "e", before_mark=True)
+    log.close()
+    assert [e["kind"] for e in read_events(path)] == ["a", "b", "c", "e", "d", "close"]
+    assert verify_log(path).ok
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.sampled_from(["write", "first", "mark", "release"]), st.booleans()), max_size=40)
+)
+def test_the_chain_holds_whatever_is_put_before_a_mark(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, bool]]
+) -> None:
+    """Model: a hold is a list, the mark an index into it; every line verifies, in the model's order."""
+    path = tmp_path_factory.mktemp("chain") / "events.jsonl"
+    log = EventLog(path)
+    written: list[int] = []
+    held: list[int] = []
+    mark = 0
+    for n, (op, safety) in enumerate(ops):
+        if op == "release":
+            log.release_sync()
+            written += held
+            held, mark = [], 0
+            log.hold_sync = True
+        elif op == "mark":
+            log.mark()
+            mark = len(held)
+        else:
+            if not log.hold_sync:
+                log.hold_sync = True
+            log.write(float(n), "phase" if safety else "cmd", n=n, before_mark=op == "first")
+            if op == "first" and mark < len(held):
+                held.insert(mark, n)
+                mark += 1
+            else:
+                held.append(n)
+    log.close()
+    written += held
+    events = read_events(path)
+    assert verify_log(path).ok and [e["seq"] for e in events] == list(range(len(events)))
+    assert [e["n"] for e in events[:-1]] == written

@@ -188,6 +188,19 @@ def test_feedback_age_counts_from_the_start_of_the_exchange(cfg: Config, simbus:
         assert all(a.age_cycles == 1 for a in fb.axes.values())
 
 
+def test_feedback_counts_the_cycles_in_a_row_the_master_sent_no_sync(cfg: Config, simbus: SimTimeBus) -> None:
+    """What lets a fault name a lost SYNC rather than a drive (safety: missing TPDO1s)."""
+    with SimulatedDrives(cfg, simbus):
+        m = Master(cfg, simbus)
+        m.setup()
+        assert m.read(simbus.kernel.time, None).sync_missed == 0
+        m.sync_enabled = False
+        assert [m.read(simbus.kernel.time, None).sync_missed for _ in range(3)] == [1, 2, 3]
+        m.sync_enabled = True
+        fb = m.read(simbus.kernel.time, None)
+        assert fb.sync_missed == 0 and all(a.age_cycles == 0 for a in fb.axes.values())
+
+
 @pytest.mark.parametrize(
     "axis", ["ante_wire", "ante_wire_rot", "ante_mc", "retro_wire", "retro_wire_rot", "retro_mc"]
 )

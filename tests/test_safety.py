@@ -925,6 +925,67 @@ def test_a_stall_is_named_before_what_the_drives_report_after_it() -> None:
     assert not v.fault and not sup.latched
 
 
+def test_next_fault_is_what_the_next_enforce_latches_a_stall_first() -> None:
+    """The procedure reads it before the supervisor runs: the same cause, the same text."""
+    sup, fb, cmds, est = _running()
+    limit = CFG.bus.master_heartbeat_timeout_ms / 2000.0
+    assert sup.next_fault(0.0) == Verdict() and sup.next_fault(limit) == Verdict()
+    sup.raise_fault(Reason.HEARTBEAT, "ante_mc: EMCY 0x8130 heartbeat lost", "ante_mc")
+    assert sup.next_fault(limit) == sup.fault_verdict and sup.next_fault(limit).text.startswith("ante_mc:")
+    ahead = sup.next_fault(0.2)
+    assert ahead.fault and ahead.reason == Reason.STALE_FEEDBACK and ahead.axis == ""
+    assert ahead.text.startswith("master stalled: 200.0 ms") and "allowed 50 ms" in ahead.text
+    assert not sup.latched and sup.faults == 0 and sup.fault_pending  # a look ahead changes nothing
+    v = sup.enforce(0.2025, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(stall_s=0.2))
+    assert v == ahead and sup.latched_verdict == ahead and sup.faults == 2  # the report counted
+    assert sup.next_fault(0.0) == ahead and sup.next_fault(0.5) == ahead  # the latch, whatever comes
+
+
+def _silent(sync_missed: int, *axes: str, ages: Mapping[str, int] | None = None) -> Verdict:
+    sup, fb, cmds, est = _running()
+    for a in axes:
+        fb.axes[a].age_cycles = (ages or {}).get(a, CFG.safety.feedback_max_age_cycles + 1)
+    fb.sync_missed = sync_missed
+    return sup.enforce(0.0025, CFG.period, cmds, fb, est, MOVE, HELD, CycleInputs(drives_wanted_enabled=True))
+
+
+def test_a_missing_tpdo1_names_one_drive_several_or_every_one() -> None:
+    one = _silent(0, "retro_mc")
+    assert one.fault and one.reason == Reason.STALE_FEEDBACK and one.axis == "retro_mc"
+    assert one.text == "retro_mc: no TPDO1 for 3 cycles (allowed 2)"
+    two = _silent(0, "ante_mc", "retro_mc", ages={"retro_mc": 5})
+    assert (
+        two.fault
+        and two.axis == "ante_mc"
+        and two.text == "ante_mc: no TPDO1 for 3 cycles (allowed 2) (also silent: retro_mc)"
+    )
+    every = _silent(0, *AXES, ages={"ante_wire": 4})
+    assert every.fault and every.reason == Reason.STALE_FEEDBACK and every.axis == ""
+    assert (
+        every.text
+        == f"no TPDO1 from any of the {len(AXES)} drives for 3 cycles (allowed 2): SYNC lost or bus down"
+    )
+
+
+def test_a_missing_tpdo1_after_a_sync_the_master_did_not_send_names_the_sync() -> None:
+    every = _silent(3, *AXES)
+    assert (
+        every.fault
+        and every.axis == ""
+        and every.text
+        == (
+            f"SYNC lost: the master sent no SYNC for 3 cycles; no TPDO1 from any of the {len(AXES)} drives "
+            "for 3 cycles (allowed 2)"
+        )
+    )
+    one = _silent(1, "ante_wire")
+    assert one.fault and one.axis == "ante_wire"
+    assert (
+        one.text
+        == "ante_wire: SYNC lost: the master sent no SYNC for 1 cycles; no TPDO1 for 3 cycles (allowed 2)"
+    )
+
+
 def test_closing_stops_every_axis_without_latching() -> None:
     sup, fb, cmds, est = _running()
     fb.axes["ante_mc"].position = 1.25
@@ -1787,3 +1848,29 @@ def test_same_inputs_same_commands(data: st.DataObject) -> None:
 
     first, second = replay(), replay()
     assert repr(first) == repr(second)
+
+
+@pytest.mark.parametrize("sync_missed", [0, 1, 40])
+def test_a_silent_drive_escalated_after_the_ramp_says_whether_the_master_sent_sync(sync_missed: int) -> None:
+    """A drive that sends no TPDO1 after the quick-stop ramp is escalated either way; its text
+    adds the SYNCs the master did not send, which is why every drive then stays silent."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.BUS_FAULT, "SYNC lost")
+    for af in fb.axes.values():
+        af.state = DriveState.SWITCH_ON_DISABLED  # the others stopped
+    fb.axes["retro_mc"].age_cycles = 1_000
+    fb.sync_missed = sync_missed
+    k = 0
+    while not sup.escalation_log:
+        _latched_cycle(sup, fb, cmds, est, k)
+        k += 1
+        assert k < 1_000
+    (axis, text), *_ = sup.escalation_log
+    base = (
+        "retro_mc: escalated (disable voltage, NMT stop): no TPDO1 for 1000 cycles after the quick-stop ramp"
+    )
+    assert axis == "retro_mc"
+    if sync_missed:
+        assert text == f"{base} (the master sent no SYNC for {sync_missed} cycles)"
+    else:
+        assert text == base

@@ -12,7 +12,8 @@ One JSON object per line::
   the last content line is covered too.
 - Safety-relevant kinds (:data:`SAFETY_KINDS`: faults, phase changes, operator actions) are written
   and ``fsync``-ed before :meth:`EventLog.write` returns, unless :attr:`EventLog.hold_sync` holds
-  them back until :meth:`EventLog.release_sync` (the runtime does, during a cycle). Other kinds
+  them back until :meth:`EventLog.release_sync` (the runtime does, during a cycle; a held event
+  may be written ``before_mark``, ahead of those held since :meth:`EventLog.mark`). Other kinds
   are buffered and flushed when 0.5 s of the supplied time has passed since the last flush
   (checked on every write and on :meth:`EventLog.poll`), and on close.
 
@@ -60,6 +61,10 @@ def fault_line(who: str, text: str) -> str:
     return text if text.startswith(f"{who}:") else f"{who}: {text}"
 
 
+def _dumps(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str).encode()
+
+
 def _jsonable(value: Any) -> Any:
     # strict JSON has no NaN/Infinity: keep the information as text
     if isinstance(value, float) and not math.isfinite(value):
@@ -102,6 +107,8 @@ class EventLog:
         self._synced_seq = self._seq - 1
         self._sync_due = False
         self._held: list[bytes] = []
+        self._mark = 0
+        """How many of :attr:`_held` came before :meth:`mark`."""
         self.hold_sync = False
         """While True, events are kept in memory, in order, and written (and fsynced if one of
         them is to be) by :meth:`release_sync`. The runtime holds them during a cycle, so nothing
@@ -118,12 +125,16 @@ class EventLog:
         """The highest ``seq`` known to be on disk (fsynced); -1 when none."""
         return self._synced_seq
 
-    def write(self, t: float, kind: str, *, sync: bool | None = None, **fields: Any) -> int:
+    def write(
+        self, t: float, kind: str, *, sync: bool | None = None, before_mark: bool = False, **fields: Any
+    ) -> int:
         """Append one event and return its ``seq``.
 
         ``sync`` forces (True) or skips (False) the fsync; by default kinds in
-        :data:`SAFETY_KINDS` are fsynced. Raises ValueError for a reserved field name or a
-        non-JSON-able field, and ``ValueError`` when the log is closed.
+        :data:`SAFETY_KINDS` are fsynced. ``before_mark`` (while :attr:`hold_sync` holds events):
+        the event goes before those held since :meth:`mark`, which follow it renumbered and
+        chained anew (the seqs returned for them move up by one). Raises ValueError for a
+        reserved field name or a non-JSON-able field, and ``ValueError`` when the log is closed.
         """
         if self.closed:
             raise ValueError(f"event log {self.path} is closed (cannot write kind={kind!r})")
@@ -140,9 +151,18 @@ class EventLog:
         for key, value in fields.items():
             record[key] = _jsonable(value)
         try:
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str).encode()
+            line = _dumps(record)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event kind={kind!r} has a field that is not JSON-able ({exc})") from exc
+        after: list[bytes] = []
+        if before_mark and self.hold_sync and self._mark < len(self._held):
+            # the held lines since the mark move behind this one: it takes the first one's place
+            after = self._held[self._mark :]
+            del self._held[self._mark :]
+            first = json.loads(after[0])
+            record["seq"] = self._seq = first["seq"]
+            record["prev"] = self._prev = first["prev"]
+            line = _dumps(record)
         self._prev = hashlib.sha256(line).hexdigest()
         seq = self._seq
         self._seq += 1
@@ -150,6 +170,15 @@ class EventLog:
         if self.hold_sync:
             self._held.append(line + b"\n")
             self._sync_due = self._sync_due or safety
+            if after:
+                self._mark += 1  # a second such event goes after this one
+            for moved in after:  # our own lines: they load and dump back to the same bytes
+                again = json.loads(moved)
+                again["seq"], again["prev"] = self._seq, self._prev
+                line = _dumps(again)
+                self._held.append(line + b"\n")
+                self._prev = hashlib.sha256(line).hexdigest()
+                self._seq += 1
             return seq
         if self._held:  # left from a hold that ended without release: they come first
             self._write_held()
@@ -169,6 +198,10 @@ class EventLog:
             self._dirty = False
             self._last_flush = t
 
+    def mark(self) -> None:
+        """Remember how many events are held now (see :meth:`write`'s ``before_mark``)."""
+        self._mark = len(self._held)
+
     def release_sync(self) -> None:
         """End :attr:`hold_sync`: write what it held back, and fsync it if a safety event was
         among it. On an I/O error the held lines are kept for the next attempt (or close)."""
@@ -178,6 +211,7 @@ class EventLog:
     def _write_held(self) -> bool:
         """End the hold and hand the held lines to the file; True if there were any."""
         self.hold_sync = False
+        self._mark = 0
         if self.closed or not self._held:
             return False
         self._file.write(b"".join(self._held))

@@ -9,8 +9,8 @@
   a drive before the next one), frames the recorder dropped (``summary.json``).
 - ``telemetry.csv`` rows, and ``telemetry.mcap`` message counts per channel (equal to the rows
   for a finished run).
-- ``summary.json`` and the faults with their times (from the event log); ``plot.png`` redrawn
-  from ``telemetry.csv``.
+- ``summary.json`` and the faults with their times (from the event log, each text once, in
+  the order of the summary's faults); ``plot.png`` redrawn from ``telemetry.csv``.
 
 :func:`inspect_run` returns an :class:`InspectReport`; ``ok`` is False when anything does not
 verify, and ``problems`` says what and where.
@@ -214,20 +214,24 @@ def _check_events(run_dir: Path, report: InspectReport) -> None:
         "last_kind": last.get("kind", ""),
         "torn_bytes": path.stat().st_size - log.good_bytes if log.torn else 0,
     }
+    listed: set[str] = set()
     for e in events:
         if e.get("kind") == "fault":
             text = e.get("text", "")
-            if e.get("source") == "inputs" and report.faults and report.faults[-1]["text"] == text:
-                continue  # the procedure taking up the supervisor's fault just logged: one fault
+            if text in listed:
+                # the latch of a cause already listed (a drive's EMCY), or the procedure taking
+                # it up: one fault, once, as in summary.json's faults
+                continue
+            listed.add(str(text))
             report.faults.append({"t": e.get("t"), "axis": e.get("axis"), "text": text})
         elif e.get("kind") == "enable_failed":
             report.faults.append(
                 {"t": e.get("t"), "axis": None, "text": f"enable failed: {e.get('text', '')}"}
             )
-        elif e.get("kind") == "drive":
-            report.faults.append(
-                {"t": e.get("t"), "axis": e.get("axis"), "text": e.get("text", e.get("event"))}
-            )
+        elif e.get("kind") in ("drive", "escalated"):
+            text = e.get("text", e.get("event"))
+            listed.add(str(text))
+            report.faults.append({"t": e.get("t"), "axis": e.get("axis"), "text": text})
     if not log.ok:
         report.ends = "broken"
         report.problem(f"events.jsonl {log.problem}")

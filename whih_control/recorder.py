@@ -229,12 +229,16 @@ class RunRecorder:
 
     # --- events ------------------------------------------------------------------------------------
 
-    def event(self, t: float, kind: str, *, safety: bool = False, **fields: Any) -> None:
-        """One line of ``events.jsonl``; safety events are fsynced (after the cycle's RPDOs)."""
+    def event(
+        self, t: float, kind: str, *, safety: bool = False, before_read: bool = False, **fields: Any
+    ) -> None:
+        """One line of ``events.jsonl``; safety events are fsynced (after the cycle's RPDOs).
+        ``before_read``: ahead of what the cycle logged since :meth:`mark_read` (a cause that
+        came before what the cycle read of its consequences: a master stall)."""
         if self.log is None:
             return
         try:
-            self.log.write(t, kind, sync=True if safety else None, **fields)
+            self.log.write(t, kind, sync=True if safety else None, before_mark=before_read, **fields)
         except OSError as exc:
             self._failed(t, exc)
 
@@ -242,6 +246,11 @@ class RunRecorder:
         """A cycle starts: its safety events wait for :meth:`release_sync` (after the RPDOs)."""
         if self.log is not None:
             self.log.hold_sync = True
+
+    def mark_read(self) -> None:
+        """The cycle is about to read the bus (see :meth:`event`'s ``before_read``)."""
+        if self.log is not None:
+            self.log.mark()
 
     def cycle_raised(self) -> None:
         """A cycle raised: what it held goes out before the next event, or at close."""

@@ -13,7 +13,8 @@ control core, procedure, recorder). :meth:`Runtime._cycle_body` is the whole cyc
    commands safe (the one owner of faults);
 7. **write**: ``master.write`` sends one RPDO1 per drive;
 8. **record**: only now is anything logged or fsynced; frames go to the trace writer process,
-   telemetry rows to a writer thread.
+   telemetry rows to a writer thread. A fault latched on a master stall is logged ahead of
+   everything the cycle logged since it began to read (the drives' EMCYs are its consequence).
 
 **Never unattended** (docs/DESIGN.md section 2): in real time, from the first ``enable()`` (the SDO
 set-up) to ``close()``, a thread of its own runs the cycle at the configured rate whatever the
@@ -57,7 +58,7 @@ from whih_control.errors import (
 )
 from whih_control.events import fault_line
 from whih_control.interrupts import HOLD_CODES, InterruptGuard, sigint_held
-from whih_control.limits import stale
+from whih_control.limits import stale, stalled
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
 from whih_control.recorder import RUN_FILES, RunRecorder, RunResult
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
@@ -323,6 +324,7 @@ class Runtime:
         """Why the run stopped when the procedure does not say: enable failed, or its time bound."""
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
+        self._hb_timeout = cfg.bus.master_heartbeat_timeout_ms / 1000.0
         self._position_doubted = ""
         """A linear axis whose position actual jumped since the last acknowledge ('' none): the
         calibration tying its encoder to its tip is no longer to be trusted."""
@@ -1233,6 +1235,7 @@ class Runtime:
             self._cycle_in.stall_s = t - self._t - self.cfg.period if self.pacer.cycles > 1 else 0.0
             self._t = t
             seen = len(rec.faults)
+            rec.mark_read()  # a stall found below is logged before what the cycle reads
             # 2. read: SYNC out, one TPDO1 per drive in
             fb = master.read(t, self.pacer.deadline())
             # 3. service: EMCY, heartbeats, boot-ups, collisions -> supervisor
@@ -1240,18 +1243,24 @@ class Runtime:
                 self._drive_event(event)
             rec.poll(t)  # a dead trace or telemetry writer -> supervisor
             # 4. supervise: the cycle's fault conditions are inputs of the supervisor (step 6)
+            cyc = self._cycle_in
+            # a process stopped in read or service (SIGSTOP, starved) stalled this cycle too: what
+            # they brought in (the drives' heartbeat EMCYs) is then its consequence
+            cyc.stall_s = max(cyc.stall_s, self.pacer.elapsed())
+            stall = stalled(cyc.stall_s, self._hb_timeout)
             self._expire_teleop(t)
             self._gather_measurements(t)
             # 5. procedure: decides on the previous cycle's estimate (one cycle old)
             est = estimator.estimate
             if not estimator.calibrated:
                 self._calibrate()
-            verdict = supervisor.fault_verdict
+            # the fault step 6 latches first, a stall included: the procedure names the same cause
+            verdict = supervisor.next_fault(cyc.stall_s) if stall else supervisor.fault_verdict
             inputs = self._inputs  # one record, refreshed in place every cycle
             inputs.estimate = est
             inputs.verdict = verdict
             inputs.drives_ready = self._drives_ready()
-            inputs.fault_active = supervisor.fault_pending
+            inputs.fault_active = verdict.fault
             inputs.fault_text = verdict.text
             inputs.imaging_fresh = est.imaging_age <= self.cfg.safety.imaging_max_age_s
             before = procedure.phase
@@ -1261,10 +1270,10 @@ class Runtime:
             if self._want_enabled and not supervisor.latched and core.goal is DriveGoal.SWITCHED_ON:
                 core.request_goal(DriveGoal.ENABLED)  # after an acknowledge's fault reset
             # 6. update: estimate, regulators, then the supervisor makes the commands safe
-            cyc = self._cycle_in
-            # a process stopped inside this cycle (SIGSTOP, starved) stalled it too: what read
-            # and service brought in (the drives' heartbeat EMCYs) is then its consequence
-            cyc.stall_s = max(cyc.stall_s, self.pacer.elapsed())
+            if not stall:
+                # stopped since step 4: still this cycle's stall (a stall seen already keeps the
+                # figure the procedure was given)
+                cyc.stall_s = max(cyc.stall_s, self.pacer.elapsed())
             cyc.drives_wanted_enabled = self._want_enabled
             cyc.motion_phase = before in MOTION_PHASES
             cyc.imaging_watched = before in MOTION_PHASES or before is Phase.PAUSED
@@ -1283,10 +1292,19 @@ class Runtime:
             if latched and self._latch_t is None:
                 self._latch_t = t
                 v = supervisor.latched_verdict
+                # a new latch under a stall is the stall (it comes first): the cause goes before
+                # what this cycle read of its consequences (the drives' EMCYs), in the faults
+                # list and in the event log alike; any other latch follows what led to it
+                first = stalled(cyc.stall_s, self._hb_timeout)
                 if not any(f.endswith(v.text) for f in rec.faults):
-                    # the cause before what this cycle read of its consequences (e.g. a stall)
-                    rec.faults.insert(seen, f"{t:.3f}s {fault_line(v.axis or 'all', v.text)}")
-                rec.event(t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True)
+                    line = f"{t:.3f}s {fault_line(v.axis or 'all', v.text)}"
+                    if first:
+                        rec.faults.insert(seen, line)
+                    else:
+                        rec.faults.append(line)
+                rec.event(
+                    t, "fault", reason=v.reason.name, axis=v.axis, text=v.text, safety=True, before_read=first
+                )
             elif not latched:
                 self._latch_t = None
             if supervisor.escalation_log:

@@ -288,6 +288,24 @@ class SafetySupervisor:
             return self.latched_verdict
         return self._reported
 
+    def next_fault(self, stall_s: float) -> Verdict:
+        """What the next :meth:`enforce` latches first, as far as known before it: the latched
+        fault; else a master stall of ``stall_s`` (``CycleInputs.stall_s`` so far), which comes
+        before anything reported in its cycle; else :attr:`fault_verdict`. The procedure reads it
+        before the supervisor runs, so both name the same cause."""
+        if not self.latched and _stalled(stall_s, self._hb_timeout):
+            return self._stall_verdict(stall_s)
+        return self.fault_verdict
+
+    def _stall_verdict(self, stall_s: float) -> Verdict:
+        return Verdict(
+            Reason.STALE_FEEDBACK,
+            f"master stalled: {stall_s * 1e3:.1f} ms without a cycle on its own clock "
+            f"(allowed {limits.stall_limit(self._hb_timeout) * 1e3:.0f} ms, half the drives' "
+            "master heartbeat timeout)",
+            True,
+        )
+
     def _latch(self, verdict: Verdict) -> None:
         self.faults += 1
         if not self.latched:
@@ -398,14 +416,14 @@ class SafetySupervisor:
         self._inputs = cyc
         stop_goal = cyc.stop_goal
         if not self.latched:
-            fault = self._detect_fault(estimate, objective, operator, feedback.bus_ok, cyc)
+            fault = self._detect_fault(estimate, objective, operator, feedback, cyc)
             if fault is not None:
                 self._latch(fault)
         if self.latched:
-            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP)
+            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP, feedback.sync_missed)
             return self.latched_verdict
         if stop_goal is not None:
-            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP)
+            self._stop_all(_DISABLED if stop_goal is _DISABLED else _QUICK_STOP, feedback.sync_missed)
             return _CLOSING
         target = self.target
         vel = self.velocity
@@ -567,7 +585,7 @@ class SafetySupervisor:
         estimate: Estimate,
         objective: Objective,
         operator: OperatorInput,
-        bus_ok: bool,
+        feedback: Feedback,
         cyc: CycleInputs,
     ) -> Verdict | None:
         """Every fault condition of the cycle, in order of precedence; None if there is none.
@@ -582,20 +600,14 @@ class SafetySupervisor:
             if self._reported is not None:
                 self._reported = None
                 self.faults += 1
-            return Verdict(
-                Reason.STALE_FEEDBACK,
-                f"master stalled: {cyc.stall_s * 1e3:.1f} ms without a cycle on its own clock "
-                f"(allowed {limits.stall_limit(self._hb_timeout) * 1e3:.0f} ms, half the drives' "
-                "master heartbeat timeout)",
-                True,
-            )
+            return self._stall_verdict(cyc.stall_s)
         reported = self._reported
         if reported is not None:
             self._reported = None
             return reported
         if operator.estop:
             return Verdict(Reason.ESTOP, "emergency stop pressed", True)
-        if not bus_ok:
+        if not feedback.bus_ok:
             return Verdict(Reason.BUS_FAULT, "bus fault (collision, bus error or SYNC loss)", True)
         was = self._was_enabled
         lag = self._lag
@@ -626,13 +638,7 @@ class SafetySupervisor:
                         lag[i] = 0
                 was[i] = True
             if watch_age and _stale(af.age_cycles, max_age):
-                name = self.axes[i]
-                return Verdict(
-                    Reason.STALE_FEEDBACK,
-                    f"{name}: no TPDO1 for {af.age_cycles} cycles (allowed {max_age})",
-                    True,
-                    name,
-                )
+                return self._silent_verdict(i, feedback.sync_missed)
             f = af.force
             if (f >= fstop[i] or -f >= fstop[i]) and f < _BIG and -f < _BIG:
                 name = self.axes[i]
@@ -665,9 +671,31 @@ class SafetySupervisor:
                 self._cpl_recheck = False
         return None
 
-    def _stop_all(self, goal: DriveGoal) -> None:
+    def _silent_verdict(self, i: int, sync_missed: int) -> Verdict:
+        """The fault of stale feedback, first seen on axis ``i``: the text names what the
+        supervisor can tell apart (one drive silent, several, every one), and a SYNC the master
+        did not send (``Feedback.sync_missed``), since every drive answers SYNC alone."""
+        max_age = self._max_age
+        fbs = self._fbs
+        silent = [k for k, af in enumerate(fbs) if _stale(af.age_cycles, max_age)]
+        cause = f"SYNC lost: the master sent no SYNC for {sync_missed} cycles; " if sync_missed > 0 else ""
+        n = len(self.axes)
+        if len(silent) == n:  # (a configuration has at least the four linear axes)
+            age = min(fbs[k].age_cycles for k in silent)
+            text = f"no TPDO1 from any of the {n} drives for {age} cycles (allowed {max_age})"
+            return Verdict(
+                Reason.STALE_FEEDBACK, cause + text if cause else f"{text}: SYNC lost or bus down", True
+            )
+        name = self.axes[i]
+        text = f"no TPDO1 for {fbs[i].age_cycles} cycles (allowed {max_age})"
+        if len(silent) > 1:
+            text += " (also silent: " + ", ".join(self.axes[k] for k in silent if k != i) + ")"
+        return Verdict(Reason.STALE_FEEDBACK, f"{name}: {cause}{text}", True, name)
+
+    def _stop_all(self, goal: DriveGoal, sync_missed: int) -> None:
         """Every axis gets ``goal`` (a quick stop or disable) and a target at its actual position;
-        while a fault is latched, a drive seen leaving its stop is escalated (invariant 9)."""
+        while a fault is latched, a drive seen leaving its stop is escalated (invariant 9).
+        ``sync_missed`` (``Feedback.sync_missed``) only goes into the text of a silent drive's."""
         target = self.target
         vel = self.velocity
         pos = self._pos
@@ -688,7 +716,10 @@ class SafetySupervisor:
                 elif _stale(af.age_cycles, self._max_age):
                     # silent (e.g. put in pre-operational by another node): its stop cannot be seen
                     if late:
-                        self._escalate(i, f"no TPDO1 for {af.age_cycles} cycles after the quick-stop ramp")
+                        why = f"no TPDO1 for {af.age_cycles} cycles after the quick-stop ramp"
+                        if sync_missed > 0:  # what it was given to answer: nothing
+                            why += f" (the master sent no SYNC for {sync_missed} cycles)"
+                        self._escalate(i, why)
                 elif st in _AT_STOP:
                     seen[i] = True
                     x = af.position
