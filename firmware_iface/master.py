@@ -97,6 +97,11 @@ _TORQUE_OFF: Final = frozenset({DriveState.SWITCH_ON_DISABLED, DriveState.FAULT}
 """States in which shutdown counts a drive as safely off (FAULT is latched and torque-free)."""
 
 
+_SDO_WRITES: Final = frozenset({0, 1, 6})
+"""CiA 301 client command specifiers of a write: download segment, initiate download, block
+download (2, 3 and 5 read; 4 aborts)."""
+
+
 @dataclass(slots=True)
 class MasterStats:
     """Counters of the cyclic exchange (never reset by the master)."""
@@ -925,9 +930,12 @@ class Master:
             return
         axis = self.axes[i]
         if cob in self._sdo_cobs:
-            events.append(
-                DriveEvent(DriveEventKind.COLLISION, axis, t, code=cob, text=self._sdo_text(i, msg))
-            )
+            text = self._sdo_text(i, msg)
+            if cob == pdo.sdo_rx_cob(self.nodes[i]) and (msg.dlc < 1 or msg.data[0] >> 5 in _SDO_WRITES):
+                # what set-up wrote and read back may be rewritten: as after a reset, no
+                # acknowledge may re-enable the drive on it (a read changes nothing)
+                self._lose_setup(i, text)
+            events.append(DriveEvent(DriveEventKind.COLLISION, axis, t, code=cob, text=text))
             return
         if cob & 0x780 == 0x080:  # EMCY
             if msg.dlc < 2:

@@ -133,6 +133,18 @@ def test_another_sdo_client_on_a_drive_faults_the_cycle_it_arrives(
     assert set(rt.master.last_controlword) == {CW_QUICK_STOP}  # this same cycle
     assert rt.master.stats.collisions == frames  # each request and each answer
     assert rt.master.stats.unknown_cob_ids == 0
+    # a write may have changed what set-up wrote and read back: no acknowledge re-enables the
+    # drive on it (as after a reset); a read changed nothing, and the acknowledge goes through
+    moving_robot.step(400)  # every ramp over
+    if exchange is _write_quick_stop_decel:
+        assert rt.master.needs_setup() and "write of 0x6085:0" in rt.master.needs_setup()[0]
+        with pytest.raises(SafetyError, match=r"write of 0x6085:0.*close this robot and open a new one"):
+            moving_robot.acknowledge()
+        assert sup.latched
+    else:
+        assert rt.master.needs_setup() == []
+        moving_robot.acknowledge()
+        assert not sup.latched
 
 
 def test_sdo_frames_are_no_collision_before_set_up_and_a_default_run_has_none() -> None:

@@ -53,7 +53,8 @@ def test_max_time_ends_a_run_still_enabling_as_a_timeout(cfg: wc.Config, tmp_pat
 
 def test_a_bound_shorter_than_enabling_ends_the_run_in_enable(cfg: wc.Config) -> None:
     result = wc.simulate(cfg, max_time=0.1)
-    assert result.outcome == "timeout" and result.sim_seconds == pytest.approx(0.1, abs=cfg.period)
+    # plus the cycle that withdraws the enable
+    assert result.outcome == "timeout" and 0.1 <= result.sim_seconds <= 0.1 + 1.5 * cfg.period
     assert result.reason == f"max_time (=0.1 s) {DURING_ENABLE}"
 
 
@@ -84,6 +85,27 @@ def test_enable_timeout_raises_naming_the_bound_and_the_phase(cfg: wc.Config, tm
     assert str(info.value) == text
     failed = [e for e in read_events(out / "events.jsonl") if e["kind"] == "enable_failed"]
     assert [(e["error"], e["text"]) for e in failed] == [("CommandTimeoutError", text)]
+
+
+@pytest.mark.parametrize("call", ["enable", "enable_and_run"])
+def test_an_enable_its_bound_ended_is_withdrawn_nothing_enables_or_moves_after_it(
+    cfg: wc.Config, call: str
+) -> None:
+    """With auto_confirm the procedure would start moving once calibrated: after the bound the
+    drives go back to SWITCHED ON and the procedure is aborted, with the bound as its reason."""
+    with wc.Robot(cfg, clock="simulated", auto_confirm=True) as robot:
+        start = {a: d.position for a, d in robot.status().drives.items()}
+        if call == "enable":
+            with pytest.raises(wc.CommandTimeoutError):
+                robot.enable(timeout=0.1)
+        else:
+            assert robot.enable_and_run(max_time=0.1).outcome == "timeout"
+        robot.step(round(2.0 / cfg.period))  # long after enabling and calibration would be done
+        status = robot.status()
+        assert status.phase == "aborted"
+        assert "0.1 s) ended" in robot.runtime.procedure.reason
+        assert all(d.state != "OPERATION_ENABLED" for d in status.drives.values())
+        assert {a: d.position for a, d in status.drives.items()} == start
 
 
 def test_enable_keeps_its_own_bound_when_the_timeout_is_longer(cfg: wc.Config) -> None:
@@ -139,7 +161,8 @@ def test_whih_run_max_time_ends_a_run_still_enabling_as_a_timeout(
     assert f"reason: max_time (=2 s) {DURING_ENABLE}" in captured.out
     assert "not reached within" not in captured.err and "Traceback" not in captured.err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["outcome"] == "timeout" and summary["sim_seconds"] <= 2.0 + 1e-9
+    # plus the cycle that withdraws the enable
+    assert summary["outcome"] == "timeout" and summary["sim_seconds"] <= 2.0 + 1.5 * 0.0025
 
 
 @pytest.mark.realtime

@@ -113,6 +113,13 @@ def test_a_drive_whose_quick_stop_ramp_was_rewritten_is_escalated_at_the_stop_de
         assert drive.state is DriveState.SWITCH_ON_DISABLED
         robot.step(800)
         assert drive.position == stopped
+        # NMT-stopped for good: acknowledge names it and the remedy, not a stale state of it
+        robot.set_inputs(estop=False)
+        robot.step(40)
+        with pytest.raises(
+            SafetyError, match=rf"refused: {axis}: escalated under this fault .*open a new one"
+        ):
+            robot.acknowledge()
         # no further than at full speed from the latch to the escalation's frames
         v = cfg.drives[axis].max_speed
         assert abs(stopped - p_latch) <= v * (cycles + 3) * cfg.period

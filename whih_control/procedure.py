@@ -608,10 +608,13 @@ class Procedure:
         """paused -> the interrupted motion phase (needs enable held, no fault, fresh imaging)."""
         self._operate("resume", self._model.resume)
 
-    def abort(self, why: str = "") -> None:
-        """End the procedure from any phase that has not ended (aborted is terminal)."""
+    def abort(self, why: str = "", *, reason: str | None = None) -> None:
+        """End the procedure from any phase that has not ended (aborted is terminal).
+
+        The procedure's reason is "operator abort: ``why``", or ``reason`` when the abort is not
+        the operator's (e.g. a time bound of the application that ended an enable)."""
         old = self._reason
-        self._reason = "operator abort" + (f": {why}" if why else "")
+        self._reason = reason if reason is not None else "operator abort" + (f": {why}" if why else "")
         try:
             self._operate("abort", self._model.abort, why=why)
         except ProcedureError:

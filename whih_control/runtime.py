@@ -624,20 +624,36 @@ class Runtime:
 
         Bounded by ``bus.boot_timeout_s`` + 5 s of waiting for the drives and calibration, and,
         when given, by ``timeout`` seconds of the robot's clock from this call (the SDO set-up
-        included; it is not interrupted, and nothing is enabled once the time is up): whichever
-        ends first raises :class:`~whih_control.errors.CommandTimeoutError`.
+        included; it is not interrupted): whichever ends first raises
+        :class:`~whih_control.errors.CommandTimeoutError`. When ``timeout`` ends it, what the
+        enable began is withdrawn: the drives go back to SWITCHED ON (no torque) and the
+        procedure is aborted, so nothing goes on enabling, or moving, by itself.
         """
         check_time_bound("enable: timeout", timeout)
         self._require_not_enabled()
         try:
             if not self._enable(timeout):
-                raise CommandTimeoutError(
+                text = (
                     f"enable: timeout (={timeout:g} s) ended in phase {self.procedure.phase.value}, "
                     "before the drives reached OPERATION ENABLED and calibration"
                 )
+                self._withdraw_enable(text)
+                raise CommandTimeoutError(text)
         except WhihError as exc:
             self._enable_failed(exc)
             raise
+
+    def _withdraw_enable(self, why: str) -> None:
+        """A caller's bound ended the enable: drives back to SWITCHED ON, the procedure aborted
+        with ``why`` (with auto_confirm it would otherwise start moving once calibrated)."""
+
+        def withdraw() -> None:
+            self._want_enabled = False
+            self.core.request_goal(DriveGoal.SWITCHED_ON)
+            if not self.procedure.done:
+                self.procedure.abort(why, reason=why)
+
+        self.command("withdraw_enable", withdraw)
 
     def _require_not_enabled(self) -> None:
         self._require_open("enable")
@@ -1199,6 +1215,8 @@ class Runtime:
                 if not enabled
                 else f"max_time (={max_time:g} s) ended in phase {phase}, before the procedure started"
             )
+            if not enabled:
+                self._withdraw_enable(self._stop_reason)
             return self._finish("timeout")
         return self._run_procedure(left, max_time, confirm, hold_on_fault)
 

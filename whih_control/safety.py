@@ -22,7 +22,8 @@ happened). Invariants (docs/DESIGN.md section 4), in the order they are applied 
   (READY TO SWITCH ON, SWITCHED ON, OPERATION ENABLED) after it had reached its stop, still
   reporting one after the quick-stop ramp, or silent (feedback older than
   ``safety.feedback_max_age_cycles``) after the ramp, gets ``AxisCommand.escalate`` (disable
-  voltage, then NMT stop) in that same cycle and every cycle after, until an acknowledge. So does
+  voltage, then NMT stop) in that same cycle and every cycle after; acknowledge then refuses for
+  the rest of the run, as nothing in a running robot starts the drive again. So does
   a drive that has not finished its own stop by the *stop deadline* (twice the slowest
   quick-stop ramp from max speed, plus the frames' two cycles, plus the feedback age allowed;
   ``stop_deadline_cycles``): fresh and still in FAULT REACTION ACTIVE, in QUICK STOP ACTIVE
@@ -222,7 +223,7 @@ class SafetySupervisor:
         self._stop_seen = [False] * n
         self.escalated: list[bool] = [False] * n
         """Per axis (``axes`` order): seen leaving its stop under the present latch, so the
-        master disables its voltage and NMT-stops it every cycle until an acknowledge."""
+        master disables its voltage and NMT-stops it every cycle; acknowledge refuses while any is."""
         self.target: list[float] = [math.nan] * n
         """Last target sent per axis (in ``axes`` order)."""
         self.velocity: list[float] = [0.0] * n
@@ -342,7 +343,15 @@ class SafetySupervisor:
             self.ack_blocker = ""
             return True
         why = ""
-        if self._estop:
+        cut = [name for i, name in enumerate(self.axes) if self.escalated[i]]
+        if cut:
+            # NMT-stopped with its voltage disabled: its feedback and heartbeat stay silent, and
+            # nothing in a running robot starts it again (only set-up and shutdown do)
+            why = (
+                f"{cut[0]}: escalated under this fault (disable voltage, NMT stop): nothing starts "
+                "it again in this robot: close this robot and open a new one"
+            )
+        elif self._estop:
             why = "e-stop still pressed"
         elif not feedback.bus_ok:
             why = "bus not OK"
