@@ -1076,7 +1076,7 @@ def test_a_silent_drive_is_escalated_only_after_the_ramp() -> None:
         DriveState.FAULT_REACTION_ACTIVE,
     ],
 )
-def test_a_drive_seen_leaving_its_stop_is_escalated_in_that_cycle_until_acknowledged(
+def test_a_drive_seen_leaving_its_stop_is_escalated_in_that_cycle_for_the_rest_of_the_run(
     stop: DriveState, back: DriveState
 ) -> None:
     sup, fb, cmds, est = _running()
@@ -1089,12 +1089,26 @@ def test_a_drive_seen_leaving_its_stop_is_escalated_in_that_cycle_until_acknowle
     fb.axes["ante_wire"].state = stop  # stopped again: still escalated, for as long as the latch
     for k in range(2, _ramp_cycles(CFG) + 4):
         assert _latched_cycle(sup, fb, cmds, est, k) == ["ante_wire"], k
+    # even if someone started it again and it looks healthy: no acknowledge re-enables it
     for af in fb.axes.values():
         af.state, af.statusword = DriveState.SWITCH_ON_DISABLED, SW_TARGET_REACHED
+    assert not sup.acknowledge(fb)
+    assert sup.ack_blocker.startswith("ante_wire: escalated under this fault") and sup.latched
+    assert _latched_cycle(sup, fb, cmds, est, _ramp_cycles(CFG) + 4) == ["ante_wire"]
+
+
+def test_a_new_latch_starts_with_nobody_escalated() -> None:
+    """Escalation belongs to the latch it happened under: a fault acknowledged without one, then
+    a new fault, escalates nobody for what happened before."""
+    sup, fb, cmds, est = _running()
+    sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
+    for af in fb.axes.values():
+        af.state, af.statusword = DriveState.SWITCH_ON_DISABLED, SW_TARGET_REACHED
+    for k in range(_ramp_cycles(CFG) + 4):
+        assert _latched_cycle(sup, fb, cmds, est, k) == [], k
     assert sup.acknowledge(fb)
     sup.enforce(1.0, CFG.period, cmds, fb, est, MOVE, HELD)  # the reset cycle
     assert not any(c.escalate for c in cmds.axes.values())
-    # a new latch starts afresh: nobody escalated for what happened under the last one
     sup.raise_fault(Reason.ESTOP, "emergency stop pressed")
     assert _latched_cycle(sup, fb, cmds, est, 0) == []
 
