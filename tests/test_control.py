@@ -372,8 +372,9 @@ class CoreMachine(RuleBasedStateMachine):
             af.state is DriveState.QUICK_STOP_ACTIVE and not af.statusword & SW_TARGET_REACHED
             for af in fb.axes.values()
         )
+        escalated = any(sup.escalated)  # NMT-stopped for the rest of the run
         accepted = self.core.acknowledge(fb)
-        assert accepted == (not self.op.estop and not stopping), sup.ack_blocker
+        assert accepted == (not escalated and not self.op.estop and not stopping), sup.ack_blocker
         # acknowledging never moves anything
         assert targets == {a: c.target for a, c in self.core.commands.axes.items()}
         if accepted:

@@ -210,6 +210,48 @@ def test_any_sdo_frame_of_a_drive_once_set_up_is_one_collision_naming_it(
         assert f"COB-ID 0x{cob:03X}" in e.text and f"node {cob & 0x7F} " in e.text
 
 
+@pytest.mark.parametrize(
+    ("cob", "data", "lost"),
+    [
+        (0x606, b"", True),  # nothing to tell it by: taken for a write
+        (0x606, b"\x20", True),  # initiate download (write), cut short
+        (0x606, b"\x23\x85\x60\x00\x01\x00\x00\x00", True),  # 0x6085 := 1
+        (0x606, b"\x00" * 8, True),  # download segment
+        (0x606, b"\xc0" + b"\x00" * 7, True),  # block download
+        (0x606, b"\x40", False),  # initiate upload (read), one byte
+        (0x606, b"\x40\x41\x60\x00\x00\x00\x00\x00", False),  # read of 0x6041
+        (0x606, b"\xa0" + b"\x00" * 7, False),  # block upload
+        (0x606, b"\x80" + b"\x00" * 7, False),  # abort
+        (0x586, b"\x60\x85\x60\x00\x00\x00\x00\x00", False),  # an answer changes nothing
+    ],
+    ids=[
+        "empty",
+        "write-1-byte",
+        "write",
+        "segment",
+        "block-down",
+        "read-1-byte",
+        "read",
+        "block-up",
+        "abort",
+        "answer",
+    ],
+)
+def test_an_sdo_write_after_set_up_loses_that_drive_s_set_up_a_read_does_not(
+    set_up_master: tuple[Master, SimTimeBus], cob: int, data: bytes, lost: bool
+) -> None:
+    """What another client wrote may be anything set-up wrote and read back: as after a reset,
+    no acknowledge may re-enable the drive on it. A read, an abort or an answer changes nothing
+    (still a collision: another client is on the drive)."""
+    m, bus = set_up_master
+    m.setup_lost[:] = [""] * len(m.axes)  # as after set-up (the master is shared by the module)
+    bus.kernel.device_send(can.Message(arbitration_id=cob, data=data, is_extended_id=False))
+    fb = m.read(bus.kernel.time + bus.kernel.period, None)
+    assert [e.code for e in m.service(fb.t) if e.kind is DriveEventKind.COLLISION] == [cob]
+    assert bool(m.needs_setup()) is lost
+    assert m.setup_lost[m.axes.index("retro_mc")] == (m.needs_setup()[0] if lost else "")
+
+
 # --------------------------------------------------------------------------- a drive reset mid-run
 
 
