@@ -8,6 +8,7 @@ hears. The drives' SDO servers are ``canopen``'s too (``LocalNode``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -170,8 +171,9 @@ def test_sdo_frames_are_no_collision_before_set_up_and_a_default_run_has_none() 
         assert (stats.collisions, stats.unknown_cob_ids, stats.bad_dlc) == (0, 0, 0)
 
 
-@pytest.fixture(scope="module")
-def set_up_master() -> Iterator[tuple[Master, SimTimeBus]]:
+@contextlib.contextmanager
+def _master_set_up() -> Iterator[tuple[Master, SimTimeBus]]:
+    """A master that has set up the simulated drives on the simulated-time bus."""
     cfg = _sim_time_config()
     bus = SimTimeBus(period=cfg.period)
     drives = SimulatedDrives(cfg, bus)
@@ -183,6 +185,12 @@ def set_up_master() -> Iterator[tuple[Master, SimTimeBus]]:
     finally:
         drives.stop()
         bus.shutdown()
+
+
+@pytest.fixture(scope="module")
+def set_up_master() -> Iterator[tuple[Master, SimTimeBus]]:
+    with _master_set_up() as master_and_bus:
+        yield master_and_bus
 
 
 _SDO_COBS = [base + n for base in (0x580, 0x600) for n in range(1, 7)]
@@ -307,13 +315,7 @@ def test_set_up_is_lost_on_a_boot_up_or_a_fall_back_to_pre_operational_and_resto
     ones (a reset whose boot-up was missed, or another node's NMT command), loses the drive's
     set-up until the next set-up; a pre-operational heartbeat before any operational one (left
     over from set-up) does not."""
-    cfg = _sim_time_config()
-    bus = SimTimeBus(period=cfg.period)
-    drives = SimulatedDrives(cfg, bus)
-    drives.start()
-    try:
-        m = Master(cfg, bus)
-        m.setup()
+    with _master_set_up() as (m, bus):
         assert m.needs_setup() == []
         t = 1.0
         bus.kernel.device_send(_heartbeat(4, pdo.NMT_PRE_OPERATIONAL))  # before any operational
@@ -334,9 +336,6 @@ def test_set_up_is_lost_on_a_boot_up_or_a_fall_back_to_pre_operational_and_resto
         ]
         m.setup()
         assert m.needs_setup() == []
-    finally:
-        drives.stop()
-        bus.shutdown()
 
 
 # --------------------------------------------------------------------------- the run folder says why

@@ -58,7 +58,7 @@ from whih_control.errors import (
 )
 from whih_control.events import fault_line
 from whih_control.interrupts import HOLD_CODES, InterruptGuard, sigint_held
-from whih_control.limits import stale, stalled
+from whih_control.limits import stale
 from whih_control.procedure import MOTION_PHASES, Phase, Procedure, ProcedureInputs
 from whih_control.recorder import RUN_FILES, RunRecorder, RunResult
 from whih_control.runtime_clock import LoopStats, RealTimePacer, SimPacer
@@ -324,7 +324,6 @@ class Runtime:
         """Why the run stopped when the procedure does not say: enable failed, or its time bound."""
         self._latch_t: float | None = None
         """Cycle time at which the present latched fault was first commanded (quick stop)."""
-        self._hb_timeout = cfg.bus.master_heartbeat_timeout_ms / 1000.0
         self._position_doubted = ""
         """A linear axis whose position actual jumped since the last acknowledge ('' none): the
         calibration tying its encoder to its tip is no longer to be trusted."""
@@ -1265,7 +1264,7 @@ class Runtime:
             # a process stopped in read or service (SIGSTOP, starved) stalled this cycle too: what
             # they brought in (the drives' heartbeat EMCYs) is then its consequence
             cyc.stall_s = max(cyc.stall_s, self.pacer.elapsed())
-            stall = stalled(cyc.stall_s, self._hb_timeout)
+            stall = supervisor.stalled(cyc.stall_s)
             self._expire_teleop(t)
             self._gather_measurements(t)
             # 5. procedure: decides on the previous cycle's estimate (one cycle old)
@@ -1313,7 +1312,7 @@ class Runtime:
                 # a new latch under a stall is the stall (it comes first): the cause goes before
                 # what this cycle read of its consequences (the drives' EMCYs), in the faults
                 # list and in the event log alike; any other latch follows what led to it
-                first = stalled(cyc.stall_s, self._hb_timeout)
+                first = supervisor.stalled(cyc.stall_s)
                 if not any(f.endswith(v.text) for f in rec.faults):
                     line = f"{t:.3f}s {fault_line(v.axis or 'all', v.text)}"
                     if first:

@@ -289,6 +289,11 @@ class SafetySupervisor:
             return self.latched_verdict
         return self._reported
 
+    def stalled(self, stall_s: float) -> bool:
+        """Whether ``stall_s`` (``CycleInputs.stall_s``) is a master stall: the one definition,
+        :func:`~whih_control.limits.stalled` at this configuration's heartbeat timeout."""
+        return _stalled(stall_s, self._hb_timeout)
+
     def next_fault(self, stall_s: float) -> Verdict:
         """What the next :meth:`enforce` latches first, as far as known before it: the latched
         fault; else a master stall of ``stall_s`` (``CycleInputs.stall_s`` so far), which comes
